@@ -1,0 +1,5 @@
+import sys
+
+from lowbridge.cli import main
+
+sys.exit(main())

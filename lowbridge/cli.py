@@ -1,0 +1,404 @@
+"""The ``lowbridge`` command line: parse, call the controller, render.  Nothing else.
+
+Verbs and flags follow the ``docker`` CLI.  User errors print one line on stderr and exit with the
+error's code (see :mod:`lowbridge.errors`); ``run`` and ``exec`` exit with the command's own status,
+or 125 when lowbridge itself failed, 126 when the command cannot run, 127 when it is not found, as
+``docker run`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from lowbridge.errors import InvalidInput, LowbridgeError
+
+PROG = "lowbridge"
+
+
+def _pairs(values: list[str] | None, what: str, need_value: bool = True) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not key or (need_value and not sep):
+            raise InvalidInput(f"invalid {what} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _controller(args: argparse.Namespace):  # noqa: ANN202
+    from lowbridge.config import Paths
+    from lowbridge.controller import Controller
+
+    return Controller(Paths.resolve(args.root))
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=4))
+
+
+# ---------------------------------------------------------------------------- network
+def cmd_network_create(args: argparse.Namespace) -> int:
+    from lowbridge.drivers.base import NetworkRequest
+
+    if len(args.subnet or []) > 1 or len(args.gateway or []) > 1 or len(args.ip_range or []) > 1:
+        raise InvalidInput("only one --subnet, --gateway and --ip-range are supported so far")
+    req = NetworkRequest(
+        name=args.name,
+        driver=args.driver,
+        subnet=(args.subnet or [None])[0],
+        gateway=(args.gateway or [None])[0],
+        ip_range=(args.ip_range or [None])[0],
+        aux_addresses=_pairs(args.aux_address, "--aux-address"),
+        internal=args.internal,
+        labels=_pairs(args.label, "--label", need_value=False),
+        options=_pairs(args.opt, "--opt"),
+    )
+    net = _controller(args).network_create(req)
+    print(net.id)
+    return 0
+
+
+def cmd_network_ls(args: argparse.Namespace) -> int:
+    from lowbridge import output
+
+    nets = _controller(args).networks()
+    if args.quiet:
+        for n in nets:
+            print(n.id if args.no_trunc else n.id[:12])
+        return 0
+    print(
+        output.table(
+            ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], output.network_rows(nets, args.no_trunc)
+        )
+    )
+    return 0
+
+
+def cmd_network_inspect(args: argparse.Namespace) -> int:
+    from lowbridge import output
+
+    ctl = _controller(args)
+    ctrs = {c.id: c for c in ctl.containers()}
+    docs = []
+    for ref in args.networks:
+        net = ctl.network(ref)
+        docs.append(output.network_doc(net, ctl.endpoints(network=net), ctrs))
+    _print_json(docs)
+    return 0
+
+
+def _each(refs: list[str], fn) -> int:  # noqa: ANN001
+    """Docker's multi-argument verbs: try every argument, report each failure, fail at the end."""
+    status = 0
+    for ref in refs:
+        try:
+            print(fn(ref))
+        except LowbridgeError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            status = exc.exit_code
+    return status
+
+
+def cmd_network_rm(args: argparse.Namespace) -> int:
+    ctl = _controller(args)
+    return _each(args.networks, lambda ref: ref if ctl.network_rm(ref) else ref)
+
+
+def cmd_network_prune(args: argparse.Namespace) -> int:
+    removed = _controller(args).network_prune()
+    if removed:
+        print("Deleted Networks:")
+        for net in removed:
+            print(net.name)
+    return 0
+
+
+def cmd_network_connect(args: argparse.Namespace) -> int:
+    _controller(args).network_connect(args.network, args.container, ip=args.ip)
+    return 0
+
+
+def cmd_network_disconnect(args: argparse.Namespace) -> int:
+    _controller(args).network_disconnect(args.network, args.container)
+    return 0
+
+
+# ---------------------------------------------------------------------------- containers
+def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: ANN202
+    from lowbridge.controller import ContainerRequest
+
+    return ContainerRequest(
+        name=args.name,
+        network=args.network,
+        ip=args.ip,
+        netns=getattr(args, "netns", None),
+        command=command,
+    )
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    command = list(args.command or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return command
+
+
+def cmd_container_create(args: argparse.Namespace) -> int:
+    ctr = _controller(args).container_create(_container_request(args, _command(args)))
+    print(ctr.id)
+    return 0
+
+
+def cmd_container_ls(args: argparse.Namespace) -> int:
+    from lowbridge import output
+
+    ctl = _controller(args)
+    ctrs = ctl.containers()
+    if args.quiet:
+        for c in ctrs:
+            print(c.id if args.no_trunc else c.id[:12])
+        return 0
+    pids = ctl.running(ctrs)
+    nets = {n.id: n.name for n in ctl.store.networks()}
+    rows = []
+    for c in ctrs:
+        eps = ctl.endpoints(container=c)
+        cmd = " ".join(c.command)
+        if not args.no_trunc and len(cmd) > 20:
+            cmd = cmd[:19] + "…"
+        rows.append(
+            [
+                c.id if args.no_trunc else c.id[:12],
+                json.dumps(cmd),
+                output.ago(c.created),
+                output.container_status(c, pids[c.id]),
+                ",".join(nets.get(e.network_id, "?") for e in eps),
+                c.name,
+            ]
+        )
+    print(output.table(["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "NETWORKS", "NAMES"], rows))
+    return 0
+
+
+def cmd_container_inspect(args: argparse.Namespace) -> int:
+    from lowbridge import output
+
+    ctl = _controller(args)
+    nets = {n.id: n for n in ctl.store.networks()}
+    docs = []
+    for ref in args.containers:
+        ctr = ctl.container(ref)
+        pids = ctl.running([ctr])[ctr.id]
+        docs.append(output.container_doc(ctr, ctl.endpoints(container=ctr), nets, pids))
+    _print_json(docs)
+    return 0
+
+
+def cmd_container_rm(args: argparse.Namespace) -> int:
+    ctl = _controller(args)
+    return _each(args.containers, lambda ref: (ctl.container_rm(ref, force=args.force), ref)[1])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lowbridge import sandbox
+
+    command = _command(args)
+    if not command:
+        raise InvalidInput("run needs a command after '--' (container create makes a bare sandbox)")
+    ctl = _controller(args)
+    try:
+        ctr = ctl.container_create(_container_request(args, command))
+    except LowbridgeError as exc:
+        exc.exit_code = 125
+        raise
+    if args.detach:
+        pid, start = sandbox.spawn_detached(ctr.name, command, ctl.paths.logs(ctr.id))
+        ctl.record_process(ctr, pid, start)
+        print(ctr.id)
+        return 0
+    try:
+        proc = subprocess.Popen(sandbox.exec_argv(ctr.name, command))
+    except OSError as exc:
+        return _spawn_failure(exc)
+    ctl.record_process(ctr, proc.pid, sandbox.start_time(proc.pid))
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        code = proc.wait()
+    if args.rm:
+        ctl.container_rm(ctr.id, force=True)
+    return code
+
+
+def _spawn_failure(exc: OSError) -> int:
+    print(f"{PROG}: error: {exc}", file=sys.stderr)
+    return 127 if isinstance(exc, FileNotFoundError) else 126
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from lowbridge import sandbox
+
+    command = _command(args)
+    if not command:
+        raise InvalidInput("exec needs a command after the container name")
+    ctr = _controller(args).container(args.container)
+    argv = sandbox.exec_argv(ctr.name, command)
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        return _spawn_failure(exc)
+    return 0  # not reached
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lowbridge import demo
+
+    return demo.main(keep=args.keep)
+
+
+# ---------------------------------------------------------------------------- parser
+def _add_network_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="name (default: the short id); also the netns name")
+    p.add_argument("--network", "--net", default="bridge", help="network to join (default: bridge)")
+    p.add_argument("--ip", help="IPv4 address on that network (user-defined networks only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Docker's network drivers, built directly in the kernel with pyroute2.",
+    )
+    parser.add_argument(
+        "--root",
+        help="state directory (default /var/lib/lowbridge and /run/lowbridge; env LOWBRIDGE_ROOT)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+
+    # network
+    net = sub.add_parser("network", help="manage networks")
+    nsub = net.add_subparsers(dest="network_command", metavar="COMMAND", required=True)
+    p = nsub.add_parser("create", help="create a network")
+    p.add_argument("-d", "--driver", default="bridge", help="driver: bridge (default)")
+    p.add_argument("--subnet", action="append", help="subnet in CIDR format")
+    p.add_argument("--gateway", action="append", help="gateway for the subnet")
+    p.add_argument("--ip-range", action="append", help="allocate endpoint addresses from here")
+    p.add_argument("--aux-address", action="append", metavar="NAME=IP", help="reserve an address")
+    p.add_argument("--internal", action="store_true", help="no outside access")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="set metadata")
+    p.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="driver option, e.g. com.docker.network.bridge.name=br0",
+    )
+    p.add_argument("name", metavar="NETWORK")
+    p.set_defaults(func=cmd_network_create)
+
+    p = nsub.add_parser("ls", aliases=["list"], help="list networks")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.set_defaults(func=cmd_network_ls)
+
+    p = nsub.add_parser("inspect", help="show networks as JSON")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.set_defaults(func=cmd_network_inspect)
+
+    p = nsub.add_parser("rm", aliases=["remove"], help="remove networks")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.set_defaults(func=cmd_network_rm)
+
+    p = nsub.add_parser("prune", help="remove all unused user-defined networks")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt (never prompts)")
+    p.set_defaults(func=cmd_network_prune)
+
+    p = nsub.add_parser("connect", help="connect a container to a network")
+    p.add_argument("--ip", help="IPv4 address")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_network_connect)
+
+    p = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_network_disconnect)
+
+    # container
+    ctr = sub.add_parser("container", help="manage containers (sandboxes)")
+    csub = ctr.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    p = csub.add_parser("create", help="create a sandbox (a named network namespace)")
+    _add_network_flags(p)
+    p.add_argument(
+        "--netns", metavar="PATH", help="adopt an existing namespace, e.g. /proc/PID/ns/net"
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command recorded for the sandbox")
+    p.set_defaults(func=cmd_container_create)
+
+    for parent, name in ((csub, "ls"), (sub, "ps")):
+        aliases = ["list"] if name == "ls" else []
+        p = parent.add_parser(name, help="list containers", aliases=aliases)
+        p.add_argument("-a", "--all", action="store_true", help="(always on: every sandbox)")
+        p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--no-trunc", action="store_true")
+        p.set_defaults(func=cmd_container_ls)
+
+    for parent in (csub, sub):
+        p = parent.add_parser("inspect", help="show containers as JSON")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_container_inspect)
+        p = parent.add_parser("rm", help="remove containers")
+        p.add_argument("-f", "--force", action="store_true", help="kill what runs inside first")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_container_rm)
+
+    p = sub.add_parser("run", help="create a sandbox, connect it, run a command in it")
+    _add_network_flags(p)
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("exec", help="run a command in a sandbox")
+    p.add_argument("-i", "--interactive", action="store_true", help="(accepted, always on)")
+    p.add_argument("-t", "--tty", action="store_true", help="(accepted; the terminal is shared)")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("demo", help="Docker's bridge tutorial in a throwaway simulated host")
+    p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LowbridgeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line, unless --debug
+        if args.debug:
+            raise
+        print(
+            f"{PROG}: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

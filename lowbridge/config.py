@@ -1,0 +1,49 @@
+"""Where lowbridge keeps things.
+
+Defaults follow the FHS and Docker: persistent state in ``/var/lib/lowbridge`` (the SQLite store and
+the lock), runtime files in ``/run/lowbridge`` (gone after a reboot, which is how lowbridge notices
+one), per-sandbox ``hosts``/``resolv.conf`` in ``/etc/netns/<name>`` (where ``ip netns exec`` looks
+for them).  ``--root DIR`` or ``LOWBRIDGE_ROOT=DIR`` moves the first two under ``DIR/lib`` and
+``DIR/run``; the namespace files stay where ``ip netns`` expects them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ROOT_ENV = "LOWBRIDGE_ROOT"
+
+
+@dataclass(frozen=True)
+class Paths:
+    state: str = "/var/lib/lowbridge"
+    run: str = "/run/lowbridge"
+    etc_netns: str = "/etc/netns"
+
+    @classmethod
+    def resolve(cls, root: str | None = None) -> Paths:
+        """``root`` (from --root), else $LOWBRIDGE_ROOT, else the system defaults."""
+        root = root or os.environ.get(ROOT_ENV)
+        if root:
+            root = os.path.abspath(root)
+            return cls(state=os.path.join(root, "lib"), run=os.path.join(root, "run"))
+        return cls()
+
+    @property
+    def db(self) -> str:
+        return os.path.join(self.state, "lowbridge.db")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.state, "lock")
+
+    @property
+    def boot_marker(self) -> str:
+        return os.path.join(self.run, "booted")
+
+    def logs(self, container_id: str) -> str:
+        return os.path.join(self.run, "containers", container_id + ".log")
+
+    def etc_dir(self, netns_name: str) -> str:
+        return os.path.join(self.etc_netns, netns_name)

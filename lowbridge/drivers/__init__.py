@@ -1,0 +1,23 @@
+"""Network drivers behind one small protocol (see :mod:`lowbridge.drivers.base`)."""
+
+from __future__ import annotations
+
+from lowbridge.drivers.base import Driver
+from lowbridge.errors import InvalidInput
+
+
+def get(name: str) -> Driver:
+    """The driver called ``name`` (Docker's ``-d/--driver`` values)."""
+    from lowbridge.drivers import bridge, host, none
+
+    drivers: dict[str, Driver] = {
+        "bridge": bridge.BridgeDriver(),
+        "host": host.HostDriver(),
+        "none": none.NoneDriver(),
+    }
+    if name not in drivers:
+        known = ", ".join(sorted(drivers))
+        if name in ("macvlan", "overlay", "ipvlan"):
+            raise InvalidInput(f"driver {name} is not implemented yet (have: {known})")
+        raise InvalidInput(f"unknown driver {name!r} (have: {known})")
+    return drivers[name]

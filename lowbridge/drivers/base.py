@@ -1,0 +1,107 @@
+"""The driver protocol: validate / create / delete / connect / disconnect.
+
+Drivers are told *what* to build (plain records) and given the kernel sessions and the
+transaction to build it with; they never touch the store, never lock, and never decide policy
+that spans networks (which endpoint provides the default route is the controller's).
+
+* ``validate`` turns a user's request into a :class:`~lowbridge.models.Network` without touching
+  the kernel; everything that can be rejected is rejected here.
+* ``create``/``connect`` make kernel changes only through ``tx.step`` so each is undone on a
+  later failure.
+* ``delete``/``disconnect`` are best effort and idempotent: "already gone" is success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from lowbridge.models import Endpoint, Network
+    from lowbridge.netlink import Session
+    from lowbridge.txn import Transaction
+
+
+@dataclass
+class NetworkRequest:
+    """A ``network create`` request as the user typed it (strings, unvalidated)."""
+
+    name: str
+    driver: str = "bridge"
+    subnet: str | None = None
+    gateway: str | None = None
+    ip_range: str | None = None
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+    internal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class HostView:
+    """What validation may look at: other networks, host devices and host on-link routes."""
+
+    networks: list[Network]
+    link_kinds: dict[str, str | None]  # host link name -> kind
+    reserved: list[IPv4Network]
+
+
+@dataclass
+class SandboxRef:
+    """An open sandbox during a connect: its namespace path, an fd on it, its netlink session."""
+
+    path: str
+    fd: int
+    nl: Session
+
+
+class Driver(Protocol):
+    name: str
+    # True when endpoints on this driver's networks get an interface and an address.
+    has_interfaces: bool
+
+    def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network: ...
+
+    def create(self, net: Network, tx: Transaction, nl: Session) -> None: ...
+
+    def ensure(self, net: Network, nl: Session) -> bool:
+        """Re-create what the network needs in the kernel if it is missing; True if it did."""
+        ...
+
+    def delete(self, net: Network, nl: Session) -> None: ...
+
+    def connect(
+        self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
+    ) -> None: ...
+
+    def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None: ...
+
+
+class NoKernelDriver:
+    """Base of the predefined drivers with no kernel objects of their own (host, none)."""
+
+    name = ""
+    has_interfaces = False
+
+    def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
+        from lowbridge.errors import InvalidInput
+
+        raise InvalidInput(f'only one instance of "{self.name}" network is allowed')
+
+    def create(self, net: Network, tx: Transaction, nl: Session) -> None:
+        return None
+
+    def ensure(self, net: Network, nl: Session) -> bool:
+        return False
+
+    def delete(self, net: Network, nl: Session) -> None:
+        return None
+
+    def connect(
+        self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
+    ) -> None:
+        return None
+
+    def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None:
+        return None

@@ -1,0 +1,82 @@
+"""lowbridge's exception tree and the exit code of each class.
+
+    LowbridgeError                 exit 1   anything lowbridge reports as a one-line error
+    ├── InvalidInput               exit 2   bad flag values, malformed CIDR, names, addresses
+    ├── NotFound                   exit 3   unknown network or container
+    ├── Conflict                   exit 4   name taken, overlapping subnet, address in use, busy
+    ├── KernelError                exit 5   netlink/sysctl/mount failure; keeps ``errno``
+    ├── StoreError                 exit 6   the state store could not be read or written
+    └── InjectedFailure            exit 9   a test switch failed a named step on purpose
+
+Every error carries its context as a prefix ("connect web to mynet: create veth lbv1a2b3c: File
+exists"): lower layers raise with what they were doing, callers add what they were asked to do with
+:meth:`LowbridgeError.within`.  The CLI prints ``str(error)`` and exits with ``error.exit_code``;
+it never prints a traceback for these.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class LowbridgeError(Exception):
+    """Base class: a failure lowbridge can explain in one line."""
+
+    exit_code = 1
+
+    def within(self, context: str) -> LowbridgeError:
+        """Return the same error with ``context`` prepended (outermost context first)."""
+        self.args = (f"{context}: {self.args[0] if self.args else ''}",) + self.args[1:]
+        return self
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class InvalidInput(LowbridgeError):
+    exit_code = 2
+
+
+class NotFound(LowbridgeError):
+    exit_code = 3
+
+
+class Conflict(LowbridgeError):
+    exit_code = 4
+
+
+class KernelError(LowbridgeError):
+    """A kernel operation failed; ``errno`` is the kernel's error number (or None)."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+    @classmethod
+    def from_os(cls, what: str, exc: BaseException) -> KernelError:
+        """Wrap an OSError or pyroute2 NetlinkError raised while doing ``what``."""
+        code = getattr(exc, "code", None) or getattr(exc, "errno", None)
+        if isinstance(code, int) and code > 0:
+            reason = _errno.errorcode.get(code, str(code))
+            text = f"{what}: {_strerror(code)} ({reason})"
+        else:
+            text = f"{what}: {exc}"
+        return cls(text, code if isinstance(code, int) else None)
+
+
+class StoreError(LowbridgeError):
+    exit_code = 6
+
+
+class InjectedFailure(LowbridgeError):
+    """Raised by the fault-injection switch (tests only, see :mod:`lowbridge.txn`)."""
+
+    exit_code = 9
+
+
+def _strerror(code: int) -> str:
+    import os
+
+    return os.strerror(code)

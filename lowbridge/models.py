@@ -1,0 +1,110 @@
+"""The records lowbridge keeps: networks, containers (sandboxes) and endpoints, as plain data.
+
+They round-trip through JSON documents (``to_doc``/``from_doc``) so any store -- SQLite here, etcd
+later -- keeps them without knowing their fields.  Addresses held by endpoints *are* the IPAM
+leases: there is no second table to drift out of step with them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address
+
+from lowbridge.ipam import Pool
+
+DEFAULT_NETWORK = "bridge"
+PREDEFINED = ("bridge", "host", "none")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass
+class Network:
+    id: str
+    name: str
+    driver: str
+    pool: Pool | None = None
+    internal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    created: str = field(default_factory=now)
+    # Kernel device lowbridge made for the network (bridge name); None for host/none.
+    device: str | None = None
+    # False when the device existed before (a user's bridge named with -o ...bridge.name):
+    # lowbridge then never deletes it, as Docker records ifaceCreatedByUser.
+    device_owned: bool = True
+    predefined: bool = False
+    # The subnet was given with --subnet: only then may endpoints ask for a static --ip (Docker).
+    user_subnet: bool = False
+
+    @property
+    def is_default_bridge(self) -> bool:
+        return self.predefined and self.name == DEFAULT_NETWORK
+
+    @property
+    def mtu(self) -> int | None:
+        value = self.options.get("com.docker.network.driver.mtu")
+        return int(value) if value else None
+
+    def to_doc(self) -> dict:
+        doc = asdict(self)
+        doc["pool"] = self.pool.to_doc() if self.pool else None
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> Network:
+        doc = dict(doc)
+        doc["pool"] = Pool.from_doc(doc["pool"]) if doc.get("pool") else None
+        return cls(**doc)
+
+
+@dataclass
+class Container:
+    """A sandbox: a named network namespace, plus what lowbridge started in it."""
+
+    id: str
+    name: str
+    netns: str  # path of the bind mount, /run/netns/<name>
+    netns_owned: bool = True  # False when adopted with --netns: never delete what we did not make
+    created: str = field(default_factory=now)
+    command: list[str] = field(default_factory=list)
+    pid: int | None = None  # the detached process (run -d), if any
+    pid_start: int | None = None  # its start time in clock ticks, to survive pid reuse
+    hostname: str = ""
+    network_mode: str = "bridge"  # the network named at create/run time (Docker's HostConfig)
+
+    def to_doc(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> Container:
+        return cls(**doc)
+
+
+@dataclass
+class Endpoint:
+    """One container's attachment to one network."""
+
+    id: str
+    network_id: str
+    container_id: str
+    ifname: str  # inside the sandbox: eth0, eth1, ...
+    ip: str | None = None
+    prefixlen: int | None = None
+    gateway: str | None = None
+    mac: str | None = None
+    host_ifname: str | None = None  # host end of the veth
+
+    @property
+    def address(self) -> IPv4Address | None:
+        return IPv4Address(self.ip) if self.ip else None
+
+    def to_doc(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> Endpoint:
+        return cls(**doc)

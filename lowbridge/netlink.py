@@ -1,0 +1,218 @@
+"""The kernel layer: the only module that imports pyroute2.
+
+One netlink socket per namespace per operation: :func:`session` opens it (for another namespace
+the socket is created in a thread that joined it, so pyroute2 never forks and never creates a
+namespace by accident -- ``IPRoute(netns=...)`` defaults to ``O_CREAT``, pyroute2-notes pitfall 1),
+and every call on :class:`Session` maps to one RTNL request.  Failures become
+:class:`~lowbridge.errors.KernelError` carrying the errno and what was being done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from lowbridge import netns
+from lowbridge.errors import KernelError
+
+ENODEV = 19
+ESRCH = 3
+EEXIST = 17
+RT_SCOPE_LINK = 253
+RT_TABLE_MAIN = 254
+AF_INET = socket.AF_INET
+IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    kind: str | None
+    master: int | None
+    alias: str | None
+    mac: str | None
+    mtu: int
+    up: bool
+
+
+def _link(msg) -> Link:
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return Link(
+        index=msg["index"],
+        name=msg.get_attr("IFLA_IFNAME"),
+        kind=kind,
+        master=msg.get_attr("IFLA_MASTER"),
+        alias=msg.get_attr("IFLA_IFALIAS"),
+        mac=msg.get_attr("IFLA_ADDRESS"),
+        mtu=msg.get_attr("IFLA_MTU"),
+        up=bool(msg["flags"] & IFF_UP),
+    )
+
+
+class Session:
+    """RTNL verbs on one namespace.  ``where`` names it in error messages."""
+
+    def __init__(self, ipr: IPRoute, where: str):
+        self._ipr = ipr
+        self.where = where
+
+    @contextlib.contextmanager
+    def _doing(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (NetlinkError, OSError) as exc:
+            raise KernelError.from_os(what, exc) from None
+
+    # -- links
+    def links(self) -> list[Link]:
+        with self._doing(f"list links in {self.where}"):
+            return [_link(m) for m in self._ipr.link("dump")]
+
+    def link(self, name: str) -> Link | None:
+        try:
+            return _link(self._ipr.link("get", ifname=name)[0])
+        except NetlinkError as exc:
+            if exc.code == ENODEV:
+                return None
+            raise KernelError.from_os(f"get link {name}", exc) from None
+
+    def create_bridge(self, name: str, *, mac: str, mtu: int | None) -> None:
+        """A bridge without STP and with no forward delay, so ports forward at once (as docker0)."""
+        args = {"ifname": name, "kind": "bridge", "address": mac, "br_stp_state": 0}
+        args["br_forward_delay"] = 0
+        if mtu:
+            args["mtu"] = mtu
+        with self._doing(f"create bridge {name}"):
+            self._ipr.link("add", **args)
+
+    def set_alias(self, name: str, alias: str) -> None:
+        # IFLA_IFALIAS is ignored in RTM_NEWLINK, so it takes its own request.
+        with self._doing(f"set alias of {name}"):
+            self._ipr.link("set", ifname=name, ifalias=alias)
+
+    def set_up(self, name: str) -> None:
+        with self._doing(f"bring {name} up"):
+            self._ipr.link("set", ifname=name, state="up")
+
+    def delete_link(self, name: str) -> bool:
+        """Delete a link; return False if it was already gone."""
+        try:
+            self._ipr.link("del", ifname=name)
+        except NetlinkError as exc:
+            if exc.code == ENODEV:
+                return False
+            raise KernelError.from_os(f"delete link {name}", exc) from None
+        return True
+
+    def create_veth(
+        self,
+        host: str,
+        peer: str,
+        *,
+        peer_netns_fd: int,
+        peer_mac: str,
+        mtu: int | None,
+        master: int,
+    ) -> None:
+        """One RTM_NEWLINK: the host end enslaved to ``master`` and up, the peer created directly
+        in the sandbox with its final name, MAC and MTU (no move, no rename, no udev MAC race --
+        pyroute2-notes pitfall 17; Docker >= 28 does the same, moby #49302)."""
+        peer_args: dict = {"ifname": peer, "net_ns_fd": peer_netns_fd, "address": peer_mac}
+        args: dict = {"ifname": host, "kind": "veth", "master": master, "state": "up"}
+        if mtu:
+            peer_args["mtu"] = mtu
+            args["mtu"] = mtu
+        args["peer"] = peer_args
+        with self._doing(f"create veth {host}"):
+            self._ipr.link("add", **args)
+
+    # -- addresses and routes
+    def add_address(self, name: str, address: str, prefixlen: int) -> None:
+        with self._doing(f"add address {address}/{prefixlen} to {name}"):
+            index = self._index(name)
+            self._ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+
+    def delete_address(self, name: str, address: str, prefixlen: int) -> None:
+        with self._doing(f"delete address {address}/{prefixlen} from {name}"):
+            self._ipr.addr("del", index=self._index(name), address=address, prefixlen=prefixlen)
+
+    def _index(self, name: str) -> int:
+        found = self._ipr.link_lookup(ifname=name)
+        if not found:
+            raise NetlinkError(ENODEV, f"no link {name}")
+        return found[0]
+
+    def replace_default_route(self, gateway: str, name: str) -> None:
+        with self._doing(f"set default route via {gateway} dev {name}"):
+            self._ipr.route(
+                "replace", dst="0.0.0.0/0", gateway=gateway, oif=self._index(name), family=AF_INET
+            )
+
+    def restore_default_route(self, gateway: str | None, oif: int | None) -> None:
+        """Put back a default route read earlier with :meth:`default_route`."""
+        args: dict = {"dst": "0.0.0.0/0", "family": AF_INET}
+        if gateway:
+            args["gateway"] = gateway
+        if oif:
+            args["oif"] = oif
+        with self._doing("restore default route"):
+            self._ipr.route("replace", **args)
+
+    def delete_default_route(self) -> bool:
+        try:
+            self._ipr.route("del", dst="0.0.0.0/0", family=AF_INET, table=RT_TABLE_MAIN)
+        except NetlinkError as exc:
+            if exc.code == ESRCH:
+                return False
+            raise KernelError.from_os("delete default route", exc) from None
+        return True
+
+    def default_route(self) -> tuple[str | None, int | None] | None:
+        """(gateway, oif) of the IPv4 default route of the main table, if any."""
+        with self._doing(f"list routes in {self.where}"):
+            for msg in self._ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN):
+                if msg["dst_len"] == 0:
+                    return msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
+        return None
+
+    def onlink_routes(self) -> list[IPv4Network]:
+        """IPv4 on-link (scope link), non-default routes of the main table.
+
+        Docker reserves these when it picks a subnet by itself (moby InferReservedNetworks).
+        """
+        found = []
+        with self._doing(f"list routes in {self.where}"):
+            for msg in self._ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN):
+                if msg["scope"] != RT_SCOPE_LINK or msg["dst_len"] == 0:
+                    continue
+                dst = msg.get_attr("RTA_DST")
+                if dst:
+                    found.append(IPv4Network(f"{dst}/{msg['dst_len']}", strict=False))
+        return found
+
+
+@contextlib.contextmanager
+def session(netns_path: str | None = None, sock: socket.socket | None = None) -> Iterator[Session]:
+    """A netlink session on the namespace at ``netns_path`` (None: the caller's own).
+
+    ``sock`` reuses a socket already opened inside that namespace (e.g. by
+    :func:`lowbridge.netns.create`); the session closes it.
+    """
+    if sock is None and netns_path is not None:
+        sock = netns.netlink_socket(netns_path)
+    try:
+        ipr = IPRoute(use_socket=sock, groups=0) if sock is not None else IPRoute(groups=0)
+    except (NetlinkError, OSError) as exc:
+        raise KernelError.from_os(f"open netlink socket in {netns_path or 'host'}", exc) from None
+    try:
+        yield Session(ipr, netns_path or "host")
+    finally:
+        ipr.close()

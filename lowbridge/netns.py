@@ -1,0 +1,248 @@
+"""Network namespaces as files, and per-namespace work done in throwaway threads (no pyroute2).
+
+A named namespace is a bind mount of an nsfs inode on ``/run/netns/<name>``, exactly what
+``ip netns add`` makes, so ``ip netns list`` / ``ip netns exec`` see lowbridge's sandboxes.
+
+``setns(2)`` switches only the calling *thread*, and ``/proc/sys/net`` resolves against the netns
+of the task that opens the file, so sysctls and sockets for another namespace are done in a
+short-lived thread that joins it (0.5 ms; shared/reference/pyroute2-notes.md section 2 and pitfall
+13).  The main thread never moves.  Python 3.12 has ``os.setns``; 3.10/3.11 need libc via ctypes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from lowbridge.errors import Conflict, KernelError, NotFound
+
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_BIND = 0x1000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+NETLINK_ROUTE = 0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_T = TypeVar("_T")
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        code = ctypes.get_errno()
+        raise KernelError.from_os(what, OSError(code, os.strerror(code)))
+
+
+def in_thread(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` in a fresh thread and return its result (or raise its exception)."""
+    box: dict = {}
+
+    def worker() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=worker, name="lowbridge-netns")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _join(path: str) -> None:
+    """Move the calling thread into the network namespace at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"enter network namespace {path}")
+    finally:
+        os.close(fd)
+
+
+def run_in(path: str | None, fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` with the network namespace at ``path`` (None: the caller's own)."""
+    if path is None:
+        return fn()
+
+    def inside() -> _T:
+        _join(path)
+        return fn()
+
+    return in_thread(inside)
+
+
+def netlink_socket(path: str | None) -> socket.socket:
+    """A NETLINK_ROUTE socket bound to the namespace at ``path`` (no fork, unlike pyroute2's)."""
+    try:
+        return run_in(path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+    except FileNotFoundError:
+        raise NotFound(f"network namespace {path} does not exist") from None
+
+
+def _ensure_run_dir() -> None:
+    """Make /run/netns a shared mount point, as iproute2's netns_add does.
+
+    Shared propagation matters: processes started with ``ip netns exec`` live in slave copies of
+    the mount namespace, and only a shared /run/netns lets a later unmount reach those copies --
+    otherwise each copy would keep the deleted namespace (and its veths) alive.
+    """
+    os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
+    if _libc.mount(b"none", NETNS_RUN_DIR.encode(), None, MS_SHARED | MS_REC, None) == 0:
+        return
+    if ctypes.get_errno() != errno.EINVAL:
+        _check(-1, f"make {NETNS_RUN_DIR} shared")
+    # Not a mount point yet: bind it onto itself, then make that shared.
+    run = NETNS_RUN_DIR.encode()
+    _check(_libc.mount(run, run, b"none", MS_BIND | MS_REC, None), f"bind {NETNS_RUN_DIR}")
+    _check(
+        _libc.mount(b"none", run, None, MS_SHARED | MS_REC, None), f"make {NETNS_RUN_DIR} shared"
+    )
+
+
+def path_of(name: str) -> str:
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def _placeholder(path: str) -> None:
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
+    except FileExistsError:
+        raise Conflict(f"network namespace {path} already exists") from None
+
+
+def create(name: str) -> tuple[str, socket.socket]:
+    """Create the named namespace; return its path and a netlink socket inside it.
+
+    Fork-free: a thread unshares its network namespace and bind-mounts
+    ``/proc/thread-self/ns/net`` (not ``/proc/self``, which is the main thread's) on the path.
+    """
+    _ensure_run_dir()
+    path = path_of(name)
+    _placeholder(path)
+
+    def inside() -> socket.socket:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare network namespace")
+        _check(
+            _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+            f"bind-mount network namespace on {path}",
+        )
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+
+    try:
+        sock = in_thread(inside)
+    except BaseException:
+        _unlink(path)
+        raise
+    return path, sock
+
+
+def adopt(source: str, name: str) -> str:
+    """Bind-mount an existing namespace (e.g. /proc/PID/ns/net) on /run/netns/<name>."""
+    if not is_netns(source):
+        raise NotFound(f"{source} is not a network namespace")
+    _ensure_run_dir()
+    path = path_of(name)
+    _placeholder(path)
+    try:
+        _check(
+            _libc.mount(source.encode(), path.encode(), b"none", MS_BIND, None),
+            f"bind-mount {source} on {path}",
+        )
+    except BaseException:
+        _unlink(path)
+        raise
+    return path
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def remove(path: str) -> None:
+    """Unmount and delete a namespace file; already gone is success.
+
+    The namespace itself dies when nothing else holds it (the kernel then destroys its devices,
+    asynchronously: a veth's host end lingers for ~35 ms, pyroute2-notes 7.3).
+    """
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOENT):
+            raise KernelError.from_os(f"unmount {path}", OSError(code, os.strerror(code)))
+    _unlink(path)
+
+
+def _nsfs_dev() -> int:
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+def is_netns(path: str) -> bool:
+    """True if ``path`` is an nsfs inode of a network namespace (a live mount, not a stale file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_dev == _nsfs_dev()
+
+
+def same_netns(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def pids_in(path: str) -> list[int]:
+    """Processes whose network namespace is the one at ``path`` (``ip netns pids``)."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            pids.append(int(entry))
+    return pids
+
+
+def sysctl_path(key: str) -> str:
+    # Interface names may contain dots (eth0.10): callers pass the key with "/" already where
+    # needed; plain dotted keys are converted.
+    return "/proc/sys/" + key.replace(".", "/") if "/" not in key else "/proc/sys/" + key
+
+
+def write_sysctls(settings: list[tuple[str, str]], netns_path: str | None = None) -> None:
+    """Write sysctls (keys as in ``sysctl``, or slash-separated) in one namespace visit."""
+
+    def write() -> None:
+        for key, value in settings:
+            try:
+                with open(sysctl_path(key), "w") as f:
+                    f.write(value)
+            except OSError as exc:
+                raise KernelError.from_os(f"set sysctl {key}={value}", exc) from None
+
+    run_in(netns_path, write)
+
+
+def read_sysctl(key: str, netns_path: str | None = None) -> str:
+    def read() -> str:
+        with open(sysctl_path(key)) as f:
+            return f.read().strip()
+
+    return run_in(netns_path, read)

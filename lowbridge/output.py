@@ -1,0 +1,136 @@
+"""What the CLI prints: docker-shaped tables and inspect documents (pure functions)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from lowbridge.models import Container, Endpoint, Network
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded like docker's (Go text/tabwriter, padding 3), left aligned.
+
+    docker's layout is four lines of tabwriter; no table library reproduces its exact spacing, and
+    read-only commands must start fast, so it is written out here.
+    """
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=False)]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def ago(stamp: str, now: _dt.datetime | None = None) -> str:
+    """'5 seconds ago', '3 minutes ago', ... like docker's CREATED column."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    seconds = max(0, int((now - _dt.datetime.fromisoformat(stamp)).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    if seconds < 1:
+        return "Less than a second ago"
+    return f"{seconds} second{'s' if seconds != 1 else ''} ago"
+
+
+def network_rows(networks: list[Network], no_trunc: bool = False) -> list[list[str]]:
+    return [[n.id if no_trunc else n.id[:12], n.name, n.driver, "local"] for n in networks]
+
+
+def container_status(ctr: Container, pids: list[int]) -> str:
+    if pids:
+        return "running"
+    return "exited" if ctr.pid else "created"
+
+
+def network_doc(net: Network, endpoints: list[Endpoint], containers: dict[str, Container]) -> dict:
+    """``docker network inspect`` shape for one network."""
+    members = {}
+    for ep in endpoints:
+        ctr = containers.get(ep.container_id)
+        members[ep.container_id] = {
+            "Name": ctr.name if ctr else "",
+            "EndpointID": ep.id,
+            "MacAddress": ep.mac or "",
+            "IPv4Address": f"{ep.ip}/{ep.prefixlen}" if ep.ip else "",
+            "IPv6Address": "",
+        }
+    return {
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": "local",
+        "Driver": net.driver,
+        "EnableIPv6": False,
+        "IPAM": {
+            "Driver": "default",
+            "Options": None if net.predefined else {},
+            "Config": [net.pool.to_doc()] if net.pool else [],
+        },
+        "Internal": net.internal,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": members,
+        "Options": dict(net.options),
+        "Labels": dict(net.labels),
+        "Device": net.device or "",
+    }
+
+
+def container_doc(
+    ctr: Container,
+    endpoints: list[Endpoint],
+    networks: dict[str, Network],
+    pids: list[int],
+) -> dict:
+    """``docker inspect`` shape for one container (the parts lowbridge has)."""
+    status = container_status(ctr, pids)
+    nets = {}
+    for ep in endpoints:
+        net = networks.get(ep.network_id)
+        if net is None:
+            continue
+        nets[net.name] = {
+            "NetworkID": net.id,
+            "EndpointID": ep.id,
+            "Gateway": ep.gateway or "",
+            "IPAddress": ep.ip or "",
+            "IPPrefixLen": ep.prefixlen or 0,
+            "MacAddress": ep.mac or "",
+            "Interface": ep.ifname,
+            "HostInterface": ep.host_ifname or "",
+        }
+    settings: dict = {
+        "SandboxKey": ctr.netns,
+        "Ports": {},
+        "Networks": nets,
+    }
+    # docker inspect repeats the default bridge endpoint's values at the top level.
+    default = nets.get("bridge")
+    settings.update(
+        Gateway=default["Gateway"] if default else "",
+        IPAddress=default["IPAddress"] if default else "",
+        IPPrefixLen=default["IPPrefixLen"] if default else 0,
+        MacAddress=default["MacAddress"] if default else "",
+    )
+    return {
+        "Id": ctr.id,
+        "Created": ctr.created,
+        "Path": ctr.command[0] if ctr.command else "",
+        "Args": ctr.command[1:],
+        "State": {
+            "Status": status,
+            "Running": status == "running",
+            "Pid": pids[0] if pids else 0,
+        },
+        "Name": "/" + ctr.name,
+        "Config": {"Hostname": ctr.hostname, "Cmd": ctr.command or None},
+        "HostConfig": {"NetworkMode": ctr.network_mode},
+        "NetworkSettings": settings,
+        "LowbridgeNetnsOwned": ctr.netns_owned,
+    }

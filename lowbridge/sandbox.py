@@ -1,0 +1,191 @@
+"""Sandboxes' files and processes (no netlink here).
+
+Per-sandbox ``/etc/hosts`` and ``/etc/resolv.conf`` live in ``/etc/netns/<name>/``;
+``ip netns exec <name>`` bind-mounts every file there over ``/etc/`` in a private mount namespace,
+so only processes started in the sandbox see them (ip-netns(8)).  Files are rewritten in place, not
+renamed over: a bind mount pins the inode, and a running process must see updates (Docker also
+rewrites the hosts file in place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+
+from lowbridge import netns
+from lowbridge.errors import KernelError
+
+HOSTS_HEADER = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+# Docker's fallback when the host has no usable (non-loopback) nameserver
+# (moby libnetwork/internal/resolvconf defaultIPv4NSs).
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+
+
+def render_hosts(hostname: str, addresses: Iterable[str]) -> str:
+    """The sandbox's /etc/hosts: Docker's localhost block, then each own address -> hostname."""
+    return HOSTS_HEADER + "".join(f"{ip}\t{hostname}\n" for ip in addresses)
+
+
+def render_resolv_conf(host_resolv_conf: str) -> str:
+    """The default bridge's resolv.conf: the host's, minus loopback nameservers (which would
+    point into the sandbox itself); Docker's fallback servers if none is left."""
+    lines, servers = [], 0
+    for line in host_resolv_conf.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "nameserver" and len(fields) > 1:
+            try:
+                if ipaddress.ip_address(fields[1].split("%")[0]).is_loopback:
+                    continue
+            except ValueError:
+                continue
+            servers += 1
+        lines.append(line)
+    if servers == 0:
+        lines += [f"nameserver {ns}" for ns in FALLBACK_NAMESERVERS]
+    return "\n".join(lines).strip() + "\n"
+
+
+def read_host_resolv_conf() -> str:
+    try:
+        with open("/etc/resolv.conf") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def host_nameservers(text: str) -> list[str]:
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 1 and fields[0] == "nameserver":
+            found.append(fields[1])
+    return found
+
+
+def read_files(directory: str) -> dict[str, str] | None:
+    """Current contents of a sandbox's /etc/netns files (None if the directory is absent)."""
+    if not os.path.isdir(directory):
+        return None
+    out = {}
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name)) as f:
+            out[name] = f.read()
+    return out
+
+
+def write_files(directory: str, files: dict[str, str] | None) -> None:
+    """Make ``directory`` hold exactly ``files`` (None: remove it), writing in place."""
+    if files is None:
+        remove_files(directory)
+        return
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    for name, text in files.items():
+        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.truncate()
+    for name in os.listdir(directory):
+        if name not in files:
+            os.unlink(os.path.join(directory, name))
+
+
+def remove_files(directory: str) -> None:
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+    os.rmdir(directory)
+
+
+# -- processes
+def exec_argv(netns_name: str, command: list[str]) -> list[str]:
+    """argv that runs ``command`` in the sandbox with its /etc files (``ip netns exec``)."""
+    return ["ip", "netns", "exec", netns_name, *command]
+
+
+def start_time(pid: int) -> int | None:
+    """The process start time in clock ticks (field 22 of /proc/PID/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(")") + 2 :].split()[19])
+
+
+def spawn_detached(netns_name: str, command: list[str], log_path: str) -> tuple[int, int | None]:
+    """Start ``command`` in the sandbox, detached (own session, output to ``log_path``)."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(
+                exec_argv(netns_name, command),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise KernelError.from_os(f"start {command[0]}", exc) from None
+    return proc.pid, start_time(proc.pid)
+
+
+def running_pids(netns_paths: Iterable[str]) -> dict[str, list[int]]:
+    """For each namespace path, the pids living in it (one scan of /proc for all of them)."""
+    wanted: dict[tuple[int, int], str] = {}
+    out: dict[str, list[int]] = {}
+    for path in netns_paths:
+        out[path] = []
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        wanted[(st.st_dev, st.st_ino)] = path
+    if not wanted:
+        return out
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        path = wanted.get((st.st_dev, st.st_ino))
+        if path is not None:
+            out[path].append(int(entry))
+    return out
+
+
+def kill_all(netns_path: str, timeout: float = 5.0) -> None:
+    """SIGKILL every process in the namespace and wait until they are gone (``docker rm -f``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = netns.pids_in(netns_path)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _reap(pids)
+        if time.monotonic() > deadline:
+            raise KernelError(f"processes {pids} in {netns_path} did not exit")
+        time.sleep(0.01)
+
+
+def _reap(pids: list[int]) -> None:
+    """Collect our own exited children so they do not linger as zombies."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,175 @@
+"""Simulated hosts: throwaway machines made of namespaces, for tests, the demo and benchmarks.
+
+A :class:`SimHost` is a fresh network + mount + PID namespace held by one ``sleep`` process (the
+way netavark's and CNI's own tests build a "host"), with private ``/run`` (so ``/run/netns`` and
+``/run/lowbridge`` start empty), its own ``/var/lib/lowbridge``, ``/etc/netns`` and
+``/etc/resolv.conf``, and ``/sys`` remounted for its network namespace.  lowbridge runs inside it
+through :meth:`SimHost.run`; nothing it does reaches the machine's own namespace.  Killing the
+holder (PID 1 of the host's PID namespace) kills every process in the host, which drops the last
+reference to its mount namespace (and with it the sandboxes' bind mounts) and to its network
+namespace, so every link it held goes too.
+
+An *outside* namespace (:meth:`SimHost.outside`, a SimHost without lowbridge state) plays the LAN
+or the internet: :meth:`SimHost.wire` joins two hosts with a veth pair.  Several hosts may exist at
+once.  Addresses used here are private and only ever live inside these namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+# Mount points that must exist on the machine for the host's private mounts (empty directories;
+# `ip netns` creates /etc/netns itself on first use anyway).
+_MOUNT_POINTS = ("/var/lib/lowbridge", "/etc/netns")
+# The resolver address written into a simulated host's /etc/resolv.conf: TEST-NET-3, never routed;
+# only an outside namespace of a test may own it.
+SIM_NAMESERVER = "203.0.113.53"
+
+_SETUP = r"""
+set -e
+mount -t tmpfs -o mode=755 lowbridge-sim-run /run
+mkdir -p /run/netns /run/lowbridge
+mount --bind "$SIM_LIB" /var/lib/lowbridge
+mount --bind "$SIM_DIR/etc-netns" /etc/netns
+mount --bind "$SIM_DIR/resolv.conf" /etc/resolv.conf
+mount -t sysfs lowbridge-sim-sys /sys
+ip link set lo up
+echo ready
+exec sleep infinity
+"""
+
+
+class SimHost:
+    """One simulated machine.  Use as a context manager, or call :meth:`close` (idempotent)."""
+
+    def __init__(self, name: str = "host", state_dir: str | None = None, lowbridge: bool = True):
+        self.name = name
+        self.dir = tempfile.mkdtemp(prefix=f"lowbridge-sim-{name}-")
+        # A caller-owned state_dir outlives the host: a new host on it is the same machine
+        # after a reboot (fresh /run, same /var/lib/lowbridge).
+        self.state_dir = state_dir or os.path.join(self.dir, "lib")
+        os.makedirs(self.state_dir, exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "etc-netns"), exist_ok=True)
+        with open(os.path.join(self.dir, "resolv.conf"), "w") as f:
+            f.write(f"nameserver {SIM_NAMESERVER}\n")
+        for path in _MOUNT_POINTS:
+            os.makedirs(path, exist_ok=True)
+        env = dict(os.environ, SIM_DIR=self.dir, SIM_LIB=self.state_dir)
+        self._proc = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc",
+             "--propagation", "private", "--", "sh", "-c", _SETUP],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        line = self._proc.stdout.readline().decode().strip()
+        if line != "ready":
+            err = self._proc.stderr.read().decode().strip()
+            self._proc.kill()
+            self._proc.wait()
+            self._remove_dir()
+            raise RuntimeError(f"simulated host {name} did not start: {err or line}")
+        self.pid = self._holder_pid()
+        self.lowbridge = lowbridge
+
+    def _holder_pid(self) -> int:
+        """PID (in our PID namespace) of the host's init: the child of unshare."""
+        for _ in range(200):
+            path = f"/proc/{self._proc.pid}/task/{self._proc.pid}/children"
+            with open(path) as f:
+                kids = f.read().split()
+            if kids:
+                return int(kids[0])
+            time.sleep(0.005)
+        raise RuntimeError("simulated host has no init process")
+
+    # -- running things inside
+    def argv(self, command: Sequence[str]) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), "-n", "-m", "-p", "--", *command]
+
+    def run(
+        self, command: Sequence[str] | str, check: bool = True, timeout: float = 60, **kw
+    ) -> subprocess.CompletedProcess:
+        """Run a command inside the host (a string goes through ``sh -c``); capture its output."""
+        if isinstance(command, str):
+            command = ["sh", "-c", command]
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        proc = subprocess.run(self.argv(command), timeout=timeout, **kw)
+        if check and proc.returncode != 0:
+            raise subprocess.CalledProcessError(
+                proc.returncode, shlex.join(command), proc.stdout, proc.stderr
+            )
+        return proc
+
+    def popen(self, command: Sequence[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(command), **kw)
+
+    def lb(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        """Run ``lowbridge ARGS`` inside the host with this interpreter's lowbridge."""
+        return self.run([sys.executable, "-m", "lowbridge", *args], check=check, **kw)
+
+    def netns_path(self) -> str:
+        return f"/proc/{self.pid}/ns/net"
+
+    # -- wiring
+    def wire(
+        self, other: SimHost, ifname: str, other_ifname: str, address: str | None = None,
+        other_address: str | None = None,
+    ) -> None:
+        """Join this host and ``other`` with a veth pair (``ifname`` here, ``other_ifname`` there),
+        optionally addressed (CIDR), both ends up."""
+        # Only the network namespace is entered here: `netns PID` must name the other host's
+        # holder as *our* PID namespace sees it, which the host's own PID namespace cannot.
+        subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-n", "--", "ip", "link", "add", ifname, "type",
+             "veth", "peer", "name", other_ifname, "netns", str(other.pid)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        self.run(["ip", "link", "set", ifname, "up"])
+        other.run(["ip", "link", "set", other_ifname, "up"])
+        if address:
+            self.run(["ip", "addr", "add", address, "dev", ifname])
+        if other_address:
+            other.run(["ip", "addr", "add", other_address, "dev", other_ifname])
+
+    # -- teardown
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        for stream in (self._proc.stdout, self._proc.stderr):
+            if stream:
+                stream.close()
+        self._remove_dir()
+
+    def _remove_dir(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> SimHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def outside(name: str = "outside") -> SimHost:
+    """A namespace playing the LAN or the internet (no lowbridge in it)."""
+    return SimHost(name, lowbridge=False)

@@ -1,0 +1,187 @@
+"""The state store: a small interface, and its embedded SQLite implementation.
+
+Contract (what the controller relies on, and what an etcd store must provide later):
+
+* reads always see committed data and never block on a writer;
+* writes happen only inside ``with store.transaction():``, which commits atomically on normal
+  exit and rolls everything back if the block raises;
+* an endpoint's address is unique per network (enforced by the store itself, as a last line of
+  defence behind the controller's lock).
+
+Cross-process serialisation of whole mutations (kernel changes included) is the controller's
+lock, not the store's; the store only guarantees that each transaction is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from typing import Protocol
+
+from lowbridge.errors import Conflict, StoreError
+from lowbridge.models import Container, Endpoint, Network
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    network_id TEXT NOT NULL REFERENCES networks(id),
+    container_id TEXT NOT NULL REFERENCES containers(id),
+    ip TEXT,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (network_id, container_id),
+    UNIQUE (network_id, ip));
+"""
+
+
+class Store(Protocol):
+    """What lowbridge needs from a state store."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+    def networks(self) -> list[Network]: ...
+    def put_network(self, network: Network) -> None: ...
+    def delete_network(self, network_id: str) -> None: ...
+    def containers(self) -> list[Container]: ...
+    def put_container(self, container: Container) -> None: ...
+    def delete_container(self, container_id: str) -> None: ...
+    def endpoints(
+        self, network_id: str | None = None, container_id: str | None = None
+    ) -> list[Endpoint]: ...
+    def put_endpoint(self, endpoint: Endpoint) -> None: ...
+    def delete_endpoint(self, network_id: str, container_id: str) -> None: ...
+
+
+class SQLiteStore:
+    """SQLite in WAL mode: readers never wait for the writer; each transaction is atomic."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"open state store {path}: {exc}") from None
+        self._in_tx = False
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._in_tx:
+            raise StoreError("nested store transaction")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"begin store transaction: {exc}") from None
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"commit store transaction: {exc}") from None
+        finally:
+            self._in_tx = False
+
+    def _write(self, sql: str, args: tuple) -> None:
+        if not self._in_tx:
+            raise StoreError("store write outside a transaction")
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"store refused the change: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"write state store: {exc}") from None
+
+    def _docs(self, sql: str, args: tuple = ()) -> list[dict]:
+        try:
+            return [json.loads(row[0]) for row in self._db.execute(sql, args)]
+        except sqlite3.Error as exc:
+            raise StoreError(f"read state store: {exc}") from None
+
+    # -- meta
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- networks
+    def networks(self) -> list[Network]:
+        return [Network.from_doc(d) for d in self._docs("SELECT doc FROM networks ORDER BY rowid")]
+
+    def put_network(self, network: Network) -> None:
+        self._write(
+            "INSERT INTO networks(id, name, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
+            (network.id, network.name, json.dumps(network.to_doc())),
+        )
+
+    def delete_network(self, network_id: str) -> None:
+        self._write("DELETE FROM networks WHERE id=?", (network_id,))
+
+    # -- containers
+    def containers(self) -> list[Container]:
+        return [
+            Container.from_doc(d) for d in self._docs("SELECT doc FROM containers ORDER BY rowid")
+        ]
+
+    def put_container(self, container: Container) -> None:
+        self._write(
+            "INSERT INTO containers(id, name, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
+            (container.id, container.name, json.dumps(container.to_doc())),
+        )
+
+    def delete_container(self, container_id: str) -> None:
+        self._write("DELETE FROM containers WHERE id=?", (container_id,))
+
+    # -- endpoints
+    def endpoints(
+        self, network_id: str | None = None, container_id: str | None = None
+    ) -> list[Endpoint]:
+        sql, args = "SELECT doc FROM endpoints WHERE 1=1", []
+        if network_id is not None:
+            sql += " AND network_id=?"
+            args.append(network_id)
+        if container_id is not None:
+            sql += " AND container_id=?"
+            args.append(container_id)
+        return [Endpoint.from_doc(d) for d in self._docs(sql + " ORDER BY rowid", tuple(args))]
+
+    def put_endpoint(self, endpoint: Endpoint) -> None:
+        self._write(
+            "INSERT INTO endpoints(network_id, container_id, ip, doc) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(network_id, container_id) DO UPDATE SET ip=excluded.ip, doc=excluded.doc",
+            (
+                endpoint.network_id,
+                endpoint.container_id,
+                endpoint.ip,
+                json.dumps(endpoint.to_doc()),
+            ),
+        )
+
+    def delete_endpoint(self, network_id: str, container_id: str) -> None:
+        self._write(
+            "DELETE FROM endpoints WHERE network_id=? AND container_id=?",
+            (network_id, container_id),
+        )
