@@ -1,6 +1,6 @@
 """Simulated hosts: throwaway machines made of namespaces, for tests, the demo and benchmarks.
 
-A :class:`SimHost` is a fresh network + mount + PID namespace held by one ``sleep`` process (the
+A :class:`SimHost` is a fresh network + mount + PID namespace held by one tiny init process (the
 way netavark's and CNI's own tests build a "host"), with private ``/run`` (so ``/run/netns`` and
 ``/run/lowbridge`` start empty), its own ``/var/lib/lowbridge``, ``/etc/netns`` and
 ``/etc/resolv.conf``, and ``/sys`` remounted for its network namespace.  lowbridge runs inside it
@@ -43,7 +43,17 @@ mount --bind "$SIM_DIR/resolv.conf" /etc/resolv.conf
 mount -t sysfs lowbridge-sim-sys /sys
 ip link set lo up
 echo ready
-exec sleep infinity
+exec "$SIM_PYTHON" -c "$SIM_INIT"
+"""
+# PID 1 of the host: reaps orphans (detached sandbox processes whose lowbridge exited), as a
+# machine's init does, so killed processes do not linger as zombies.
+_INIT = """
+import os, time
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.2)
 """
 
 
@@ -62,7 +72,10 @@ class SimHost:
             f.write(f"nameserver {SIM_NAMESERVER}\n")
         for path in _MOUNT_POINTS:
             os.makedirs(path, exist_ok=True)
-        env = dict(os.environ, SIM_DIR=self.dir, SIM_LIB=self.state_dir)
+        env = dict(
+            os.environ, SIM_DIR=self.dir, SIM_LIB=self.state_dir, SIM_PYTHON=sys.executable,
+            SIM_INIT=_INIT,
+        )
         self._proc = subprocess.Popen(
             ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc",
              "--propagation", "private", "--", "sh", "-c", _SETUP],

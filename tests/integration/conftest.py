@@ -1,0 +1,109 @@
+"""Fixtures for tests that build simulated hosts (root only).
+
+Every test gets its own :class:`~lowbridge.simhost.SimHost`; the session fails if the machine's own
+network namespace differs at the end from what it was at the start (links, routes, named
+namespaces, firewall, nsfs mounts), whatever the tests did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from lowbridge.simhost import SimHost
+
+needs = [tool for tool in ("unshare", "nsenter", "ip", "ping") if not shutil.which(tool)]
+pytestmark = pytest.mark.root
+
+if os.geteuid() != 0:
+    pytest.skip("simulated hosts need root (run sudo scripts/test)", allow_module_level=True)
+if needs:
+    pytest.skip(f"missing tools {needs}: run scripts/setup", allow_module_level=True)
+
+
+def _out(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    except FileNotFoundError:
+        return ""
+
+
+def root_snapshot() -> dict:
+    """What the machine's own namespace looks like (only what tests could possibly change)."""
+    links = json.loads(_out(["ip", "-j", "link", "show"]) or "[]")
+    mounts = [line for line in open("/proc/self/mountinfo") if "nsfs" in line or "netns" in line]
+    return {
+        "links": sorted(link["ifname"] for link in links),
+        "routes": _out(["ip", "route", "show", "table", "all"]),
+        "netns": _out(["ip", "netns", "list"]),
+        "iptables": [ln for ln in _out(["iptables-save"]).splitlines() if ln[:1] in "-:"],
+        "nft": _out(["nft", "list", "tables"]),
+        "mounts": sorted(" ".join(m.split()[3:5]) for m in mounts),
+        "etc_netns": sorted(os.listdir("/etc/netns")) if os.path.isdir("/etc/netns") else [],
+        "ip_forward": open("/proc/sys/net/ipv4/ip_forward").read(),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_untouched():
+    before = root_snapshot()
+    yield
+    after = root_snapshot()
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, f"the machine's own namespace changed: {changed}"
+
+
+@pytest.fixture
+def host():
+    with SimHost("t") as h:
+        yield h
+
+
+def ping(h: SimHost, sandbox: str, address: str, count: int = 1) -> bool:
+    """One ICMP echo from ``sandbox`` to ``address``; True if answered."""
+    proc = h.run(
+        ["ip", "netns", "exec", sandbox, "ping", "-n", "-c", str(count), "-w", "3", address],
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def lb_json(h: SimHost, *args: str):
+    return json.loads(h.lb(*args).stdout)
+
+
+def ip_of(h: SimHost, container: str, network: str) -> str:
+    doc = lb_json(h, "inspect", container)[0]
+    return doc["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+def state(h: SimHost) -> dict:
+    """Everything a failed mutation must leave unchanged: links, addresses, routes, namespaces,
+    sandbox files, and every row of the store."""
+    script = r"""
+import json, os, sqlite3, subprocess
+def run(*a): return subprocess.run(a, capture_output=True, text=True).stdout
+# Carrier (operstate, "linkdown") follows ports asynchronously: compare configuration only.
+links = json.loads(run("ip", "-j", "-d", "link", "show"))
+out = {"links": sorted((l["ifname"], l.get("master"), "UP" in l["flags"], l.get("mtu"),
+                        l.get("linkinfo", {}).get("info_kind")) for l in links),
+       "addrs": sorted((i["ifname"], a["local"], a["prefixlen"])
+                       for i in json.loads(run("ip", "-j", "addr")) for a in i["addr_info"]
+                       if a.get("scope") != "link"),  # the kernel adds fe80:: on first carrier
+       "routes": run("ip", "route").replace(" linkdown", ""),
+       "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
+       "etc_netns": sorted(os.listdir("/etc/netns"))}
+for ns in out["netns"]:
+    out["ns:" + ns] = run("ip", "-n", ns, "-br", "addr") + run("ip", "-n", ns, "route")
+db = sqlite3.connect("/var/lib/lowbridge/lowbridge.db")
+for table in ("networks", "containers", "endpoints"):
+    out["db:" + table] = sorted(r[0] for r in db.execute(f"SELECT doc FROM {table}"))
+print(json.dumps(out))
+"""
+    import sys
+
+    return json.loads(h.run([sys.executable, "-c", script]).stdout)

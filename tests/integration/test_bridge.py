@@ -1,0 +1,141 @@
+"""The bridge driver and sandboxes, proven with packets inside simulated hosts."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.conftest import ip_of, lb_json, ping, state
+
+
+def test_user_network_sandboxes_ping_each_other(host):
+    host.lb("network", "create", "alpine-net")
+    host.lb("container", "create", "--name", "a1", "--network", "alpine-net")
+    host.lb("container", "create", "--name", "a2", "--network", "alpine-net")
+    a1, a2 = ip_of(host, "a1", "alpine-net"), ip_of(host, "a2", "alpine-net")
+    assert (a1, a2) == ("172.18.0.2", "172.18.0.3")  # first user network after the default one
+    assert ping(host, "a1", a2) and ping(host, "a2", a1)
+    assert ping(host, "a1", "172.18.0.1")  # the gateway on the bridge
+    route = host.run(["ip", "-n", "a1", "-j", "route", "show", "default"]).stdout
+    assert json.loads(route)[0]["gateway"] == "172.18.0.1"
+
+
+def test_default_bridge_sandboxes_ping_each_other(host):
+    host.lb("container", "create", "--name", "d1")
+    host.lb("container", "create", "--name", "d2")
+    assert ip_of(host, "d1", "bridge") == "172.17.0.2"
+    assert ping(host, "d1", ip_of(host, "d2", "bridge"))
+    bridge = json.loads(host.run(["ip", "-j", "-d", "link", "show", "lowbridge0"]).stdout)[0]
+    assert bridge["linkinfo"]["info_kind"] == "bridge"
+    assert bridge["ifalias"].startswith("lowbridge:")
+    ports = json.loads(host.run(["ip", "-j", "link", "show", "master", "lowbridge0"]).stdout)
+    assert len(ports) == 2 and all(p["ifname"].startswith("lbv") for p in ports)
+
+
+def test_user_bridge_device_and_settings(host):
+    net_id = host.lb("network", "create", "-o", "com.docker.network.driver.mtu=1400",
+                     "--label", "env=lab", "mtunet").stdout.strip()
+    device = "lb-" + net_id[:12]
+    link = json.loads(host.run(["ip", "-j", "-d", "link", "show", device]).stdout)[0]
+    assert link["mtu"] == 1400 and "UP" in link["flags"]
+    addrs = json.loads(host.run(["ip", "-j", "addr", "show", device]).stdout)[0]["addr_info"]
+    assert {"local": "172.18.0.1", "prefixlen": 16} in [
+        {"local": a["local"], "prefixlen": a["prefixlen"]} for a in addrs]
+    assert host.run(["cat", f"/proc/sys/net/ipv6/conf/{device}/accept_ra"]).stdout.strip() == "0"
+    host.lb("container", "create", "--name", "m", "--network", "mtunet")
+    eth0 = json.loads(host.run(["ip", "-n", "m", "-j", "link", "show", "eth0"]).stdout)[0]
+    assert eth0["mtu"] == 1400 and eth0["address"] == "02:42:ac:12:00:02"
+    # IPv4-only: no IPv6 at all on eth0, not even link-local (Docker's setIPv6).
+    v6 = host.run(["ip", "-n", "m", "-6", "addr", "show", "eth0"]).stdout
+    assert v6.strip() == ""
+    doc = lb_json(host, "network", "inspect", "mtunet")[0]
+    assert doc["Labels"] == {"env": "lab"}
+    assert doc["Options"] == {"com.docker.network.driver.mtu": "1400"}
+    assert doc["Containers"][lb_json(host, "inspect", "m")[0]["Id"]]["Name"] == "m"
+
+
+def test_named_bridge_option(host):
+    host.lb("network", "create", "-o", "com.docker.network.bridge.name=br-lab", "--subnet",
+            "10.77.0.0/24", "named")
+    host.lb("container", "create", "--name", "n1", "--network", "named", "--ip", "10.77.0.50")
+    assert ip_of(host, "n1", "named") == "10.77.0.50"
+    assert ping(host, "n1", "10.77.0.1")
+    host.lb("rm", "n1")
+    host.lb("network", "rm", "named")
+    assert host.run(["ip", "link", "show", "br-lab"], check=False).returncode != 0
+
+
+def test_two_networks_eth0_eth1_disconnect_and_reconnect(host):
+    host.lb("network", "create", "--subnet", "10.10.0.0/24", "net-a")
+    host.lb("network", "create", "--subnet", "10.20.0.0/24", "net-b")
+    host.lb("container", "create", "--name", "peer-a", "--network", "net-a")
+    host.lb("container", "create", "--name", "peer-b", "--network", "net-b")
+    host.lb("container", "create", "--name", "multi", "--network", "net-a")
+    host.lb("network", "connect", "net-b", "multi")
+
+    def addrs():
+        raw = json.loads(host.run(["ip", "-n", "multi", "-j", "-4", "addr"]).stdout)
+        return {i["ifname"]: [a["local"] for a in i["addr_info"]] for i in raw}
+
+    assert addrs() == {"lo": ["127.0.0.1"], "eth0": ["10.10.0.3"], "eth1": ["10.20.0.3"]}
+    assert ping(host, "multi", "10.10.0.2") and ping(host, "multi", "10.20.0.2")
+
+    host.lb("network", "disconnect", "net-a", "multi")
+    assert addrs() == {"lo": ["127.0.0.1"], "eth1": ["10.20.0.3"]}
+    assert ping(host, "multi", "10.20.0.2")
+    assert not ping(host, "multi", "10.10.0.2")
+    assert "multi" not in json.dumps(lb_json(host, "network", "inspect", "net-a"))
+    # The default route moved to the remaining network.
+    route = json.loads(host.run(["ip", "-n", "multi", "-j", "route", "show", "default"]).stdout)
+    assert route[0]["gateway"] == "10.20.0.1" and route[0]["dev"] == "eth1"
+
+    host.lb("network", "connect", "net-a", "multi")
+    assert addrs() == {"lo": ["127.0.0.1"], "eth0": ["10.10.0.3"], "eth1": ["10.20.0.3"]}
+    assert ping(host, "multi", "10.10.0.2")
+    # Docker's rule: the gateway endpoint is the first network by name (net-a < net-b).
+    route = json.loads(host.run(["ip", "-n", "multi", "-j", "route", "show", "default"]).stdout)
+    assert route[0]["gateway"] == "10.10.0.1" and route[0]["dev"] == "eth0"
+
+
+def test_internal_network_has_no_default_route(host):
+    host.lb("network", "create", "--internal", "--subnet", "10.30.0.0/24", "inner")
+    host.lb("container", "create", "--name", "i1", "--network", "inner")
+    host.lb("container", "create", "--name", "i2", "--network", "inner")
+    assert ping(host, "i1", ip_of(host, "i2", "inner"))
+    assert host.run(["ip", "-n", "i1", "route", "show", "default"]).stdout.strip() == ""
+    assert lb_json(host, "network", "inspect", "inner")[0]["Internal"] is True
+
+
+def test_rm_leaves_no_device_veth_namespace_or_lease(host):
+    host.lb("network", "create", "--subnet", "10.40.0.0/24", "tmp")
+    # The default bridge's device appears with its first sandbox and stays, like docker0.
+    host.lb("container", "create", "--name", "warm")
+    host.lb("rm", "warm")
+    before = state(host)
+    host.lb("container", "create", "--name", "c1", "--network", "tmp")
+    host.lb("network", "connect", "bridge", "c1")
+    assert ip_of(host, "c1", "tmp") == "10.40.0.2"
+    host.lb("container", "rm", "c1")
+    assert state(host) == before  # no veth, no namespace, no endpoint, no /etc/netns entry
+    # The lease is gone: the next sandbox gets the same lowest address.
+    host.lb("container", "create", "--name", "c2", "--network", "tmp")
+    assert ip_of(host, "c2", "tmp") == "10.40.0.2"
+    host.lb("rm", "c2")
+    net_id = lb_json(host, "network", "inspect", "tmp")[0]["Id"]
+    host.lb("network", "rm", "tmp")
+    links = host.run(["ip", "-br", "link"]).stdout
+    assert "lb-" + net_id[:12] not in links and "lbv" not in links
+
+
+def test_network_rm_refuses_while_endpoints_remain_and_prune(host):
+    host.lb("network", "create", "busy")
+    host.lb("network", "create", "idle")
+    host.lb("container", "create", "--name", "b1", "--network", "busy")
+    proc = host.lb("network", "rm", "busy", check=False)
+    assert proc.returncode != 0 and "active endpoints" in proc.stderr
+    pruned = host.lb("network", "prune", "-f").stdout
+    assert "idle" in pruned and "busy" not in pruned
+    names = host.lb("network", "ls").stdout
+    assert "busy" in names and "idle" not in names
+    for predefined in ("bridge", "host", "none"):
+        assert predefined in names
+        assert host.lb("network", "rm", predefined, check=False).returncode != 0

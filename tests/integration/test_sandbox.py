@@ -1,0 +1,92 @@
+"""Sandboxes: run, exec, their own /etc files, adoption, none, and rm -f."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.integration.conftest import ip_of, lb_json, ping
+
+
+def test_run_foreground_exit_code_and_own_etc_files(host):
+    host.lb("network", "create", "web-net")
+    proc = host.lb("run", "--name", "fg", "--network", "web-net", "--", "sh", "-c",
+                   "cat /etc/hosts; ip -4 -br addr show eth0; exit 7", check=False)
+    assert proc.returncode == 7
+    cid = lb_json(host, "inspect", "fg")[0]["Id"]
+    assert f"172.18.0.2\t{cid[:12]}" in proc.stdout
+    assert "172.18.0.2/16" in proc.stdout
+    # The host's own /etc/hosts is untouched; only the sandbox sees its file.
+    assert cid[:12] not in host.run(["cat", "/etc/hosts"]).stdout
+    assert lb_json(host, "inspect", "fg")[0]["State"]["Status"] == "exited"
+
+
+def test_run_rm_removes_the_sandbox(host):
+    proc = host.lb("run", "--rm", "--name", "once", "--", "true", check=False)
+    assert proc.returncode == 0
+    assert "once" not in host.lb("ps").stdout
+    assert "once" not in host.run(["ip", "netns", "list"]).stdout
+
+
+def test_detached_run_exec_and_rm_force(host):
+    host.lb("network", "create", "svc")
+    host.lb("run", "-d", "--name", "server", "--network", "svc", "--", "sleep", "300")
+    host.lb("run", "-d", "--name", "client", "--network", "svc", "--", "sleep", "300")
+    server_ip = ip_of(host, "server", "svc")
+    out = host.lb("exec", "client", "--", "ping", "-c1", "-w3", server_ip, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "running" in host.lb("ps").stdout
+    doc = lb_json(host, "inspect", "server")[0]
+    assert doc["State"]["Running"] and doc["State"]["Pid"] > 0
+    refused = host.lb("rm", "server", check=False)
+    assert refused.returncode != 0 and "running" in refused.stderr
+    host.lb("rm", "-f", "server", "client")
+    assert host.run(["ip", "netns", "list"]).stdout.strip() == ""
+    assert host.run("pgrep -x sleep", check=False).stdout.strip() == ""  # killed and reaped
+
+
+def test_exec_exit_codes_like_docker(host):
+    host.lb("container", "create", "--name", "x")
+    assert host.lb("exec", "x", "--", "sh", "-c", "exit 3", check=False).returncode == 3
+    assert host.lb("exec", "nosuch", "--", "true", check=False).returncode == 3  # NotFound
+
+
+def test_adopt_an_existing_namespace(host):
+    # A process started by another tool, in a namespace lowbridge did not make.
+    other = host.popen(["unshare", "--net", "sleep", "300"])
+    try:
+        pid = None
+        for _ in range(100):
+            found = host.run("pgrep -n -x sleep", check=False).stdout.split()
+            if found:
+                pid = found[0]
+                break
+            time.sleep(0.02)
+        assert pid
+        host.lb("network", "create", "--subnet", "10.50.0.0/24", "adopt-net")
+        host.lb("container", "create", "--name", "peer", "--network", "adopt-net")
+        host.lb("container", "create", "--name", "adopted", "--netns", f"/proc/{pid}/ns/net",
+                "--network", "adopt-net")
+        # The adopted process itself now has eth0 and reaches the peer.
+        seen = host.run(["nsenter", "-t", pid, "-n", "ip", "-4", "-br", "addr", "show", "eth0"])
+        assert "10.50.0.3/24" in seen.stdout
+        assert ping(host, "adopted", "10.50.0.2")
+        assert lb_json(host, "inspect", "adopted")[0]["LowbridgeNetnsOwned"] is False
+        # rm detaches without killing a process lowbridge did not start.
+        host.lb("rm", "adopted")
+        assert host.run(["kill", "-0", pid], check=False).returncode == 0
+        gone = host.run(["nsenter", "-t", pid, "-n", "ip", "-br", "link"]).stdout
+        assert "eth0" not in gone
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_none_network_has_only_loopback(host):
+    host.lb("container", "create", "--name", "isolated", "--network", "none")
+    links = json.loads(host.run(["ip", "-n", "isolated", "-j", "link"]).stdout)
+    assert [link["ifname"] for link in links] == ["lo"]
+    assert "UP" in links[0]["flags"]
+    refused = host.lb("network", "connect", "bridge", "isolated", check=False)
+    assert refused.returncode != 0 and "none" in refused.stderr
+    assert "isolated" in json.dumps(lb_json(host, "network", "inspect", "none"))

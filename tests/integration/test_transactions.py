@@ -1,0 +1,150 @@
+"""All-or-nothing mutations: injected failures, bad input, concurrency, reboots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from lowbridge.simhost import SimHost
+from lowbridge.txn import FAIL_ENV, STEPS
+from tests.integration.conftest import ip_of, lb_json, ping, state
+
+
+def _setup_for_connect(h: SimHost) -> None:
+    h.lb("network", "create", "--subnet", "10.60.0.0/24", "target")
+    h.lb("network", "create", "--subnet", "10.61.0.0/24", "home")
+    h.lb("container", "create", "--name", "peer", "--network", "target")
+    h.lb("container", "create", "--name", "c", "--network", "home")
+
+
+CASES = [
+    ("network-create", None, ("network", "create", "--subnet", "10.62.0.0/24", "fresh")),
+    # Connecting to the default bridge also exercises the lazy creation of its device.
+    ("network-connect", _setup_for_connect, ("network", "connect", "bridge", "c")),
+    ("network-connect", _setup_for_connect, ("network", "connect", "target", "c")),
+    ("container-create", _setup_for_connect,
+     ("container", "create", "--name", "new", "--network", "target")),
+]
+
+
+@pytest.mark.parametrize(
+    "op, setup, argv, step",
+    [(op, setup, argv, step) for op, setup, argv in CASES for step in STEPS[op]],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_injected_failure_at_every_step_changes_nothing(host, op, setup, argv, step):
+    host.lb("network", "ls")  # the predefined networks exist before the snapshot
+    if setup:
+        setup(host)
+    before = state(host)
+    proc = host.lb(*argv, check=False, env=dict(os.environ, **{FAIL_ENV: f"{op}:{step}"}))
+    assert proc.returncode == 9, proc.stderr
+    assert f"injected failure after step {step}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert state(host) == before
+    # ... and the same command then succeeds, so the rollback left nothing in its way.
+    host.lb(*argv)
+
+
+BAD = [
+    (("network", "create", "--subnet", "10.0.0.0/33", "n"), "invalid subnet"),
+    (("network", "create", "--subnet", "banana", "n"), "invalid subnet"),
+    (("network", "create", "--subnet", "10.90.0.0/24", "dup"), "already exists"),
+    (("network", "create", "--subnet", "10.90.0.128/25", "n"), "overlaps"),
+    (("network", "create", "--subnet", "10.91.0.0/24", "--gateway", "10.92.0.1", "n"),
+     "not a usable address"),
+    (("network", "create", "-d", "nosuch", "n"), "unknown driver"),
+    (("network", "create", "-o", "com.docker.network.driver.mtu=9", "n"), "mtu"),
+    (("network", "create", "x" * 64), "at most 63"),
+    (("network", "create", "bad/name"), "invalid network name"),
+    (("container", "create", "--name", "c1"), "already in use"),
+    (("container", "create", "--name", "y" * 64), "at most 63"),
+    (("container", "create", "--name", "n2", "--network", "nosuch"), "not found"),
+    (("container", "create", "--name", "n3", "--network", "dup", "--ip", "10.99.0.9"),
+     "not a usable address"),
+    (("container", "create", "--name", "n4", "--network", "dup", "--ip", "10.90.0.2"),
+     "already in use"),
+    (("container", "create", "--name", "n5", "--network", "dup", "--ip", "10.90.0.1"),
+     "already in use"),
+    (("container", "create", "--name", "n6", "--ip", "172.17.0.9"), "user defined"),
+    (("network", "connect", "nosuch", "c1"), "not found"),
+    (("network", "connect", "dup", "nosuch"), "not found"),
+    (("network", "connect", "dup", "c1"), "already exists"),
+    (("network", "connect", "--ip", "10.90.0.300", "bridge", "c1"), "user"),
+    (("network", "disconnect", "bridge", "c1"), "not connected"),
+    (("network", "rm", "nosuch"), "not found"),
+    (("network", "rm", "bridge"), "pre-defined"),
+    (("network", "rm", "dup"), "active endpoints"),
+    (("rm", "nosuch"), "not found"),
+    (("run", "--name", "c1", "--", "true"), "already in use"),
+    (("network", "create", "--aux-address", "nokey", "--subnet", "10.93.0.0/24", "n"),
+     "KEY=VALUE"),
+]
+
+
+def test_bad_input_gives_one_line_and_changes_nothing(host):
+    host.lb("network", "create", "--subnet", "10.90.0.0/24", "dup")
+    host.lb("container", "create", "--name", "c1", "--network", "dup")
+    before = state(host)
+    for argv, expected in BAD:
+        proc = host.lb(*argv, check=False)
+        assert proc.returncode not in (0, 70), (argv, proc.returncode, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lowbridge: error: "), (argv, proc.stderr)
+        assert expected in lines[0], (argv, lines[0])
+        assert "Traceback" not in proc.stderr
+    assert state(host) == before
+
+
+def test_parallel_connects_get_distinct_addresses(host):
+    n = 20
+    host.lb("network", "create", "--subnet", "10.70.0.0/24", "crowd")
+    host.lb("network", "create", "--subnet", "10.71.0.0/24", "start")
+    for i in range(n):
+        host.lb("container", "create", "--name", f"p{i}", "--network", "start")
+    procs = [
+        host.popen([sys.executable, "-m", "lowbridge", "network", "connect", "crowd", f"p{i}"],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(n)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    addresses = [ip_of(host, f"p{i}", "crowd") for i in range(n)]
+    assert len(set(addresses)) == n
+    assert sorted(addresses, key=lambda a: int(a.rsplit(".", 1)[1])) == [
+        f"10.70.0.{i}" for i in range(2, 2 + n)]
+    for i in range(n):
+        assert ping(host, f"p{i}", "10.70.0.1"), f"p{i}"
+
+
+def test_reboot_recreates_networks_and_reaps_sandboxes():
+    with tempfile.TemporaryDirectory(prefix="lowbridge-reboot-") as state_dir:
+        with SimHost("before", state_dir=state_dir) as h:
+            net_id = h.lb("network", "create", "--subnet", "10.80.0.0/24", "keep").stdout.strip()
+            h.lb("container", "create", "--name", "gone", "--network", "keep")
+        # Same disk, fresh kernel: /run and every namespace and link are new.
+        with SimHost("after", state_dir=state_dir) as h:
+            assert "keep" in h.lb("network", "ls").stdout  # read-only: nothing re-created yet
+            h.lb("container", "create", "--name", "back", "--network", "keep")
+            link = json.loads(h.run(["ip", "-j", "addr", "show", "lb-" + net_id[:12]]).stdout)
+            assert "10.80.0.1" in [a["local"] for a in link[0]["addr_info"]]
+            # The dead sandbox was reaped and its address released: "back" takes .2 again.
+            assert ip_of(h, "back", "keep") == "10.80.0.2"
+            assert "gone" not in h.lb("ps").stdout
+            assert lb_json(h, "network", "inspect", "keep")[0]["Id"] == net_id
+            assert ping(h, "back", "10.80.0.1")
+
+
+def test_namespace_deleted_by_hand_is_reaped(host):
+    host.lb("network", "create", "--subnet", "10.81.0.0/24", "hand")
+    host.lb("container", "create", "--name", "victim", "--network", "hand")
+    host.run(["ip", "netns", "del", "victim"])
+    host.lb("container", "create", "--name", "next", "--network", "hand")
+    assert ip_of(host, "next", "hand") == "10.81.0.2"
+    assert "victim" not in host.lb("ps").stdout

@@ -1,0 +1,93 @@
+"""CLI parsing and rendering, without root or kernel."""
+
+import json
+
+import pytest
+
+from lowbridge import cli, output
+from lowbridge.errors import InvalidInput
+from lowbridge.models import Container, Endpoint, Network
+
+
+def parse(*argv):
+    return cli.build_parser().parse_args(argv)
+
+
+def test_network_create_flags_like_docker():
+    a = parse("network", "create", "-d", "bridge", "--subnet", "10.1.0.0/24", "--gateway",
+              "10.1.0.254", "--ip-range", "10.1.0.128/25", "--aux-address", "r=10.1.0.9",
+              "--internal", "--label", "env=lab", "-o", "com.docker.network.driver.mtu=1400",
+              "mynet")
+    assert a.func is cli.cmd_network_create
+    assert (a.name, a.driver, a.subnet, a.internal) == ("mynet", "bridge", ["10.1.0.0/24"], True)
+    assert cli._pairs(a.opt, "-o") == {"com.docker.network.driver.mtu": "1400"}
+    assert cli._pairs(["flag"], "--label", need_value=False) == {"flag": ""}
+
+
+def test_bad_pairs_are_user_errors():
+    with pytest.raises(InvalidInput):
+        cli._pairs(["novalue"], "--opt")
+
+
+def test_run_takes_the_command_after_double_dash():
+    a = parse("run", "--name", "web", "--network", "n", "--ip", "10.1.0.5", "-d", "--",
+              "sleep", "5")
+    assert (a.name, a.network, a.ip, a.detach) == ("web", "n", "10.1.0.5", True)
+    assert cli._command(a) == ["sleep", "5"]
+    b = parse("exec", "web", "--", "ip", "-br", "addr")
+    assert cli._command(b) == ["ip", "-br", "addr"]
+
+
+def test_docker_aliases():
+    assert parse("ps").func is cli.cmd_container_ls
+    assert parse("rm", "-f", "a", "b").containers == ["a", "b"]
+    assert parse("inspect", "a").func is cli.cmd_container_inspect
+    assert parse("network", "ls").func is cli.cmd_network_ls
+
+
+def test_missing_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse("network", "create")
+    assert e.value.code == 2
+
+
+def test_table_layout_like_docker():
+    text = output.table(["NETWORK ID", "NAME"], [["abc", "bridge"], ["defghijklmnop", "x"]])
+    assert text.splitlines() == [
+        "NETWORK ID      NAME",
+        "abc             bridge",
+        "defghijklmnop   x",
+    ]
+
+
+def test_inspect_documents_have_dockers_keys():
+    from lowbridge import ipam
+
+    pool = ipam.plan_pool(subnet="10.1.0.0/24", gateway=None, ip_range=None,
+                          aux_addresses=None, taken=[])
+    net = Network(id="n" * 64, name="mynet", driver="bridge", pool=pool, device="lb-nnn")
+    ctr = Container(id="c" * 64, name="web", netns="/run/netns/web", command=["sleep", "9"])
+    ep = Endpoint(id="e" * 64, network_id=net.id, container_id=ctr.id, ifname="eth0",
+                  ip="10.1.0.2", prefixlen=24, gateway="10.1.0.1", mac="02:42:0a:01:00:02")
+    ndoc = output.network_doc(net, [ep], {ctr.id: ctr})
+    assert ndoc["IPAM"]["Config"] == [{"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.1"}]
+    assert ndoc["Containers"][ctr.id] == {
+        "Name": "web", "EndpointID": ep.id, "MacAddress": "02:42:0a:01:00:02",
+        "IPv4Address": "10.1.0.2/24", "IPv6Address": "",
+    }
+    cdoc = output.container_doc(ctr, [ep], {net.id: net}, [42])
+    settings = cdoc["NetworkSettings"]["Networks"]["mynet"]
+    assert (settings["IPAddress"], settings["Gateway"], settings["IPPrefixLen"]) == (
+        "10.1.0.2", "10.1.0.1", 24)
+    assert cdoc["State"] == {"Status": "running", "Running": True, "Pid": 42}
+    assert cdoc["Name"] == "/web"
+    json.dumps([ndoc, cdoc])
+
+
+def test_ago():
+    import datetime as dt
+
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    assert output.ago("2026-01-01T11:59:55+00:00", now) == "5 seconds ago"
+    assert output.ago("2026-01-01T11:58:00+00:00", now) == "2 minutes ago"
+    assert output.ago("2026-01-01T11:00:00+00:00", now) == "1 hour ago"

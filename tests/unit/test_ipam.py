@@ -1,0 +1,131 @@
+"""IPAM follows Docker's pools, order and address rules (moby ipams/defaultipam)."""
+
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from lowbridge import ipam
+from lowbridge.errors import Conflict, InvalidInput
+
+
+def plan(**kw):
+    args = dict(subnet=None, gateway=None, ip_range=None, aux_addresses=None, taken=[])
+    args.update(kw)
+    return ipam.plan_pool(**args)
+
+
+def test_default_pool_order_matches_docker():
+    subnets = list(ipam.default_subnets())
+    assert [str(s) for s in subnets[:5]] == [
+        "172.17.0.0/16", "172.18.0.0/16", "172.19.0.0/16", "172.20.0.0/16", "172.21.0.0/16",
+    ]
+    assert str(subnets[14]) == "172.31.0.0/16"
+    assert [str(s) for s in subnets[15:17]] == ["192.168.0.0/20", "192.168.16.0/20"]
+    assert str(subnets[-1]) == "192.168.240.0/20"
+    assert len(subnets) == 31
+
+
+def test_first_network_after_default_bridge_gets_172_18():
+    pool = plan(taken=[IPv4Network("172.17.0.0/16")])
+    assert pool.subnet == IPv4Network("172.18.0.0/16")
+    assert pool.gateway == IPv4Address("172.18.0.1")
+
+
+def test_reserved_host_routes_and_nameservers_are_skipped():
+    pool = plan(
+        taken=[IPv4Network("172.17.0.0/16")],
+        reserved=[IPv4Network("172.18.5.0/24"), IPv4Network("172.19.0.53/32")],
+    )
+    assert pool.subnet == IPv4Network("172.20.0.0/16")
+
+
+def test_pools_exhausted_is_a_conflict():
+    with pytest.raises(Conflict):
+        plan(taken=list(ipam.default_subnets()))
+
+
+def test_explicit_subnet_gateway_range_aux():
+    pool = plan(
+        subnet="10.5.0.0/16", gateway="10.5.255.254", ip_range="10.5.7.0/24",
+        aux_addresses={"router": "10.5.7.1"},
+    )
+    assert pool.gateway == IPv4Address("10.5.255.254")
+    # Endpoints come from the range, skipping the aux address.
+    assert ipam.allocate(pool, []) == IPv4Address("10.5.7.2")
+
+
+def test_gateway_defaults_to_first_address_of_range():
+    pool = plan(subnet="10.6.0.0/16", ip_range="10.6.3.0/24")
+    assert pool.gateway == IPv4Address("10.6.3.1")
+
+
+def test_lowest_free_address_is_reused_at_once():
+    pool = plan(subnet="10.7.0.0/24")
+    used = [IPv4Address("10.7.0.2"), IPv4Address("10.7.0.4")]
+    assert ipam.allocate(pool, used) == IPv4Address("10.7.0.3")
+
+
+def test_static_ip_anywhere_in_subnet_but_not_taken():
+    pool = plan(subnet="10.8.0.0/24", ip_range="10.8.0.128/25")
+    assert ipam.allocate(pool, [], "10.8.0.50") == IPv4Address("10.8.0.50")
+    with pytest.raises(Conflict):
+        ipam.allocate(pool, [IPv4Address("10.8.0.50")], "10.8.0.50")
+    with pytest.raises(Conflict):
+        ipam.allocate(pool, [], str(pool.gateway))
+    with pytest.raises(InvalidInput):
+        ipam.allocate(pool, [], "10.9.0.5")
+    for special in ("10.8.0.0", "10.8.0.255"):
+        with pytest.raises(InvalidInput):
+            ipam.allocate(pool, [], special)
+
+
+def test_full_subnet_is_a_conflict():
+    pool = plan(subnet="10.9.0.0/30")  # .1 gateway, .2 the only endpoint address
+    assert ipam.allocate(pool, []) == IPv4Address("10.9.0.2")
+    with pytest.raises(Conflict):
+        ipam.allocate(pool, [IPv4Address("10.9.0.2")])
+
+
+def test_slash_31_uses_both_addresses():
+    pool = plan(subnet="10.9.1.0/31")
+    assert pool.gateway == IPv4Address("10.9.1.0")
+    assert ipam.allocate(pool, []) == IPv4Address("10.9.1.1")
+
+
+@pytest.mark.parametrize(
+    "kw, exc",
+    [
+        (dict(subnet="10.0.0.0/33"), InvalidInput),
+        (dict(subnet="banana"), InvalidInput),
+        (dict(subnet="10.0.0.1/24"), InvalidInput),  # host bits set
+        (dict(subnet="fd00::/64"), InvalidInput),
+        (dict(subnet="10.0.0.0/32"), InvalidInput),
+        (dict(subnet="10.0.0.0/24", gateway="10.0.1.1"), InvalidInput),
+        (dict(subnet="10.0.0.0/24", gateway="10.0.0.0"), InvalidInput),
+        (dict(subnet="10.0.0.0/24", gateway="10.0.0.255"), InvalidInput),
+        (dict(subnet="10.0.0.0/24", gateway="nope"), InvalidInput),
+        (dict(subnet="10.0.0.0/24", ip_range="10.0.1.0/25"), InvalidInput),
+        (dict(subnet="10.0.0.0/24", aux_addresses={"a": "10.0.2.2"}), InvalidInput),
+        (dict(subnet="10.0.0.0/24", gateway="10.0.0.9", aux_addresses={"a": "10.0.0.9"}),
+         Conflict),
+        (dict(gateway="10.0.0.1"), InvalidInput),
+        (dict(subnet="172.17.128.0/24", taken=[IPv4Network("172.17.0.0/16")]), Conflict),
+    ],
+)
+def test_bad_input_is_rejected(kw, exc):
+    with pytest.raises(exc):
+        plan(**kw)
+
+
+def test_explicit_subnet_may_overlap_host_routes_like_docker():
+    pool = plan(subnet="10.10.0.0/24", reserved=[IPv4Network("10.10.0.0/16")])
+    assert pool.subnet == IPv4Network("10.10.0.0/24")
+
+
+def test_pool_document_round_trip():
+    pool = plan(subnet="10.5.0.0/16", ip_range="10.5.7.0/24", aux_addresses={"r": "10.5.0.9"})
+    assert ipam.Pool.from_doc(pool.to_doc()) == pool
+    assert pool.to_doc() == {
+        "Subnet": "10.5.0.0/16", "IPRange": "10.5.7.0/24", "Gateway": "10.5.7.1",
+        "AuxiliaryAddresses": {"r": "10.5.0.9"},
+    }

@@ -1,0 +1,32 @@
+from lowbridge import sandbox
+
+
+def test_hosts_file_like_docker():
+    text = sandbox.render_hosts("93150eabb70d", ["172.18.0.3"])
+    assert text.startswith("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    assert text.endswith("ff02::2\tip6-allrouters\n172.18.0.3\t93150eabb70d\n")
+
+
+def test_resolv_conf_drops_loopback_servers_and_keeps_the_rest():
+    host = "search lab\nnameserver 127.0.0.53\nnameserver 10.200.53.53\noptions edns0\n"
+    assert sandbox.render_resolv_conf(host) == (
+        "search lab\nnameserver 10.200.53.53\noptions edns0\n"
+    )
+
+
+def test_resolv_conf_falls_back_to_dockers_servers():
+    assert sandbox.render_resolv_conf("nameserver 127.0.0.1\n") == (
+        "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    )
+
+
+def test_write_files_in_place_keeps_the_inode(tmp_path):
+    d = str(tmp_path / "ns")
+    sandbox.write_files(d, {"hosts": "a long first version\n"})
+    inode = (tmp_path / "ns" / "hosts").stat().st_ino
+    sandbox.write_files(d, {"hosts": "short\n"})
+    assert (tmp_path / "ns" / "hosts").read_text() == "short\n"
+    assert (tmp_path / "ns" / "hosts").stat().st_ino == inode
+    assert sandbox.read_files(d) == {"hosts": "short\n"}
+    sandbox.write_files(d, None)
+    assert sandbox.read_files(d) is None

@@ -1,0 +1,76 @@
+"""The SQLite store: atomic transactions, uniqueness, documents round-trip."""
+
+import pytest
+
+from lowbridge import ipam
+from lowbridge.errors import Conflict, StoreError
+from lowbridge.models import Container, Endpoint, Network
+from lowbridge.store import SQLiteStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(str(tmp_path / "state" / "lowbridge.db"))
+    yield s
+    s.close()
+
+
+def _net(name="n1"):
+    pool = ipam.plan_pool(subnet="10.1.0.0/24", gateway=None, ip_range=None,
+                          aux_addresses=None, taken=[])
+    return Network(id=name + "-id", name=name, driver="bridge", pool=pool, labels={"a": "b"})
+
+
+def test_round_trip(store):
+    net = _net()
+    ctr = Container(id="c-id", name="c", netns="/run/netns/c", command=["sleep", "1"])
+    ep = Endpoint(id="e", network_id=net.id, container_id=ctr.id, ifname="eth0", ip="10.1.0.2",
+                  prefixlen=24, gateway="10.1.0.1", mac="02:42:0a:01:00:02", host_ifname="lbvx")
+    with store.transaction():
+        store.put_network(net)
+        store.put_container(ctr)
+        store.put_endpoint(ep)
+    assert store.networks() == [net]
+    assert store.containers() == [ctr]
+    assert store.endpoints(network_id=net.id) == [ep]
+    assert store.endpoints(container_id="other") == []
+
+
+def test_failed_transaction_changes_nothing(store):
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_network(_net())
+        raise RuntimeError("boom")
+    assert store.networks() == []
+
+
+def test_writes_need_a_transaction(store):
+    with pytest.raises(StoreError):
+        store.put_network(_net())
+
+
+def test_names_and_addresses_are_unique(store):
+    with store.transaction():
+        store.put_network(_net("n1"))
+        store.put_container(Container(id="c1", name="c1", netns="/x"))
+        store.put_container(Container(id="c2", name="c2", netns="/y"))
+        store.put_endpoint(Endpoint(id="e1", network_id="n1-id", container_id="c1",
+                                    ifname="eth0", ip="10.1.0.2"))
+    dup = Network(id="other", name="n1", driver="bridge")
+    with pytest.raises(Conflict), store.transaction():
+        store.put_network(dup)
+    with pytest.raises(Conflict), store.transaction():
+        store.put_endpoint(Endpoint(id="e2", network_id="n1-id", container_id="c2",
+                                    ifname="eth0", ip="10.1.0.2"))
+    assert len(store.endpoints()) == 1
+
+
+def test_state_survives_reopen(tmp_path):
+    path = str(tmp_path / "db")
+    s = SQLiteStore(path)
+    with s.transaction():
+        s.put_network(_net())
+        s.set_meta("k", "v")
+    s.close()
+    s2 = SQLiteStore(path)
+    assert [n.name for n in s2.networks()] == ["n1"]
+    assert s2.get_meta("k") == "v"
