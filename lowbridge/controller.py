@@ -17,7 +17,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
 from lowbridge import drivers, ipam, names, netns, sandbox
@@ -39,6 +39,9 @@ DEFAULT_BRIDGE_OPTIONS = {
     "com.docker.network.driver.mtu": "1500",
 }
 IFACE_PREFIX = "eth"
+# A bridge holds at most 1023 ports (BR_MAX_PORTS 1024, port 0 reserved): the 1024th enslave
+# fails with EXFULL (pyroute2-notes 7.5).
+MAX_BRIDGE_PORTS = 1023
 
 
 @dataclass
@@ -222,18 +225,23 @@ class Controller:
         return removed
 
     def network_connect(self, net_ref: str, ctr_ref: str, ip: str | None = None) -> Endpoint:
+        from lowbridge import netlink
+
         with self._mutation() as nl:
             net, ctr = self.network(net_ref), self.container(ctr_ref)
-            with Transaction("network-connect") as tx:
-                ep = self._connect(net, ctr, ip, tx, nl)
+            # The sandbox session outlives the transaction: undos may need it.
+            with netlink.session(ctr.netns) as snl, Transaction("network-connect") as tx:
+                ep = self._connect(net, ctr, ip, tx, nl, snl)
                 self._persist([tx], lambda: self.store.put_endpoint(ep))
             return ep
 
     def network_disconnect(self, net_ref: str, ctr_ref: str) -> None:
+        from lowbridge import netlink
+
         with self._mutation() as nl:
             net, ctr = self.network(net_ref), self.container(ctr_ref)
-            eps = {e.network_id: e for e in self.store.endpoints(container_id=ctr.id)}
-            ep = eps.get(net.id)
+            eps = self.store.endpoints(container_id=ctr.id)
+            ep = next((e for e in eps if e.network_id == net.id), None)
             if ep is None:
                 raise NotFound(f"container {ctr.name} is not connected to network {net.name}")
             if net.driver == "host":
@@ -241,14 +249,17 @@ class Controller:
                     "container cannot be disconnected from host network or connected to host "
                     "network"
                 )
-            from lowbridge import netlink
-
+            nets = {n.id: n for n in self.store.networks()}
+            remaining = [e for e in eps if e.id != ep.id]
             with self.store.transaction():
                 self.store.delete_endpoint(net.id, ctr.id)
                 drivers.get(net.driver).disconnect(net, ep, nl)
-                remaining = [e for e in eps.values() if e.network_id != net.id]
-                with netlink.session(ctr.netns) as snl:
-                    self._sync_default_route(snl, remaining, None)
+                # Deleting the interface took its routes; if it carried the default route, the
+                # next endpoint in Docker's order takes over.
+                before, after = _gateway_endpoint(eps, nets), _gateway_endpoint(remaining, nets)
+                if after is not None and after is not before:
+                    with netlink.session(ctr.netns) as snl:
+                        snl.replace_default_route(after.gateway, after.ifname)
                 self._write_etc(ctr, remaining)
 
     # ------------------------------------------------------------------ connect internals
@@ -259,16 +270,18 @@ class Controller:
         ip: str | None,
         tx: Transaction,
         nl: Session,
-        sock=None,  # noqa: ANN001 - an already open netlink socket in the sandbox
+        snl: Session,
     ) -> Endpoint:
-        """Validate and build one endpoint (kernel only); the caller persists it."""
-        from lowbridge import netlink
+        """Validate and build one endpoint (kernel only); the caller persists it.
 
+        ``nl``/``snl`` are open sessions on the host and in the sandbox that stay open until
+        ``tx`` has finished (its undos use them).
+        """
         eps = self.store.endpoints(container_id=ctr.id)
         nets = {n.id: n for n in self.store.networks()}
         if any(e.network_id == net.id for e in eps):
             raise Conflict(f"endpoint with name {ctr.name} already exists in network {net.name}")
-        if net.driver == "none" and eps or any(nets[e.network_id].driver == "none" for e in eps):
+        if (net.driver == "none" and eps) or any(nets[e.network_id].driver == "none" for e in eps):
             raise Conflict(
                 "container cannot be connected to multiple networks with one of the networks in "
                 "private (none) mode"
@@ -281,71 +294,58 @@ class Controller:
                 "user specified IP address is supported only when connecting to networks with "
                 "user configured subnets"
             )
-
         ep = Endpoint(id=names.new_id(), network_id=net.id, container_id=ctr.id, ifname="")
-        if not driver.has_interfaces:
-            tx.step("ensure-network", lambda: None)
-            return ep
-        used = [e.address for e in self.store.endpoints(network_id=net.id)]
-        if len(used) >= 1023:
+        if driver.has_interfaces:
+            self._build_interface(net, ctr, ep, ip, eps, nets, tx, nl, snl)
+        before_files = sandbox.read_files(self.paths.etc_dir(ctr.name))
+        tx.step(
+            "etc-files",
+            lambda: self._write_etc(ctr, [*eps, ep]),
+            lambda: sandbox.write_files(self.paths.etc_dir(ctr.name), before_files),
+        )
+        return ep
+
+    def _build_interface(
+        self,
+        net: Network,
+        ctr: Container,
+        ep: Endpoint,
+        ip: str | None,
+        eps: list[Endpoint],
+        nets: dict[str, Network],
+        tx: Transaction,
+        nl: Session,
+        snl: Session,
+    ) -> None:
+        """Address, interface and default route of an endpoint with an interface."""
+        driver = drivers.get(net.driver)
+        used = self.store.addresses(net.id)
+        if len(used) >= MAX_BRIDGE_PORTS:
             raise Conflict(f"network {net.name} is full: a bridge holds at most 1023 ports")
-        addr = ipam.allocate(net.pool, used, ip)
+        addr = ipam.allocate(net.pool, (IPv4Address(u) for u in used), ip)
         ep.ip, ep.prefixlen = str(addr), net.pool.subnet.prefixlen
         ep.gateway = None if net.internal else str(net.pool.gateway)
         ep.mac = names.mac_from_ip(ep.ip)
         ep.host_ifname = names.veth_host_name(net.id, ctr.id)
-
-        made: list[bool] = []
-        tx.step(
-            "ensure-network",
-            lambda: made.append(driver.ensure(net, nl)),
-            lambda: made[0] and driver.delete(net, nl),
-        )
-
-        fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            with netlink.session(ctr.netns, sock) as snl:
+        with contextlib.ExitStack() as stack:
+            if ctr.netns_owned:  # only lowbridge adds interfaces to the sandboxes it made
+                taken = {e.ifname for e in eps}
+            else:
                 taken = {link.name for link in snl.links()}
-                ep.ifname = names.lowest_free_ifname(IFACE_PREFIX, taken)
-                driver.connect(net, ep, SandboxRef(ctr.netns, fd, snl), tx, nl)
-                previous = snl.default_route()
+            ep.ifname = names.lowest_free_ifname(IFACE_PREFIX, taken)
+            fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, fd)
+            index = driver.connect(net, ep, SandboxRef(ctr.netns, fd, snl, ctr.netns_owned), tx, nl)
+            before, after = _gateway_endpoint(eps, nets), _gateway_endpoint([*eps, ep], nets)
+            if after is ep:
                 tx.step(
                     "default-route",
-                    lambda: self._sync_default_route(snl, [*eps, ep], nets | {net.id: net}),
-                    lambda: _restore_route(ctr.netns, previous),
+                    lambda: snl.replace_default_route(ep.gateway, index),
+                    # Undone with the veth, unless another endpoint had the route before.
+                    before and (lambda: snl.replace_default_route(before.gateway, before.ifname)),
                 )
-        finally:
-            os.close(fd)
-        before = sandbox.read_files(self.paths.etc_dir(ctr.name))
-        tx.step(
-            "etc-files",
-            lambda: self._write_etc(ctr, [*eps, ep]),
-            lambda: sandbox.write_files(self.paths.etc_dir(ctr.name), before),
-        )
-        return ep
-
-    def _sync_default_route(
-        self, snl: Session, eps: list[Endpoint], nets: dict[str, Network] | None
-    ) -> None:
-        """Point the sandbox's default route at the gateway endpoint Docker would choose.
-
-        moby ``Endpoint.Less`` (sandbox.go): non-internal before internal, then network name; the
-        first endpoint with a gateway provides the default route.  Internal networks have none.
-        """
-        nets = nets or {n.id: n for n in self.store.networks()}
-        candidates = sorted(
-            (nets[e.network_id].name, e) for e in eps if e.gateway and e.network_id in nets
-        )
-        if candidates:
-            _, best = candidates[0]
-            snl.replace_default_route(best.gateway, best.ifname)
-            return
-        current = snl.default_route()
-        ours = {e.ifname for e in eps if e.ifname}
-        if current is not None:
-            by_index = {link.index: link.name for link in snl.links()}
-            if by_index.get(current[1]) in ours or current[1] not in by_index:
-                snl.delete_default_route()
+            else:
+                tx.step("default-route", lambda: None)
 
     def _write_etc(self, ctr: Container, eps: list[Endpoint]) -> None:
         files = {
@@ -390,9 +390,8 @@ class Controller:
             from lowbridge import netlink
 
             with Transaction("container-create") as tx:
-                sock = None
                 if req.netns is None:
-                    path, sock = tx.step(
+                    _, sock = tx.step(
                         "create-netns", lambda: netns.create(name), lambda: netns.remove(path)
                     )
                 else:
@@ -404,19 +403,14 @@ class Controller:
                     sock = netns.netlink_socket(path)
                 with netlink.session(path, sock) as snl:
                     tx.step("loopback-up", lambda: snl.set_up("lo"))
-                tx.step(
-                    "etc-files",
-                    lambda: self._write_etc(ctr, []),
-                    lambda: sandbox.remove_files(self.paths.etc_dir(name)),
-                )
-                with Transaction("network-connect") as ctx:
-                    ep = self._connect(net, ctr, req.ip, ctx, nl)
+                    with Transaction("network-connect") as ctx:
+                        ep = self._connect(net, ctr, req.ip, ctx, nl, snl)
 
-                    def write() -> None:
-                        self.store.put_container(ctr)
-                        self.store.put_endpoint(ep)
+                        def write() -> None:
+                            self.store.put_container(ctr)
+                            self.store.put_endpoint(ep)
 
-                    self._persist([ctx, tx], write)
+                        self._persist([ctx, tx], write)
             return ctr
 
     def container_rm(self, ref: str, force: bool = False) -> Container:
@@ -470,14 +464,14 @@ def _collect(errors: list[str], fn) -> None:  # noqa: ANN001
         errors.append(str(exc))
 
 
-def _restore_route(netns_path: str, previous) -> None:  # noqa: ANN001
-    from lowbridge import netlink
+def _gateway_endpoint(eps: list[Endpoint], nets: dict[str, Network]) -> Endpoint | None:
+    """The endpoint that provides the sandbox's default route, by Docker's rule.
 
-    with netlink.session(netns_path) as snl:
-        if previous is None:
-            snl.delete_default_route()
-        else:
-            snl.restore_default_route(*previous)
+    moby ``Endpoint.Less`` (sandbox.go): non-internal before internal, then by network name;
+    the first endpoint with a gateway wins.  Internal networks carry no gateway here at all.
+    """
+    candidates = [e for e in eps if e.gateway and e.network_id in nets]
+    return min(candidates, key=lambda e: nets[e.network_id].name, default=None)
 
 
 def _resolve(kind: str, ref: str, items: list):  # noqa: ANN202

@@ -81,7 +81,11 @@ def parse_network(text: str, what: str) -> IPv4Network:
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
-        raise InvalidInput(f"invalid {what} {text!r}: {exc}") from None
+        try:  # host bits set: say what was meant, as Docker >= 25 does
+            fixed = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise InvalidInput(f"invalid {what} {text!r}: {exc}") from None
+        raise InvalidInput(f"invalid {what} {text}: it should be {fixed}") from None
     if net.version != 4:
         raise InvalidInput(f"invalid {what} {text!r}: only IPv4 is supported so far")
     return net

@@ -22,7 +22,6 @@ from lowbridge import netns
 from lowbridge.errors import KernelError
 
 ENODEV = 19
-ESRCH = 3
 EEXIST = 17
 RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
@@ -98,9 +97,9 @@ class Session:
         with self._doing(f"set alias of {name}"):
             self._ipr.link("set", ifname=name, ifalias=alias)
 
-    def set_up(self, name: str) -> None:
-        with self._doing(f"bring {name} up"):
-            self._ipr.link("set", ifname=name, state="up")
+    def set_up(self, link: str | int) -> None:
+        with self._doing(f"bring {link} up"):
+            self._ipr.link("set", index=self._ix(link), state="up")
 
     def delete_link(self, name: str) -> bool:
         """Delete a link; return False if it was already gone."""
@@ -134,54 +133,28 @@ class Session:
         with self._doing(f"create veth {host}"):
             self._ipr.link("add", **args)
 
-    # -- addresses and routes
-    def add_address(self, name: str, address: str, prefixlen: int) -> None:
-        with self._doing(f"add address {address}/{prefixlen} to {name}"):
-            index = self._index(name)
-            self._ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
-
-    def delete_address(self, name: str, address: str, prefixlen: int) -> None:
-        with self._doing(f"delete address {address}/{prefixlen} from {name}"):
-            self._ipr.addr("del", index=self._index(name), address=address, prefixlen=prefixlen)
-
-    def _index(self, name: str) -> int:
-        found = self._ipr.link_lookup(ifname=name)
+    # -- addresses and routes (links by name, or by index to save a lookup)
+    def _ix(self, link: str | int) -> int:
+        if isinstance(link, int):
+            return link
+        found = self._ipr.link_lookup(ifname=link)
         if not found:
-            raise NetlinkError(ENODEV, f"no link {name}")
+            raise NetlinkError(ENODEV, f"no link {link}")
         return found[0]
 
-    def replace_default_route(self, gateway: str, name: str) -> None:
-        with self._doing(f"set default route via {gateway} dev {name}"):
+    def add_address(self, link: str | int, address: str, prefixlen: int) -> None:
+        with self._doing(f"add address {address}/{prefixlen} to {link}"):
+            self._ipr.addr("add", index=self._ix(link), address=address, prefixlen=prefixlen)
+
+    def delete_address(self, link: str | int, address: str, prefixlen: int) -> None:
+        with self._doing(f"delete address {address}/{prefixlen} from {link}"):
+            self._ipr.addr("del", index=self._ix(link), address=address, prefixlen=prefixlen)
+
+    def replace_default_route(self, gateway: str, link: str | int) -> None:
+        with self._doing(f"set default route via {gateway} dev {link}"):
             self._ipr.route(
-                "replace", dst="0.0.0.0/0", gateway=gateway, oif=self._index(name), family=AF_INET
+                "replace", dst="0.0.0.0/0", gateway=gateway, oif=self._ix(link), family=AF_INET
             )
-
-    def restore_default_route(self, gateway: str | None, oif: int | None) -> None:
-        """Put back a default route read earlier with :meth:`default_route`."""
-        args: dict = {"dst": "0.0.0.0/0", "family": AF_INET}
-        if gateway:
-            args["gateway"] = gateway
-        if oif:
-            args["oif"] = oif
-        with self._doing("restore default route"):
-            self._ipr.route("replace", **args)
-
-    def delete_default_route(self) -> bool:
-        try:
-            self._ipr.route("del", dst="0.0.0.0/0", family=AF_INET, table=RT_TABLE_MAIN)
-        except NetlinkError as exc:
-            if exc.code == ESRCH:
-                return False
-            raise KernelError.from_os("delete default route", exc) from None
-        return True
-
-    def default_route(self) -> tuple[str | None, int | None] | None:
-        """(gateway, oif) of the IPv4 default route of the main table, if any."""
-        with self._doing(f"list routes in {self.where}"):
-            for msg in self._ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN):
-                if msg["dst_len"] == 0:
-                    return msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
-        return None
 
     def onlink_routes(self) -> list[IPv4Network]:
         """IPv4 on-link (scope link), non-default routes of the main table.

@@ -118,8 +118,10 @@ def _placeholder(path: str) -> None:
         raise Conflict(f"network namespace {path} already exists") from None
 
 
-def create(name: str) -> tuple[str, socket.socket]:
+def create(name: str, ipv6_off: bool = True) -> tuple[str, socket.socket]:
     """Create the named namespace; return its path and a netlink socket inside it.
+
+    With ``ipv6_off`` IPv6 is disabled namespace-wide before any interface exists.
 
     Fork-free: a thread unshares its network namespace and bind-mounts
     ``/proc/thread-self/ns/net`` (not ``/proc/self``, which is the main thread's) on the path.
@@ -134,6 +136,16 @@ def create(name: str) -> tuple[str, socket.socket]:
             _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
             f"bind-mount network namespace on {path}",
         )
+        if ipv6_off:
+            # Every interface made here later inherits "default"; "all" covers lo, which then
+            # has no ::1 -- as in Docker's containers without IPv6 networks (see
+            # shared/reference/docker-20.10/docker-container-netns.txt).
+            for scope in ("all", "default"):
+                try:
+                    with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+                        f.write("1")
+                except FileNotFoundError:  # kernel without IPv6: nothing to disable
+                    pass
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
     try:

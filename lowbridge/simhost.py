@@ -16,6 +16,7 @@ once.  Addresses used here are private and only ever live inside these namespace
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -73,7 +74,10 @@ class SimHost:
         for path in _MOUNT_POINTS:
             os.makedirs(path, exist_ok=True)
         env = dict(
-            os.environ, SIM_DIR=self.dir, SIM_LIB=self.state_dir, SIM_PYTHON=sys.executable,
+            os.environ,
+            SIM_DIR=self.dir,
+            SIM_LIB=self.state_dir,
+            SIM_PYTHON=sys.executable,
             SIM_INIT=_INIT,
         )
         self._proc = subprocess.Popen(
@@ -137,7 +141,11 @@ class SimHost:
 
     # -- wiring
     def wire(
-        self, other: SimHost, ifname: str, other_ifname: str, address: str | None = None,
+        self,
+        other: SimHost,
+        ifname: str,
+        other_ifname: str,
+        address: str | None = None,
         other_address: str | None = None,
     ) -> None:
         """Join this host and ``other`` with a veth pair (``ifname`` here, ``other_ifname`` there),
@@ -159,10 +167,8 @@ class SimHost:
     # -- teardown
     def close(self) -> None:
         if self._proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             try:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -55,6 +55,7 @@ class Store(Protocol):
     def endpoints(
         self, network_id: str | None = None, container_id: str | None = None
     ) -> list[Endpoint]: ...
+    def addresses(self, network_id: str) -> list[str]: ...
     def put_endpoint(self, endpoint: Endpoint) -> None: ...
     def delete_endpoint(self, network_id: str, container_id: str) -> None: ...
 
@@ -68,7 +69,10 @@ class SQLiteStore:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            # WAL + NORMAL: a commit survives a crash of the process (and the database never
+            # corrupts); only a power loss can drop the newest commits, and after one the
+            # kernel state is gone too and the next command reconciles.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
@@ -167,6 +171,13 @@ class SQLiteStore:
             sql += " AND container_id=?"
             args.append(container_id)
         return [Endpoint.from_doc(d) for d in self._docs(sql + " ORDER BY rowid", tuple(args))]
+
+    def addresses(self, network_id: str) -> list[str]:
+        """The addresses endpoints hold on a network (the IPAM leases), without the documents."""
+        rows = self._db.execute(
+            "SELECT ip FROM endpoints WHERE network_id=? AND ip IS NOT NULL", (network_id,)
+        )
+        return [row[0] for row in rows]
 
     def put_endpoint(self, endpoint: Endpoint) -> None:
         self._write(

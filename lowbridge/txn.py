@@ -35,7 +35,7 @@ STEPS: dict[str, tuple[str, ...]] = {
         "etc-files",
         "persist",
     ),
-    "container-create": ("create-netns", "loopback-up", "etc-files", "persist"),
+    "container-create": ("create-netns", "loopback-up", "persist"),
 }
 
 

@@ -54,6 +54,7 @@ class SandboxRef:
     path: str
     fd: int
     nl: Session
+    owned: bool  # lowbridge made the namespace (False: adopted with --netns)
 
 
 class Driver(Protocol):
@@ -73,7 +74,9 @@ class Driver(Protocol):
 
     def connect(
         self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> None: ...
+    ) -> int | None:
+        """Build the endpoint; return the sandbox-side interface index (None: no interface)."""
+        ...
 
     def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None: ...
 
@@ -100,7 +103,7 @@ class NoKernelDriver:
 
     def connect(
         self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> None:
+    ) -> int | None:
         return None
 
     def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None:

@@ -138,9 +138,20 @@ class BridgeDriver:
 
     def connect(
         self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> None:
-        bridge = nl.link(net.device)
-        assert bridge is not None  # ensure-network ran before
+    ) -> int:
+        device = net.device
+        made: list[bool] = []
+
+        def ensure() -> int:
+            # The default bridge's device is made when its first sandbox joins (and any bridge
+            # whose device vanished is re-created): Docker makes docker0 at daemon start.
+            link = nl.link(device)
+            if link is None:
+                made.append(self.ensure(net, nl))
+                link = nl.link(device)
+            return link.index
+
+        bridge_index = tx.step("ensure-network", ensure, lambda: made and self.delete(net, nl))
         host_if = ep.host_ifname
         tx.step(
             "create-veth",
@@ -150,19 +161,25 @@ class BridgeDriver:
                 peer_netns_fd=sandbox.fd,
                 peer_mac=ep.mac,
                 mtu=net.mtu,
-                master=bridge.index,
+                master=bridge_index,
             ),
             lambda: nl.delete_link(host_if),
         )
 
-        def configure() -> None:
-            # Docker's setIPv6: an IPv4-only interface gets no IPv6 at all (before it is up).
-            netns.write_sysctls([(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path)
-            sandbox.nl.add_address(ep.ifname, ep.ip, ep.prefixlen)
-            sandbox.nl.set_up(ep.ifname)
+        def configure() -> int:
+            index = sandbox.nl.link(ep.ifname).index
+            if not sandbox.owned:
+                # Docker's setIPv6: an IPv4-only interface gets no IPv6 at all, set before it is
+                # up.  Sandboxes lowbridge made have IPv6 off namespace-wide from birth instead.
+                netns.write_sysctls(
+                    [(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path
+                )
+            sandbox.nl.add_address(index, ep.ip, ep.prefixlen)
+            sandbox.nl.set_up(index)
+            return index
 
         # The undo of create-veth removes the peer (and its address) with it.
-        tx.step("configure-interface", configure)
+        return tx.step("configure-interface", configure)
 
     def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None:
         if ep.host_ifname:

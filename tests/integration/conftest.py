@@ -35,7 +35,8 @@ def _out(cmd: list[str]) -> str:
 def root_snapshot() -> dict:
     """What the machine's own namespace looks like (only what tests could possibly change)."""
     links = json.loads(_out(["ip", "-j", "link", "show"]) or "[]")
-    mounts = [line for line in open("/proc/self/mountinfo") if "nsfs" in line or "netns" in line]
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line for line in f if "nsfs" in line or "netns" in line]
     return {
         "links": sorted(link["ifname"] for link in links),
         "routes": _out(["ip", "route", "show", "table", "all"]),
@@ -44,7 +45,7 @@ def root_snapshot() -> dict:
         "nft": _out(["nft", "list", "tables"]),
         "mounts": sorted(" ".join(m.split()[3:5]) for m in mounts),
         "etc_netns": sorted(os.listdir("/etc/netns")) if os.path.isdir("/etc/netns") else [],
-        "ip_forward": open("/proc/sys/net/ipv4/ip_forward").read(),
+        "ip_forward": _out(["cat", "/proc/sys/net/ipv4/ip_forward"]),
     }
 
 

@@ -32,14 +32,22 @@ def test_default_bridge_sandboxes_ping_each_other(host):
 
 
 def test_user_bridge_device_and_settings(host):
-    net_id = host.lb("network", "create", "-o", "com.docker.network.driver.mtu=1400",
-                     "--label", "env=lab", "mtunet").stdout.strip()
+    net_id = host.lb(
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "--label",
+        "env=lab",
+        "mtunet",
+    ).stdout.strip()
     device = "lb-" + net_id[:12]
     link = json.loads(host.run(["ip", "-j", "-d", "link", "show", device]).stdout)[0]
     assert link["mtu"] == 1400 and "UP" in link["flags"]
     addrs = json.loads(host.run(["ip", "-j", "addr", "show", device]).stdout)[0]["addr_info"]
     assert {"local": "172.18.0.1", "prefixlen": 16} in [
-        {"local": a["local"], "prefixlen": a["prefixlen"]} for a in addrs]
+        {"local": a["local"], "prefixlen": a["prefixlen"]} for a in addrs
+    ]
     assert host.run(["cat", f"/proc/sys/net/ipv6/conf/{device}/accept_ra"]).stdout.strip() == "0"
     host.lb("container", "create", "--name", "m", "--network", "mtunet")
     eth0 = json.loads(host.run(["ip", "-n", "m", "-j", "link", "show", "eth0"]).stdout)[0]
@@ -54,8 +62,15 @@ def test_user_bridge_device_and_settings(host):
 
 
 def test_named_bridge_option(host):
-    host.lb("network", "create", "-o", "com.docker.network.bridge.name=br-lab", "--subnet",
-            "10.77.0.0/24", "named")
+    host.lb(
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=br-lab",
+        "--subnet",
+        "10.77.0.0/24",
+        "named",
+    )
     host.lb("container", "create", "--name", "n1", "--network", "named", "--ip", "10.77.0.50")
     assert ip_of(host, "n1", "named") == "10.77.0.50"
     assert ping(host, "n1", "10.77.0.1")

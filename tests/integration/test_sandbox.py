@@ -10,8 +10,18 @@ from tests.integration.conftest import ip_of, lb_json, ping
 
 def test_run_foreground_exit_code_and_own_etc_files(host):
     host.lb("network", "create", "web-net")
-    proc = host.lb("run", "--name", "fg", "--network", "web-net", "--", "sh", "-c",
-                   "cat /etc/hosts; ip -4 -br addr show eth0; exit 7", check=False)
+    proc = host.lb(
+        "run",
+        "--name",
+        "fg",
+        "--network",
+        "web-net",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/hosts; ip -4 -br addr show eth0; exit 7",
+        check=False,
+    )
     assert proc.returncode == 7
     cid = lb_json(host, "inspect", "fg")[0]["Id"]
     assert f"172.18.0.2\t{cid[:12]}" in proc.stdout
@@ -65,8 +75,16 @@ def test_adopt_an_existing_namespace(host):
         assert pid
         host.lb("network", "create", "--subnet", "10.50.0.0/24", "adopt-net")
         host.lb("container", "create", "--name", "peer", "--network", "adopt-net")
-        host.lb("container", "create", "--name", "adopted", "--netns", f"/proc/{pid}/ns/net",
-                "--network", "adopt-net")
+        host.lb(
+            "container",
+            "create",
+            "--name",
+            "adopted",
+            "--netns",
+            f"/proc/{pid}/ns/net",
+            "--network",
+            "adopt-net",
+        )
         # The adopted process itself now has eth0 and reaches the peer.
         seen = host.run(["nsenter", "-t", pid, "-n", "ip", "-4", "-br", "addr", "show", "eth0"])
         assert "10.50.0.3/24" in seen.stdout

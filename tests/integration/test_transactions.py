@@ -27,8 +27,11 @@ CASES = [
     # Connecting to the default bridge also exercises the lazy creation of its device.
     ("network-connect", _setup_for_connect, ("network", "connect", "bridge", "c")),
     ("network-connect", _setup_for_connect, ("network", "connect", "target", "c")),
-    ("container-create", _setup_for_connect,
-     ("container", "create", "--name", "new", "--network", "target")),
+    (
+        "container-create",
+        _setup_for_connect,
+        ("container", "create", "--name", "new", "--network", "target"),
+    ),
 ]
 
 
@@ -56,8 +59,10 @@ BAD = [
     (("network", "create", "--subnet", "banana", "n"), "invalid subnet"),
     (("network", "create", "--subnet", "10.90.0.0/24", "dup"), "already exists"),
     (("network", "create", "--subnet", "10.90.0.128/25", "n"), "overlaps"),
-    (("network", "create", "--subnet", "10.91.0.0/24", "--gateway", "10.92.0.1", "n"),
-     "not a usable address"),
+    (
+        ("network", "create", "--subnet", "10.91.0.0/24", "--gateway", "10.92.0.1", "n"),
+        "not a usable address",
+    ),
     (("network", "create", "-d", "nosuch", "n"), "unknown driver"),
     (("network", "create", "-o", "com.docker.network.driver.mtu=9", "n"), "mtu"),
     (("network", "create", "x" * 64), "at most 63"),
@@ -65,12 +70,18 @@ BAD = [
     (("container", "create", "--name", "c1"), "already in use"),
     (("container", "create", "--name", "y" * 64), "at most 63"),
     (("container", "create", "--name", "n2", "--network", "nosuch"), "not found"),
-    (("container", "create", "--name", "n3", "--network", "dup", "--ip", "10.99.0.9"),
-     "not a usable address"),
-    (("container", "create", "--name", "n4", "--network", "dup", "--ip", "10.90.0.2"),
-     "already in use"),
-    (("container", "create", "--name", "n5", "--network", "dup", "--ip", "10.90.0.1"),
-     "already in use"),
+    (
+        ("container", "create", "--name", "n3", "--network", "dup", "--ip", "10.99.0.9"),
+        "not a usable address",
+    ),
+    (
+        ("container", "create", "--name", "n4", "--network", "dup", "--ip", "10.90.0.2"),
+        "already in use",
+    ),
+    (
+        ("container", "create", "--name", "n5", "--network", "dup", "--ip", "10.90.0.1"),
+        "already in use",
+    ),
     (("container", "create", "--name", "n6", "--ip", "172.17.0.9"), "user defined"),
     (("network", "connect", "nosuch", "c1"), "not found"),
     (("network", "connect", "dup", "nosuch"), "not found"),
@@ -82,8 +93,7 @@ BAD = [
     (("network", "rm", "dup"), "active endpoints"),
     (("rm", "nosuch"), "not found"),
     (("run", "--name", "c1", "--", "true"), "already in use"),
-    (("network", "create", "--aux-address", "nokey", "--subnet", "10.93.0.0/24", "n"),
-     "KEY=VALUE"),
+    (("network", "create", "--aux-address", "nokey", "--subnet", "10.93.0.0/24", "n"), "KEY=VALUE"),
 ]
 
 
@@ -108,8 +118,12 @@ def test_parallel_connects_get_distinct_addresses(host):
     for i in range(n):
         host.lb("container", "create", "--name", f"p{i}", "--network", "start")
     procs = [
-        host.popen([sys.executable, "-m", "lowbridge", "network", "connect", "crowd", f"p{i}"],
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        host.popen(
+            [sys.executable, "-m", "lowbridge", "network", "connect", "crowd", f"p{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(n)
     ]
     for p in procs:
@@ -118,7 +132,8 @@ def test_parallel_connects_get_distinct_addresses(host):
     addresses = [ip_of(host, f"p{i}", "crowd") for i in range(n)]
     assert len(set(addresses)) == n
     assert sorted(addresses, key=lambda a: int(a.rsplit(".", 1)[1])) == [
-        f"10.70.0.{i}" for i in range(2, 2 + n)]
+        f"10.70.0.{i}" for i in range(2, 2 + n)
+    ]
     for i in range(n):
         assert ping(host, f"p{i}", "10.70.0.1"), f"p{i}"
 

@@ -14,10 +14,26 @@ def parse(*argv):
 
 
 def test_network_create_flags_like_docker():
-    a = parse("network", "create", "-d", "bridge", "--subnet", "10.1.0.0/24", "--gateway",
-              "10.1.0.254", "--ip-range", "10.1.0.128/25", "--aux-address", "r=10.1.0.9",
-              "--internal", "--label", "env=lab", "-o", "com.docker.network.driver.mtu=1400",
-              "mynet")
+    a = parse(
+        "network",
+        "create",
+        "-d",
+        "bridge",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.254",
+        "--ip-range",
+        "10.1.0.128/25",
+        "--aux-address",
+        "r=10.1.0.9",
+        "--internal",
+        "--label",
+        "env=lab",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "mynet",
+    )
     assert a.func is cli.cmd_network_create
     assert (a.name, a.driver, a.subnet, a.internal) == ("mynet", "bridge", ["10.1.0.0/24"], True)
     assert cli._pairs(a.opt, "-o") == {"com.docker.network.driver.mtu": "1400"}
@@ -30,8 +46,9 @@ def test_bad_pairs_are_user_errors():
 
 
 def test_run_takes_the_command_after_double_dash():
-    a = parse("run", "--name", "web", "--network", "n", "--ip", "10.1.0.5", "-d", "--",
-              "sleep", "5")
+    a = parse(
+        "run", "--name", "web", "--network", "n", "--ip", "10.1.0.5", "-d", "--", "sleep", "5"
+    )
     assert (a.name, a.network, a.ip, a.detach) == ("web", "n", "10.1.0.5", True)
     assert cli._command(a) == ["sleep", "5"]
     b = parse("exec", "web", "--", "ip", "-br", "addr")
@@ -63,22 +80,37 @@ def test_table_layout_like_docker():
 def test_inspect_documents_have_dockers_keys():
     from lowbridge import ipam
 
-    pool = ipam.plan_pool(subnet="10.1.0.0/24", gateway=None, ip_range=None,
-                          aux_addresses=None, taken=[])
+    pool = ipam.plan_pool(
+        subnet="10.1.0.0/24", gateway=None, ip_range=None, aux_addresses=None, taken=[]
+    )
     net = Network(id="n" * 64, name="mynet", driver="bridge", pool=pool, device="lb-nnn")
     ctr = Container(id="c" * 64, name="web", netns="/run/netns/web", command=["sleep", "9"])
-    ep = Endpoint(id="e" * 64, network_id=net.id, container_id=ctr.id, ifname="eth0",
-                  ip="10.1.0.2", prefixlen=24, gateway="10.1.0.1", mac="02:42:0a:01:00:02")
+    ep = Endpoint(
+        id="e" * 64,
+        network_id=net.id,
+        container_id=ctr.id,
+        ifname="eth0",
+        ip="10.1.0.2",
+        prefixlen=24,
+        gateway="10.1.0.1",
+        mac="02:42:0a:01:00:02",
+    )
     ndoc = output.network_doc(net, [ep], {ctr.id: ctr})
     assert ndoc["IPAM"]["Config"] == [{"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.1"}]
     assert ndoc["Containers"][ctr.id] == {
-        "Name": "web", "EndpointID": ep.id, "MacAddress": "02:42:0a:01:00:02",
-        "IPv4Address": "10.1.0.2/24", "IPv6Address": "",
+        "Name": "web",
+        "EndpointID": ep.id,
+        "MacAddress": "02:42:0a:01:00:02",
+        "IPv4Address": "10.1.0.2/24",
+        "IPv6Address": "",
     }
     cdoc = output.container_doc(ctr, [ep], {net.id: net}, [42])
     settings = cdoc["NetworkSettings"]["Networks"]["mynet"]
     assert (settings["IPAddress"], settings["Gateway"], settings["IPPrefixLen"]) == (
-        "10.1.0.2", "10.1.0.1", 24)
+        "10.1.0.2",
+        "10.1.0.1",
+        24,
+    )
     assert cdoc["State"] == {"Status": "running", "Running": True, "Pid": 42}
     assert cdoc["Name"] == "/web"
     json.dumps([ndoc, cdoc])

@@ -17,7 +17,11 @@ def plan(**kw):
 def test_default_pool_order_matches_docker():
     subnets = list(ipam.default_subnets())
     assert [str(s) for s in subnets[:5]] == [
-        "172.17.0.0/16", "172.18.0.0/16", "172.19.0.0/16", "172.20.0.0/16", "172.21.0.0/16",
+        "172.17.0.0/16",
+        "172.18.0.0/16",
+        "172.19.0.0/16",
+        "172.20.0.0/16",
+        "172.21.0.0/16",
     ]
     assert str(subnets[14]) == "172.31.0.0/16"
     assert [str(s) for s in subnets[15:17]] == ["192.168.0.0/20", "192.168.16.0/20"]
@@ -46,17 +50,23 @@ def test_pools_exhausted_is_a_conflict():
 
 def test_explicit_subnet_gateway_range_aux():
     pool = plan(
-        subnet="10.5.0.0/16", gateway="10.5.255.254", ip_range="10.5.7.0/24",
+        subnet="10.5.0.0/16",
+        gateway="10.5.255.254",
+        ip_range="10.5.7.0/24",
         aux_addresses={"router": "10.5.7.1"},
     )
     assert pool.gateway == IPv4Address("10.5.255.254")
     # Endpoints come from the range, skipping the aux address.
-    assert ipam.allocate(pool, []) == IPv4Address("10.5.7.2")
+    assert ipam.allocate(pool, [IPv4Address("10.5.7.0")]) == IPv4Address("10.5.7.2")
 
 
-def test_gateway_defaults_to_first_address_of_range():
-    pool = plan(subnet="10.6.0.0/16", ip_range="10.6.3.0/24")
-    assert pool.gateway == IPv4Address("10.6.3.1")
+def test_gateway_defaults_to_first_address_of_range_as_docker_does():
+    # Docker 20.10, asked here: `network create --subnet 172.28.0.0/16 --ip-range 172.28.5.0/24`
+    # puts 172.28.5.0/16 on the bridge -- the range's first address, even though it is the
+    # range's network address (only the subnet's network and broadcast addresses are skipped).
+    pool = plan(subnet="172.28.0.0/16", ip_range="172.28.5.0/24")
+    assert pool.gateway == IPv4Address("172.28.5.0")
+    assert ipam.allocate(pool, []) == IPv4Address("172.28.5.1")
 
 
 def test_lowest_free_address_is_reused_at_once():
@@ -92,6 +102,11 @@ def test_slash_31_uses_both_addresses():
     assert ipam.allocate(pool, []) == IPv4Address("10.9.1.1")
 
 
+def test_host_bits_error_names_the_canonical_subnet():
+    with pytest.raises(InvalidInput, match="it should be 10.1.0.0/24"):
+        plan(subnet="10.1.0.1/24")
+
+
 @pytest.mark.parametrize(
     "kw, exc",
     [
@@ -106,8 +121,7 @@ def test_slash_31_uses_both_addresses():
         (dict(subnet="10.0.0.0/24", gateway="nope"), InvalidInput),
         (dict(subnet="10.0.0.0/24", ip_range="10.0.1.0/25"), InvalidInput),
         (dict(subnet="10.0.0.0/24", aux_addresses={"a": "10.0.2.2"}), InvalidInput),
-        (dict(subnet="10.0.0.0/24", gateway="10.0.0.9", aux_addresses={"a": "10.0.0.9"}),
-         Conflict),
+        (dict(subnet="10.0.0.0/24", gateway="10.0.0.9", aux_addresses={"a": "10.0.0.9"}), Conflict),
         (dict(gateway="10.0.0.1"), InvalidInput),
         (dict(subnet="172.17.128.0/24", taken=[IPv4Network("172.17.0.0/16")]), Conflict),
     ],
@@ -126,6 +140,8 @@ def test_pool_document_round_trip():
     pool = plan(subnet="10.5.0.0/16", ip_range="10.5.7.0/24", aux_addresses={"r": "10.5.0.9"})
     assert ipam.Pool.from_doc(pool.to_doc()) == pool
     assert pool.to_doc() == {
-        "Subnet": "10.5.0.0/16", "IPRange": "10.5.7.0/24", "Gateway": "10.5.7.1",
+        "Subnet": "10.5.0.0/16",
+        "IPRange": "10.5.7.0/24",
+        "Gateway": "10.5.7.0",
         "AuxiliaryAddresses": {"r": "10.5.0.9"},
     }

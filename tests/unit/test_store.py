@@ -16,16 +16,26 @@ def store(tmp_path):
 
 
 def _net(name="n1"):
-    pool = ipam.plan_pool(subnet="10.1.0.0/24", gateway=None, ip_range=None,
-                          aux_addresses=None, taken=[])
+    pool = ipam.plan_pool(
+        subnet="10.1.0.0/24", gateway=None, ip_range=None, aux_addresses=None, taken=[]
+    )
     return Network(id=name + "-id", name=name, driver="bridge", pool=pool, labels={"a": "b"})
 
 
 def test_round_trip(store):
     net = _net()
     ctr = Container(id="c-id", name="c", netns="/run/netns/c", command=["sleep", "1"])
-    ep = Endpoint(id="e", network_id=net.id, container_id=ctr.id, ifname="eth0", ip="10.1.0.2",
-                  prefixlen=24, gateway="10.1.0.1", mac="02:42:0a:01:00:02", host_ifname="lbvx")
+    ep = Endpoint(
+        id="e",
+        network_id=net.id,
+        container_id=ctr.id,
+        ifname="eth0",
+        ip="10.1.0.2",
+        prefixlen=24,
+        gateway="10.1.0.1",
+        mac="02:42:0a:01:00:02",
+        host_ifname="lbvx",
+    )
     with store.transaction():
         store.put_network(net)
         store.put_container(ctr)
@@ -53,14 +63,16 @@ def test_names_and_addresses_are_unique(store):
         store.put_network(_net("n1"))
         store.put_container(Container(id="c1", name="c1", netns="/x"))
         store.put_container(Container(id="c2", name="c2", netns="/y"))
-        store.put_endpoint(Endpoint(id="e1", network_id="n1-id", container_id="c1",
-                                    ifname="eth0", ip="10.1.0.2"))
+        store.put_endpoint(
+            Endpoint(id="e1", network_id="n1-id", container_id="c1", ifname="eth0", ip="10.1.0.2")
+        )
     dup = Network(id="other", name="n1", driver="bridge")
     with pytest.raises(Conflict), store.transaction():
         store.put_network(dup)
     with pytest.raises(Conflict), store.transaction():
-        store.put_endpoint(Endpoint(id="e2", network_id="n1-id", container_id="c2",
-                                    ifname="eth0", ip="10.1.0.2"))
+        store.put_endpoint(
+            Endpoint(id="e2", network_id="n1-id", container_id="c2", ifname="eth0", ip="10.1.0.2")
+        )
     assert len(store.endpoints()) == 1
 
 

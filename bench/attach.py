@@ -1,0 +1,151 @@
+"""Per-endpoint attach/detach cost: lowbridge as a library call beside `ip -batch` and an `ip`
+script, measured in the same run inside one simulated host (ratios are what count: the VM is
+noisy).
+
+    sudo .venv/bin/python bench/attach.py [-n 40]
+
+"attach" = what a container waits for: a namespace, a veth whose peer is eth0 inside it, the host
+end on the bridge and up, lo up, the address, eth0 up, the default route.  For lowbridge it is one
+``Controller.container_create`` (which also validates, allocates the address, writes the sandbox's
+/etc files and persists the store under the lock); "connect" is ``network_connect`` of an existing
+sandbox to a second network.  Results go to bench/results/attach.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def inner(n: int) -> dict:
+    """Runs inside the simulated host."""
+    from lowbridge.controller import Controller, ContainerRequest
+    from lowbridge.drivers.base import NetworkRequest
+
+    ctl = Controller()
+    ctl.network_create(NetworkRequest(name="bench", subnet="10.100.0.0/16"))
+    ctl.network_create(NetworkRequest(name="bench2", subnet="10.101.0.0/16"))
+    # Warm up (first use of the store, the default pools, imports).
+    ctl.container_rm(ctl.container_create(ContainerRequest(name="warm", network="bench")).id)
+
+    create, connect, remove = [], [], []
+    for i in range(n):
+        t = time.perf_counter()
+        ctl.container_create(ContainerRequest(name=f"lb{i}", network="bench"))
+        create.append(time.perf_counter() - t)
+    for i in range(n):
+        t = time.perf_counter()
+        ctl.network_connect("bench2", f"lb{i}")
+        connect.append(time.perf_counter() - t)
+    for i in range(n):
+        t = time.perf_counter()
+        ctl.container_rm(f"lb{i}")
+        remove.append(time.perf_counter() - t)
+
+    # The same topology by hand on a bridge lowbridge does not manage.
+    subprocess.run(
+        "ip link add hbr0 type bridge && ip addr add 10.102.0.1/16 dev hbr0 && "
+        "ip link set hbr0 up",
+        shell=True,
+        check=True,
+    )
+    batch, batch_del, script, script_del = [], [], [], []
+    for i in range(n):
+        ns, veth, ip = f"hb{i}", f"vhb{i}", f"10.102.{1 + i // 250}.{1 + i % 250}"
+        t = time.perf_counter()
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        host_cmds = (
+            f"link add {veth} type veth peer name eth0 netns {ns}\n"
+            f"link set {veth} master hbr0\nlink set {veth} up\n"
+        )
+        subprocess.run(["ip", "-batch", "-"], input=host_cmds, text=True, check=True)
+        ns_cmds = (
+            f"link set lo up\naddr add {ip}/16 dev eth0\nlink set eth0 up\n"
+            "route add default via 10.102.0.1\n"
+        )
+        subprocess.run(["ip", "-n", ns, "-batch", "-"], input=ns_cmds, text=True, check=True)
+        batch.append(time.perf_counter() - t)
+    for i in range(n):
+        t = time.perf_counter()
+        subprocess.run(["ip", "link", "del", f"vhb{i}"], check=True)
+        subprocess.run(["ip", "netns", "del", f"hb{i}"], check=True)
+        batch_del.append(time.perf_counter() - t)
+    for i in range(n):
+        ns, veth, ip = f"hs{i}", f"vhs{i}", f"10.102.{100 + i // 250}.{1 + i % 250}"
+        sh = (
+            f"ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && "
+            f"ip link set {veth} master hbr0 && ip link set {veth} up && "
+            f"ip -n {ns} link set lo up && ip -n {ns} addr add {ip}/16 dev eth0 && "
+            f"ip -n {ns} link set eth0 up && ip -n {ns} route add default via 10.102.0.1"
+        )
+        t = time.perf_counter()
+        subprocess.run(["sh", "-c", sh], check=True)
+        script.append(time.perf_counter() - t)
+    for i in range(n):
+        t = time.perf_counter()
+        subprocess.run(["sh", "-c", f"ip link del vhs{i} && ip netns del hs{i}"], check=True)
+        script_del.append(time.perf_counter() - t)
+
+    return {
+        "lowbridge library: container create (netns + attach)": _ms(create),
+        "lowbridge library: network connect (attach only)": _ms(connect),
+        "lowbridge library: container rm": _ms(remove),
+        "ip -batch: attach (3 execs)": _ms(batch),
+        "ip -batch: detach": _ms(batch_del),
+        "ip script: attach (8 commands)": _ms(script),
+        "ip script: detach": _ms(script_del),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=40, help="endpoints per variant")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        print(json.dumps(inner(args.n)))
+        return 0
+    sys.path.insert(0, os.path.dirname(HERE))
+    from lowbridge.simhost import SimHost
+
+    with SimHost("bench") as host:
+        out = host.run([sys.executable, os.path.abspath(__file__), "--inner", "-n", str(args.n)],
+                       timeout=1800)  # fmt: skip
+    results = json.loads(out.stdout)
+    base = results["ip -batch: attach (3 execs)"]
+    rows = [(k, v, round(v / base, 2)) for k, v in results.items()]
+    machine = f"{platform.node()} {platform.release()} {os.cpu_count()} cpu, Python "
+    machine += platform.python_version()
+    lines = [
+        f"# Per-endpoint attach/detach, median of {args.n}, ms (one run, same simulated host)",
+        "",
+        f"Machine: {machine}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "| variant | median ms | × ip -batch attach |",
+        "|---|---|---|",
+        *[f"| {k} | {v} | {r} |" for k, v, r in rows],
+    ]
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "attach.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(HERE, "results", "attach.json"), "w") as f:
+        json.dump({"n": args.n, "machine": machine, "results_ms": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
