@@ -31,7 +31,7 @@ def _ms(samples: list[float]) -> float:
 
 def inner(n: int) -> dict:
     """Runs inside the simulated host."""
-    from lowbridge.controller import Controller, ContainerRequest
+    from lowbridge.controller import ContainerRequest, Controller
     from lowbridge.drivers.base import NetworkRequest
 
     ctl = Controller()
@@ -56,8 +56,7 @@ def inner(n: int) -> dict:
 
     # The same topology by hand on a bridge lowbridge does not manage.
     subprocess.run(
-        "ip link add hbr0 type bridge && ip addr add 10.102.0.1/16 dev hbr0 && "
-        "ip link set hbr0 up",
+        "ip link add hbr0 type bridge && ip addr add 10.102.0.1/16 dev hbr0 && ip link set hbr0 up",
         shell=True,
         check=True,
     )
