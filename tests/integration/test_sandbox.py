@@ -108,3 +108,39 @@ def test_none_network_has_only_loopback(host):
     refused = host.lb("network", "connect", "bridge", "isolated", check=False)
     assert refused.returncode != 0 and "none" in refused.stderr
     assert "isolated" in json.dumps(lb_json(host, "network", "inspect", "none"))
+
+
+def test_several_simulated_hosts_are_independent_and_can_be_wired():
+    from lowbridge.simhost import SimHost, outside
+
+    with SimHost("a") as a, SimHost("b") as b, outside("lan") as lan:
+        for h in (a, b):  # the same names and subnets on both hosts: no clash
+            h.lb("network", "create", "--subnet", "10.55.0.0/24", "same")
+            h.lb("container", "create", "--name", "c", "--network", "same")
+            assert ip_of(h, "c", "same") == "10.55.0.2"
+        a.wire(lan, "uplink0", "lan-a", "192.168.77.2/24", "192.168.77.1/24")
+        b.wire(lan, "uplink0", "lan-b", "192.168.78.2/24", "192.168.78.1/24")
+        assert a.run(["ping", "-c1", "-w3", "192.168.77.1"], check=False).returncode == 0
+        assert b.run(["ping", "-c1", "-w3", "192.168.78.1"], check=False).returncode == 0
+        # b's uplink address is not reachable from a: lan does not route between them.
+        assert a.run(["ping", "-c1", "-w1", "192.168.78.2"], check=False).returncode != 0
+
+
+def test_demo_runs_the_tutorial_in_a_throwaway_host():
+    import os
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "lowbridge")  # the console script
+    proc = subprocess.run([exe, "demo"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()
+            if line.startswith("alpine") and len(line.split()) == 6}  # fmt: skip
+    # Columns: alpine1@alpine-net, alpine2@alpine-net, alpine3@bridge, alpine4@alpine-net,
+    # alpine4@bridge -- Docker's tutorial outcome.
+    assert rows == {
+        "alpine1": ["yes", "yes", "no", "yes", "no"],
+        "alpine2": ["yes", "yes", "no", "yes", "no"],
+        "alpine3": ["no", "no", "yes", "no", "yes"],
+        "alpine4": ["yes", "yes", "yes", "yes", "yes"],
+    }
