@@ -34,7 +34,7 @@ def _controller(args: argparse.Namespace):  # noqa: ANN202
     from lowbridge.config import Paths
     from lowbridge.controller import Controller
 
-    return Controller(Paths.resolve(args.root))
+    return Controller(Paths.resolve(args.root), firewall_backend=args.firewall_backend)
 
 
 def _print_json(doc: object) -> None:
@@ -138,6 +138,7 @@ def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: A
         ip=args.ip,
         netns=getattr(args, "netns", None),
         command=command,
+        publish=list(args.publish or []),
     )
 
 
@@ -155,7 +156,7 @@ def cmd_container_create(args: argparse.Namespace) -> int:
 
 
 def cmd_container_ls(args: argparse.Namespace) -> int:
-    from lowbridge import output
+    from lowbridge import output, ports
 
     ctl = _controller(args)
     ctrs = ctl.containers()
@@ -177,11 +178,13 @@ def cmd_container_ls(args: argparse.Namespace) -> int:
                 json.dumps(cmd),
                 output.ago(c.created),
                 output.container_status(c, pids[c.id]),
+                ports.docker_ps([ports.PortMapping.from_doc(d) for d in c.ports]),
                 ",".join(nets.get(e.network_id, "?") for e in eps),
                 c.name,
             ]
         )
-    print(output.table(["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "NETWORKS", "NAMES"], rows))
+    headers = ["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NETWORKS", "NAMES"]
+    print(output.table(headers, rows))
     return 0
 
 
@@ -257,6 +260,16 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_firewall_show(args: argparse.Namespace) -> int:
+    sys.stdout.write(_controller(args).firewall_show())
+    return 0
+
+
+def cmd_firewall_reapply(args: argparse.Namespace) -> int:
+    _controller(args).firewall_reapply()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lowbridge import demo
 
@@ -268,6 +281,13 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="name (default: the short id); also the netns name")
     p.add_argument("--network", "--net", default="bridge", help="network to join (default: bridge)")
     p.add_argument("--ip", help="IPv4 address on that network (user-defined networks only)")
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
+        help="publish a container port on the host (ranges: 8000-8010:80-90)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="state directory (default /var/lib/lowbridge and /run/lowbridge; env LOWBRIDGE_ROOT)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument(
+        "--firewall-backend",
+        choices=("iptables", "nftables", "auto"),
+        help="default: env LOWBRIDGE_FIREWALL_BACKEND, config, else auto (nftables when usable)",
+    )
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
 
     # network
@@ -373,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=cmd_exec)
+
+    fw = sub.add_parser("firewall", help="lowbridge's firewall rules")
+    fsub = fw.add_subparsers(dest="firewall_command", metavar="COMMAND", required=True)
+    p = fsub.add_parser("show", help="print lowbridge's rules in the backend's syntax")
+    p.set_defaults(func=cmd_firewall_show)
+    p = fsub.add_parser("reapply", help="re-apply every rule (after iptables -F, nft flush ...)")
+    p.set_defaults(func=cmd_firewall_reapply)
 
     p = sub.add_parser("demo", help="Docker's bridge tutorial in a throwaway simulated host")
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)

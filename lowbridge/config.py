@@ -9,10 +9,29 @@ for them).  ``--root DIR`` or ``LOWBRIDGE_ROOT=DIR`` moves the first two under `
 
 from __future__ import annotations
 
+import configparser
 import os
 from dataclasses import dataclass
 
 ROOT_ENV = "LOWBRIDGE_ROOT"
+BACKEND_ENV = "LOWBRIDGE_FIREWALL_BACKEND"
+CONFIG_ENV = "LOWBRIDGE_CONFIG"
+CONFIG_FILE = "/etc/lowbridge/lowbridge.conf"
+
+
+def setting(key: str, env: str, default: str) -> str:
+    """A setting from the environment, else the config file's ``[lowbridge]`` section
+    (``$LOWBRIDGE_CONFIG`` or /etc/lowbridge/lowbridge.conf), else ``default``."""
+    if os.environ.get(env):
+        return os.environ[env]
+    parser = configparser.ConfigParser()
+    parser.read(os.environ.get(CONFIG_ENV, CONFIG_FILE))
+    return parser.get("lowbridge", key, fallback=default)
+
+
+def firewall_backend() -> str:
+    """iptables, nftables or auto (the default: nftables when nft works here)."""
+    return setting("firewall_backend", BACKEND_ENV, "auto")
 
 
 @dataclass(frozen=True)

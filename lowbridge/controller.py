@@ -16,15 +16,23 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
-from lowbridge import drivers, ipam, names, netns, sandbox
+from lowbridge import config, drivers, ipam, names, netns, ports, sandbox
 from lowbridge.config import Paths
 from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef
 from lowbridge.errors import Conflict, InvalidInput, LowbridgeError, NotFound
-from lowbridge.models import DEFAULT_NETWORK, PREDEFINED, Container, Endpoint, Network
+from lowbridge.models import (
+    DEFAULT_NETWORK,
+    PREDEFINED,
+    Container,
+    Endpoint,
+    Network,
+    gateway_endpoint,
+)
+from lowbridge.ports import PortMapping
 from lowbridge.store import SQLiteStore, Store
 from lowbridge.txn import Transaction
 
@@ -51,15 +59,22 @@ class ContainerRequest:
     ip: str | None = None
     netns: str | None = None  # adopt this namespace instead of creating one
     command: list[str] | None = None
+    publish: list[str] = field(default_factory=list)  # -p specs
 
 
 class Controller:
     """lowbridge's operations on one host (see the module docstring for the rules they follow)."""
 
-    def __init__(self, paths: Paths | None = None, store: Store | None = None):
+    def __init__(
+        self,
+        paths: Paths | None = None,
+        store: Store | None = None,
+        firewall_backend: str | None = None,
+    ):
         self.paths = paths or Paths.resolve()
         self.store: Store = store or SQLiteStore(self.paths.db)
         self._locked = False
+        self.firewall_backend = firewall_backend or config.firewall_backend()
 
     # ------------------------------------------------------------------ locking and reconcile
     @contextlib.contextmanager
@@ -134,16 +149,19 @@ class Controller:
         * Reap sandboxes whose namespace is gone (a reboot, or ``ip netns del`` by hand): their
           endpoints and addresses are released.
         """
-        if not os.path.exists(self.paths.boot_marker):
+        booted = not os.path.exists(self.paths.boot_marker)
+        if booted:
             for net in self.store.networks():
                 if not net.predefined:
                     drivers.get(net.driver).ensure(net, nl)
+        dead = [c for c in self.store.containers() if not netns.is_netns(c.netns)]
+        for ctr in dead:
+            self._teardown(ctr, nl, kill=False, sync_firewall=False)
+        if booted or dead:
+            self._firewall().apply(self._fw_model())  # the rules died with the old kernel
             os.makedirs(self.paths.run, exist_ok=True)
             with open(self.paths.boot_marker, "w") as f:
                 f.write("")
-        dead = [c for c in self.store.containers() if not netns.is_netns(c.netns)]
-        for ctr in dead:
-            self._teardown(ctr, nl, kill=False)
 
     def _reserved(self, nl: Session) -> list[IPv4Network]:
         """Host prefixes Docker avoids when it picks a subnet: on-link routes and nameservers."""
@@ -213,7 +231,14 @@ class Controller:
                 )
             with self.store.transaction():
                 self.store.delete_network(net.id)
-                drivers.get(net.driver).delete(net, nl)
+                # Rules first, then the device (Docker's order): the model read here no
+                # longer has the network.
+                undo = self._firewall().apply(self._fw_model())
+                try:
+                    drivers.get(net.driver).delete(net, nl)
+                except BaseException:
+                    undo()
+                    raise
             return net
 
     def network_prune(self) -> list[Network]:
@@ -256,11 +281,12 @@ class Controller:
                 drivers.get(net.driver).disconnect(net, ep, nl)
                 # Deleting the interface took its routes; if it carried the default route, the
                 # next endpoint in Docker's order takes over.
-                before, after = _gateway_endpoint(eps, nets), _gateway_endpoint(remaining, nets)
+                before, after = gateway_endpoint(eps, nets), gateway_endpoint(remaining, nets)
                 if after is not None and after is not before:
                     with netlink.session(ctr.netns) as snl:
                         snl.replace_default_route(after.gateway, after.ifname)
                 self._write_etc(ctr, remaining)
+                self._sync_firewall(f"disconnect {ctr.name} from {net.name}")
 
     # ------------------------------------------------------------------ connect internals
     def _connect(
@@ -335,8 +361,9 @@ class Controller:
             ep.ifname = names.lowest_free_ifname(IFACE_PREFIX, taken)
             fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, fd)
-            index = driver.connect(net, ep, SandboxRef(ctr.netns, fd, snl, ctr.netns_owned), tx, nl)
-            before, after = _gateway_endpoint(eps, nets), _gateway_endpoint([*eps, ep], nets)
+            ref = SandboxRef(ctr.netns, fd, snl, ctr.netns_owned, hairpin=bool(ctr.ports))
+            index = driver.connect(net, ep, ref, tx, nl)
+            before, after = gateway_endpoint(eps, nets), gateway_endpoint([*eps, ep], nets)
             if after is ep:
                 tx.step(
                     "default-route",
@@ -355,11 +382,55 @@ class Controller:
         sandbox.write_files(self.paths.etc_dir(ctr.name), files)
 
     def _persist(self, txs: list[Transaction], write) -> None:  # noqa: ANN001
-        """Write the store last, in one transaction; honour the test switch before commit."""
+        """Write the store last, in one transaction, with the firewall brought in line just
+        before the commit (its rules are rendered from the store's view inside the transaction);
+        honour the test switch before commit."""
+        before = self._fw_model()
         with self.store.transaction():
             write()
+            after = self._fw_model()
+            fw = self._firewall()
+            if _same_rules(before, after):
+                txs[0].step("firewall", lambda: None)
+            else:
+                undo: list = []
+                txs[0].step(
+                    "firewall",
+                    lambda: undo.append(fw.apply(after)),
+                    lambda: (undo and undo[0](), fw.apply(before)),
+                )
             for tx in txs:
                 tx.check("persist")
+
+    # ------------------------------------------------------------------ firewall
+    def _firewall(self):  # noqa: ANN202
+        from lowbridge import firewall
+
+        return firewall.Firewall(self.firewall_backend, self.paths.run)
+
+    def _fw_model(self):  # noqa: ANN202
+        from lowbridge import firewall
+
+        return firewall.model(
+            self.store.networks(), self.store.containers(), self.store.endpoints()
+        )
+
+    def _sync_firewall(self, what: str) -> None:
+        """Best effort after a teardown: rules of removed objects go; failures are warnings."""
+        try:
+            self._firewall().apply(self._fw_model())
+        except LowbridgeError as exc:
+            import sys
+
+            print(f"lowbridge: warning: {what}: update firewall: {exc}", file=sys.stderr)
+
+    def firewall_show(self) -> str:
+        return self._firewall().show(self._fw_model())
+
+    def firewall_reapply(self) -> None:
+        """Re-apply every lowbridge rule, e.g. after ``iptables -F`` or ``nft flush ruleset``."""
+        with self._mutation():
+            self._firewall().apply(self._fw_model())
 
     # ------------------------------------------------------------------ containers
     def container_create(self, req: ContainerRequest) -> Container:
@@ -378,6 +449,9 @@ class Controller:
             path = netns.path_of(name)
             if os.path.lexists(path):
                 raise Conflict(f"network namespace {name} already exists (not lowbridge's)")
+            if req.publish and net.driver != "bridge":
+                raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
+            mappings = self._publish(req.publish)
             ctr = Container(
                 id=cid,
                 name=name,
@@ -386,6 +460,7 @@ class Controller:
                 command=list(req.command or []),
                 hostname=names.short_id(cid),
                 network_mode=net.name,
+                ports=[m.to_doc() for m in mappings],
             )
             from lowbridge import netlink
 
@@ -413,6 +488,34 @@ class Controller:
                         self._persist([ctx, tx], write)
             return ctr
 
+    def _publish(self, specs: list[str]) -> list[PortMapping]:
+        """Resolve ``-p`` specs to free host ports (Docker: "port is already allocated")."""
+        taken = [PortMapping.from_doc(d) for c in self.store.containers() for d in c.ports]
+        out: list[PortMapping] = []
+        for spec in specs:
+            for req in ports.parse(spec):
+                out.append(self._pick_port(req, taken + out, spec))
+        return out
+
+    @staticmethod
+    def _pick_port(req: ports.PortRequest, taken: list[PortMapping], spec: str) -> PortMapping:
+        candidates = req.host_ports or ports.ephemeral_range()
+        last_error: LowbridgeError | None = None
+        for port in candidates:
+            mapping = PortMapping(req.host_ip, port, req.container_port, req.proto)
+            if any(mapping.overlaps(t) for t in taken):
+                last_error = Conflict(
+                    f"Bind for {req.host_ip}:{port} failed: port is already allocated"
+                )
+                continue
+            try:
+                ports.check_free(mapping)
+            except Conflict as exc:
+                last_error = exc
+                continue
+            return mapping
+        raise (last_error or Conflict(f"no free host port for {spec}")).within(f"publish {spec}")
+
     def container_rm(self, ref: str, force: bool = False) -> Container:
         with self._mutation() as nl:
             ctr = self.container(ref)
@@ -424,7 +527,9 @@ class Controller:
             self._teardown(ctr, nl, kill=force)
             return ctr
 
-    def _teardown(self, ctr: Container, nl: Session, kill: bool) -> None:
+    def _teardown(
+        self, ctr: Container, nl: Session, kill: bool, sync_firewall: bool = True
+    ) -> None:
         """Remove a sandbox entirely, best effort; the store is updated last."""
         errors: list[str] = []
         nets = {n.id: n for n in self.store.networks()}
@@ -443,6 +548,8 @@ class Controller:
             for ep in eps:
                 self.store.delete_endpoint(ep.network_id, ep.container_id)
             self.store.delete_container(ctr.id)
+            if sync_firewall:
+                self._sync_firewall(f"remove {ctr.name}")
         if errors:
             import sys
 
@@ -464,14 +571,10 @@ def _collect(errors: list[str], fn) -> None:  # noqa: ANN001
         errors.append(str(exc))
 
 
-def _gateway_endpoint(eps: list[Endpoint], nets: dict[str, Network]) -> Endpoint | None:
-    """The endpoint that provides the sandbox's default route, by Docker's rule.
+def _same_rules(a, b) -> bool:  # noqa: ANN001
+    from lowbridge.firewall import rules
 
-    moby ``Endpoint.Less`` (sandbox.go): non-internal before internal, then by network name;
-    the first endpoint with a gateway wins.  Internal networks carry no gateway here at all.
-    """
-    candidates = [e for e in eps if e.gateway and e.network_id in nets]
-    return min(candidates, key=lambda e: nets[e.network_id].name, default=None)
+    return rules.render(a) == rules.render(b) and rules.settings(a) == rules.settings(b)
 
 
 def _resolve(kind: str, ref: str, items: list):  # noqa: ANN202

@@ -75,6 +75,7 @@ class Container:
     pid_start: int | None = None  # its start time in clock ticks, to survive pid reuse
     hostname: str = ""
     network_mode: str = "bridge"  # the network named at create/run time (Docker's HostConfig)
+    ports: list[dict] = field(default_factory=list)  # PortMapping documents (-p)
 
     def to_doc(self) -> dict:
         return asdict(self)
@@ -108,3 +109,13 @@ class Endpoint:
     @classmethod
     def from_doc(cls, doc: dict) -> Endpoint:
         return cls(**doc)
+
+
+def gateway_endpoint(eps: list[Endpoint], nets: dict[str, Network]) -> Endpoint | None:
+    """The endpoint that provides the sandbox's default route, by Docker's rule.
+
+    moby ``Endpoint.Less`` (sandbox.go): non-internal before internal, then by network name;
+    the first endpoint with a gateway wins.  Internal networks carry no gateway here at all.
+    """
+    candidates = [e for e in eps if e.gateway and e.network_id in nets]
+    return min(candidates, key=lambda e: nets[e.network_id].name, default=None)

@@ -133,6 +133,11 @@ class Session:
         with self._doing(f"create veth {host}"):
             self._ipr.link("add", **args)
 
+    def set_hairpin(self, link: str | int) -> None:
+        """Hairpin mode on a bridge port (IFLA_BRPORT_MODE, ``bridge link set hairpin on``)."""
+        with self._doing(f"set hairpin mode on {link}"):
+            self._ipr.brport("set", index=self._ix(link), mode=1)
+
     # -- addresses and routes (links by name, or by index to save a lookup)
     def _ix(self, link: str | int) -> int:
         if isinstance(link, int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
+from lowbridge import ports
 from lowbridge.models import Container, Endpoint, Network
 
 
@@ -107,7 +108,7 @@ def container_doc(
         }
     settings: dict = {
         "SandboxKey": ctr.netns,
-        "Ports": {},
+        "Ports": ports.docker_ports([ports.PortMapping.from_doc(d) for d in ctr.ports]),
         "Networks": nets,
     }
     # docker inspect repeats the default bridge endpoint's values at the top level.
@@ -130,7 +131,10 @@ def container_doc(
         },
         "Name": "/" + ctr.name,
         "Config": {"Hostname": ctr.hostname, "Cmd": ctr.command or None},
-        "HostConfig": {"NetworkMode": ctr.network_mode},
+        "HostConfig": {
+            "NetworkMode": ctr.network_mode,
+            "PortBindings": ports.docker_ports([ports.PortMapping.from_doc(d) for d in ctr.ports]),
+        },
         "NetworkSettings": settings,
         "LowbridgeNetnsOwned": ctr.netns_owned,
     }

@@ -61,7 +61,13 @@ while True:
 class SimHost:
     """One simulated machine.  Use as a context manager, or call :meth:`close` (idempotent)."""
 
-    def __init__(self, name: str = "host", state_dir: str | None = None, lowbridge: bool = True):
+    def __init__(
+        self,
+        name: str = "host",
+        state_dir: str | None = None,
+        lowbridge: bool = True,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"lowbridge-sim-{name}-")
         # A caller-owned state_dir outlives the host: a new host on it is the same machine
@@ -73,7 +79,7 @@ class SimHost:
             f.write(f"nameserver {SIM_NAMESERVER}\n")
         for path in _MOUNT_POINTS:
             os.makedirs(path, exist_ok=True)
-        env = dict(
+        holder_env = dict(
             os.environ,
             SIM_DIR=self.dir,
             SIM_LIB=self.state_dir,
@@ -86,7 +92,7 @@ class SimHost:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=holder_env,
             start_new_session=True,
         )  # fmt: skip
         line = self._proc.stdout.readline().decode().strip()
@@ -98,6 +104,7 @@ class SimHost:
             raise RuntimeError(f"simulated host {name} did not start: {err or line}")
         self.pid = self._holder_pid()
         self.lowbridge = lowbridge
+        self.env = dict(env or {})  # extra environment for lowbridge commands (lb)
 
     def _holder_pid(self) -> int:
         """PID (in our PID namespace) of the host's init: the child of unshare."""
@@ -134,6 +141,7 @@ class SimHost:
 
     def lb(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
         """Run ``lowbridge ARGS`` inside the host with this interpreter's lowbridge."""
+        kw["env"] = {**os.environ, **self.env, **(kw.get("env") or {})}
         return self.run([sys.executable, "-m", "lowbridge", *args], check=check, **kw)
 
     def netns_path(self) -> str:

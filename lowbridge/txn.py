@@ -26,13 +26,21 @@ FAIL_ENV = "LOWBRIDGE_FAIL_AT"
 
 # Every operation's steps, in the order they run.  "persist" is always last.
 STEPS: dict[str, tuple[str, ...]] = {
-    "network-create": ("create-bridge", "mark-bridge", "bridge-address", "bridge-up", "persist"),
+    "network-create": (
+        "create-bridge",
+        "mark-bridge",
+        "bridge-address",
+        "bridge-up",
+        "firewall",
+        "persist",
+    ),
     "network-connect": (
         "ensure-network",
         "create-veth",
         "configure-interface",
         "default-route",
         "etc-files",
+        "firewall",
         "persist",
     ),
     "container-create": ("create-netns", "loopback-up", "persist"),

@@ -55,6 +55,7 @@ class SandboxRef:
     fd: int
     nl: Session
     owned: bool  # lowbridge made the namespace (False: adopted with --netns)
+    hairpin: bool = False  # publishes ports: its bridge ports need hairpin mode
 
 
 class Driver(Protocol):

@@ -165,6 +165,10 @@ class BridgeDriver:
             ),
             lambda: nl.delete_link(host_if),
         )
+        if sandbox.hairpin:
+            # Docker's proxy-off mode: a container reaching its own published port through the
+            # host is sent back out of the port it came in by (bridge hairpin mode).
+            tx.step("create-veth", lambda: nl.set_hairpin(host_if))
 
         def configure() -> int:
             index = sandbox.nl.link(ep.ifname).index

@@ -98,6 +98,16 @@ out = {"links": sorted((l["ifname"], l.get("master"), "UP" in l["flags"], l.get(
        "routes": run("ip", "route").replace(" linkdown", ""),
        "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
        "etc_netns": sorted(os.listdir("/etc/netns"))}
+# Firewall: rules, non-builtin chains, a DROP policy -- not the empty builtin tables and chains
+# that iptables-nft leaves behind once used (they hold nothing and are not lowbridge's).
+BUILTIN = (":INPUT ", ":FORWARD ACCEPT", ":OUTPUT ", ":PREROUTING ", ":POSTROUTING ")
+out["iptables"] = sorted(l for l in run("iptables-save").splitlines()
+                         if l.startswith("-") or (l.startswith(":") and not l.startswith(BUILTIN)))
+nft = run("nft", "-s", "list", "ruleset")  # -s: no counters
+out["nft"] = sorted(l.strip() for l in nft.splitlines() if l.strip() and not l.strip().startswith(
+    ("table ip filter", "table ip nat", "table ip raw", "table ip mangle", "chain ", "type ", "}")))
+out["nft_lowbridge"] = "table ip lowbridge" in nft
+out["sysctl"] = [open("/proc/sys/net/ipv4/ip_forward").read()]
 for ns in out["netns"]:
     out["ns:" + ns] = run("ip", "-n", ns, "-br", "addr") + run("ip", "-n", ns, "route")
 db = sqlite3.connect("/var/lib/lowbridge/lowbridge.db")

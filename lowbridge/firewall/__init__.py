@@ -1,0 +1,217 @@
+"""The firewall: a pure rule model (:mod:`.rules`) plus a thin, atomic executor per backend.
+
+:func:`model` turns the store's records into the rules' plain data; :class:`Firewall` applies a
+model with the chosen backend (one executor call per change, whatever the number of networks)
+together with the kernel settings it needs, and returns how to undo that.
+
+Kernel settings, as Docker sets them (moby ``drivers/bridge/setup_ip_forwarding.go``,
+``setup_bridgenetfiltering.go``, ``setup_ipv4_linux.go``):
+
+* ``net.ipv4.ip_forward=1`` once a non-internal bridge network exists.  If lowbridge is the one
+  that turned it on, it also makes forwarding default-deny -- iptables: ``FORWARD`` policy DROP;
+  nftables: policy drop on lowbridge's forward chain -- because otherwise every host that routes
+  to a bridge subnet could reach every container.  Like Docker, lowbridge never turns forwarding
+  back off nor resets the policy: other software may rely on them by then.
+* ``net.bridge.bridge-nf-call-iptables=1`` (loading ``br_netfilter`` if needed) only when a
+  network has ``enable_icc=false`` or a port is published: both need bridged frames to pass
+  through netfilter (the ICC drop; conntrack for hairpin DNAT between two containers of one
+  bridge).
+* ``net.ipv4.conf.<bridge>.route_localnet=1`` on bridges with published ports, so DNAT of
+  ``127.0.0.1:port`` to a container can be routed (Docker's proxy-off mode).
+
+Runtime state (which backend holds the rules, whether lowbridge enabled forwarding) lives in
+``/run/lowbridge``: it describes this boot's kernel and goes with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable
+from typing import Protocol
+
+from lowbridge import netns
+from lowbridge.errors import InvalidInput, KernelError
+from lowbridge.firewall import rules as R
+from lowbridge.models import Container, Endpoint, Network, gateway_endpoint
+from lowbridge.ports import PortMapping
+
+BACKENDS = ("iptables", "nftables", "auto")
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+
+
+class Backend(Protocol):
+    name: str
+
+    def show(self, rules: list[R.Rule]) -> str: ...
+    def apply(self, rules: list[R.Rule], forward_drop: bool | None) -> None: ...
+    def clear(self) -> None: ...
+
+
+def backend(name: str) -> Backend:
+    """The backend called ``name``; ``auto`` is nftables when nft works here, else iptables."""
+    from lowbridge.firewall import iptables, nftables
+
+    if name not in BACKENDS:
+        raise InvalidInput(f"unknown firewall backend {name!r} (iptables, nftables or auto)")
+    if name == "auto":
+        name = "nftables" if nftables.usable() else "iptables"
+    return nftables.NftablesBackend() if name == "nftables" else iptables.IptablesBackend()
+
+
+def _flag(options: dict[str, str], key: str) -> bool:
+    return options.get(key, "true").lower() != "false"
+
+
+def model(
+    networks: list[Network], containers: list[Container], endpoints: list[Endpoint]
+) -> R.Model:
+    """The rules' view of the store: bridge networks that have a device, and published ports.
+
+    The default bridge gets rules while it has endpoints (its device appears with the first one),
+    so that with no network in use no lowbridge rule, chain or table remains.
+    """
+    nets = {n.id: n for n in networks}
+    by_net: dict[str, list[Endpoint]] = {}
+    by_ctr: dict[str, list[Endpoint]] = {}
+    for ep in endpoints:
+        by_net.setdefault(ep.network_id, []).append(ep)
+        by_ctr.setdefault(ep.container_id, []).append(ep)
+    out = R.Model()
+    for n in networks:
+        if n.driver != "bridge" or n.pool is None:
+            continue
+        if n.predefined and not by_net.get(n.id):
+            continue
+        out.networks.append(
+            R.FwNetwork(
+                name=n.name,
+                device=n.device or "",
+                subnet=str(n.pool.subnet),
+                internal=n.internal,
+                icc=_flag(n.options, OPT_ICC),
+                masquerade=_flag(n.options, OPT_MASQ),
+                endpoints=tuple(e.ip for e in by_net.get(n.id, []) if e.ip),
+            )
+        )
+    for ctr in containers:
+        if not ctr.ports:
+            continue
+        # Ports are published on the container's gateway endpoint only (moby
+        # ProgramExternalConnectivity); a sandbox on internal networks only publishes nothing.
+        gw = gateway_endpoint(by_ctr.get(ctr.id, []), nets)
+        if gw is None:
+            continue
+        for doc in ctr.ports:
+            out.ports.append(
+                R.FwPort(
+                    mapping=PortMapping.from_doc(doc),
+                    container_ip=gw.ip,
+                    device=nets[gw.network_id].device,
+                    container=ctr.name,
+                )
+            )
+    return out
+
+
+class Firewall:
+    """Applies models with one backend; remembers per boot what it did (see module docstring)."""
+
+    def __init__(self, backend_name: str, run_dir: str):
+        self.requested = backend_name
+        self.run_dir = run_dir
+        self._backend: Backend | None = None
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = backend(self.requested)
+        return self._backend
+
+    def _state(self, key: str) -> str | None:
+        try:
+            with open(os.path.join(self.run_dir, f"firewall-{key}")) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+
+    def _set_state(self, key: str, value: str | None) -> None:
+        path = os.path.join(self.run_dir, f"firewall-{key}")
+        if value is None:
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        os.makedirs(self.run_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(value)
+
+    def show(self, m: R.Model) -> str:
+        rules = R.render(m)
+        if self.backend.name == "nftables":
+            return self.backend.show(rules, self._state("forward") == "enabled")  # type: ignore[call-arg]
+        return self.backend.show(rules)
+
+    def apply(self, m: R.Model) -> Callable[[], None]:
+        """Make the kernel match ``m``; return a function that restores what was there before."""
+        undo: list[Callable[[], None]] = []
+        try:
+            self._apply(m, undo)
+        except BaseException:
+            _unwind(undo)
+            raise
+        return lambda: _unwind(undo)
+
+    def _apply(self, m: R.Model, undo: list[Callable[[], None]]) -> None:
+        need = R.settings(m)
+        previous = self._state("backend")
+        if previous and previous != self.backend.name:
+            # Switching backends: the other one's rules go first (Docker does the same).
+            backend(previous).clear()
+            self._set_state("backend", None)
+            undo.append(lambda: self._set_state("backend", previous))
+
+        forward_drop: bool | None = None
+        if need.ip_forward and netns.read_sysctl("net/ipv4/ip_forward") == "0":
+            _write_sysctl("net/ipv4/ip_forward", "1", undo)
+            forward_drop = True
+            self._set_state("forward", "enabled")
+            undo.append(lambda: self._set_state("forward", None))
+            if self.backend.name == "iptables":
+                undo.append(self.backend.accept_forwarding)  # type: ignore[attr-defined]
+        if self.backend.name == "nftables" and self._state("forward") == "enabled":
+            forward_drop = True
+        if need.br_netfilter:
+            _ensure_br_netfilter(undo)
+        for device in need.route_localnet:
+            _write_sysctl(f"net/ipv4/conf/{device}/route_localnet", "1", undo)
+
+        self.backend.apply(R.render(m), forward_drop)
+        self._set_state("backend", self.backend.name if not m.empty else None)
+
+
+def _unwind(undo: list[Callable[[], None]]) -> None:
+    for fn in reversed(undo):
+        with contextlib.suppress(Exception):  # best effort, as every undo
+            fn()
+    undo.clear()
+
+
+def _write_sysctl(key: str, value: str, undo: list[Callable[[], None]]) -> None:
+    old = netns.read_sysctl(key)
+    if old == value:
+        return
+    netns.write_sysctls([(key, value)])
+    undo.append(lambda: netns.write_sysctls([(key, old)]))
+
+
+def _ensure_br_netfilter(undo: list[Callable[[], None]]) -> None:
+    if not os.path.exists("/proc/sys/net/bridge"):
+        # A module on most distributions (built in on these VMs); loaded on demand, as Docker 28.
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
+    if not os.path.exists("/proc/sys/net/bridge"):
+        raise KernelError(
+            "enable_icc=false and published ports need br_netfilter: modprobe br_netfilter failed"
+        )
+    _write_sysctl("net/bridge/bridge-nf-call-iptables", "1", undo)

@@ -1,0 +1,175 @@
+"""The iptables backend: ``iptables-restore --noflush`` of lowbridge's own chains.
+
+One ``iptables-save`` tells which of lowbridge's chains and hooks already exist, then one
+``iptables-restore --noflush`` rewrites them, each table committed atomically.  In ``--noflush``
+mode a ``:CHAIN - [0:0]`` line creates *or flushes* that chain inside the same commit, and other
+chains are left alone (shared/reference/pyroute2-notes.md 6.2) -- so lowbridge's chains are
+replaced whole while FORWARD, PREROUTING, ... keep everything that is not lowbridge's.  Hooks in the
+builtin chains are added only when missing (a bare ``-A FORWARD`` would be appended again on
+every apply).  ``LOWBRIDGE-USER`` is declared only when it does not exist yet: after that it is
+the user's and lowbridge never flushes it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from lowbridge.errors import KernelError
+from lowbridge.firewall.rules import CHAINS, HOOKS, USER, Rule
+
+TABLES = ("raw", "filter", "nat")
+BUILTIN = {"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"}
+
+
+def _spec(rule: Rule) -> str:
+    """The iptables arguments of a rule (without ``-A CHAIN``)."""
+    out: list[str] = []
+    proto = dict(rule.match).get("proto")
+    for key, value in rule.match:
+        neg = "! " if key.startswith("!") else ""
+        key = key.lstrip("!")
+        if key == "iif":
+            out.append(f"{neg}-i {value}")
+        elif key == "oif":
+            out.append(f"{neg}-o {value}")
+        elif key == "src":
+            out.append(f"{neg}-s {value}")
+        elif key == "dst":
+            out.append(f"{neg}-d {value}")
+        elif key == "proto":
+            out.append(f"-p {value}")
+        elif key == "dport":
+            out.append(f"-m {proto} --dport {value}")
+        elif key == "ctstate":
+            out.append(f"-m conntrack --ctstate {value}")
+        elif key in ("src-type", "dst-type"):
+            out.append(f"-m addrtype --{key} {value}")
+        else:
+            raise ValueError(f"unknown match {key}")
+    out.append(f'-m comment --comment "{rule.comment}"')
+    target = rule.target
+    if target.startswith("JUMP:"):
+        out.append(f"-j {target[5:]}")
+    elif target.startswith("DNAT:"):
+        out.append(f"-j DNAT --to-destination {target[5:]}")
+    else:
+        out.append(f"-j {target}")
+    return " ".join(out)
+
+
+def render(rules: list[Rule]) -> str:
+    """The rule set as iptables-restore text, hooks included (what ``firewall show`` prints)."""
+    lines: list[str] = []
+    for table in TABLES:
+        table_rules = [r for r in rules if r.table == table]
+        if not table_rules:
+            continue
+        lines.append(f"*{table}")
+        lines += [f":{chain} - [0:0]" for chain in CHAINS[table]]
+        lines += [f"-A {r.chain} {_spec(r)}" for r in table_rules]
+        lines.append("COMMIT")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _saved() -> dict[str, list[str]]:
+    """iptables-save output, split per table."""
+    proc = _run(["iptables-save"], None, "read the iptables rule set")
+    tables: dict[str, list[str]] = {}
+    current = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("*"):
+            current = line[1:]
+            tables[current] = []
+        elif current and line and not line.startswith("#"):
+            tables[current].append(line)
+    return tables
+
+
+def _run(argv: list[str], stdin: str | None, what: str) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise KernelError(f"{what}: {argv[0]} not found (install iptables)") from None
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        raise KernelError(f"{what}: {argv[0]} failed: {reason[-1] if reason else proc.returncode}")
+    return proc
+
+
+def script(rules: list[Rule], saved: dict[str, list[str]], forward_drop: bool | None) -> str:
+    """The ``iptables-restore --noflush`` input that turns ``saved`` into ``rules``.
+
+    ``forward_drop`` True sets the FORWARD policy to DROP (Docker does that when it enabled
+    forwarding itself), False sets ACCEPT, None leaves the policy alone.
+    """
+    lines: list[str] = []
+    for table in TABLES:
+        have = saved.get(table, [])
+        existing = {ln.split()[0][1:] for ln in have if ln.startswith(":")}
+        ours = [c for c in CHAINS[table] if c in existing]
+        hooks_present = {
+            (ln.split()[1], ln.split()[-1]) for ln in have if ln.startswith("-A ") and
+            ln.split()[1] in BUILTIN and ln.split()[-2] == "-j" and ln.split()[-1] in CHAINS[table]
+        }  # fmt: skip
+        table_rules = [r for r in rules if r.table == table]
+        body: list[str] = []
+        if table == "filter" and forward_drop is not None:
+            body.append(f":FORWARD {'DROP' if forward_drop else 'ACCEPT'} [0:0]")
+        if table_rules:
+            for chain in CHAINS[table]:
+                if chain == USER and USER in existing:
+                    continue  # the user's chain: never flushed once made
+                body.append(f":{chain} - [0:0]")
+            for r in table_rules:
+                if r.chain in BUILTIN:
+                    if (r.chain, r.target[5:]) in hooks_present:
+                        continue
+                    # Hooks go first in the builtin chain, USER before FORWARD (Docker keeps
+                    # DOCKER-USER at position 1): insert in reverse order at position 1.
+                    continue
+                body.append(f"-A {r.chain} {_spec(r)}")
+            missing = [
+                r for r in table_rules
+                if r.chain in BUILTIN and (r.chain, r.target[5:]) not in hooks_present
+            ]  # fmt: skip
+            body += [f"-I {r.chain} 1 {_spec(r)}" for r in reversed(missing)]
+        elif ours:
+            # Nothing left to do for lowbridge here: unhook and delete its chains -- except a
+            # LOWBRIDGE-USER that holds the user's rules, which stays, hooked.
+            user_rules = [ln for ln in have if ln.startswith(f"-A {USER} ")]
+            for chain, target in sorted(hooks_present):
+                if target == USER and user_rules:
+                    continue
+                hook = next(h for h in HOOKS if h.chain == chain and h.target[5:] == target)
+                body.append(f"-D {chain} {_spec(hook)}")
+            for chain in ours:
+                if chain == USER and user_rules:
+                    continue  # keep the user's rules (and so its chain and jump)
+                body.append(f":{chain} - [0:0]")
+            for chain in ours:
+                if chain == USER and user_rules:
+                    continue
+                body.append(f"-X {chain}")
+        if body:
+            lines += [f"*{table}", *body, "COMMIT"]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def show(self, rules: list[Rule]) -> str:
+        return render(rules)
+
+    def apply(self, rules: list[Rule], forward_drop: bool | None) -> None:
+        text = script(rules, _saved(), forward_drop)
+        if text:
+            _run(["iptables-restore", "--noflush", "--wait"], text, "apply iptables rules")
+
+    def clear(self) -> None:
+        self.apply([], None)
+
+    def accept_forwarding(self) -> None:
+        """Put the FORWARD policy back to ACCEPT (undo of the DROP set with forwarding)."""
+        text = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
+        _run(["iptables-restore", "--noflush", "--wait"], text, "reset the FORWARD policy")

@@ -1,0 +1,139 @@
+"""The nftables backend: lowbridge's own table ``ip lowbridge``, replaced in one transaction.
+
+``nft -f`` runs a whole script as one transaction: ``table ip lowbridge`` (create if missing),
+``delete table ip lowbridge``, then the full new table -- so every apply is atomic and idempotent,
+and nothing outside lowbridge's table is read or changed.  Base chains sit at the standard
+priorities of the tables they stand for (raw -300, dstnat -100, filter 0, srcnat 100), as Docker's
+nftables backend does (table ``ip docker-bridges``, moby ``internal/nftables``).
+
+Differences from the iptables backend, as in Docker: there is no USER chain (an nftables
+``accept`` is not final across base chains, so users add their own table and a ``drop`` anywhere
+wins); the FORWARD "policy DROP" that Docker sets when it enabled forwarding becomes the policy of
+lowbridge's forward base chain.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from lowbridge.errors import KernelError
+from lowbridge.firewall.rules import CHAINS, USER, Rule
+
+TABLE = "lowbridge"
+# builtin (table, chain) -> base chain name and its hook declaration
+BASE = {
+    ("raw", "PREROUTING"): ("raw-PREROUTING", "type filter hook prerouting priority raw"),
+    ("filter", "FORWARD"): ("filter-FORWARD", "type filter hook forward priority filter"),
+    ("nat", "PREROUTING"): ("nat-PREROUTING", "type nat hook prerouting priority dstnat"),
+    ("nat", "OUTPUT"): ("nat-OUTPUT", "type nat hook output priority -100"),
+    ("nat", "POSTROUTING"): ("nat-POSTROUTING", "type nat hook postrouting priority srcnat"),
+}
+
+
+def _chain(table: str, chain: str) -> str:
+    if (table, chain) in BASE:
+        return BASE[(table, chain)][0]
+    return f"{table}-{chain}"
+
+
+def _statement(rule: Rule) -> str:
+    out: list[str] = []
+    for key, value in rule.match:
+        neg = "!= " if key.startswith("!") else ""
+        key = key.lstrip("!")
+        if key in ("iif", "oif"):
+            out.append(f'{key}name {neg}"{value}"')
+        elif key in ("src", "dst"):
+            out.append(f"ip {key[0]}addr {neg}{value}")
+        elif key == "proto":
+            continue  # implied by "tcp dport" / "udp dport"
+        elif key == "dport":
+            out.append(f"{dict(rule.match)['proto']} dport {value}")
+        elif key == "ctstate":
+            out.append(f"ct state {value.lower()}")
+        elif key in ("src-type", "dst-type"):
+            out.append(f"fib {key[0]}addr type {value.lower()}")
+        else:
+            raise ValueError(f"unknown match {key}")
+    target = rule.target
+    if target.startswith("JUMP:"):
+        out.append(f"jump {_chain(rule.table, target[5:])}")
+    elif target.startswith("DNAT:"):
+        out.append(f"dnat to {target[5:]}")
+    else:
+        out.append(target.lower())
+    out.append(f'comment "{rule.comment}"')
+    return " ".join(out)
+
+
+def render(rules: list[Rule], forward_drop: bool = False) -> str:
+    """The table as an nft script (what ``firewall show`` prints and what apply loads)."""
+    rules = [r for r in rules if USER not in (r.chain, r.target[5:])]
+    if not rules:
+        return ""
+    chains: dict[str, list[str]] = {}
+    for (table, _builtin), (name, _decl) in BASE.items():
+        if any(r.table == table for r in rules):
+            chains[name] = []
+    for table, names in CHAINS.items():
+        if any(r.table == table for r in rules):
+            for name in names:
+                if name != USER:
+                    chains.setdefault(_chain(table, name), [])
+    for r in rules:
+        chains.setdefault(_chain(r.table, r.chain), []).append(_statement(r))
+    # Every chain is declared (base chains with their hook) before any rule, because a jump to
+    # a chain not yet declared in the transaction fails with ENOENT.
+    lines = [f"table ip {TABLE} {{"]
+    for name in chains:
+        base = next((decl for n, decl in BASE.values() if n == name), None)
+        if base:
+            policy = "drop" if name == "filter-FORWARD" and forward_drop else "accept"
+            lines.append(f"\tchain {name} {{ {base}; policy {policy}; }}")
+        else:
+            lines.append(f"\tchain {name} {{ }}")
+    lines.append("}")
+    lines.append(f"table ip {TABLE} {{")
+    for name, statements in chains.items():
+        if not statements:
+            continue
+        lines.append(f"\tchain {name} {{")
+        lines += [f"\t\t{st}" for st in statements]
+        lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _run(argv: list[str], stdin: str | None, what: str) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise KernelError(f"{what}: {argv[0]} not found (install nftables)") from None
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        raise KernelError(f"{what}: {argv[0]} failed: {reason[0] if reason else proc.returncode}")
+    return proc
+
+
+class NftablesBackend:
+    name = "nftables"
+
+    def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
+        return render(rules, forward_drop)
+
+    def apply(self, rules: list[Rule], forward_drop: bool | None) -> None:
+        # Create-then-delete makes the delete valid whether or not the table existed.
+        text = f"table ip {TABLE}\ndelete table ip {TABLE}\n" + render(rules, bool(forward_drop))
+        _run(["nft", "-f", "-"], text, "apply nftables rules")
+
+    def clear(self) -> None:
+        self.apply([], None)
+
+
+def usable() -> bool:
+    """nft is installed and can talk to the kernel here."""
+    try:
+        proc = subprocess.run(["nft", "list", "tables"], capture_output=True, timeout=10)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0

@@ -1,0 +1,246 @@
+"""lowbridge's complete rule set, rendered from plain data (no I/O).
+
+The structure follows current Docker (28.2+/29.x iptables layout, moby
+``daemon/libnetwork/drivers/bridge/internal/iptabler``; shared/reference/docker-mechanics.md
+2.1-2.8)
+with lowbridge's own names, so it can run beside a real Docker or firewalld:
+
+    filter FORWARD  -> LOWBRIDGE-USER      (first; made once, never touched again: yours)
+                    -> LOWBRIDGE-FORWARD   -> LOWBRIDGE-CT        established replies per bridge
+                                           -> LOWBRIDGE-INTERNAL  drops for --internal networks
+                                           -> LOWBRIDGE-BRIDGE    -o <br> -> LOWBRIDGE
+                                           then per bridge: ICC and outbound accepts
+                       LOWBRIDGE              published-port accepts, then per-bridge DROP
+    nat PREROUTING/OUTPUT (dst-type LOCAL) -> LOWBRIDGE   DNAT of published ports
+    nat POSTROUTING -> LOWBRIDGE-POSTROUTING   MASQUERADE (outbound, host->container, hairpin)
+    raw PREROUTING  -> LOWBRIDGE-PREROUTING    direct-access drops per endpoint, 127.0.0.1 ports
+
+Like Docker 29, isolation between networks needs no isolation chain: a packet for a container's
+address that did not arrive on that container's bridge is dropped in raw PREROUTING (before
+conntrack), in both directions.
+
+lowbridge has no userland proxy, so it always uses Docker's proxy-off ("hairpin") variant: the
+DNAT rules apply to packets from the bridges too, the OUTPUT jump covers 127.0.0.0/8, host-sourced
+traffic into a bridge is masqueraded, a container reaching its own published port is
+masqueraded, and the kernel settings of :func:`settings` go with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lowbridge.ports import PortMapping
+
+COMMENT = "lowbridge"
+
+# Logical chain names; each backend maps them to its own (see iptables.py / nftables.py).
+USER = "LOWBRIDGE-USER"
+FORWARD = "LOWBRIDGE-FORWARD"
+CT = "LOWBRIDGE-CT"
+INTERNAL = "LOWBRIDGE-INTERNAL"
+BRIDGE = "LOWBRIDGE-BRIDGE"
+MAIN = "LOWBRIDGE"
+POSTROUTING = "LOWBRIDGE-POSTROUTING"
+PREROUTING = "LOWBRIDGE-PREROUTING"
+
+# Chains per table, in the order they are declared.
+CHAINS: dict[str, tuple[str, ...]] = {
+    "raw": (PREROUTING,),
+    "filter": (USER, FORWARD, CT, INTERNAL, BRIDGE, MAIN),
+    "nat": (MAIN, POSTROUTING),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: ``match`` is an ordered tuple of (key, value) pairs; keys are
+
+    ``iif``/``!iif``/``oif``/``!oif`` (interface), ``src``/``!src``/``dst``/``!dst`` (address or
+    CIDR), ``proto`` (tcp/udp), ``dport``, ``ctstate`` (comma list), ``src-type``/``dst-type``
+    (LOCAL).  ``target`` is ACCEPT, DROP, MASQUERADE, ``DNAT:<ip>:<port>`` or ``JUMP:<chain>``.
+    A builtin ``chain`` (FORWARD, PREROUTING, OUTPUT, POSTROUTING) holds lowbridge's hooks.
+    """
+
+    table: str
+    chain: str
+    match: tuple[tuple[str, str], ...]
+    target: str
+    comment: str = COMMENT
+
+
+@dataclass(frozen=True)
+class FwNetwork:
+    """What the rules need to know about one bridge network."""
+
+    name: str
+    device: str
+    subnet: str
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+    endpoints: tuple[str, ...] = ()  # container addresses on this network
+
+
+@dataclass(frozen=True)
+class FwPort:
+    """A published port, already resolved to its container's gateway endpoint."""
+
+    mapping: PortMapping
+    container_ip: str
+    device: str  # the bridge of the gateway endpoint
+    container: str = ""
+
+
+@dataclass
+class Model:
+    networks: list[FwNetwork] = field(default_factory=list)
+    ports: list[FwPort] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.networks
+
+
+HOOKS: tuple[Rule, ...] = (
+    Rule("filter", "FORWARD", (), f"JUMP:{USER}"),
+    Rule("filter", "FORWARD", (), f"JUMP:{FORWARD}"),
+    Rule("nat", "PREROUTING", (("dst-type", "LOCAL"),), f"JUMP:{MAIN}"),
+    # Proxy off: 127.0.0.0/8 destinations are DNATed too (no userland proxy serves them).
+    Rule("nat", "OUTPUT", (("dst-type", "LOCAL"),), f"JUMP:{MAIN}"),
+    Rule("nat", "POSTROUTING", (), f"JUMP:{POSTROUTING}"),
+    Rule("raw", "PREROUTING", (), f"JUMP:{PREROUTING}"),
+)
+
+
+def _c(text: str) -> str:
+    return f"{COMMENT}: {text}"
+
+
+def render(model: Model) -> list[Rule]:
+    """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network)."""
+    if model.empty:
+        return []
+    rules: list[Rule] = list(HOOKS)
+    nets = model.networks
+
+    def add(table: str, chain: str, match: tuple, target: str, comment: str) -> None:
+        rules.append(Rule(table, chain, tuple(match), target, _c(comment)))
+
+    # filter LOWBRIDGE-FORWARD: the three stage jumps, then per-bridge accepts (creation order).
+    for chain in (CT, INTERNAL, BRIDGE):
+        rules.append(Rule("filter", FORWARD, (), f"JUMP:{chain}"))
+    for n in nets:
+        br = n.device
+        if n.internal:
+            verdict = "ACCEPT" if n.icc else "DROP"
+            add("filter", FORWARD, (("iif", br), ("oif", br)), verdict, f"{n.name} icc")
+        elif n.icc:
+            add("filter", FORWARD, (("iif", br),), "ACCEPT", f"{n.name} out and icc")
+        else:
+            add("filter", FORWARD, (("iif", br), ("oif", br)), "DROP", f"{n.name} icc off")
+            add("filter", FORWARD, (("iif", br), ("!oif", br)), "ACCEPT", f"{n.name} out")
+
+    for n in nets:
+        br = n.device
+        if n.internal:
+            add("filter", INTERNAL, (("!src", n.subnet), ("oif", br)), "DROP", f"{n.name} internal")
+            add("filter", INTERNAL, (("!dst", n.subnet), ("iif", br)), "DROP", f"{n.name} internal")
+            continue
+        add(
+            "filter",
+            CT,
+            (("oif", br), ("ctstate", "RELATED,ESTABLISHED")),
+            "ACCEPT",
+            f"{n.name} replies",
+        )
+        add("filter", BRIDGE, (("oif", br),), f"JUMP:{MAIN}", n.name)
+
+    # Container-side ports: several host ports may lead to one (8080->80 and 127.0.0.1:8081->80).
+    inner = list(
+        {(p.container_ip, p.device, p.mapping.container_port, p.mapping.proto): p
+         for p in sorted(model.ports, key=_port_key)}.values()
+    )  # fmt: skip
+
+    # filter LOWBRIDGE: published ports first (Docker inserts them), then per-bridge drops.
+    for p in inner:
+        m = p.mapping
+        add(
+            "filter",
+            MAIN,
+            (("dst", p.container_ip), ("!iif", p.device), ("oif", p.device), ("proto", m.proto),
+             ("dport", str(m.container_port))),
+            "ACCEPT",
+            f"{p.container} {m.container_port}/{m.proto}",
+        )  # fmt: skip
+    for n in nets:
+        if not n.internal:
+            add("filter", MAIN, (("!iif", n.device), ("oif", n.device)), "DROP", n.name)
+
+    # nat LOWBRIDGE: DNAT of published ports.
+    for p in sorted(model.ports, key=_port_key):
+        m = p.mapping
+        match: list = [] if m.host_ip == "0.0.0.0" else [("dst", m.host_ip)]
+        match += [("proto", m.proto), ("dport", str(m.host_port))]
+        add("nat", MAIN, match, f"DNAT:{p.container_ip}:{m.container_port}", p.container)
+
+    # nat LOWBRIDGE-POSTROUTING: host -> container, outbound, and a container to its own port.
+    for n in nets:
+        if n.internal or not n.masquerade:
+            continue
+        add("nat", POSTROUTING, (("oif", n.device), ("src-type", "LOCAL")), "MASQUERADE",
+            f"{n.name} from host")  # fmt: skip
+        add("nat", POSTROUTING, (("src", n.subnet), ("!oif", n.device)), "MASQUERADE",
+            f"{n.name} outbound")  # fmt: skip
+    for p in inner:
+        m = p.mapping
+        add(
+            "nat",
+            POSTROUTING,
+            (("src", p.container_ip), ("dst", p.container_ip), ("proto", m.proto),
+             ("dport", str(m.container_port))),
+            "MASQUERADE",
+            f"{p.container} hairpin",
+        )  # fmt: skip
+
+    # raw LOWBRIDGE-PREROUTING: nobody reaches a container's address directly from outside its
+    # bridge (Docker 28.2+ filterDirectAccess), nor a port published on 127.0.0.1 from off-host.
+    for n in nets:
+        if n.internal:
+            continue
+        for ip in n.endpoints:
+            add("raw", PREROUTING, (("dst", ip), ("!iif", n.device)), "DROP", f"{n.name} direct")
+    for p in sorted(model.ports, key=_port_key):
+        m = p.mapping
+        if m.host_ip.startswith("127."):
+            add(
+                "raw",
+                PREROUTING,
+                (("dst", m.host_ip), ("!iif", "lo"), ("proto", m.proto),
+                 ("dport", str(m.host_port))),
+                "DROP",
+                f"{p.container} loopback only",
+            )  # fmt: skip
+    return rules
+
+
+def _port_key(p: FwPort) -> tuple:
+    m = p.mapping
+    return (m.host_port, m.proto, m.host_ip, p.container_ip, m.container_port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Kernel settings the rule set needs (Docker's setupIPv4Forwarding, setupBridgeNetFiltering,
+    setupLoopbackAddressesRouting)."""
+
+    ip_forward: bool  # a non-internal bridge network exists
+    br_netfilter: bool  # icc=false somewhere, or published ports (hairpin through the bridge)
+    route_localnet: tuple[str, ...]  # bridges that may receive DNATed 127.0.0.1 traffic
+
+
+def settings(model: Model) -> Settings:
+    return Settings(
+        ip_forward=any(not n.internal for n in model.networks),
+        br_netfilter=any(not n.icc for n in model.networks) or bool(model.ports),
+        route_localnet=tuple(sorted({p.device for p in model.ports})),
+    )

@@ -1,0 +1,157 @@
+"""``-p/--publish`` specs in Docker's syntax.
+
+``[hostip:][hostport[-end]:]containerport[-end][/proto]``.
+
+Pure parsing and expansion; choosing free host ports and checking that they are free is the
+controller's (it needs the host).  Ranges map one to one when both sides are ranges of the same
+length; a host range with a single container port means "any free port of that range"
+(``-p 8000-8010:80``), as in Docker.  IPv4 only, like the rest of lowbridge so far.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import asdict, dataclass
+
+from lowbridge.errors import Conflict, InvalidInput
+
+PROTOCOLS = ("tcp", "udp")
+MAX_RANGE = 1024  # one rule per port per table: keep a typo from making 60k rules
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """One container port to publish; ``host_ports`` is None (any free one) or candidates."""
+
+    host_ip: str
+    host_ports: tuple[int, ...] | None
+    container_port: int
+    proto: str
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """A resolved binding: host_ip:host_port/proto -> container_port on the gateway endpoint."""
+
+    host_ip: str
+    host_port: int
+    container_port: int
+    proto: str
+
+    def to_doc(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> PortMapping:
+        return cls(**doc)
+
+    def overlaps(self, other: PortMapping) -> bool:
+        """Same port and protocol on addresses that can both receive a packet (0.0.0.0 is all)."""
+        if (self.host_port, self.proto) != (other.host_port, other.proto):
+            return False
+        return "0.0.0.0" in (self.host_ip, other.host_ip) or self.host_ip == other.host_ip
+
+
+def _port(text: str, spec: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise InvalidInput(f"invalid port {text!r} in publish spec {spec!r}: must be 1-65535")
+    return int(text)
+
+
+def _range(text: str, spec: str) -> list[int]:
+    first, sep, last = text.partition("-")
+    start = _port(first, spec)
+    end = _port(last, spec) if sep else start
+    if end < start:
+        raise InvalidInput(f"invalid port range {text!r} in publish spec {spec!r}")
+    if end - start >= MAX_RANGE:
+        raise InvalidInput(f"port range {text!r} in {spec!r} is longer than {MAX_RANGE}")
+    return list(range(start, end + 1))
+
+
+def parse(spec: str) -> list[PortRequest]:
+    """Parse one ``-p`` value into one request per container port."""
+    rest, _, proto = spec.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in PROTOCOLS:
+        raise InvalidInput(f"invalid protocol {proto!r} in publish spec {spec!r}: tcp or udp")
+    if rest.startswith("["):
+        raise InvalidInput(f"publish spec {spec!r}: IPv6 host addresses are not supported yet")
+    parts = rest.split(":")
+    if len(parts) > 3 or not parts[-1]:
+        raise InvalidInput(f"invalid publish spec {spec!r}: [hostip:][hostport:]containerport")
+    host_ip = "0.0.0.0"
+    if len(parts) == 3:
+        host_ip = parts[0] or "0.0.0.0"
+        try:
+            addr = ipaddress.ip_address(host_ip)
+        except ValueError:
+            raise InvalidInput(f"invalid host address {host_ip!r} in {spec!r}") from None
+        if addr.version != 4:
+            raise InvalidInput(f"publish spec {spec!r}: IPv6 host addresses are not supported yet")
+        host_ip = str(addr)
+    container = _range(parts[-1], spec)
+    host_text = parts[-2] if len(parts) >= 2 else ""
+    if not host_text:
+        return [PortRequest(host_ip, None, c, proto) for c in container]
+    host = _range(host_text, spec)
+    if len(host) == len(container):
+        return [PortRequest(host_ip, (h,), c, proto) for h, c in zip(host, container, strict=False)]
+    if len(container) == 1:
+        return [PortRequest(host_ip, tuple(host), container[0], proto)]
+    raise InvalidInput(
+        f"invalid publish spec {spec!r}: host and container port ranges differ in length"
+    )
+
+
+def docker_ports(mappings: list[PortMapping]) -> dict[str, list[dict[str, str]]]:
+    """``NetworkSettings.Ports`` as docker inspect shows it."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for m in sorted(mappings, key=lambda m: (m.container_port, m.proto, m.host_port)):
+        out.setdefault(f"{m.container_port}/{m.proto}", []).append(
+            {"HostIp": m.host_ip, "HostPort": str(m.host_port)}
+        )
+    return out
+
+
+def docker_ps(mappings: list[PortMapping]) -> str:
+    """The PORTS column of ``docker ps``: ``0.0.0.0:8080->80/tcp, ...``."""
+    return ", ".join(
+        f"{m.host_ip}:{m.host_port}->{m.container_port}/{m.proto}"
+        for m in sorted(mappings, key=lambda m: (m.container_port, m.proto, m.host_port))
+    )
+
+
+def ephemeral_range() -> range:
+    """Ports for ``-p CONTAINERPORT``: the kernel's ip_local_port_range, as Docker takes them."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 49153, 65535
+    return range(low, high + 1)
+
+
+def check_free(mapping: PortMapping) -> None:
+    """Raise Conflict if a socket on this host already holds the port (a bind test).
+
+    Docker keeps such a socket open for as long as the mapping lives; lowbridge has no daemon to
+    hold it, so it only checks at publish time (see README, "Not done yet").
+    """
+    kind = socket.SOCK_STREAM if mapping.proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        # SO_REUSEADDR: ignore TIME_WAIT leftovers, still fail against a listener.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((mapping.host_ip, mapping.host_port))
+        except OSError as exc:
+            where = f"{mapping.host_ip}:{mapping.host_port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise Conflict(f"Bind for {where} failed: port is already allocated") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise InvalidInput(
+                    f"cannot publish on {where}: not an address of this host"
+                ) from None
+            raise Conflict(f"Bind for {where} failed: {exc.strerror}") from None
