@@ -430,7 +430,7 @@ class Controller:
     def firewall_reapply(self) -> None:
         """Re-apply every lowbridge rule, e.g. after ``iptables -F`` or ``nft flush ruleset``."""
         with self._mutation():
-            self._firewall().apply(self._fw_model())
+            self._firewall().reapply(self._fw_model())
 
     # ------------------------------------------------------------------ containers
     def container_create(self, req: ContainerRequest) -> Container:

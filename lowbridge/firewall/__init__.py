@@ -19,13 +19,18 @@ Kernel settings, as Docker sets them (moby ``drivers/bridge/setup_ip_forwarding.
 * ``net.ipv4.conf.<bridge>.route_localnet=1`` on bridges with published ports, so DNAT of
   ``127.0.0.1:port`` to a container can be routed (Docker's proxy-off mode).
 
-Runtime state (which backend holds the rules, whether lowbridge enabled forwarding) lives in
-``/run/lowbridge``: it describes this boot's kernel and goes with it.
+Runtime state (which backend holds the rules, the rules last applied, whether lowbridge enabled
+forwarding) lives in ``/run/lowbridge``: it describes this boot's kernel and goes with it.
+
+Cost: when a change only adds rules to those last applied (a connect, a new network), only the
+insertions are sent; anything else rewrites lowbridge's chains or table whole.  Removing rules is
+what the kernel makes expensive (an RCU grace period per commit, ~16 ms here), not their number.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -47,6 +52,7 @@ class Backend(Protocol):
 
     def show(self, rules: list[R.Rule]) -> str: ...
     def apply(self, rules: list[R.Rule], forward_drop: bool | None) -> None: ...
+    def insert(self, inserts: list[tuple[int, R.Rule]]) -> None: ...
     def clear(self) -> None: ...
 
 
@@ -127,8 +133,29 @@ class Firewall:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = backend(self.requested)
+            name = self.requested
+            if name == "auto":  # the backend that holds the rules already, if any (no probe)
+                name = self._state("backend") or "auto"
+            self._backend = backend(name)
         return self._backend
+
+    def _applied(self, policy: bool) -> list[R.Rule] | None:
+        """The rule set lowbridge last applied with this backend and forward policy (None: not
+        known, so the next apply rewrites everything)."""
+        text = self._state("rules")
+        if not text:
+            return None
+        doc = json.loads(text)
+        if doc.get("backend") != self.backend.name or doc.get("policy") != policy:
+            return None
+        return R.from_doc(doc["rules"])
+
+    def _record(self, rules: list[R.Rule] | None, policy: bool = False) -> None:
+        if rules is None:
+            self._set_state("rules", None)
+        else:
+            doc = {"backend": self.backend.name, "policy": policy, "rules": R.to_doc(rules)}
+            self._set_state("rules", json.dumps(doc))
 
     def _state(self, key: str) -> str | None:
         try:
@@ -187,8 +214,28 @@ class Firewall:
         for device in need.route_localnet:
             _write_sysctl(f"net/ipv4/conf/{device}/route_localnet", "1", undo)
 
-        self.backend.apply(R.render(m), forward_drop)
+        rules = R.render(m)
+        # nftables carries the policy in lowbridge's own chain, on every apply; iptables sets the
+        # builtin FORWARD policy once, when forwarding is enabled (a full apply).
+        policy = bool(forward_drop) and self.backend.name == "nftables"
+        changing = forward_drop is not None and self.backend.name == "iptables"
+        old = None if changing else self._applied(policy)
+        inserts = R.insertions(old, rules) if old is not None else None
+        self._record(None)  # until the kernel is known to match again
+        if inserts is not None:
+            try:
+                self.backend.insert(inserts)
+            except KernelError:
+                inserts = None  # the kernel no longer matched the record: rewrite it all
+        if inserts is None:
+            self.backend.apply(rules, forward_drop)
+        self._record(rules if rules else None, policy)
         self._set_state("backend", self.backend.name if not m.empty else None)
+
+    def reapply(self, m: R.Model) -> Callable[[], None]:
+        """Rewrite every rule whatever lowbridge believes is in the kernel (after a flush)."""
+        self._record(None)
+        return self.apply(m)
 
 
 def _unwind(undo: list[Callable[[], None]]) -> None:

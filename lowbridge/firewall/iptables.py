@@ -166,6 +166,19 @@ class IptablesBackend:
         if text:
             _run(["iptables-restore", "--noflush", "--wait"], text, "apply iptables rules")
 
+    def insert(self, inserts: list[tuple[int, Rule]]) -> None:
+        """Insert rules at their final positions (ascending per chain); nothing is removed."""
+        lines: list[str] = []
+        for table in TABLES:
+            body = [
+                f"-I {r.chain} {index + 1} {_spec(r)}" for index, r in inserts if r.table == table
+            ]
+            if body:
+                lines += [f"*{table}", *body, "COMMIT"]
+        if lines:
+            text = "\n".join(lines) + "\n"
+            _run(["iptables-restore", "--noflush", "--wait"], text, "apply iptables rules")
+
     def clear(self) -> None:
         self.apply([], None)
 

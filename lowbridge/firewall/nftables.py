@@ -126,6 +126,18 @@ class NftablesBackend:
         text = f"table ip {TABLE}\ndelete table ip {TABLE}\n" + render(rules, bool(forward_drop))
         _run(["nft", "-f", "-"], text, "apply nftables rules")
 
+    def insert(self, inserts: list[tuple[int, Rule]]) -> None:
+        """Insert rules at their final indices (ascending per chain), one transaction."""
+        # "add ... index i-1" places a rule after the one at i-1, i.e. at i (also at the end);
+        # "insert" without index places it first.
+        lines = [
+            f"add rule ip {TABLE} {_chain(r.table, r.chain)} index {index - 1} {_statement(r)}"
+            if index > 0 else f"insert rule ip {TABLE} {_chain(r.table, r.chain)} {_statement(r)}"
+            for index, r in inserts
+        ]  # fmt: skip
+        if lines:
+            _run(["nft", "-f", "-"], "\n".join(lines) + "\n", "apply nftables rules")
+
     def clear(self) -> None:
         self.apply([], None)
 

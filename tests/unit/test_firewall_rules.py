@@ -138,3 +138,36 @@ def test_last_network_gone_removes_hooks_and_chains_but_keeps_user_rules():
     kept = iptables.script([], _saved_with_hooks(["-A LOWBRIDGE-USER -s 1.1.1.1 -j DROP"]), None)
     assert "-X LOWBRIDGE-USER" not in kept and "-j LOWBRIDGE-USER" not in kept
     assert iptables.script([], {}, None) == ""
+
+
+# -- the insert-only fast path
+def test_a_new_endpoint_or_port_is_pure_insertions():
+    old = R.render(SCENARIOS["two-networks"])
+    grown = R.Model([R.FwNetwork(**{**BR1.__dict__, "endpoints": ("172.18.0.2", "172.18.0.3")}),
+                     BR2], [_port("0.0.0.0", 8080, 80)])  # fmt: skip
+    new = R.render(grown)
+    inserts = R.insertions(old, new)
+    assert inserts is not None
+    # Replaying the insertions on the old chains gives exactly the new ones.
+    chains: dict = {}
+    for r in old:
+        chains.setdefault((r.table, r.chain), []).append(r)
+    for index, r in inserts:
+        chains.setdefault((r.table, r.chain), []).insert(index, r)
+    assert [r for rules in chains.values() for r in rules] == sorted(
+        new, key=lambda r: list(chains).index((r.table, r.chain))
+    )
+    assert all(r.chain not in R.BUILTIN_CHAINS for _, r in inserts)
+
+
+def test_removals_and_first_apply_need_the_full_path():
+    one, two = R.render(SCENARIOS["one-network"]), R.render(SCENARIOS["two-networks"])
+    assert R.insertions([], one) is None
+    assert R.insertions(two, one) is None  # net2 removed
+    assert R.insertions(one, []) is None
+    assert R.insertions(one, one) == []
+
+
+def test_rules_round_trip_through_the_record():
+    rules = R.render(SCENARIOS["published-ports"])
+    assert R.from_doc(R.to_doc(rules)) == rules

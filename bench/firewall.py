@@ -1,0 +1,94 @@
+"""Cost of one firewall change with 1, 10 and 100 networks present, both backends, one run.
+
+    sudo .venv/bin/python bench/firewall.py [-n 15]
+
+A "change" is what a connect does: the full rule set is re-rendered with one more endpoint and
+applied (iptables: one iptables-save + one iptables-restore for all tables; nftables: one
+``nft -f`` transaction).  Runs inside a simulated host; the rules name bridges that need not
+exist (the kernel matches interface names, it does not resolve them).  Results go to
+bench/results/firewall.{json,md}; ratios against 1 network are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZES = (1, 10, 100)
+
+
+def _model(networks: int, extra: int):
+    from lowbridge.firewall import rules as R
+
+    nets = []
+    for i in range(networks):
+        eps = tuple(f"10.{i // 200}.{i % 200}.{k}" for k in range(2, 4))
+        if i == 0:
+            eps += tuple(f"10.250.0.{k}" for k in range(10, 10 + extra))
+        nets.append(R.FwNetwork(f"n{i}", f"lb-{i:012d}", f"10.{i // 200}.{i % 200}.0/24",
+                                endpoints=eps))  # fmt: skip
+    return R.Model(nets)
+
+
+def inner(n: int) -> dict:
+    from lowbridge.firewall import Firewall
+
+    out = {}
+    for backend in ("iptables", "nftables"):
+        fw = Firewall(backend, "/run/lowbridge")
+        for size in SIZES:
+            fw.apply(_model(size, 0))
+            samples = []
+            for k in range(1, n + 1):
+                model = _model(size, k)
+                t = time.perf_counter()
+                fw.apply(model)
+                samples.append(time.perf_counter() - t)
+            out[f"{backend}, {size} networks"] = round(statistics.median(samples) * 1000, 2)
+        fw.apply(_model(0, 0))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=15, help="changes per case")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        print(json.dumps(inner(args.n)))
+        return 0
+    sys.path.insert(0, os.path.dirname(HERE))
+    from lowbridge.simhost import SimHost
+
+    with SimHost("bench-fw") as host:
+        out = host.run([sys.executable, os.path.abspath(__file__), "--inner", "-n", str(args.n)],
+                       timeout=1800)  # fmt: skip
+    results = json.loads(out.stdout)
+    lines = [
+        f"# One firewall change (re-render + apply), median of {args.n}, ms",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cpu",
+        "",
+        "| backend, networks present | median ms | × same backend with 1 network |",
+        "|---|---|---|",
+    ]
+    for key, value in results.items():
+        base = results[key.split(",")[0] + ", 1 networks"]
+        lines.append(f"| {key} | {value} | {round(value / base, 2)} |")
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "firewall.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(HERE, "results", "firewall.json"), "w") as f:
+        json.dump({"n": args.n, "results_ms": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
