@@ -13,10 +13,7 @@ sandbox to a second network.  Results go to bench/results/attach.{json,md}.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -109,40 +106,19 @@ def inner(n: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=40, help="endpoints per variant")
-    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner:
-        print(json.dumps(inner(args.n)))
-        return 0
-    sys.path.insert(0, os.path.dirname(HERE))
-    from lowbridge.simhost import SimHost
+    from _common import measure, run_inside, write
 
-    with SimHost("bench") as host:
-        out = host.run([sys.executable, os.path.abspath(__file__), "--inner", "-n", str(args.n)],
-                       timeout=1800)  # fmt: skip
-    results = json.loads(out.stdout)
+    args = measure(__doc__, inner, 40, "endpoints per variant")
+
+    results = run_inside(__file__, "-n", str(args.n))
     base = results["ip -batch: attach (3 execs)"]
-    rows = [(k, v, round(v / base, 2)) for k, v in results.items()]
-    machine = f"{platform.node()} {platform.release()} {os.cpu_count()} cpu, Python "
-    machine += platform.python_version()
-    lines = [
-        f"# Per-endpoint attach/detach, median of {args.n}, ms (one run, same simulated host)",
-        "",
-        f"Machine: {machine}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        "",
-        "| variant | median ms | × ip -batch attach |",
-        "|---|---|---|",
-        *[f"| {k} | {v} | {r} |" for k, v, r in rows],
-    ]
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "attach.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(HERE, "results", "attach.json"), "w") as f:
-        json.dump({"n": args.n, "machine": machine, "results_ms": results}, f, indent=2)
+    write(
+        "attach",
+        f"Per-endpoint attach/detach, median of {args.n}, ms (one run, same simulated host)",
+        "| variant | median ms | × ip -batch attach |\n|---|---|---|",
+        [f"| {k} | {v} | {round(v / base, 2)} |" for k, v in results.items()],
+        {"n": args.n, "results_ms": results},
+    )
     return 0
 
 

@@ -11,8 +11,6 @@ bench/results/firewall.{json,md}; ratios against 1 network are what count.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -55,38 +53,22 @@ def inner(n: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=15, help="changes per case")
-    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner:
-        print(json.dumps(inner(args.n)))
-        return 0
-    sys.path.insert(0, os.path.dirname(HERE))
-    from lowbridge.simhost import SimHost
+    from _common import measure, run_inside, write
 
-    with SimHost("bench-fw") as host:
-        out = host.run([sys.executable, os.path.abspath(__file__), "--inner", "-n", str(args.n)],
-                       timeout=1800)  # fmt: skip
-    results = json.loads(out.stdout)
-    lines = [
-        f"# One firewall change (re-render + apply), median of {args.n}, ms",
-        "",
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cpu",
-        "",
-        "| backend, networks present | median ms | × same backend with 1 network |",
-        "|---|---|---|",
-    ]
+    args = measure(__doc__, inner, 15, "changes per case")
+
+    results = run_inside(__file__, "-n", str(args.n))
+    rows = []
     for key, value in results.items():
         base = results[key.split(",")[0] + ", 1 networks"]
-        lines.append(f"| {key} | {value} | {round(value / base, 2)} |")
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "firewall.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(HERE, "results", "firewall.json"), "w") as f:
-        json.dump({"n": args.n, "results_ms": results}, f, indent=2)
+        rows.append(f"| {key} | {value} | {round(value / base, 2)} |")
+    write(
+        "firewall",
+        f"One firewall change (re-render + apply), median of {args.n}, ms",
+        "| backend, networks present | median ms | × same backend with 1 network |\n|---|---|---|",
+        rows,
+        {"n": args.n, "results_ms": results},
+    )
     return 0
 
 

@@ -519,7 +519,7 @@ class Controller:
     def container_rm(self, ref: str, force: bool = False) -> Container:
         with self._mutation() as nl:
             ctr = self.container(ref)
-            if ctr.netns_owned and netns.pids_in(ctr.netns) and not force:
+            if ctr.netns_owned and sandbox.running_pids([ctr.netns])[ctr.netns] and not force:
                 raise Conflict(
                     f"cannot remove container {ctr.name}: it is running "
                     "(stop it first, or use rm -f)"

@@ -213,25 +213,6 @@ def same_netns(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def pids_in(path: str) -> list[int]:
-    """Processes whose network namespace is the one at ``path`` (``ip netns pids``)."""
-    try:
-        target = os.stat(path)
-    except OSError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
-            pids.append(int(entry))
-    return pids
-
-
 def sysctl_path(key: str) -> str:
     # Interface names may contain dots (eth0.10): callers pass the key with "/" already where
     # needed; plain dotted keys are converted.

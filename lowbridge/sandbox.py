@@ -17,7 +17,6 @@ import subprocess
 import time
 from collections.abc import Iterable
 
-from lowbridge import netns
 from lowbridge.errors import KernelError
 
 HOSTS_HEADER = (
@@ -143,7 +142,8 @@ def spawn_detached(netns_name: str, command: list[str], log_path: str) -> tuple[
 
 
 def running_pids(netns_paths: Iterable[str]) -> dict[str, list[int]]:
-    """For each namespace path, the pids living in it (one scan of /proc for all of them)."""
+    """For each namespace path, the pids living in it (``ip netns pids``; one scan of /proc for
+    all of them)."""
     wanted: dict[tuple[int, int], str] = {}
     out: dict[str, list[int]] = {}
     for path in netns_paths:
@@ -172,7 +172,7 @@ def kill_all(netns_path: str, timeout: float = 5.0) -> None:
     """SIGKILL every process in the namespace and wait until they are gone (``docker rm -f``)."""
     deadline = time.monotonic() + timeout
     while True:
-        pids = netns.pids_in(netns_path)
+        pids = running_pids([netns_path])[netns_path]
         if not pids:
             return
         for pid in pids:

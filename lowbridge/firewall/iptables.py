@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import subprocess
 
-from lowbridge.errors import KernelError
+from lowbridge.firewall import tool
 from lowbridge.firewall.rules import CHAINS, HOOKS, USER, Rule
 
 TABLES = ("raw", "filter", "nat")
 BUILTIN = {"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"}
+
+
+_FLAGS = {"iif": "-i", "oif": "-o", "src": "-s", "dst": "-d"}
 
 
 def _spec(rule: Rule) -> str:
@@ -28,14 +31,8 @@ def _spec(rule: Rule) -> str:
     for key, value in rule.match:
         neg = "! " if key.startswith("!") else ""
         key = key.lstrip("!")
-        if key == "iif":
-            out.append(f"{neg}-i {value}")
-        elif key == "oif":
-            out.append(f"{neg}-o {value}")
-        elif key == "src":
-            out.append(f"{neg}-s {value}")
-        elif key == "dst":
-            out.append(f"{neg}-d {value}")
+        if key in _FLAGS:
+            out.append(f"{neg}{_FLAGS[key]} {value}")
         elif key == "proto":
             out.append(f"-p {value}")
         elif key == "dport":
@@ -86,14 +83,7 @@ def _saved() -> dict[str, list[str]]:
 
 
 def _run(argv: list[str], stdin: str | None, what: str) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise KernelError(f"{what}: {argv[0]} not found (install iptables)") from None
-    if proc.returncode != 0:
-        reason = (proc.stderr or proc.stdout).strip().splitlines()
-        raise KernelError(f"{what}: {argv[0]} failed: {reason[-1] if reason else proc.returncode}")
-    return proc
+    return tool.run(argv, stdin, what, "iptables")
 
 
 def script(rules: list[Rule], saved: dict[str, list[str]], forward_drop: bool | None) -> str:

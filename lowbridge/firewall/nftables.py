@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import subprocess
 
-from lowbridge.errors import KernelError
+from lowbridge.firewall import tool
 from lowbridge.firewall.rules import CHAINS, USER, Rule
 
 TABLE = "lowbridge"
@@ -105,14 +105,7 @@ def render(rules: list[Rule], forward_drop: bool = False) -> str:
 
 
 def _run(argv: list[str], stdin: str | None, what: str) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise KernelError(f"{what}: {argv[0]} not found (install nftables)") from None
-    if proc.returncode != 0:
-        reason = (proc.stderr or proc.stdout).strip().splitlines()
-        raise KernelError(f"{what}: {argv[0]} failed: {reason[0] if reason else proc.returncode}")
-    return proc
+    return tool.run(argv, stdin, what, "nftables")
 
 
 class NftablesBackend:
