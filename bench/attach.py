@@ -34,10 +34,13 @@ def inner(n: int) -> dict:
     ctl = Controller()
     ctl.network_create(NetworkRequest(name="bench", subnet="10.100.0.0/16"))
     ctl.network_create(NetworkRequest(name="bench2", subnet="10.101.0.0/16"))
+    # An internal network has no per-endpoint rules: connecting to it is the kernel work of an
+    # attach without a firewall change.
+    ctl.network_create(NetworkRequest(name="bench3", subnet="10.103.0.0/16", internal=True))
     # Warm up (first use of the store, the default pools, imports).
     ctl.container_rm(ctl.container_create(ContainerRequest(name="warm", network="bench")).id)
 
-    create, connect, remove = [], [], []
+    create, connect, internal, remove = [], [], [], []
     for i in range(n):
         t = time.perf_counter()
         ctl.container_create(ContainerRequest(name=f"lb{i}", network="bench"))
@@ -46,6 +49,10 @@ def inner(n: int) -> dict:
         t = time.perf_counter()
         ctl.network_connect("bench2", f"lb{i}")
         connect.append(time.perf_counter() - t)
+    for i in range(n):
+        t = time.perf_counter()
+        ctl.network_connect("bench3", f"lb{i}")
+        internal.append(time.perf_counter() - t)
     for i in range(n):
         t = time.perf_counter()
         ctl.container_rm(f"lb{i}")
@@ -96,7 +103,8 @@ def inner(n: int) -> dict:
 
     return {
         "lowbridge library: container create (netns + attach)": _ms(create),
-        "lowbridge library: network connect (attach only)": _ms(connect),
+        "lowbridge library: network connect (attach + firewall change)": _ms(connect),
+        "lowbridge library: network connect, no firewall change (internal)": _ms(internal),
         "lowbridge library: container rm": _ms(remove),
         "ip -batch: attach (3 execs)": _ms(batch),
         "ip -batch: detach": _ms(batch_del),
