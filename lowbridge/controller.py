@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
@@ -60,6 +61,23 @@ class ContainerRequest:
     netns: str | None = None  # adopt this namespace instead of creating one
     command: list[str] | None = None
     publish: list[str] = field(default_factory=list)  # -p specs
+
+
+def _context(describe: Callable[..., str]) -> Callable:
+    """Prefix any LowbridgeError of the wrapped operation with what it was asked to do
+    ("connect web to mynet: create veth lbv...: File exists")."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            try:
+                return fn(self, *args, **kwargs)
+            except LowbridgeError as exc:
+                raise exc.within(describe(*args, **kwargs)) from None
+
+        return wrapper
+
+    return decorate
 
 
 class Controller:
@@ -201,6 +219,7 @@ class Controller:
         return {c.id: by_path.get(c.netns, []) for c in containers}
 
     # ------------------------------------------------------------------ networks
+    @_context(lambda req: f"create network {req.name}")
     def network_create(self, req: NetworkRequest) -> Network:
         names.validate_name("network", req.name)
         driver = drivers.get(req.driver)
@@ -219,6 +238,7 @@ class Controller:
                 self._persist([tx], lambda: self.store.put_network(net))
             return net
 
+    @_context(lambda ref: f"remove network {ref}")
     def network_rm(self, ref: str) -> Network:
         with self._mutation() as nl:
             net = self.network(ref)
@@ -249,6 +269,7 @@ class Controller:
                     removed.append(self.network_rm(net.id))
         return removed
 
+    @_context(lambda net_ref, ctr_ref, ip=None: f"connect {ctr_ref} to {net_ref}")
     def network_connect(self, net_ref: str, ctr_ref: str, ip: str | None = None) -> Endpoint:
         from lowbridge import netlink
 
@@ -260,6 +281,7 @@ class Controller:
                 self._persist([tx], lambda: self.store.put_endpoint(ep))
             return ep
 
+    @_context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
     def network_disconnect(self, net_ref: str, ctr_ref: str) -> None:
         from lowbridge import netlink
 
@@ -433,6 +455,7 @@ class Controller:
             self._firewall().reapply(self._fw_model())
 
     # ------------------------------------------------------------------ containers
+    @_context(lambda req: f"create container {req.name or ''}".rstrip())
     def container_create(self, req: ContainerRequest) -> Container:
         cid = names.new_id()
         name = names.validate_name("container", req.name or names.short_id(cid))
@@ -516,6 +539,7 @@ class Controller:
             return mapping
         raise (last_error or Conflict(f"no free host port for {spec}")).within(f"publish {spec}")
 
+    @_context(lambda ref, force=False: f"remove container {ref}")
     def container_rm(self, ref: str, force: bool = False) -> Container:
         with self._mutation() as nl:
             ctr = self.container(ref)

@@ -192,14 +192,21 @@ class Firewall:
 
     def _apply(self, m: R.Model, undo: list[Callable[[], None]]) -> None:
         need = R.settings(m)
+        forward_drop: bool | None = None
         previous = self._state("backend")
         if previous and previous != self.backend.name:
-            # Switching backends: the other one's rules go first (Docker does the same).
-            backend(previous).clear()
+            # Switching backends: the other one's rules go first (Docker does the same), and
+            # the default-deny lowbridge set with forwarding moves along: an iptables FORWARD
+            # policy of DROP left behind would drop what the nftables rules accept.
+            old = backend(previous)
+            old.clear()
             self._set_state("backend", None)
             undo.append(lambda: self._set_state("backend", previous))
+            if self._state("forward") == "enabled":
+                if previous == "iptables":
+                    old.accept_forwarding()  # type: ignore[attr-defined]
+                forward_drop = True
 
-        forward_drop: bool | None = None
         if need.ip_forward and netns.read_sysctl("net/ipv4/ip_forward") == "0":
             _write_sysctl("net/ipv4/ip_forward", "1", undo)
             forward_drop = True

@@ -253,3 +253,57 @@ def test_backend_kernel_view(lab):
         saved = h.run(["iptables-save"]).stdout
         assert "-A FORWARD -m comment --comment lowbridge -j LOWBRIDGE-USER" in saved
         assert saved.index("LOWBRIDGE-USER\n") < saved.index("-j LOWBRIDGE-FORWARD\n")
+
+
+def test_forwarding_is_enabled_by_the_first_non_internal_network(lab):
+    h = lab.host
+
+    def forward() -> str:
+        return h.run(["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip()
+
+    assert forward() == "0"
+    h.lb("network", "create", "--internal", "only-inner")
+    h.lb("container", "create", "--name", "i", "--network", "only-inner")
+    assert forward() == "0"  # an internal network forwards nothing
+    h.lb("network", "create", "first")
+    assert forward() == "1"
+    # lowbridge turned forwarding on, so forwarding is default-deny (as Docker does).
+    if lab.backend == "iptables":
+        assert ":FORWARD DROP" in h.run(["iptables-save", "-t", "filter"]).stdout
+    else:
+        chain = h.run(["nft", "list", "chain", "ip", "lowbridge", "filter-FORWARD"]).stdout
+        assert "policy drop" in chain
+
+
+def test_switching_backend_moves_the_rules(lab):
+    h = lab.host
+    other = "nftables" if lab.backend == "iptables" else "iptables"
+    h.lb("network", "create", "sw")
+    serve(h, "web", "sw", "-p", "8080:80")
+    assert tcp(lab.lan, None, UPLINK, 8080) == f"web-{LAN_IP}"
+    h.lb("--firewall-backend", other, "firewall", "reapply")
+    saved = h.run(["iptables-save"]).stdout
+    tables = h.run(["nft", "list", "tables"]).stdout
+    if other == "iptables":
+        assert "LOWBRIDGE" in saved and "lowbridge" not in tables
+    else:
+        assert "LOWBRIDGE" not in saved and "table ip lowbridge" in tables
+    assert tcp(lab.lan, None, UPLINK, 8080) == f"web-{LAN_IP}"
+
+
+def test_rules_come_back_after_a_reboot():
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lowbridge-reboot-") as state_dir:
+        with SimHost("before", state_dir=state_dir) as h:
+            h.lb("network", "create", "--subnet", "10.85.0.0/24", "keep")
+        with SimHost("after", state_dir=state_dir) as h, outside("lan") as lan:
+            h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
+            h.run(["ip", "route", "add", "default", "via", LAN_IP])
+            lan.popen(
+                ["socat", "TCP-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan-$SOCAT_PEERADDR"]
+            )
+            _wait(lambda: tcp(lan, None, LAN_IP, 7000))
+            h.lb("container", "create", "--name", "back", "--network", "keep")
+            assert tcp(h, "back", LAN_IP, 7000) == f"lan-{UPLINK}"  # NAT is back
+            assert "10.85.0.0/24" in h.lb("firewall", "show").stdout
