@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -249,11 +250,12 @@ class Controller:
                     f"error while removing network: network {net.name} id {net.id} "
                     "has active endpoints"
                 )
+            before = self._fw_model()
             with self.store.transaction():
                 self.store.delete_network(net.id)
                 # Rules first, then the device (Docker's order): the model read here no
                 # longer has the network.
-                undo = self._firewall().apply(self._fw_model())
+                undo = self._fw_change(before, self._fw_model())
                 try:
                     drivers.get(net.driver).delete(net, nl)
                 except BaseException:
@@ -410,17 +412,12 @@ class Controller:
         before = self._fw_model()
         with self.store.transaction():
             write()
-            after = self._fw_model()
-            fw = self._firewall()
-            if _same_rules(before, after):
-                txs[0].step("firewall", lambda: None)
-            else:
-                undo: list = []
-                txs[0].step(
-                    "firewall",
-                    lambda: undo.append(fw.apply(after)),
-                    lambda: (undo and undo[0](), fw.apply(before)),
-                )
+            undo: list = []
+            txs[0].step(
+                "firewall",
+                lambda: undo.append(self._fw_change(before, self._fw_model())),
+                lambda: undo and undo[0](),
+            )
             for tx in txs:
                 tx.check("persist")
 
@@ -437,13 +434,25 @@ class Controller:
             self.store.networks(), self.store.containers(), self.store.endpoints()
         )
 
+    def _fw_change(self, before, after) -> Callable[[], None]:  # noqa: ANN001
+        """Bring the firewall from model ``before`` to ``after``; return the undo (which puts
+        back ``before``'s rules and the kernel settings as they were)."""
+        if _same_rules(before, after):
+            return lambda: None
+        fw = self._firewall()
+        restore = fw.apply(after)
+
+        def undo() -> None:
+            restore()
+            fw.apply(before)
+
+        return undo
+
     def _sync_firewall(self, what: str) -> None:
         """Best effort after a teardown: rules of removed objects go; failures are warnings."""
         try:
             self._firewall().apply(self._fw_model())
         except LowbridgeError as exc:
-            import sys
-
             print(f"lowbridge: warning: {what}: update firewall: {exc}", file=sys.stderr)
 
     def firewall_show(self) -> str:
@@ -563,8 +572,9 @@ class Controller:
         for ep in eps:
             net = nets.get(ep.network_id)
             if net is not None:
-                # Delete host ends explicitly: a dying namespace frees them only asynchronously
-                # (~35 ms, pyroute2-notes 7.3), and a quick reconnect would then hit EEXIST.
+                # Delete host ends explicitly: a namespace that something else still holds (an
+                # adopted one, a shell left in `ip netns exec`) would keep them, and even a
+                # dying one frees them only asynchronously (~35 ms, pyroute2-notes 7.3).
                 _collect(errors, lambda n=net, e=ep: drivers.get(n.driver).disconnect(n, e, nl))
         _collect(errors, lambda: netns.remove(ctr.netns))
         _collect(errors, lambda: sandbox.remove_files(self.paths.etc_dir(ctr.name)))
@@ -575,8 +585,6 @@ class Controller:
             if sync_firewall:
                 self._sync_firewall(f"remove {ctr.name}")
         if errors:
-            import sys
-
             for text in errors:
                 print(f"lowbridge: warning: remove {ctr.name}: {text}", file=sys.stderr)
 
