@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from lowbridge import ipam, names, netns
 from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef
-from lowbridge.errors import Conflict, InvalidInput
+from lowbridge.errors import Conflict, InvalidInput, KernelError
 from lowbridge.models import Network
 
 if TYPE_CHECKING:
@@ -133,8 +133,15 @@ class BridgeDriver:
         return True
 
     def delete(self, net: Network, nl: Session) -> None:
-        if net.device and net.device_owned:
+        if not net.device:
+            return
+        if net.device_owned:
             nl.delete_link(net.device)
+        elif net.pool and net.pool.gateway and nl.link(net.device) is not None:
+            # A bridge that was the user's stays; only the gateway address lowbridge put on it
+            # goes.  Already gone is fine.
+            with contextlib.suppress(KernelError):
+                _del_addr(nl, net.device, str(net.pool.gateway), net.pool.subnet.prefixlen)
 
     def connect(
         self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session

@@ -61,6 +61,18 @@ def test_user_bridge_device_and_settings(host):
     assert doc["Containers"][lb_json(host, "inspect", "m")[0]["Id"]]["Name"] == "m"
 
 
+def test_existing_bridge_is_used_and_kept(host):
+    host.run(["ip", "link", "add", "br-mine", "type", "bridge"])
+    host.lb("network", "create", "-o", "com.docker.network.bridge.name=br-mine", "--subnet",
+            "10.78.0.0/24", "mine")  # fmt: skip
+    host.lb("container", "create", "--name", "m1", "--network", "mine")
+    assert ping(host, "m1", "10.78.0.1")
+    host.lb("rm", "m1")
+    host.lb("network", "rm", "mine")
+    link = json.loads(host.run(["ip", "-j", "addr", "show", "br-mine"]).stdout)[0]
+    assert [a["local"] for a in link["addr_info"] if a["family"] == "inet"] == []
+
+
 def test_named_bridge_option(host):
     host.lb(
         "network",

@@ -144,3 +144,14 @@ def test_demo_runs_the_tutorial_in_a_throwaway_host():
         "alpine3": ["no", "no", "yes", "no", "yes"],
         "alpine4": ["yes", "yes", "yes", "yes", "yes"],
     }
+
+
+def test_read_only_commands_do_not_import_pyroute2(host):
+    import sys
+
+    host.lb("network", "create", "ro")
+    host.lb("container", "create", "--name", "r", "--network", "ro")
+    for argv in (["network", "ls"], ["ps"], ["network", "inspect", "ro"], ["inspect", "r"],
+                 ["firewall", "show"]):  # fmt: skip
+        proc = host.run([sys.executable, "-X", "importtime", "-m", "lowbridge", *argv])
+        assert "pyroute2" not in proc.stderr, argv
