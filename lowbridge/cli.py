@@ -139,6 +139,11 @@ def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: A
         netns=getattr(args, "netns", None),
         command=command,
         publish=list(args.publish or []),
+        hostname=args.hostname,
+        add_hosts=list(args.add_host or []),
+        dns=list(args.dns or []),
+        dns_search=list(args.dns_search or []),
+        dns_options=list(args.dns_option or []),
     )
 
 
@@ -220,12 +225,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         exc.exit_code = 125
         raise
     if args.detach:
-        pid, start = sandbox.spawn_detached(ctr.name, command, ctl.paths.logs(ctr.id))
+        uts = ctl.paths.uts(ctr.name)
+        pid, start = sandbox.spawn_detached(ctr.name, command, ctl.paths.logs(ctr.id), uts)
         ctl.record_process(ctr, pid, start)
         print(ctr.id)
         return 0
     try:
-        proc = subprocess.Popen(sandbox.exec_argv(ctr.name, command))
+        proc = subprocess.Popen(sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name)))
     except OSError as exc:
         return _spawn_failure(exc)
     ctl.record_process(ctr, proc.pid, sandbox.start_time(proc.pid))
@@ -250,8 +256,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = _command(args)
     if not command:
         raise InvalidInput("exec needs a command after the container name")
-    ctr = _controller(args).container(args.container)
-    argv = sandbox.exec_argv(ctr.name, command)
+    ctl = _controller(args)
+    ctr = ctl.container(args.container)
+    argv = sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name))
     sys.stdout.flush()
     try:
         os.execvp(argv[0], argv)
@@ -288,6 +295,16 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
         help="publish a container port on the host (ranges: 8000-8010:80-90)",
     )
+    p.add_argument("--hostname", help="host name seen by processes in the sandbox")
+    p.add_argument(
+        "--add-host",
+        action="append",
+        metavar="NAME:IP",
+        help="add a line to /etc/hosts (IP may be host-gateway)",
+    )
+    p.add_argument("--dns", action="append", metavar="IP", help="nameserver for resolv.conf")
+    p.add_argument("--dns-search", action="append", metavar="DOMAIN", help="search domain")
+    p.add_argument("--dns-option", action="append", metavar="OPT", help="resolv.conf option")
 
 
 def build_parser() -> argparse.ArgumentParser:

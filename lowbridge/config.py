@@ -64,5 +64,9 @@ class Paths:
     def logs(self, container_id: str) -> str:
         return os.path.join(self.run, "containers", container_id + ".log")
 
+    def uts(self, name: str) -> str:
+        """The sandbox's UTS namespace (its hostname), a bind mount like /run/netns/<name>."""
+        return os.path.join(self.run, "uts", name)
+
     def etc_dir(self, netns_name: str) -> str:
         return os.path.join(self.etc_netns, netns_name)

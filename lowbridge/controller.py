@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -62,6 +63,11 @@ class ContainerRequest:
     netns: str | None = None  # adopt this namespace instead of creating one
     command: list[str] | None = None
     publish: list[str] = field(default_factory=list)  # -p specs
+    hostname: str | None = None
+    add_hosts: list[str] = field(default_factory=list)  # NAME:IP or NAME:host-gateway
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
 
 
 def _context(describe: Callable[..., str]) -> Callable:
@@ -400,10 +406,32 @@ class Controller:
 
     def _write_etc(self, ctr: Container, eps: list[Endpoint]) -> None:
         files = {
-            "hosts": sandbox.render_hosts(ctr.hostname, [e.ip for e in eps if e.ip]),
-            "resolv.conf": sandbox.render_resolv_conf(sandbox.read_host_resolv_conf()),
+            "hosts": sandbox.render_hosts(
+                ctr.hostname, [e.ip for e in eps if e.ip], [tuple(h) for h in ctr.extra_hosts]
+            ),
+            "resolv.conf": sandbox.render_resolv_conf(
+                sandbox.read_host_resolv_conf(), ctr.dns, ctr.dns_search, ctr.dns_options
+            ),
         }
+        if os.path.exists("/etc/hostname"):  # ip netns exec binds only over files that exist
+            files["hostname"] = ctr.hostname + "\n"
         sandbox.write_files(self.paths.etc_dir(ctr.name), files)
+
+    def _extra_host(self, spec: str) -> tuple[str, str]:
+        """``--add-host NAME:IP`` (or ``NAME=IP``); ``host-gateway`` is the default bridge's
+        gateway address, as Docker resolves it."""
+        sep = "=" if "=" in spec else ":"
+        name, _, ip = spec.partition(sep)
+        if not name or not ip:
+            raise InvalidInput(f"invalid --add-host {spec!r}: expected NAME:IP")
+        names.validate_hostname(name)
+        if ip == "host-gateway":
+            bridge = self.network(DEFAULT_NETWORK)
+            return name, str(bridge.pool.gateway)
+        try:
+            return name, str(ipaddress.ip_address(ip.strip("[]")))
+        except ValueError:
+            raise InvalidInput(f"invalid --add-host {spec!r}: {ip!r} is not an address") from None
 
     def _persist(self, txs: list[Transaction], write) -> None:  # noqa: ANN001
         """Write the store last, in one transaction, with the firewall brought in line just
@@ -484,15 +512,23 @@ class Controller:
             if req.publish and net.driver != "bridge":
                 raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
             mappings = self._publish(req.publish)
+            hostname = names.validate_hostname(req.hostname) if req.hostname else None
+            extra_hosts = [list(self._extra_host(spec)) for spec in req.add_hosts]
+            for server in req.dns:
+                ipam.parse_address(server, "--dns server")
             ctr = Container(
                 id=cid,
                 name=name,
                 netns=path,
                 netns_owned=req.netns is None,
                 command=list(req.command or []),
-                hostname=names.short_id(cid),
+                hostname=hostname or names.short_id(cid),
                 network_mode=net.name,
                 ports=[m.to_doc() for m in mappings],
+                extra_hosts=extra_hosts,
+                dns=list(req.dns),
+                dns_search=list(req.dns_search),
+                dns_options=list(req.dns_options),
             )
             from lowbridge import netlink
 
@@ -508,6 +544,12 @@ class Controller:
                         lambda: netns.remove(path),
                     )
                     sock = netns.netlink_socket(path)
+                uts = self.paths.uts(name)
+                tx.step(
+                    "create-uts",
+                    lambda: netns.create_uts(uts, ctr.hostname),
+                    lambda: netns.remove(uts),
+                )
                 with netlink.session(path, sock) as snl:
                     tx.step("loopback-up", lambda: snl.set_up("lo"))
                     with Transaction("network-connect") as ctx:
@@ -577,6 +619,7 @@ class Controller:
                 # dying one frees them only asynchronously (~35 ms, pyroute2-notes 7.3).
                 _collect(errors, lambda n=net, e=ep: drivers.get(n.driver).disconnect(n, e, nl))
         _collect(errors, lambda: netns.remove(ctr.netns))
+        _collect(errors, lambda: netns.remove(self.paths.uts(ctr.name)))
         _collect(errors, lambda: sandbox.remove_files(self.paths.etc_dir(ctr.name)))
         with self.store.transaction():
             for ep in eps:

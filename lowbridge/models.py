@@ -76,6 +76,10 @@ class Container:
     hostname: str = ""
     network_mode: str = "bridge"  # the network named at create/run time (Docker's HostConfig)
     ports: list[dict] = field(default_factory=list)  # PortMapping documents (-p)
+    extra_hosts: list[list[str]] = field(default_factory=list)  # [name, ip] (--add-host)
+    dns: list[str] = field(default_factory=list)  # --dns
+    dns_search: list[str] = field(default_factory=list)  # --dns-search
+    dns_options: list[str] = field(default_factory=list)  # --dns-option
 
     def to_doc(self) -> dict:
         return asdict(self)

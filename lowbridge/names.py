@@ -49,6 +49,19 @@ def validate_name(kind: str, name: str) -> str:
     return name
 
 
+_HOSTNAME_RE = re.compile(
+    r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
+)
+
+
+def validate_hostname(name: str) -> str:
+    """An RFC 1123 host name (labels of letters, digits and inner hyphens; 64 bytes at most,
+    the kernel's limit for a UTS name)."""
+    if len(name) > 64 or not _HOSTNAME_RE.match(name):
+        raise InvalidInput(f"invalid hostname {name!r}: RFC 1123 labels, at most 64 characters")
+    return name
+
+
 def validate_ifname(name: str) -> str:
     """Return ``name`` if the kernel would accept it as an interface name."""
     if (

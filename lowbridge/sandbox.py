@@ -32,28 +32,52 @@ HOSTS_HEADER = (
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 
 
-def render_hosts(hostname: str, addresses: Iterable[str]) -> str:
-    """The sandbox's /etc/hosts: Docker's localhost block, then each own address -> hostname."""
-    return HOSTS_HEADER + "".join(f"{ip}\t{hostname}\n" for ip in addresses)
+def render_hosts(
+    hostname: str, addresses: Iterable[str], extra: Iterable[tuple[str, str]] = ()
+) -> str:
+    """The sandbox's /etc/hosts as Docker writes it: the localhost block, the ``--add-host``
+    entries, then each of the sandbox's own addresses -> its hostname."""
+    lines = [f"{ip}\t{name}\n" for name, ip in extra]
+    lines += [f"{ip}\t{hostname}\n" for ip in addresses]
+    return HOSTS_HEADER + "".join(lines)
 
 
-def render_resolv_conf(host_resolv_conf: str) -> str:
-    """The default bridge's resolv.conf: the host's, minus loopback nameservers (which would
-    point into the sandbox itself); Docker's fallback servers if none is left."""
-    lines, servers = [], 0
+def render_resolv_conf(
+    host_resolv_conf: str,
+    nameservers: Iterable[str] = (),
+    search: Iterable[str] = (),
+    options: Iterable[str] = (),
+) -> str:
+    """A sandbox's resolv.conf: ``--dns``/``--dns-search``/``--dns-option`` where given, else the
+    host's servers, search list and options.  The host's loopback servers are dropped (they
+    would point into the sandbox itself) and Docker's fallback servers used if none is left;
+    ``--dns-search .`` means no search list (moby libnetwork/internal/resolvconf)."""
+    host_servers, host_search, host_options = [], [], []
     for line in host_resolv_conf.splitlines():
         fields = line.split()
-        if fields and fields[0] == "nameserver" and len(fields) > 1:
+        if len(fields) < 2 or fields[0].startswith(("#", ";")):
+            continue
+        if fields[0] == "nameserver":
             try:
-                if ipaddress.ip_address(fields[1].split("%")[0]).is_loopback:
-                    continue
+                if not ipaddress.ip_address(fields[1].split("%")[0]).is_loopback:
+                    host_servers.append(fields[1])
             except ValueError:
                 continue
-            servers += 1
-        lines.append(line)
-    if servers == 0:
-        lines += [f"nameserver {ns}" for ns in FALLBACK_NAMESERVERS]
-    return "\n".join(lines).strip() + "\n"
+        elif fields[0] in ("search", "domain"):
+            host_search = fields[1:]  # the last one wins, as in the resolver
+        elif fields[0] == "options":
+            host_options += fields[1:]
+    servers = list(nameservers) or host_servers or list(FALLBACK_NAMESERVERS)
+    search = list(search) or host_search
+    if search == ["."]:
+        search = []
+    options = list(options) or host_options
+    out = [f"nameserver {ns}" for ns in servers]
+    if search:
+        out.append("search " + " ".join(search))
+    if options:
+        out.append("options " + " ".join(options))
+    return "\n".join(out) + "\n"
 
 
 def read_host_resolv_conf() -> str:
@@ -109,9 +133,13 @@ def remove_files(directory: str) -> None:
 
 
 # -- processes
-def exec_argv(netns_name: str, command: list[str]) -> list[str]:
-    """argv that runs ``command`` in the sandbox with its /etc files (``ip netns exec``)."""
-    return ["ip", "netns", "exec", netns_name, *command]
+def exec_argv(netns_name: str, command: list[str], uts: str | None = None) -> list[str]:
+    """argv that runs ``command`` in the sandbox with its /etc files (``ip netns exec``) and,
+    if it has one, its UTS namespace (its hostname)."""
+    argv = ["ip", "netns", "exec", netns_name, *command]
+    if uts and os.path.exists(uts):
+        argv = ["nsenter", f"--uts={uts}", "--", *argv]
+    return argv
 
 
 def start_time(pid: int) -> int | None:
@@ -124,13 +152,15 @@ def start_time(pid: int) -> int | None:
     return int(data[data.rindex(")") + 2 :].split()[19])
 
 
-def spawn_detached(netns_name: str, command: list[str], log_path: str) -> tuple[int, int | None]:
+def spawn_detached(
+    netns_name: str, command: list[str], log_path: str, uts: str | None = None
+) -> tuple[int, int | None]:
     """Start ``command`` in the sandbox, detached (own session, output to ``log_path``)."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
         try:
             proc = subprocess.Popen(
-                exec_argv(netns_name, command),
+                exec_argv(netns_name, command, uts),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -43,7 +43,7 @@ STEPS: dict[str, tuple[str, ...]] = {
         "firewall",
         "persist",
     ),
-    "container-create": ("create-netns", "loopback-up", "persist"),
+    "container-create": ("create-netns", "create-uts", "loopback-up", "persist"),
 }
 
 

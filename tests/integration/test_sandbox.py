@@ -31,6 +31,31 @@ def test_run_foreground_exit_code_and_own_etc_files(host):
     assert lb_json(host, "inspect", "fg")[0]["State"]["Status"] == "exited"
 
 
+def test_hostname_extra_hosts_and_dns_flags(host):
+    host.lb("network", "create", "dn")
+    flags = ["--hostname", "web1", "--add-host", "db:10.1.2.3", "--add-host",
+             "gw:host-gateway", "--dns", "10.9.9.9", "--dns-search", "lab.example",
+             "--dns-option", "ndots:2"]  # fmt: skip
+    script = "hostname; cat /etc/hosts /etc/resolv.conf"
+    out = host.lb("run", "--name", "w", "--network", "dn", *flags, "--", "sh", "-c", script).stdout
+    lines = out.splitlines()
+    assert lines[0] == "web1"
+    assert lines[-6:] == [
+        "10.1.2.3\tdb", "172.17.0.1\tgw", "172.18.0.2\tweb1",
+        "nameserver 10.9.9.9", "search lab.example", "options ndots:2",
+    ]  # fmt: skip
+    # exec sees the same host name; the host's own is untouched.
+    assert host.lb("exec", "w", "--", "hostname").stdout.strip() == "web1"
+    assert host.run(["hostname"]).stdout.strip() != "web1"
+    assert lb_json(host, "inspect", "w")[0]["Config"]["Hostname"] == "web1"
+    host.lb("rm", "w")
+    assert host.run(["ls", "/run/lowbridge/uts"]).stdout.strip() == ""
+    # Without --hostname the host name is the short id, as in Docker.
+    host.lb("container", "create", "--name", "plain", "--network", "dn")
+    cid = lb_json(host, "inspect", "plain")[0]["Id"]
+    assert host.lb("exec", "plain", "--", "hostname").stdout.strip() == cid[:12]
+
+
 def test_run_rm_removes_the_sandbox(host):
     proc = host.lb("run", "--rm", "--name", "once", "--", "true", check=False)
     assert proc.returncode == 0

@@ -51,3 +51,14 @@ def test_invalid_ifnames(name):
 
 def test_ifname_at_the_limit():
     assert names.validate_ifname("a" * 15) == "a" * 15
+
+
+@pytest.mark.parametrize("name", ["web", "web-1", "a.b.example", "x" * 63, "9"])
+def test_valid_hostnames(name):
+    assert names.validate_hostname(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-web", "web-", "a_b", "a..b", "x" * 65, "a b"])
+def test_invalid_hostnames(name):
+    with pytest.raises(InvalidInput):
+        names.validate_hostname(name)

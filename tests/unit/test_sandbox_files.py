@@ -7,11 +7,24 @@ def test_hosts_file_like_docker():
     assert text.endswith("ff02::2\tip6-allrouters\n172.18.0.3\t93150eabb70d\n")
 
 
+HOST = "# managed\nsearch lab\nnameserver 127.0.0.53\nnameserver 10.200.53.53\noptions edns0\n"
+
+
 def test_resolv_conf_drops_loopback_servers_and_keeps_the_rest():
-    host = "search lab\nnameserver 127.0.0.53\nnameserver 10.200.53.53\noptions edns0\n"
-    assert sandbox.render_resolv_conf(host) == (
-        "search lab\nnameserver 10.200.53.53\noptions edns0\n"
+    assert sandbox.render_resolv_conf(HOST) == (
+        "nameserver 10.200.53.53\nsearch lab\noptions edns0\n"
     )
+
+
+def test_resolv_conf_flags_override_the_hosts_values():
+    text = sandbox.render_resolv_conf(HOST, ["10.9.9.9", "10.9.9.8"], ["a.example"], ["ndots:2"])
+    assert text == ("nameserver 10.9.9.9\nnameserver 10.9.9.8\nsearch a.example\noptions ndots:2\n")
+    assert "search" not in sandbox.render_resolv_conf(HOST, search=["."])
+
+
+def test_hosts_extra_entries_come_before_the_sandboxs_own():
+    text = sandbox.render_hosts("web", ["172.18.0.2"], [("db", "10.1.2.3")])
+    assert text.endswith("ff02::2\tip6-allrouters\n10.1.2.3\tdb\n172.18.0.2\tweb\n")
 
 
 def test_resolv_conf_falls_back_to_dockers_servers():
