@@ -198,13 +198,13 @@ class Firewall:
             # Switching backends: the other one's rules go first (Docker does the same), and
             # the default-deny lowbridge set with forwarding moves along: an iptables FORWARD
             # policy of DROP left behind would drop what the nftables rules accept.
-            old = backend(previous)
-            old.clear()
+            previous_backend = backend(previous)
+            previous_backend.clear()
             self._set_state("backend", None)
             undo.append(lambda: self._set_state("backend", previous))
             if self._state("forward") == "enabled":
                 if previous == "iptables":
-                    old.accept_forwarding()  # type: ignore[attr-defined]
+                    previous_backend.accept_forwarding()  # type: ignore[attr-defined]
                 forward_drop = True
 
         if need.ip_forward and netns.read_sysctl("net/ipv4/ip_forward") == "0":
