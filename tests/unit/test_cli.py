@@ -6,7 +6,7 @@ import pytest
 
 from lowbridge import cli, output
 from lowbridge.errors import InvalidInput
-from lowbridge.models import Container, Endpoint, Network
+from tests.unit import samples
 
 
 def parse(*argv):
@@ -78,23 +78,7 @@ def test_table_layout_like_docker():
 
 
 def test_inspect_documents_have_dockers_keys():
-    from lowbridge import ipam
-
-    pool = ipam.plan_pool(
-        subnet="10.1.0.0/24", gateway=None, ip_range=None, aux_addresses=None, taken=[]
-    )
-    net = Network(id="n" * 64, name="mynet", driver="bridge", pool=pool, device="lb-nnn")
-    ctr = Container(id="c" * 64, name="web", netns="/run/netns/web", command=["sleep", "9"])
-    ep = Endpoint(
-        id="e" * 64,
-        network_id=net.id,
-        container_id=ctr.id,
-        ifname="eth0",
-        ip="10.1.0.2",
-        prefixlen=24,
-        gateway="10.1.0.1",
-        mac="02:42:0a:01:00:02",
-    )
+    net, ctr, ep = samples.records()
     ndoc = output.network_doc(net, [ep], {ctr.id: ctr})
     assert ndoc["IPAM"]["Config"] == [{"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.1"}]
     assert ndoc["Containers"][ctr.id] == {

@@ -6,6 +6,7 @@ from lowbridge import ipam
 from lowbridge.errors import Conflict, StoreError
 from lowbridge.models import Container, Endpoint, Network
 from lowbridge.store import SQLiteStore
+from tests.unit import samples
 
 
 @pytest.fixture
@@ -23,19 +24,7 @@ def _net(name="n1"):
 
 
 def test_round_trip(store):
-    net = _net()
-    ctr = Container(id="c-id", name="c", netns="/run/netns/c", command=["sleep", "1"])
-    ep = Endpoint(
-        id="e",
-        network_id=net.id,
-        container_id=ctr.id,
-        ifname="eth0",
-        ip="10.1.0.2",
-        prefixlen=24,
-        gateway="10.1.0.1",
-        mac="02:42:0a:01:00:02",
-        host_ifname="lbvx",
-    )
+    net, ctr, ep = samples.records()
     with store.transaction():
         store.put_network(net)
         store.put_container(ctr)
