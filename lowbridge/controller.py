@@ -287,6 +287,7 @@ class Controller:
             with netlink.session(ctr.netns) as snl, Transaction("network-connect") as tx:
                 ep = self._connect(net, ctr, ip, tx, nl, snl)
                 self._persist([tx], lambda: self.store.put_endpoint(ep))
+            self._flush_conntrack(ctr, ep)
             return ep
 
     @_context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
@@ -476,6 +477,24 @@ class Controller:
 
         return undo
 
+    def _flush_conntrack(self, ctr: Container, ep: Endpoint) -> None:
+        """After a change is committed: forget flows that predate its NAT rules (best effort).
+
+        Entries towards the new endpoint's address (a reused address), and UDP flows to the
+        sandbox's published host ports (they began before the DNAT existed).
+        """
+        from lowbridge import netlink
+
+        try:
+            if ep.ip:
+                netlink.flush_conntrack(dst=ep.ip)
+            for doc in ctr.ports:
+                mapping = PortMapping.from_doc(doc)
+                if mapping.proto == "udp":
+                    netlink.flush_conntrack(proto="udp", dport=mapping.host_port)
+        except LowbridgeError as exc:
+            print(f"lowbridge: warning: {ctr.name}: {exc}", file=sys.stderr)
+
     def _sync_firewall(self, what: str) -> None:
         """Best effort after a teardown: rules of removed objects go; failures are warnings."""
         try:
@@ -560,6 +579,7 @@ class Controller:
                             self.store.put_endpoint(ep)
 
                         self._persist([ctx, tx], write)
+            self._flush_conntrack(ctr, ep)
             return ctr
 
     def _publish(self, specs: list[str]) -> list[PortMapping]:

@@ -177,6 +177,41 @@ class Session:
         return found
 
 
+def flush_conntrack(
+    *, dst: str | None = None, proto: str | None = None, dport: int | None = None
+) -> int:
+    """Delete the conntrack entries of this namespace whose original direction matches; return
+    how many went.
+
+    NAT is decided on a flow's first packet: a flow that began before a DNAT rule existed (a UDP
+    "connection" to a port published later, an old flow to a reused container address) keeps
+    bypassing it until its entry expires.  Docker deletes such entries after programming ports
+    (moby clearConntrackEntries; #8795, #44688).
+    """
+    from pyroute2.conntrack import Conntrack, NFCTAttrTuple
+
+    match: dict = {}
+    if dst:
+        match["daddr"] = dst
+    if proto:
+        match["proto"] = socket.IPPROTO_UDP if proto == "udp" else socket.IPPROTO_TCP
+    if dport:
+        match["dport"] = dport
+    count = 0
+    try:
+        ct = Conntrack()
+        try:
+            for entry in list(ct.dump_entries(tuple_orig=NFCTAttrTuple(**match))):
+                with contextlib.suppress(NetlinkError):  # gone meanwhile
+                    ct.delete(entry)
+                    count += 1
+        finally:
+            ct.close()
+    except (NetlinkError, OSError) as exc:
+        raise KernelError.from_os("flush conntrack entries", exc) from None
+    return count
+
+
 @contextlib.contextmanager
 def session(netns_path: str | None = None, sock: socket.socket | None = None) -> Iterator[Session]:
     """A netlink session on the namespace at ``netns_path`` (None: the caller's own).

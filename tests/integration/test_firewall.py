@@ -186,6 +186,23 @@ def test_published_ports(lab):
     assert tcp(lan, None, UPLINK, 8081, timeout=1) is None
 
 
+def test_a_udp_flow_from_before_publishing_reaches_the_container(lab):
+    """Conntrack entries that predate the DNAT are flushed (Docker: moby #8795)."""
+    h, lan = lab.host, lab.lan
+    h.lb("network", "create", "u")
+    h.lb("container", "create", "--name", "warm", "--network", "u")
+
+    def send() -> str | None:
+        argv = ["socat", "-T1", "-", f"UDP:{UPLINK}:5354,sourceport=40001"]
+        return lan.run(argv, check=False, input="x\n", timeout=20).stdout.strip() or None
+
+    assert send() is None  # nothing published yet: the host answers nothing, conntrack remembers
+    h.lb("run", "-d", "--name", "dns", "--network", "u", "-p", "5354:53/udp", "--",
+         "socat", "UDP-RECVFROM:53,fork", "SYSTEM:echo got-$SOCAT_PEERADDR")  # fmt: skip
+    _wait(lambda: udp(h, None, ip_of(h, "dns", "u"), 53))
+    assert send() == f"got-{LAN_IP}"  # the same flow, now DNATed
+
+
 def test_port_in_use_fails_cleanly(lab):
     from tests.integration.conftest import state
 
