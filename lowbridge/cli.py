@@ -9,6 +9,7 @@ or 125 when lowbridge itself failed, 126 when the command cannot run, 127 when i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -225,8 +226,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         exc.exit_code = 125
         raise
     if args.detach:
-        uts = ctl.paths.uts(ctr.name)
-        pid, start = sandbox.spawn_detached(ctr.name, command, ctl.paths.logs(ctr.id), uts)
+        argv = sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name))
+        if args.rm:
+            # Docker's run -d --rm: a small supervisor waits for the command, then removes the
+            # sandbox.  It lives in the host's namespaces; the command in the sandbox.
+            argv = [sys.executable, "-m", "lowbridge", *_global_args(args), "_supervise",
+                    ctr.id, "--", *argv]  # fmt: skip
+        pid, start = sandbox.spawn_detached(argv, ctl.paths.logs(ctr.id))
         ctl.record_process(ctr, pid, start)
         print(ctr.id)
         return 0
@@ -242,6 +248,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = proc.wait()
     if args.rm:
         ctl.container_rm(ctr.id, force=True)
+    return code
+
+
+def _global_args(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.root:
+        out += ["--root", args.root]
+    if args.firewall_backend:
+        out += ["--firewall-backend", args.firewall_backend]
+    return out
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """(internal) Run the command; when it exits, remove its sandbox (run -d --rm)."""
+    command = _command(args)
+    try:
+        code = subprocess.call(command)
+    except OSError as exc:
+        code = _spawn_failure(exc)
+    with contextlib.suppress(LowbridgeError):  # removed meanwhile (rm -f): nothing left to do
+        _controller(args).container_rm(args.container, force=True)
     return code
 
 
@@ -422,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_firewall_show)
     p = fsub.add_parser("reapply", help="re-apply every rule (after iptables -F, nft flush ...)")
     p.set_defaults(func=cmd_firewall_reapply)
+
+    p = sub.add_parser("_supervise")  # internal: run -d --rm
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_supervise)
 
     p = sub.add_parser("demo", help="Docker's bridge tutorial in a throwaway simulated host")
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)

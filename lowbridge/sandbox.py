@@ -152,22 +152,20 @@ def start_time(pid: int) -> int | None:
     return int(data[data.rindex(")") + 2 :].split()[19])
 
 
-def spawn_detached(
-    netns_name: str, command: list[str], log_path: str, uts: str | None = None
-) -> tuple[int, int | None]:
-    """Start ``command`` in the sandbox, detached (own session, output to ``log_path``)."""
+def spawn_detached(argv: list[str], log_path: str) -> tuple[int, int | None]:
+    """Start ``argv`` (see :func:`exec_argv`) detached: own session, output to ``log_path``."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
         try:
             proc = subprocess.Popen(
-                exec_argv(netns_name, command, uts),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
             )
         except OSError as exc:
-            raise KernelError.from_os(f"start {command[0]}", exc) from None
+            raise KernelError.from_os(f"start {argv[0]}", exc) from None
     return proc.pid, start_time(proc.pid)
 
 

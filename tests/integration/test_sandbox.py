@@ -63,6 +63,19 @@ def test_run_rm_removes_the_sandbox(host):
     assert "once" not in host.run(["ip", "netns", "list"]).stdout
 
 
+def test_detached_run_with_rm_goes_away_when_its_command_exits(host):
+    host.lb("network", "create", "--subnet", "10.57.0.0/24", "brief")
+    host.lb("run", "-d", "--rm", "--name", "short", "--network", "brief", "--", "sleep", "0.3")
+    assert "short" in host.lb("ps").stdout
+    deadline = time.monotonic() + 10
+    while "short" in host.lb("ps").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "short" not in host.lb("ps").stdout
+    assert host.run(["ip", "netns", "list"]).stdout.strip() == ""
+    host.lb("container", "create", "--name", "next", "--network", "brief")
+    assert ip_of(host, "next", "brief") == "10.57.0.2"  # its address was released
+
+
 def test_detached_run_exec_and_rm_force(host):
     host.lb("network", "create", "svc")
     host.lb("run", "-d", "--name", "server", "--network", "svc", "--", "sleep", "300")
