@@ -200,3 +200,16 @@ class SimHost:
 def outside(name: str = "outside") -> SimHost:
     """A namespace playing the LAN or the internet (no lowbridge in it)."""
     return SimHost(name, lowbridge=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lowbridge.simhost [COMMAND...]``: a shell (or COMMAND) in a throwaway
+    simulated host; everything in it goes when it exits."""
+    command = list(argv if argv is not None else sys.argv[1:]) or [os.environ.get("SHELL", "sh")]
+    with SimHost("shell") as host:
+        env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+        return subprocess.call(host.argv(command), env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

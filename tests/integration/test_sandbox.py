@@ -193,3 +193,15 @@ def test_read_only_commands_do_not_import_pyroute2(host):
                  ["firewall", "show"]):  # fmt: skip
         proc = host.run([sys.executable, "-X", "importtime", "-m", "lowbridge", *argv])
         assert "pyroute2" not in proc.stderr, argv
+
+
+def test_simhost_shell_entry_point():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lowbridge.simhost", "sh", "-c",
+         "lowbridge network create t >/dev/null && lowbridge network ls && exit 3"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 3 and "bridge" in proc.stdout and " t " in proc.stdout
