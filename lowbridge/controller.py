@@ -466,14 +466,17 @@ class Controller:
     def _fw_change(self, before, after) -> Callable[[], None]:  # noqa: ANN001
         """Bring the firewall from model ``before`` to ``after``; return the undo (which puts
         back ``before``'s rules and the kernel settings as they were)."""
-        if _same_rules(before, after):
+        from lowbridge.firewall import rules as R
+
+        rules_before, rules_after = R.render(before), R.render(after)
+        if rules_before == rules_after and R.settings(before) == R.settings(after):
             return lambda: None
         fw = self._firewall()
-        restore = fw.apply(after)
+        restore = fw.apply(after, rules_after)
 
         def undo() -> None:
             restore()
-            fw.apply(before)
+            fw.apply(before, rules_before)
 
         return undo
 
@@ -664,12 +667,6 @@ def _collect(errors: list[str], fn) -> None:  # noqa: ANN001
         errors.append(str(exc))
     except OSError as exc:
         errors.append(str(exc))
-
-
-def _same_rules(a, b) -> bool:  # noqa: ANN001
-    from lowbridge.firewall import rules
-
-    return rules.render(a) == rules.render(b) and rules.settings(a) == rules.settings(b)
 
 
 def _resolve(kind: str, ref: str, items: list):  # noqa: ANN202

@@ -180,17 +180,18 @@ class Firewall:
             return self.backend.show(rules, self._state("forward") == "enabled")  # type: ignore[call-arg]
         return self.backend.show(rules)
 
-    def apply(self, m: R.Model) -> Callable[[], None]:
-        """Make the kernel match ``m``; return a function that restores what was there before."""
+    def apply(self, m: R.Model, rules: list[R.Rule] | None = None) -> Callable[[], None]:
+        """Make the kernel match ``m`` (whose rendering ``rules`` the caller may already have);
+        return a function that restores the kernel settings that were there before."""
         undo: list[Callable[[], None]] = []
         try:
-            self._apply(m, undo)
+            self._apply(m, R.render(m) if rules is None else rules, undo)
         except BaseException:
             _unwind(undo)
             raise
         return lambda: _unwind(undo)
 
-    def _apply(self, m: R.Model, undo: list[Callable[[], None]]) -> None:
+    def _apply(self, m: R.Model, rules: list[R.Rule], undo: list[Callable[[], None]]) -> None:
         need = R.settings(m)
         forward_drop: bool | None = None
         previous = self._state("backend")
@@ -221,7 +222,6 @@ class Firewall:
         for device in need.route_localnet:
             _write_sysctl(f"net/ipv4/conf/{device}/route_localnet", "1", undo)
 
-        rules = R.render(m)
         # nftables carries the policy in lowbridge's own chain, on every apply; iptables sets the
         # builtin FORWARD policy once, when forwarding is enabled (a full apply).
         policy = bool(forward_drop) and self.backend.name == "nftables"
