@@ -256,26 +256,30 @@ class Controller:
                     f"error while removing network: network {net.name} id {net.id} "
                     "has active endpoints"
                 )
-            before = self._fw_model()
-            with self.store.transaction():
-                self.store.delete_network(net.id)
-                # Rules first, then the device (Docker's order): the model read here no
-                # longer has the network.
-                undo = self._fw_change(before, self._fw_model())
-                try:
-                    drivers.get(net.driver).delete(net, nl)
-                except BaseException:
-                    undo()
-                    raise
+            self._remove_network(net, nl)
             return net
 
     def network_prune(self) -> list[Network]:
         removed = []
-        with self._mutation():
+        with self._mutation() as nl:
             for net in self.store.networks():
                 if not net.predefined and not self.store.endpoints(network_id=net.id):
-                    removed.append(self.network_rm(net.id))
+                    self._remove_network(net, nl)
+                    removed.append(net)
         return removed
+
+    def _remove_network(self, net: Network, nl: Session) -> None:
+        """Rules first, then the device (Docker's order), the record last; all or nothing."""
+        before = self._fw_model()
+        with self.store.transaction():
+            self.store.delete_network(net.id)
+            # The model read inside the transaction no longer has the network.
+            undo = self._fw_change(before, self._fw_model())
+            try:
+                drivers.get(net.driver).delete(net, nl)
+            except BaseException:
+                undo()
+                raise
 
     @_context(lambda net_ref, ctr_ref, ip=None: f"connect {ctr_ref} to {net_ref}")
     def network_connect(self, net_ref: str, ctr_ref: str, ip: str | None = None) -> Endpoint:

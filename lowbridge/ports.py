@@ -11,11 +11,11 @@ length; a host range with a single container port means "any free port of that r
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 from dataclasses import asdict, dataclass
 
 from lowbridge.errors import Conflict, InvalidInput
+from lowbridge.ipam import parse_address
 
 PROTOCOLS = ("tcp", "udp")
 MAX_RANGE = 1024  # one rule per port per table: keep a typo from making 60k rules
@@ -84,14 +84,7 @@ def parse(spec: str) -> list[PortRequest]:
         raise InvalidInput(f"invalid publish spec {spec!r}: [hostip:][hostport:]containerport")
     host_ip = "0.0.0.0"
     if len(parts) == 3:
-        host_ip = parts[0] or "0.0.0.0"
-        try:
-            addr = ipaddress.ip_address(host_ip)
-        except ValueError:
-            raise InvalidInput(f"invalid host address {host_ip!r} in {spec!r}") from None
-        if addr.version != 4:
-            raise InvalidInput(f"publish spec {spec!r}: IPv6 host addresses are not supported yet")
-        host_ip = str(addr)
+        host_ip = str(parse_address(parts[0] or "0.0.0.0", f"host address in {spec!r}"))
     container = _range(parts[-1], spec)
     host_text = parts[-2] if len(parts) >= 2 else ""
     if not host_text:
