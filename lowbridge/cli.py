@@ -120,7 +120,9 @@ def cmd_network_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_network_connect(args: argparse.Namespace) -> int:
-    _controller(args).network_connect(args.network, args.container, ip=args.ip)
+    _controller(args).network_connect(
+        args.network, args.container, ip=args.ip, aliases=list(args.alias or [])
+    )
     return 0
 
 
@@ -145,6 +147,10 @@ def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: A
         dns=list(args.dns or []),
         dns_search=list(args.dns_search or []),
         dns_options=list(args.dns_option or []),
+        aliases=list(args.network_alias or []),
+        links=list(args.link or []),
+        expose=list(args.expose or []),
+        env=list(args.env or []),
     )
 
 
@@ -232,12 +238,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             # sandbox.  It lives in the host's namespaces; the command in the sandbox.
             argv = [sys.executable, "-m", "lowbridge", *_global_args(args), "_supervise",
                     ctr.id, "--", *argv]  # fmt: skip
-        pid, start = sandbox.spawn_detached(argv, ctl.paths.logs(ctr.id))
+        env = sandbox.environment(ctr.environment)
+        pid, start = sandbox.spawn_detached(argv, ctl.paths.logs(ctr.id), env)
         ctl.record_process(ctr, pid, start)
         print(ctr.id)
         return 0
     try:
-        proc = subprocess.Popen(sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name)))
+        proc = subprocess.Popen(
+            sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name)),
+            env=sandbox.environment(ctr.environment),
+        )
     except OSError as exc:
         return _spawn_failure(exc)
     ctl.record_process(ctr, proc.pid, sandbox.start_time(proc.pid))
@@ -288,7 +298,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     argv = sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name))
     sys.stdout.flush()
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, sandbox.environment(ctr.environment))
     except OSError as exc:
         return _spawn_failure(exc)
     return 0  # not reached
@@ -332,6 +342,22 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns", action="append", metavar="IP", help="nameserver for resolv.conf")
     p.add_argument("--dns-search", action="append", metavar="DOMAIN", help="search domain")
     p.add_argument("--dns-option", action="append", metavar="OPT", help="resolv.conf option")
+    p.add_argument(
+        "--network-alias",
+        action="append",
+        metavar="ALIAS",
+        help="another DNS name on the (user-defined) network",
+    )
+    p.add_argument(
+        "--link",
+        action="append",
+        metavar="NAME[:ALIAS]",
+        help="legacy link to another sandbox (hosts entry and environment)",
+    )
+    p.add_argument(
+        "--expose", action="append", metavar="PORT[/PROTO]", help="expose a port (for links)"
+    )
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set a variable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = nsub.add_parser("connect", help="connect a container to a network")
     p.add_argument("--ip", help="IPv4 address")
+    p.add_argument("--alias", action="append", metavar="ALIAS", help="another DNS name there")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_network_connect)

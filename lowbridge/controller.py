@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
-from lowbridge import config, drivers, ipam, names, netns, ports, sandbox
+from lowbridge import config, drivers, ipam, links, names, netns, ports, sandbox
 from lowbridge.config import Paths
+from lowbridge.dns import records as dns_records
 from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef
-from lowbridge.errors import Conflict, InvalidInput, LowbridgeError, NotFound
+from lowbridge.errors import Conflict, InvalidInput, KernelError, LowbridgeError, NotFound
 from lowbridge.models import (
     DEFAULT_NETWORK,
     PREDEFINED,
@@ -68,6 +69,10 @@ class ContainerRequest:
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # --network-alias
+    links: list[str] = field(default_factory=list)  # --link NAME[:ALIAS]
+    expose: list[str] = field(default_factory=list)  # --expose PORT[/PROTO]
+    env: list[str] = field(default_factory=list)  # -e KEY=VALUE (or KEY: from our environment)
 
 
 def _context(describe: Callable[..., str]) -> Callable:
@@ -99,6 +104,8 @@ class Controller:
         self.paths = paths or Paths.resolve()
         self.store: Store = store or SQLiteStore(self.paths.db)
         self._locked = False
+        # Resolver sockets bound by this command, handed to the resolver after the commit.
+        self._dns_adopt: dict[str, tuple] = {}
         self.firewall_backend = firewall_backend or config.firewall_backend()
 
     # ------------------------------------------------------------------ locking and reconcile
@@ -132,7 +139,10 @@ class Controller:
         with self._lock(), netlink.session() as nl:
             self._init_predefined(nl)
             self._reconcile(nl)
-            yield nl
+            try:
+                yield nl
+            finally:
+                self._dns_sync()
 
     def _init_predefined(self, nl: Session | None) -> None:
         """Create the records of bridge, host and none once (like dockerd's first start).
@@ -281,16 +291,23 @@ class Controller:
                 undo()
                 raise
 
-    @_context(lambda net_ref, ctr_ref, ip=None: f"connect {ctr_ref} to {net_ref}")
-    def network_connect(self, net_ref: str, ctr_ref: str, ip: str | None = None) -> Endpoint:
+    @_context(lambda net_ref, ctr_ref, *a, **k: f"connect {ctr_ref} to {net_ref}")
+    def network_connect(
+        self, net_ref: str, ctr_ref: str, ip: str | None = None, aliases: list[str] = ()
+    ) -> Endpoint:
         from lowbridge import netlink
 
         with self._mutation() as nl:
             net, ctr = self.network(net_ref), self.container(ctr_ref)
             # The sandbox session outlives the transaction: undos may need it.
             with netlink.session(ctr.netns) as snl, Transaction("network-connect") as tx:
-                ep = self._connect(net, ctr, ip, tx, nl, snl)
-                self._persist([tx], lambda: self.store.put_endpoint(ep))
+                ep = self._connect(net, ctr, ip, tx, nl, snl, list(aliases))
+
+                def write() -> None:
+                    self.store.put_endpoint(ep)
+                    self.store.put_container(ctr)  # the resolver's ports, if new
+
+                self._persist([tx], write)
             self._flush_conntrack(ctr, ep)
             return ep
 
@@ -332,8 +349,10 @@ class Controller:
         tx: Transaction,
         nl: Session,
         snl: Session,
+        aliases: list[str] | None = None,
     ) -> Endpoint:
-        """Validate and build one endpoint (kernel only); the caller persists it.
+        """Validate and build one endpoint (kernel only); the caller persists it (and ``ctr``,
+        which gains its resolver ports when it first joins a user-defined network).
 
         ``nl``/``snl`` are open sessions on the host and in the sandbox that stay open until
         ``tx`` has finished (its undos use them).
@@ -355,7 +374,19 @@ class Controller:
                 "user specified IP address is supported only when connecting to networks with "
                 "user configured subnets"
             )
-        ep = Endpoint(id=names.new_id(), network_id=net.id, container_id=ctr.id, ifname="")
+        if aliases and not dns_records.dns_enabled(net):
+            raise InvalidInput(
+                "network-scoped alias is supported only for containers in user defined networks"
+            )
+        for alias in aliases or ():
+            names.validate_hostname(alias)
+        ep = Endpoint(
+            id=names.new_id(),
+            network_id=net.id,
+            container_id=ctr.id,
+            ifname="",
+            aliases=list(dict.fromkeys(aliases or ())),
+        )
         if driver.has_interfaces:
             self._build_interface(net, ctr, ep, ip, eps, nets, tx, nl, snl)
         before_files = sandbox.read_files(self.paths.etc_dir(ctr.name))
@@ -364,7 +395,49 @@ class Controller:
             lambda: self._write_etc(ctr, [*eps, ep]),
             lambda: sandbox.write_files(self.paths.etc_dir(ctr.name), before_files),
         )
+        if dns_records.dns_enabled(net) and not ctr.dns_ports:
+            # Docker starts a sandbox's resolver when it first joins a user-defined network.
+            tx.step("dns-redirect", lambda: self._dns_listen(ctr), lambda: self._dns_unlisten(ctr))
         return ep
+
+    def _dns_listen(self, ctr: Container) -> None:
+        """Bind the resolver's sockets in the sandbox and redirect 127.0.0.11:53 to them; the
+        sockets go to the resolver after the commit (:meth:`_dns_sync`)."""
+        from lowbridge.dns import redirect
+
+        backend = self._firewall().backend.name
+        try:
+            u, t = netns.run_in(ctr.netns, lambda: redirect.listen(backend))
+        except OSError as exc:
+            raise KernelError.from_os("bind the DNS resolver's sockets", exc) from None
+        self._dns_adopt[ctr.id] = (u, t)
+        ctr.dns_ports = [u.getsockname()[1], t.getsockname()[1]]
+
+    def _dns_unlisten(self, ctr: Container) -> None:
+        from lowbridge.dns import redirect
+
+        for sock in self._dns_adopt.pop(ctr.id, ()):
+            sock.close()
+        backend = self._firewall().backend.name
+        netns.run_in(ctr.netns, lambda: redirect.remove(backend))
+        ctr.dns_ports = []
+
+    def _dns_sync(self) -> None:
+        """At the end of every mutation, under the lock: bring the resolver in line with the
+        store (start it if a sandbox needs it, hand it new sockets; it exits when none needs
+        it).  Best effort: a failure is a warning, and the next command retries."""
+        from lowbridge.dns import control
+
+        adopt, self._dns_adopt = self._dns_adopt, {}
+        try:
+            need = bool(adopt) or any(c.dns_ports for c in self.store.containers())
+            control.sync(self.paths, adopt, start=need)
+        except LowbridgeError as exc:
+            print(f"lowbridge: warning: embedded DNS: {exc}", file=sys.stderr)
+        finally:
+            for pair in adopt.values():
+                for sock in pair:
+                    sock.close()
 
     def _build_interface(
         self,
@@ -410,17 +483,70 @@ class Controller:
                 tx.step("default-route", lambda: None)
 
     def _write_etc(self, ctr: Container, eps: list[Endpoint]) -> None:
+        nets = {n.id: n for n in self.store.networks()}
+        embedded = any(dns_records.dns_enabled(nets[e.network_id]) for e in eps
+                       if e.network_id in nets)  # fmt: skip
+        extra = [tuple(h) for h in ctr.extra_hosts] + self._link_hosts(ctr, eps, nets)
         files = {
-            "hosts": sandbox.render_hosts(
-                ctr.hostname, [e.ip for e in eps if e.ip], [tuple(h) for h in ctr.extra_hosts]
-            ),
+            "hosts": sandbox.render_hosts(ctr.hostname, [e.ip for e in eps if e.ip], extra),
             "resolv.conf": sandbox.render_resolv_conf(
-                sandbox.read_host_resolv_conf(), ctr.dns, ctr.dns_search, ctr.dns_options
+                sandbox.read_host_resolv_conf(),
+                ctr.dns,
+                ctr.dns_search,
+                ctr.dns_options,
+                embedded=embedded,
             ),
         }
         if os.path.exists("/etc/hostname"):  # ip netns exec binds only over files that exist
             files["hostname"] = ctr.hostname + "\n"
         sandbox.write_files(self.paths.etc_dir(ctr.name), files)
+
+    def _link_hosts(
+        self, ctr: Container, eps: list[Endpoint], nets: dict[str, Network]
+    ) -> list[tuple[str, str]]:
+        """hosts lines for legacy links: only between sandboxes on the default bridge."""
+        if not ctr.links or not any(nets[e.network_id].is_default_bridge for e in eps
+                                    if e.network_id in nets):  # fmt: skip
+            return []
+        out = []
+        for name, alias in ctr.links:
+            child = next((c for c in self.store.containers() if c.name == name), None)
+            ip = child and self._default_bridge_ip(child, nets)
+            if ip:
+                out.append((links.hosts_names(alias, child.hostname, child.name), ip))
+        return out
+
+    def _default_bridge_ip(self, ctr: Container, nets: dict[str, Network]) -> str | None:
+        for ep in self.store.endpoints(container_id=ctr.id):
+            if ep.network_id in nets and nets[ep.network_id].is_default_bridge:
+                return ep.ip
+        return None
+
+    def _links(self, req: ContainerRequest, net: Network, name: str) -> tuple[list, list[str]]:
+        """Validate ``--link``s; return [[name, alias]] and the environment they add (default
+        bridge only; on user-defined networks a link is a sandbox-local DNS alias)."""
+        out, env = [], []
+        nets = {n.id: n for n in self.store.networks()}
+        for spec in req.links:
+            target, alias = links.parse(spec)
+            try:
+                child = self.container(target)
+            except NotFound:
+                raise InvalidInput(f"could not get container for {target}: no such container")\
+                    from None  # fmt: skip
+            if child.name == name:
+                raise InvalidInput(f"cannot link {name} to itself")
+            out.append([child.name, alias])
+            if net.is_default_bridge:
+                ip = self._default_bridge_ip(child, nets)
+                if ip is None:
+                    raise InvalidInput(
+                        f"Cannot link to /{child.name}, as it does not belong to the default "
+                        "network"
+                    )
+                exposed = ports.exposed(child.expose, child.ports)
+                env += links.env(name, alias, ip, exposed, child.env)
+        return out, env
 
     def _extra_host(self, spec: str) -> tuple[str, str]:
         """``--add-host NAME:IP`` (or ``NAME=IP``); ``host-gateway`` is the default bridge's
@@ -542,6 +668,12 @@ class Controller:
             extra_hosts = [list(self._extra_host(spec)) for spec in req.add_hosts]
             for server in req.dns:
                 ipam.parse_address(server, "--dns server")
+            for spec in req.expose:
+                ports.parse_expose(spec)
+            if req.links and net.driver in ("host", "none"):
+                raise InvalidInput(f"conflicting options: {net.driver} networking can't be used "
+                                   "with links")  # fmt: skip
+            linked, link_env = self._links(req, net, name)
             ctr = Container(
                 id=cid,
                 name=name,
@@ -555,6 +687,10 @@ class Controller:
                 dns=list(req.dns),
                 dns_search=list(req.dns_search),
                 dns_options=list(req.dns_options),
+                expose=list(req.expose),
+                links=linked,
+                env=[_env_item(item) for item in req.env],
+                link_env=link_env,
             )
             from lowbridge import netlink
 
@@ -579,7 +715,7 @@ class Controller:
                 with netlink.session(path, sock) as snl:
                     tx.step("loopback-up", lambda: snl.set_up("lo"))
                     with Transaction("network-connect") as ctx:
-                        ep = self._connect(net, ctr, req.ip, ctx, nl, snl)
+                        ep = self._connect(net, ctr, req.ip, ctx, nl, snl, req.aliases)
 
                         def write() -> None:
                             self.store.put_container(ctr)
@@ -645,6 +781,8 @@ class Controller:
                 # adopted one, a shell left in `ip netns exec`) would keep them, and even a
                 # dying one frees them only asynchronously (~35 ms, pyroute2-notes 7.3).
                 _collect(errors, lambda n=net, e=ep: drivers.get(n.driver).disconnect(n, e, nl))
+        if ctr.dns_ports and not ctr.netns_owned and netns.is_netns(ctr.netns):
+            _collect(errors, lambda: self._dns_unlisten(ctr))
         _collect(errors, lambda: netns.remove(ctr.netns))
         _collect(errors, lambda: netns.remove(self.paths.uts(ctr.name)))
         _collect(errors, lambda: sandbox.remove_files(self.paths.etc_dir(ctr.name)))
@@ -662,6 +800,16 @@ class Controller:
         with self._lock(), self.store.transaction():
             ctr.pid, ctr.pid_start = pid, start
             self.store.put_container(ctr)
+
+
+def _env_item(item: str) -> str:
+    """``-e KEY=VALUE`` as given; ``-e KEY`` takes KEY's value from our environment (Docker)."""
+    key, sep, _ = item.partition("=")
+    if not key or " " in key:
+        raise InvalidInput(f"invalid environment variable {item!r}")
+    if sep:
+        return item
+    return f"{key}={os.environ.get(key, '')}"
 
 
 def _collect(errors: list[str], fn) -> None:  # noqa: ANN001

@@ -80,6 +80,19 @@ class Container:
     dns: list[str] = field(default_factory=list)  # --dns
     dns_search: list[str] = field(default_factory=list)  # --dns-search
     dns_options: list[str] = field(default_factory=list)  # --dns-option
+    expose: list[str] = field(default_factory=list)  # --expose PORT/PROTO (Config.ExposedPorts)
+    links: list[list[str]] = field(default_factory=list)  # [container name, alias] (--link)
+    env: list[str] = field(default_factory=list)  # -e KEY=VALUE
+    link_env: list[str] = field(default_factory=list)  # what --link adds (links.env)
+    # The embedded resolver's ports on 127.0.0.11 inside the sandbox ([udp, tcp]); set once the
+    # sandbox first joins a user-defined network (Docker starts its resolver then) and kept, so a
+    # restarted resolver binds the same ports and the DNAT rules stay valid (dns-notes 5.4).
+    dns_ports: list[int] = field(default_factory=list)
+
+    @property
+    def environment(self) -> list[str]:
+        """KEY=VALUE for the processes run/exec start: links first, then -e (which wins)."""
+        return [*self.link_env, *self.env]
 
     def to_doc(self) -> dict:
         return asdict(self)
@@ -102,6 +115,7 @@ class Endpoint:
     gateway: str | None = None
     mac: str | None = None
     host_ifname: str | None = None  # host end of the veth
+    aliases: list[str] = field(default_factory=list)  # --network-alias / connect --alias
 
     @property
     def address(self) -> IPv4Address | None:

@@ -83,6 +83,13 @@ def network_doc(net: Network, endpoints: list[Endpoint], containers: dict[str, C
     }
 
 
+def dns_names(ctr: Container, ep: Endpoint, net: Network) -> list[str] | None:
+    """The names the embedded resolver answers for this endpoint (Docker's DNSNames)."""
+    if net.predefined:
+        return None
+    return list(dict.fromkeys([ctr.name, *ep.aliases, ctr.id[:12], ctr.hostname]))
+
+
 def container_doc(
     ctr: Container,
     endpoints: list[Endpoint],
@@ -105,6 +112,8 @@ def container_doc(
             "MacAddress": ep.mac or "",
             "Interface": ep.ifname,
             "HostInterface": ep.host_ifname or "",
+            "Aliases": list(ep.aliases) or None,
+            "DNSNames": dns_names(ctr, ep, net),
         }
     settings: dict = {
         "SandboxKey": ctr.netns,
@@ -130,9 +139,22 @@ def container_doc(
             "Pid": pids[0] if pids else 0,
         },
         "Name": "/" + ctr.name,
-        "Config": {"Hostname": ctr.hostname, "Cmd": ctr.command or None},
+        "Config": {
+            "Hostname": ctr.hostname,
+            "Cmd": ctr.command or None,
+            "Env": ctr.environment or None,
+            "ExposedPorts": {
+                f"{p}/{proto}": {} for p, proto in ports.exposed(ctr.expose, ctr.ports)
+            }
+            or None,
+        },
         "HostConfig": {
             "NetworkMode": ctr.network_mode,
+            "Links": [f"/{name}:/{ctr.name}/{alias}" for name, alias in ctr.links] or None,
+            "Dns": list(ctr.dns),
+            "DnsSearch": list(ctr.dns_search),
+            "DnsOptions": list(ctr.dns_options),
+            "ExtraHosts": [f"{name}:{ip}" for name, ip in ctr.extra_hosts] or None,
             "PortBindings": ports.docker_ports([ports.PortMapping.from_doc(d) for d in ctr.ports]),
         },
         "NetworkSettings": settings,

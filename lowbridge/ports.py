@@ -148,3 +148,21 @@ def check_free(mapping: PortMapping) -> None:
                     f"cannot publish on {where}: not an address of this host"
                 ) from None
             raise Conflict(f"Bind for {where} failed: {exc.strerror}") from None
+
+
+def parse_expose(spec: str) -> list[tuple[int, str]]:
+    """``--expose PORT[-END][/PROTO]`` -> [(port, proto)] (Docker's ExposedPorts keys)."""
+    rest, _, proto = spec.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in PROTOCOLS:
+        raise InvalidInput(f"invalid protocol {proto!r} in --expose {spec!r}: tcp or udp")
+    return [(port, proto) for port in _range(rest, spec)]
+
+
+def exposed(expose: list[str], mappings: list[dict]) -> list[tuple[int, str]]:
+    """A container's exposed ports: ``--expose`` plus the container side of ``-p`` (Docker adds
+    published ports to ExposedPorts), deduplicated, in Docker's link order (TCP first, then by
+    number)."""
+    found = {p for spec in expose for p in parse_expose(spec)}
+    found |= {(d["container_port"], d["proto"]) for d in mappings}
+    return sorted(found, key=lambda p: (p[1] != "tcp", p[1], p[0]))

@@ -30,6 +30,7 @@ HOSTS_HEADER = (
 # Docker's fallback when the host has no usable (non-loopback) nameserver
 # (moby libnetwork/internal/resolvconf defaultIPv4NSs).
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+EMBEDDED_NAMESERVER = "127.0.0.11"  # lowbridge.dns.ADDRESS (not imported: keep this module light)
 
 
 def render_hosts(
@@ -47,11 +48,16 @@ def render_resolv_conf(
     nameservers: Iterable[str] = (),
     search: Iterable[str] = (),
     options: Iterable[str] = (),
+    embedded: bool = False,
 ) -> str:
     """A sandbox's resolv.conf: ``--dns``/``--dns-search``/``--dns-option`` where given, else the
     host's servers, search list and options.  The host's loopback servers are dropped (they
     would point into the sandbox itself) and Docker's fallback servers used if none is left;
-    ``--dns-search .`` means no search list (moby libnetwork/internal/resolvconf)."""
+    ``--dns-search .`` means no search list (moby libnetwork/internal/resolvconf).
+
+    ``embedded`` (a sandbox on a user-defined network): the only server is the embedded resolver
+    at 127.0.0.11 (which forwards to the others) and ``ndots:0`` is added unless an ndots option
+    is there (moby ``TransformForIntNS``)."""
     host_servers, host_search, host_options = [], [], []
     for line in host_resolv_conf.splitlines():
         fields = line.split()
@@ -72,6 +78,10 @@ def render_resolv_conf(
     if search == ["."]:
         search = []
     options = list(options) or host_options
+    if embedded:
+        servers = [EMBEDDED_NAMESERVER]
+        if not any(o.startswith("ndots:") for o in options):
+            options.append("ndots:0")
     out = [f"nameserver {ns}" for ns in servers]
     if search:
         out.append("search " + " ".join(search))
@@ -152,7 +162,18 @@ def start_time(pid: int) -> int | None:
     return int(data[data.rindex(")") + 2 :].split()[19])
 
 
-def spawn_detached(argv: list[str], log_path: str) -> tuple[int, int | None]:
+def environment(items: Iterable[str]) -> dict[str, str]:
+    """Our environment plus the sandbox's KEY=VALUE items (later ones win)."""
+    env = dict(os.environ)
+    for item in items:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def spawn_detached(
+    argv: list[str], log_path: str, env: dict[str, str] | None = None
+) -> tuple[int, int | None]:
     """Start ``argv`` (see :func:`exec_argv`) detached: own session, output to ``log_path``."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
@@ -163,6 +184,7 @@ def spawn_detached(argv: list[str], log_path: str) -> tuple[int, int | None]:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                env=env,
             )
         except OSError as exc:
             raise KernelError.from_os(f"start {argv[0]}", exc) from None

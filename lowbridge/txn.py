@@ -40,6 +40,7 @@ STEPS: dict[str, tuple[str, ...]] = {
         "configure-interface",
         "default-route",
         "etc-files",
+        "dns-redirect",
         "firewall",
         "persist",
     ),

@@ -40,7 +40,7 @@ from lowbridge import netns
 from lowbridge.errors import InvalidInput, KernelError
 from lowbridge.firewall import rules as R
 from lowbridge.models import Container, Endpoint, Network, gateway_endpoint
-from lowbridge.ports import PortMapping
+from lowbridge.ports import PortMapping, exposed
 
 BACKENDS = ("iptables", "nftables", "auto")
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -69,6 +69,16 @@ def backend(name: str) -> Backend:
 
 def _flag(options: dict[str, str], key: str) -> bool:
     return options.get(key, "true").lower() != "false"
+
+
+def _bridge_ep(by_ctr: dict, ctr: Container | None, nets: dict) -> Endpoint | None:
+    """A sandbox's endpoint on the default bridge (where legacy links live)."""
+    if ctr is None:
+        return None
+    for ep in by_ctr.get(ctr.id, []):
+        if nets[ep.network_id].is_default_bridge and ep.ip:
+            return ep
+    return None
 
 
 def model(
@@ -102,6 +112,24 @@ def model(
                 endpoints=tuple(e.ip for e in by_net.get(n.id, []) if e.ip),
             )
         )
+    by_name = {c.name: c for c in containers}
+    for ctr in containers:
+        for name, alias in ctr.links:
+            child = by_name.get(name)
+            parent_ep, child_ep = _bridge_ep(by_ctr, ctr, nets), _bridge_ep(by_ctr, child, nets)
+            if child is None or parent_ep is None or child_ep is None:
+                continue
+            for port, proto in exposed(child.expose, child.ports):
+                out.links.append(
+                    R.FwLink(
+                        parent_ip=parent_ep.ip,
+                        child_ip=child_ep.ip,
+                        device=nets[child_ep.network_id].device,
+                        port=port,
+                        proto=proto,
+                        name=f"{ctr.name} -> {alias}",
+                    )
+                )
     for ctr in containers:
         if not ctr.ports:
             continue

@@ -35,8 +35,8 @@ def _spec(rule: Rule) -> str:
             out.append(f"{neg}{_FLAGS[key]} {value}")
         elif key == "proto":
             out.append(f"-p {value}")
-        elif key == "dport":
-            out.append(f"-m {proto} --dport {value}")
+        elif key in ("dport", "sport"):
+            out.append(f"-m {proto} --{key} {value}")
         elif key == "ctstate":
             out.append(f"-m conntrack --ctstate {value}")
         elif key in ("src-type", "dst-type"):

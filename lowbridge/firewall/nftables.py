@@ -50,8 +50,8 @@ def _statement(rule: Rule) -> str:
             out.append(f"ip {key[0]}addr {neg}{value}")
         elif key == "proto":
             continue  # implied by "tcp dport" / "udp dport"
-        elif key == "dport":
-            out.append(f"{dict(rule.match)['proto']} dport {value}")
+        elif key in ("dport", "sport"):
+            out.append(f"{dict(rule.match)['proto']} {key} {value}")
         elif key == "ctstate":
             out.append(f"ct state {value.lower()}")
         elif key in ("src-type", "dst-type"):
@@ -135,7 +135,7 @@ def _library():  # noqa: ANN202
         return None
 
 
-def _run(script: str, what: str) -> None:
+def run_script(script: str, what: str) -> None:
     """Run an nft script as one transaction: in-process if possible, else ``nft -f -``."""
     lib = _library()
     if lib is None:
@@ -156,7 +156,7 @@ class NftablesBackend:
     def apply(self, rules: list[Rule], forward_drop: bool | None) -> None:
         # Create-then-delete makes the delete valid whether or not the table existed.
         text = f"table ip {TABLE}\ndelete table ip {TABLE}\n" + render(rules, bool(forward_drop))
-        _run(text, "apply nftables rules")
+        run_script(text, "apply nftables rules")
 
     def insert(self, inserts: list[tuple[int, Rule]]) -> None:
         """Insert rules at their final indices (ascending per chain), one transaction."""
@@ -168,7 +168,7 @@ class NftablesBackend:
             for index, r in inserts
         ]  # fmt: skip
         if lines:
-            _run("\n".join(lines) + "\n", "apply nftables rules")
+            run_script("\n".join(lines) + "\n", "apply nftables rules")
 
     def clear(self) -> None:
         self.apply([], None)

@@ -56,8 +56,9 @@ class Rule:
     """One rule: ``match`` is an ordered tuple of (key, value) pairs; keys are
 
     ``iif``/``!iif``/``oif``/``!oif`` (interface), ``src``/``!src``/``dst``/``!dst`` (address or
-    CIDR), ``proto`` (tcp/udp), ``dport``, ``ctstate`` (comma list), ``src-type``/``dst-type``
-    (LOCAL).  ``target`` is ACCEPT, DROP, MASQUERADE, ``DNAT:<ip>:<port>`` or ``JUMP:<chain>``.
+    CIDR), ``proto`` (tcp/udp), ``dport``, ``sport``, ``ctstate`` (comma list),
+    ``src-type``/``dst-type`` (LOCAL).  ``target`` is ACCEPT, DROP, MASQUERADE,
+    ``DNAT:<ip>:<port>`` or ``JUMP:<chain>``.
     A builtin ``chain`` (FORWARD, PREROUTING, OUTPUT, POSTROUTING) holds lowbridge's hooks.
     """
 
@@ -91,10 +92,23 @@ class FwPort:
     container: str = ""
 
 
+@dataclass(frozen=True)
+class FwLink:
+    """A legacy link's exposed port between two sandboxes of one bridge (``--link``)."""
+
+    parent_ip: str
+    child_ip: str
+    device: str
+    port: int
+    proto: str
+    name: str = ""  # "<parent> -> <alias>"
+
+
 @dataclass
 class Model:
     networks: list[FwNetwork] = field(default_factory=list)
     ports: list[FwPort] = field(default_factory=list)
+    links: list[FwLink] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -172,6 +186,41 @@ def render(model: Model) -> list[Rule]:
             "ACCEPT",
             f"{p.container} {m.container_port}/{m.proto}",
         )  # fmt: skip
+    # Legacy links with icc=false: the child's exposed ports, both ways (moby ChainInfo.Link),
+    # reached through LOWBRIDGE-BRIDGE before the ICC drop in LOWBRIDGE-FORWARD.
+    icc_off = {n.device for n in nets if not n.icc}
+    for link in model.links:
+        if link.device not in icc_off:
+            continue
+        br, port = link.device, str(link.port)
+        add(
+            "filter",
+            MAIN,
+            (
+                ("src", link.parent_ip),
+                ("dst", link.child_ip),
+                ("iif", br),
+                ("oif", br),
+                ("proto", link.proto),
+                ("dport", port),
+            ),
+            "ACCEPT",
+            f"link {link.name}",
+        )
+        add(
+            "filter",
+            MAIN,
+            (
+                ("src", link.child_ip),
+                ("dst", link.parent_ip),
+                ("iif", br),
+                ("oif", br),
+                ("proto", link.proto),
+                ("sport", port),
+            ),
+            "ACCEPT",
+            f"link {link.name}",
+        )
     for n in nets:
         if not n.internal:
             add("filter", MAIN, (("!iif", n.device), ("oif", n.device)), "DROP", n.name)

@@ -1,0 +1,398 @@
+"""``lowbridge-dns``: the embedded resolver process (``python -m lowbridge.dns.server``).
+
+One per host (per state root), started on demand by lowbridge commands (:mod:`.control`), run in
+the host's namespaces.  It answers on one UDP and one TCP socket per sandbox, each bound to
+127.0.0.11:<port> *inside* that sandbox's network namespace (a socket belongs to the namespace
+it was created in), so a query's socket tells which sandbox asked and every sandbox sees only its
+own networks' names.  A DNAT rule in the sandbox (:mod:`.redirect`) sends 127.0.0.11:53 there.
+
+* Records come from the store: each ``sync`` message (sent by lowbridge after every committed
+  change, while it still holds the host lock) re-reads it, so a connect or disconnect is
+  answered accordingly before the command returns.
+* Sockets arrive from lowbridge commands over ``/run/lowbridge/dns.sock`` (SCM_RIGHTS), bound
+  by the command that made the endpoint; after a restart the resolver binds the persisted ports
+  itself.  Its sockets pin their namespaces (dns-notes 5.1), so it drops a sandbox's sockets as
+  soon as the store or the namespace says the sandbox is gone (checked every second too).
+* Names it does not own go to the upstream servers: the host's resolv.conf servers queried from
+  the host's namespace, ``--dns`` servers from the sandbox's (Docker 26+); SERVFAIL when none
+  answers; sandboxes on internal networks only do not reach the host's servers.
+* It exits once no sandbox needs it.
+
+It imports no pyroute2 and no DNS library unless a query needs the library path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass, field
+
+from lowbridge import netns, sandbox
+from lowbridge.config import Paths
+from lowbridge.dns import records, wire
+from lowbridge.dns.records import REFUSED, SERVFAIL, View
+from lowbridge.dns.redirect import bind_sockets
+
+log = logging.getLogger("lowbridge-dns")
+FORWARD_TIMEOUT = 4.0  # per upstream server (Docker's extIOTimeout)
+MAX_INFLIGHT = 1024  # concurrent forwarded queries; beyond it REFUSED (Docker's maxConcurrent)
+TCP_IDLE = 10.0
+GC_INTERVAL = 1.0
+
+
+@dataclass
+class Bound:
+    """A sandbox's sockets."""
+
+    cid: str
+    netns: str
+    ino: tuple[int, int]
+    udp: socket.socket
+    tcp: socket.socket
+    server: asyncio.AbstractServer | None = None
+    tasks: set = field(default_factory=set)
+
+
+class Resolver:
+    def __init__(self, paths: Paths, listener: socket.socket):
+        self.paths = paths
+        self.listener = listener
+        self.bound: dict[str, Bound] = {}
+        self.views: dict[str, View] = {}
+        self.inflight = 0
+        self.loop = asyncio.get_running_loop()
+        self.stop = asyncio.Event()
+        self.idle_exit = False
+
+    # ------------------------------------------------------------------ state
+    def sync(self, adopted: dict[str, tuple[socket.socket, socket.socket]]) -> None:
+        """Re-read the store; take adopted sockets; bind what is missing; drop what is gone."""
+        from lowbridge.store import SQLiteStore
+
+        store = SQLiteStore(self.paths.db)
+        try:
+            ctrs = store.containers()
+            host = [
+                s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)
+            ]
+            self.views = records.build(store.networks(), ctrs, store.endpoints(), host)
+        finally:
+            store.close()
+        by_id = {c.id: c for c in ctrs}
+        for cid, (u, t) in adopted.items():
+            ctr = by_id.get(cid)
+            if ctr is None or cid not in self.views:
+                u.close()
+                t.close()
+                continue
+            self.drop(cid)
+            self.serve(Bound(cid, ctr.netns, _ino(ctr.netns), u, t))
+        for cid in list(self.bound):
+            b = self.bound[cid]
+            if cid not in self.views or _ino(b.netns) != b.ino:
+                self.drop(cid)
+        for cid in self.views:
+            if cid in self.bound:
+                continue
+            ctr = by_id[cid]
+            try:  # a restart: bind the ports the sandbox's DNAT rule points at
+                u, t = netns.run_in(ctr.netns, lambda c=ctr: bind_sockets(*c.dns_ports))
+                self.serve(Bound(cid, ctr.netns, _ino(ctr.netns), u, t))
+            except OSError as exc:
+                log.warning("%s: cannot bind %s in %s: %s", ctr.name, ctr.dns_ports, ctr.netns, exc)
+
+    def serve(self, b: Bound) -> None:
+        self.bound[b.cid] = b
+        self.loop.add_reader(b.udp.fileno(), self.on_udp, b)
+        task = self.loop.create_task(self._serve_tcp(b))
+        b.tasks.add(task)
+        task.add_done_callback(b.tasks.discard)
+
+    async def _serve_tcp(self, b: Bound) -> None:
+        b.server = await asyncio.start_server(
+            lambda r, w: self.on_tcp(b, r, w), sock=b.tcp, backlog=128
+        )
+
+    def drop(self, cid: str) -> None:
+        """Close a sandbox's sockets (which lets a deleted namespace go, with its veths)."""
+        b = self.bound.pop(cid, None)
+        if b is None:
+            return
+        self.loop.remove_reader(b.udp.fileno())
+        b.udp.close()
+        if b.server is not None:
+            b.server.close()
+        else:
+            b.tcp.close()
+        for task in list(b.tasks):
+            task.cancel()
+
+    def gc(self) -> None:
+        for cid, b in list(self.bound.items()):
+            if _ino(b.netns) != b.ino:
+                log.info("sandbox %s: namespace %s gone", cid[:12], b.netns)
+                self.drop(cid)
+
+    # ------------------------------------------------------------------ control socket
+    def on_control(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(5)
+            try:
+                reply = self._control(conn)
+            except (OSError, ValueError) as exc:
+                log.warning("control: %s", exc)
+                return
+            if not self.views and not self.bound:
+                # Nothing left to serve.  The sender holds the host lock, so no other command
+                # is about to hand us a sandbox: leave now (path first, then the reply).
+                self.idle_exit = True
+                self.shutdown()
+                self.stop.set()
+                reply["exiting"] = True
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _control(self, conn: socket.socket) -> dict:
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 256)
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            for s in socks:
+                s.close()
+            raise
+        adopted = {}
+        for cid, (i, j) in msg.get("adopt", {}).items():
+            adopted[cid] = (socks[i], socks[j])
+            for s in adopted[cid]:
+                s.setblocking(False)
+        self.sync(adopted)
+        return {"ok": True, "pid": os.getpid(), "sandboxes": sorted(self.bound)}
+
+    # ------------------------------------------------------------------ queries
+    def answer(self, b: Bound, data: bytes, tcp: bool) -> bytes | None:
+        """The local answer, None to forward, b"" to drop."""
+        view = self.views.get(b.cid)
+        if view is None:
+            return b""
+        q = wire.parse(data)
+        if q is not None:
+            result = records.decide(view, q.qname, q.qtype)
+            return None if result is None else wire.build(q, result, tcp)
+        return wire.library_respond(data, lambda n, t: records.decide(view, n, t), tcp)
+
+    def on_udp(self, b: Bound) -> None:
+        for _ in range(64):  # bounded, so one busy sandbox cannot starve the others
+            try:
+                data, addr = b.udp.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            reply = self.answer(b, data, tcp=False)
+            if reply is None:
+                self._spawn(b, self._forward_udp(b, data, addr))
+            elif reply:
+                with contextlib.suppress(OSError):
+                    b.udp.sendto(reply, addr)
+
+    def _spawn(self, b: Bound, coro) -> None:  # noqa: ANN001
+        task = self.loop.create_task(coro)
+        b.tasks.add(task)
+        task.add_done_callback(b.tasks.discard)
+
+    async def _forward_udp(self, b: Bound, data: bytes, addr) -> None:  # noqa: ANN001
+        reply = await self.forward(b, data, tcp=False)
+        if reply and b.cid in self.bound:
+            with contextlib.suppress(OSError):
+                b.udp.sendto(reply, addr)
+
+    async def on_tcp(self, b: Bound, reader, writer) -> None:  # noqa: ANN001
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                data = await asyncio.wait_for(
+                    reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE
+                )
+                reply = self.answer(b, data, tcp=True)
+                if reply is None:
+                    reply = await self.forward(b, data, tcp=True)
+                if not reply:
+                    break
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def forward(self, b: Bound, data: bytes, tcp: bool) -> bytes:
+        """Ask the sandbox's upstream servers in turn (Docker's forwardExtDNS); the first good
+        reply is relayed verbatim, else SERVFAIL."""
+        view = self.views.get(b.cid)
+        qid = wire.query_id(data)
+        if view is None or qid is None:
+            return b""
+        if self.inflight >= MAX_INFLIGHT:
+            return _error(data, REFUSED)
+        self.inflight += 1
+        try:
+            for server in view.upstreams if view.forward else []:
+                in_sandbox = view.upstreams_in_sandbox
+                try:
+                    reply = await asyncio.wait_for(
+                        self._exchange(server, data, tcp, b.netns if in_sandbox else None),
+                        FORWARD_TIMEOUT,
+                    )
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                    log.debug("upstream %s: %s", server, exc)
+                    continue
+                if wire.response_ok(reply, qid):
+                    return reply
+        finally:
+            self.inflight -= 1
+        return _error(data, SERVFAIL)
+
+    async def _exchange(self, server: str, data: bytes, tcp: bool, ns: str | None) -> bytes:
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+
+        def make() -> socket.socket:
+            s = socket.socket(family, kind)
+            s.setblocking(False)
+            return s
+
+        # --dns servers are queried from the sandbox's namespace (a thread joins it to create
+        # the socket; the socket stays there).
+        sock = netns.run_in(ns, make) if ns else make()
+        try:
+            await self.loop.sock_connect(sock, (server, 53))
+            if tcp:
+                await self.loop.sock_sendall(sock, struct.pack("!H", len(data)) + data)
+                head = await _recv_exactly(self.loop, sock, 2)
+                return await _recv_exactly(self.loop, sock, struct.unpack("!H", head)[0])
+            await self.loop.sock_sendall(sock, data)
+            qid = wire.query_id(data)
+            while True:  # ignore stray datagrams (a late answer to someone else)
+                reply = await self.loop.sock_recv(sock, 65535)
+                if wire.query_id(reply) == qid:
+                    return reply
+        finally:
+            sock.close()
+
+    # ------------------------------------------------------------------ life
+    async def run(self) -> None:
+        self.listener.setblocking(False)
+        self.loop.add_reader(self.listener.fileno(), self.on_control)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stop.set)
+        # No sync yet: whoever started us has a sync (with the sandbox's sockets) queued.
+        while not self.stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), GC_INTERVAL)
+            self.gc()
+            if not self.bound and not self.views and self._may_exit():
+                break
+        if not self.idle_exit:
+            self.shutdown()
+
+    def _may_exit(self) -> bool:
+        """Idle: exit, but only while no lowbridge command is mid-change (it may be about to
+        hand us a sandbox): take the host lock without waiting, and check the store again.
+        The lock stays held until the process has gone."""
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.sync({})
+        if self.views:
+            os.close(fd)
+            return False
+        return True
+
+    def shutdown(self) -> None:
+        """Stop answering: the control socket's path first (so the next command starts a new
+        resolver), then every sandbox socket."""
+        from lowbridge.dns import control
+
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(control.socket_path(self.paths))
+        self.loop.remove_reader(self.listener.fileno())
+        self.listener.close()
+        for cid in list(self.bound):
+            self.drop(cid)
+
+
+async def _recv_exactly(loop, sock: socket.socket, n: int) -> bytes:  # noqa: ANN001
+    buf = b""
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise asyncio.IncompleteReadError(buf, n)
+        buf += chunk
+    return buf
+
+
+def _error(data: bytes, rcode: int) -> bytes:
+    q = wire.parse(data)
+    if q is not None:
+        return wire.error(q, rcode)
+    return wire.library_error(data, rcode)
+
+
+def _valid(server: str) -> bool:
+    try:
+        ipaddress.ip_address(server)
+    except ValueError:
+        return False
+    return True
+
+
+def _ino(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lowbridge-dns")
+    parser.add_argument("--state", default=Paths.state, help="lowbridge's state directory")
+    parser.add_argument("--run", default=Paths.run, help="lowbridge's runtime directory")
+    parser.add_argument("--listen-fd", type=int, required=True, help="inherited control socket")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s lowbridge-dns: %(message)s"
+    )
+    # Two descriptors per sandbox, plus clients and forwarded queries (dns-notes 5.7).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    listener = socket.socket(fileno=args.listen_fd)
+
+    async def go() -> None:
+        await Resolver(Paths(state=args.state, run=args.run), listener).run()
+
+    asyncio.run(go())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
