@@ -34,6 +34,16 @@ def firewall_backend() -> str:
     return setting("firewall_backend", BACKEND_ENV, "auto")
 
 
+ICC_ENV = "LOWBRIDGE_ICC"
+
+
+def default_bridge_icc() -> bool:
+    """Whether sandboxes on the default bridge may talk to each other (dockerd ``--icc``;
+    config key ``icc``, environment LOWBRIDGE_ICC; default true)."""
+    value = setting("icc", ICC_ENV, "true").strip().lower()
+    return value not in ("false", "0", "no", "off")
+
+
 @dataclass(frozen=True)
 class Paths:
     state: str = "/var/lib/lowbridge"

@@ -50,6 +50,7 @@ DEFAULT_BRIDGE_OPTIONS = {
     "com.docker.network.bridge.name": names.DEFAULT_BRIDGE_DEVICE,
     "com.docker.network.driver.mtu": "1500",
 }
+OPT_ICC = "com.docker.network.bridge.enable_icc"
 IFACE_PREFIX = "eth"
 # A bridge holds at most 1023 ports (BR_MAX_PORTS 1024, port 0 reserved): the 1024th enslave
 # fails with EXFULL (pyroute2-notes 7.5).
@@ -152,6 +153,8 @@ class Controller:
         """
         present = {n.name for n in self.store.networks() if n.predefined}
         if present >= set(PREDEFINED):
+            if nl is not None:
+                self._apply_daemon_config()
             return
         if nl is None:
             with self._mutation():
@@ -173,8 +176,22 @@ class Controller:
                         reserved=reserved,
                     )
                     net.options = dict(DEFAULT_BRIDGE_OPTIONS)
+                    net.options[OPT_ICC] = str(config.default_bridge_icc()).lower()
                     net.device = names.DEFAULT_BRIDGE_DEVICE
                 self.store.put_network(net)
+
+    def _apply_daemon_config(self) -> None:
+        """Follow a changed ``icc`` setting (dockerd --icc) on the default bridge, as dockerd
+        does when it restarts with a new flag: the record, then the rules."""
+        bridge = next(n for n in self.store.networks() if n.is_default_bridge)
+        want = str(config.default_bridge_icc()).lower()
+        if bridge.options.get(OPT_ICC) == want:
+            return
+        before = self._fw_model()
+        with self.store.transaction():
+            bridge.options[OPT_ICC] = want
+            self.store.put_network(bridge)
+            self._fw_change(before, self._fw_model())
 
     def _reconcile(self, nl: Session) -> None:
         """Repair what happened while lowbridge was not looking.
@@ -398,6 +415,8 @@ class Controller:
         if dns_records.dns_enabled(net) and not ctr.dns_ports:
             # Docker starts a sandbox's resolver when it first joins a user-defined network.
             tx.step("dns-redirect", lambda: self._dns_listen(ctr), lambda: self._dns_unlisten(ctr))
+        else:
+            tx.step("dns-redirect", lambda: None)
         return ep
 
     def _dns_listen(self, ctr: Container) -> None:

@@ -110,6 +110,10 @@ out["nft_lowbridge"] = "table ip lowbridge" in nft
 out["sysctl"] = [open("/proc/sys/net/ipv4/ip_forward").read()]
 for ns in out["netns"]:
     out["ns:" + ns] = run("ip", "-n", ns, "-br", "addr") + run("ip", "-n", ns, "route")
+    # The sandbox's own firewall (the embedded DNS redirect lives there).
+    out["fw:" + ns] = [l for l in run("ip", "netns", "exec", ns, "iptables-save").splitlines()
+                       if l.startswith("-")] + [run("ip", "netns", "exec", ns, "nft", "-s", "list",
+                                                    "table", "ip", "lowbridge_dns")]
 db = sqlite3.connect("/var/lib/lowbridge/lowbridge.db")
 for table in ("networks", "containers", "endpoints"):
     out["db:" + table] = sorted(r[0] for r in db.execute(f"SELECT doc FROM {table}"))

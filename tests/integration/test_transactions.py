@@ -20,6 +20,7 @@ def _setup_for_connect(h: SimHost) -> None:
     h.lb("network", "create", "--subnet", "10.61.0.0/24", "home")
     h.lb("container", "create", "--name", "peer", "--network", "target")
     h.lb("container", "create", "--name", "c", "--network", "home")
+    h.lb("container", "create", "--name", "b")  # default bridge: no embedded DNS yet
 
 
 CASES = [
@@ -27,6 +28,8 @@ CASES = [
     # Connecting to the default bridge also exercises the lazy creation of its device.
     ("network-connect", _setup_for_connect, ("network", "connect", "bridge", "c")),
     ("network-connect", _setup_for_connect, ("network", "connect", "target", "c")),
+    # b's first user-defined network: its resolver sockets and DNS redirect are made.
+    ("network-connect", _setup_for_connect, ("network", "connect", "target", "b")),
     (
         "container-create",
         _setup_for_connect,
@@ -40,7 +43,7 @@ CASES = [
     [(op, setup, argv, step, "auto") for op, setup, argv in CASES for step in STEPS[op]]
     # The firewall steps once more with the other backend (auto is nftables when nft works).
     + [(op, setup, argv, step, "iptables") for op, setup, argv in CASES
-       for step in ("firewall", "persist") if step in STEPS[op]],
+       for step in ("dns-redirect", "firewall", "persist") if step in STEPS[op]],
     ids=lambda v: v if isinstance(v, str) else None,
 )  # fmt: skip
 def test_injected_failure_at_every_step_changes_nothing(host, op, setup, argv, step, backend):

@@ -43,3 +43,13 @@ def test_write_files_in_place_keeps_the_inode(tmp_path):
     assert sandbox.read_files(d) == {"hosts": "short\n"}
     sandbox.write_files(d, None)
     assert sandbox.read_files(d) is None
+
+
+def test_resolv_conf_on_user_networks_points_at_the_embedded_resolver():
+    # moby TransformForIntNS: 127.0.0.11 only, the host's search and options, ndots:0 added.
+    assert sandbox.render_resolv_conf(HOST, embedded=True) == (
+        "nameserver 127.0.0.11\nsearch lab\noptions edns0 ndots:0\n"
+    )
+    # --dns servers become the resolver's upstreams, not resolv.conf lines; a chosen ndots stays.
+    text = sandbox.render_resolv_conf(HOST, ["10.9.9.9"], [], ["ndots:3"], embedded=True)
+    assert text == "nameserver 127.0.0.11\nsearch lab\noptions ndots:3\n"
