@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lowbridge.models import Container, Endpoint, Network
 
@@ -173,10 +174,9 @@ A, PTR, MX, AAAA = 1, 12, 15, 28
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """A local answer: an rcode and records as (type, value) -- an IPv4 address for A, an
-    absolute name (trailing dot) for PTR."""
+    absolute name (trailing dot) for PTR.  (A NamedTuple: one is made per query.)"""
 
     rcode: int = NOERROR
     records: tuple[tuple[int, str], ...] = ()
@@ -199,7 +199,7 @@ def decide(view: View, qname: str, qtype: int, shuffle=None) -> Answer | None:  
         if qtype != A:
             return Answer()  # the name exists without such records: NODATA, not forwarded
         (shuffle or random.shuffle)(ips)
-        return Answer(NOERROR, tuple((A, ip) for ip in ips))
+        return Answer(NOERROR, tuple([(A, ip) for ip in ips]))
     if qtype == PTR:
         target = reverse(view, qname)
         if target is not None:

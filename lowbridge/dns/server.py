@@ -73,6 +73,8 @@ class Resolver:
         self.inflight = 0
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
+        # LOWBRIDGE_DNS_CODEC=library: dnspython for every answer (bench/dns.py compares).
+        self.library_only = os.environ.get("LOWBRIDGE_DNS_CODEC") == "library"
         self.idle_exit = False
 
     # ------------------------------------------------------------------ state
@@ -190,7 +192,7 @@ class Resolver:
         view = self.views.get(b.cid)
         if view is None:
             return b""
-        q = wire.parse(data)
+        q = None if self.library_only else wire.parse(data)
         if q is not None:
             result = records.decide(view, q.qname, q.qtype)
             return None if result is None else wire.build(q, result, tcp)

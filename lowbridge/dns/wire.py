@@ -16,9 +16,9 @@ dropping records and setting TC (the question is kept: glibc drops answers witho
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lowbridge.dns import TTL
 from lowbridge.dns.records import FORMERR, NOTIMP, PTR, SERVFAIL, Answer
@@ -35,9 +35,9 @@ _NAME_BYTES = b"-_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 _OPT = b"\x00" + struct.pack("!HHIH", OPT_TYPE, OUR_EDNS_SIZE, 0, 0)
 
 
-@dataclass(frozen=True)
-class Query:
-    """A query the fast path understood."""
+class Query(NamedTuple):
+    """A query the fast path understood (a NamedTuple: ~3x cheaper to make than a frozen
+    dataclass, and this is made once per query)."""
 
     id: int
     flags: int
@@ -107,19 +107,20 @@ def encode_name(name: str) -> bytes:
     return out + b"\x00"
 
 
-def _rdata(rtype: int, value: str) -> bytes:
+# An A record's fixed part: a pointer to the question's name, TYPE A, CLASS IN, TTL, RDLENGTH 4.
+_A_HEAD = b"\xc0\x0c" + struct.pack("!HHIH", 1, CLASS_IN, TTL, 4)
+
+
+def _record(rtype: int, value: str) -> bytes:
     if rtype == PTR:
-        return encode_name(value)
-    return ipaddress.IPv4Address(value).packed  # A
+        rdata = encode_name(value)
+        return b"\xc0\x0c" + struct.pack("!HHIH", rtype, CLASS_IN, TTL, len(rdata)) + rdata
+    return _A_HEAD + socket.inet_aton(value)  # A
 
 
 def build(query: Query, answer: Answer, tcp: bool = False) -> bytes:
     """The response to ``query``: ``answer``'s rcode and records, cut to fit (TC)."""
-    records = [
-        b"\xc0\x0c" + struct.pack("!HHIH", rtype, CLASS_IN, TTL, len(rd)) + rd
-        for rtype, value in answer.records
-        for rd in (_rdata(rtype, value),)
-    ]
+    records = [_record(rtype, value) for rtype, value in answer.records]
     opt = _OPT if query.edns is not None else b""
     room = query.limit(tcp) - HEADER.size - len(query.question) - len(opt)
     flags = _QR | (query.flags & _RD) | _RA | (answer.rcode & 0xF)
