@@ -280,3 +280,21 @@ def test_ten_thousand_queries_from_ten_sandboxes(lab):
                      stdout=subprocess.PIPE, text=True) for c in clients]  # fmt: skip
     results = [p.communicate(timeout=300)[0].strip() for p in procs]
     assert results == ["0"] * 10
+
+
+def test_dns_servers_are_queried_from_the_sandbox(lab):
+    # --dns 127.0.0.1 only makes sense from inside the sandbox (Docker queries --dns servers
+    # there, the host's servers from the host): a server of the sandbox's own answers.
+    h, _ = lab
+    h.lb("network", "create", "front")
+    h.lb("container", "create", "--name", "c", "--network", "front", "--dns", "127.0.0.1")
+    assert h.run("cat /etc/netns/c/resolv.conf").stdout.startswith("nameserver 127.0.0.11\n")
+    own = _start_server(h, ["ip", "netns", "exec", "c", sys.executable, SERVER, "127.0.0.1",
+                            "example.test=192.0.2.77"])  # fmt: skip
+    try:
+        assert dig(h, "c", "example.test") == ("NOERROR", ["192.0.2.77"])
+        assert dig(h, "c", "example.test", "+tcp") == ("NOERROR", ["192.0.2.77"])
+        assert dig(h, "c", "c") == ("NOERROR", [ip_of(h, "c", "front")])
+    finally:
+        own.kill()
+        own.wait()
