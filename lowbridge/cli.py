@@ -232,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         exc.exit_code = 125
         raise
     if args.detach:
-        argv = sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name))
+        argv = ctl.exec_argv(ctr, command)
         if args.rm:
             # Docker's run -d --rm: a small supervisor waits for the command, then removes the
             # sandbox.  It lives in the host's namespaces; the command in the sandbox.
@@ -245,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     try:
         proc = subprocess.Popen(
-            sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name)),
+            ctl.exec_argv(ctr, command),
             env=sandbox.environment(ctr.environment),
         )
     except OSError as exc:
@@ -295,7 +295,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise InvalidInput("exec needs a command after the container name")
     ctl = _controller(args)
     ctr = ctl.container(args.container)
-    argv = sandbox.exec_argv(ctr.name, command, ctl.paths.uts(ctr.name))
+    argv = ctl.exec_argv(ctr, command)
     sys.stdout.flush()
     try:
         os.execvpe(argv[0], argv, sandbox.environment(ctr.environment))

@@ -17,6 +17,7 @@ import fcntl
 import functools
 import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -206,7 +207,9 @@ class Controller:
             for net in self.store.networks():
                 if not net.predefined:
                     drivers.get(net.driver).ensure(net, nl)
-        dead = [c for c in self.store.containers() if not netns.is_netns(c.netns)]
+        dead = [
+            c for c in self.store.containers() if not c.host_network and not netns.is_netns(c.netns)
+        ]
         for ctr in dead:
             self._teardown(ctr, nl, kill=False, sync_firewall=False)
         if booted or dead:
@@ -249,8 +252,13 @@ class Controller:
 
     def running(self, containers: list[Container]) -> dict[str, list[int]]:
         """Container id -> pids running in its sandbox (for status columns)."""
-        by_path = sandbox.running_pids(c.netns for c in containers)
-        return {c.id: by_path.get(c.netns, []) for c in containers}
+        by_path = sandbox.running_pids(c.netns for c in containers if not c.host_network)
+        out = {c.id: by_path.get(c.netns, []) for c in containers}
+        for c in containers:
+            if c.host_network:  # it shares the host's namespace: only its own process counts
+                alive = c.pid and sandbox.start_time(c.pid) == c.pid_start
+                out[c.id] = [c.pid] if alive else []
+        return out
 
     # ------------------------------------------------------------------ networks
     @_context(lambda req: f"create network {req.name}")
@@ -303,7 +311,8 @@ class Controller:
             # The model read inside the transaction no longer has the network.
             undo = self._fw_change(before, self._fw_model())
             try:
-                drivers.get(net.driver).delete(net, nl)
+                others = [n for n in self.store.networks() if n.id != net.id]
+                drivers.get(net.driver).delete(net, nl, others)
             except BaseException:
                 undo()
                 raise
@@ -316,6 +325,11 @@ class Controller:
 
         with self._mutation() as nl:
             net, ctr = self.network(net_ref), self.container(ctr_ref)
+            if ctr.host_network:
+                raise Conflict(
+                    "container sharing network namespace with another container or host cannot "
+                    "be connected to any other network"
+                )
             # The sandbox session outlives the transaction: undos may need it.
             with netlink.session(ctr.netns) as snl, Transaction("network-connect") as tx:
                 ep = self._connect(net, ctr, ip, tx, nl, snl, list(aliases))
@@ -347,7 +361,7 @@ class Controller:
             remaining = [e for e in eps if e.id != ep.id]
             with self.store.transaction():
                 self.store.delete_endpoint(net.id, ctr.id)
-                drivers.get(net.driver).disconnect(net, ep, nl)
+                drivers.get(net.driver).disconnect(net, ep, nl, ctr.netns)
                 # Deleting the interface took its routes; if it carried the default route, the
                 # next endpoint in Docker's order takes over.
                 before, after = gateway_endpoint(eps, nets), gateway_endpoint(remaining, nets)
@@ -473,13 +487,12 @@ class Controller:
         """Address, interface and default route of an endpoint with an interface."""
         driver = drivers.get(net.driver)
         used = self.store.addresses(net.id)
-        if len(used) >= MAX_BRIDGE_PORTS:
+        if net.driver == "bridge" and len(used) >= MAX_BRIDGE_PORTS:
             raise Conflict(f"network {net.name} is full: a bridge holds at most 1023 ports")
         addr = ipam.allocate(net.pool, (IPv4Address(u) for u in used), ip)
         ep.ip, ep.prefixlen = str(addr), net.pool.subnet.prefixlen
-        ep.gateway = None if net.internal else str(net.pool.gateway)
-        ep.mac = names.mac_from_ip(ep.ip)
-        ep.host_ifname = names.veth_host_name(net.id, ctr.id)
+        gateway = net.pool.gateway
+        ep.gateway = None if net.internal or gateway is None else str(gateway)
         with contextlib.ExitStack() as stack:
             if ctr.netns_owned:  # only lowbridge adds interfaces to the sandboxes it made
                 taken = {e.ifname for e in eps}
@@ -672,7 +685,7 @@ class Controller:
                 raise Conflict(f'the container name "{name}" is already in use')
             net = self.network(req.network)
             if net.driver == "host":
-                raise InvalidInput("--network host is not implemented yet")
+                return self._create_on_host(cid, name, req, net)
             if req.ip is not None and net.predefined:
                 raise InvalidInput(
                     "user specified IP address is supported on user defined networks only"
@@ -744,6 +757,51 @@ class Controller:
             self._flush_conntrack(ctr, ep)
             return ctr
 
+    def _create_on_host(
+        self, cid: str, name: str, req: ContainerRequest, net: Network
+    ) -> Container:
+        """``--network host``: no namespace of its own; processes run in the host's network
+        and UTS namespaces and see the host's /etc files (Docker shares all three).  What only
+        a namespace of its own can have is refused, as Docker refuses it."""
+        conflicts = {
+            "-p/--publish (Docker discards published ports in host mode; the sandbox's ports are "
+            "the host's)": req.publish,
+            "--ip": req.ip,
+            "--network-alias": req.aliases,
+            "--link": req.links,
+            "--hostname": req.hostname,
+            "--add-host": req.add_hosts,
+            "--dns/--dns-search/--dns-option": req.dns or req.dns_search or req.dns_options,
+            "--netns": req.netns,
+        }
+        for flag, value in conflicts.items():
+            if value:
+                raise InvalidInput(f"conflicting options: {flag} and the network mode host")
+        for spec in req.expose:
+            ports.parse_expose(spec)
+        ctr = Container(
+            id=cid,
+            name=name,
+            netns="",
+            netns_owned=False,
+            command=list(req.command or []),
+            hostname=socket.gethostname(),
+            network_mode=net.name,
+            expose=list(req.expose),
+            env=[_env_item(item) for item in req.env],
+        )
+        ep = Endpoint(id=names.new_id(), network_id=net.id, container_id=cid, ifname="")
+        with self.store.transaction():
+            self.store.put_container(ctr)
+            self.store.put_endpoint(ep)
+        return ctr
+
+    def exec_argv(self, ctr: Container, command: list[str]) -> list[str]:
+        """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""
+        if ctr.host_network:
+            return list(command)
+        return sandbox.exec_argv(ctr.name, command, self.paths.uts(ctr.name))
+
     def _publish(self, specs: list[str]) -> list[PortMapping]:
         """Resolve ``-p`` specs to free host ports (Docker: "port is already allocated")."""
         taken = [PortMapping.from_doc(d) for c in self.store.containers() for d in c.ports]
@@ -776,7 +834,8 @@ class Controller:
     def container_rm(self, ref: str, force: bool = False) -> Container:
         with self._mutation() as nl:
             ctr = self.container(ref)
-            if ctr.netns_owned and sandbox.running_pids([ctr.netns])[ctr.netns] and not force:
+            owned_running = ctr.netns_owned and sandbox.running_pids([ctr.netns])[ctr.netns]
+            if (owned_running or self.running([ctr])[ctr.id]) and not force:
                 raise Conflict(
                     f"cannot remove container {ctr.name}: it is running "
                     "(stop it first, or use rm -f)"
@@ -792,6 +851,9 @@ class Controller:
         nets = {n.id: n for n in self.store.networks()}
         if kill and ctr.netns_owned:
             _collect(errors, lambda: sandbox.kill_all(ctr.netns))
+        if kill and ctr.host_network and self.running([ctr])[ctr.id]:
+            # Its process was started in a session of its own (run -d): end that group.
+            _collect(errors, lambda: sandbox.kill_group(ctr.pid))
         eps = self.store.endpoints(container_id=ctr.id)
         for ep in eps:
             net = nets.get(ep.network_id)
@@ -799,11 +861,15 @@ class Controller:
                 # Delete host ends explicitly: a namespace that something else still holds (an
                 # adopted one, a shell left in `ip netns exec`) would keep them, and even a
                 # dying one frees them only asynchronously (~35 ms, pyroute2-notes 7.3).
-                _collect(errors, lambda n=net, e=ep: drivers.get(n.driver).disconnect(n, e, nl))
+                _collect(
+                    errors,
+                    lambda n=net, e=ep: drivers.get(n.driver).disconnect(n, e, nl, ctr.netns),
+                )
         if ctr.dns_ports and not ctr.netns_owned and netns.is_netns(ctr.netns):
             _collect(errors, lambda: self._dns_unlisten(ctr))
-        _collect(errors, lambda: netns.remove(ctr.netns))
-        _collect(errors, lambda: netns.remove(self.paths.uts(ctr.name)))
+        if not ctr.host_network:
+            _collect(errors, lambda: netns.remove(ctr.netns))
+            _collect(errors, lambda: netns.remove(self.paths.uts(ctr.name)))
         _collect(errors, lambda: sandbox.remove_files(self.paths.etc_dir(ctr.name)))
         with self.store.transaction():
             for ep in eps:

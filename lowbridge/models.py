@@ -90,6 +90,11 @@ class Container:
     dns_ports: list[int] = field(default_factory=list)
 
     @property
+    def host_network(self) -> bool:
+        """``--network host``: no namespace of its own (``netns`` is empty)."""
+        return self.network_mode == "host"
+
+    @property
     def environment(self) -> list[str]:
         """KEY=VALUE for the processes run/exec start: links first, then -e (which wins)."""
         return [*self.link_env, *self.env]

@@ -23,6 +23,7 @@ from lowbridge.errors import KernelError
 
 ENODEV = 19
 EEXIST = 17
+EOPNOTSUPP = 95
 RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 AF_INET = socket.AF_INET
@@ -83,9 +84,15 @@ class Session:
                 return None
             raise KernelError.from_os(f"get link {name}", exc) from None
 
-    def create_bridge(self, name: str, *, mac: str, mtu: int | None) -> None:
-        """A bridge without STP and with no forward delay, so ports forward at once (as docker0)."""
-        args = {"ifname": name, "kind": "bridge", "address": mac, "br_stp_state": 0}
+    def create_bridge(self, name: str, *, mac: str | None, mtu: int | None) -> None:
+        """A bridge without STP and with no forward delay, so ports forward at once (as docker0).
+
+        With ``mac`` None the kernel picks the MAC: such a bridge has carrier while it has no
+        ports, while one created with a MAC has none until a port comes up (seen on 6.18).
+        """
+        args = {"ifname": name, "kind": "bridge", "br_stp_state": 0}
+        if mac:
+            args["address"] = mac
         args["br_forward_delay"] = 0
         if mtu:
             args["mtu"] = mtu
@@ -132,6 +139,51 @@ class Session:
         args["peer"] = peer_args
         with self._doing(f"create veth {host}"):
             self._ipr.link("add", **args)
+
+    def create_macvlan(
+        self,
+        name: str,
+        parent: str | int,
+        *,
+        mode: str,
+        mac: str | None = None,
+        netns_fd: int | None = None,
+        mtu: int | None = None,
+    ) -> None:
+        """A macvlan child of ``parent`` (a host link), created directly in the namespace of
+        ``netns_fd`` with its final name when given (IFLA_NET_NS_FD on RTM_NEWLINK: no move,
+        no rename; pyroute2-notes 3)."""
+        args: dict = {"ifname": name, "kind": "macvlan", "link": self._ix(parent),
+                      "macvlan_mode": mode}  # fmt: skip
+        if mac:
+            args["address"] = mac
+        if netns_fd is not None:
+            args["net_ns_fd"] = netns_fd
+        if mtu:
+            args["mtu"] = mtu
+        with self._doing(f"create macvlan {name} on {parent}"):
+            self._ipr.link("add", **args)
+
+    def create_vlan(self, name: str, base: str, vid: int) -> None:
+        """An 802.1q sub-interface ``name`` of ``base`` (``ip link add … type vlan id VID``)."""
+        try:
+            self._ipr.link("add", ifname=name, kind="vlan", link=self._ix(base), vlan_id=vid)
+        except NetlinkError as exc:
+            if exc.code == EOPNOTSUPP:
+                raise KernelError(
+                    f"create vlan {name}: the kernel has no 802.1q support (module 8021q, "
+                    "link kind vlan)",
+                    errno=exc.code,
+                ) from None
+            raise KernelError.from_os(f"create vlan {name}", exc) from None
+
+    def add_route(self, dst: str, prefixlen: int, link: str | int) -> None:
+        with self._doing(f"add route {dst}/{prefixlen} dev {link}"):
+            self._ipr.route("add", dst=f"{dst}/{prefixlen}", oif=self._ix(link), family=AF_INET)
+
+    def delete_route(self, dst: str, prefixlen: int, link: str | int) -> None:
+        with self._doing(f"delete route {dst}/{prefixlen} dev {link}"):
+            self._ipr.route("del", dst=f"{dst}/{prefixlen}", oif=self._ix(link), family=AF_INET)
 
     def set_hairpin(self, link: str | int) -> None:
         """Hairpin mode on a bridge port (IFLA_BRPORT_MODE, ``bridge link set hairpin on``)."""

@@ -234,6 +234,13 @@ def kill_all(netns_path: str, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group led by ``pid`` (a process started with its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    _reap([pid])
+
+
 def _reap(pids: list[int]) -> None:
     """Collect our own exited children so they do not linger as zombies."""
     for pid in pids:

@@ -27,16 +27,16 @@ FAIL_ENV = "LOWBRIDGE_FAIL_AT"
 # Every operation's steps, in the order they run.  "persist" is always last.
 STEPS: dict[str, tuple[str, ...]] = {
     "network-create": (
-        "create-bridge",
-        "mark-bridge",
-        "bridge-address",
-        "bridge-up",
+        "create-device",
+        "mark-device",
+        "device-address",
+        "device-up",
         "firewall",
         "persist",
     ),
     "network-connect": (
         "ensure-network",
-        "create-veth",
+        "create-interface",
         "configure-interface",
         "default-route",
         "etc-files",

@@ -8,16 +8,17 @@ from lowbridge.errors import InvalidInput
 
 def get(name: str) -> Driver:
     """The driver called ``name`` (Docker's ``-d/--driver`` values)."""
-    from lowbridge.drivers import bridge, host, none
+    from lowbridge.drivers import bridge, host, macvlan, none
 
     drivers: dict[str, Driver] = {
         "bridge": bridge.BridgeDriver(),
         "host": host.HostDriver(),
+        "macvlan": macvlan.MacvlanDriver(),
         "none": none.NoneDriver(),
     }
     if name not in drivers:
         known = ", ".join(sorted(drivers))
-        if name in ("macvlan", "overlay", "ipvlan"):
+        if name in ("overlay", "ipvlan"):
             raise InvalidInput(f"driver {name} is not implemented yet (have: {known})")
         raise InvalidInput(f"unknown driver {name!r} (have: {known})")
     return drivers[name]

@@ -71,7 +71,10 @@ class Driver(Protocol):
         """Re-create what the network needs in the kernel if it is missing; True if it did."""
         ...
 
-    def delete(self, net: Network, nl: Session) -> None: ...
+    def delete(self, net: Network, nl: Session, others: list[Network]) -> None:
+        """Remove the network's kernel objects; ``others`` are the remaining networks (a
+        device several networks share stays while one uses it)."""
+        ...
 
     def connect(
         self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
@@ -79,7 +82,12 @@ class Driver(Protocol):
         """Build the endpoint; return the sandbox-side interface index (None: no interface)."""
         ...
 
-    def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None: ...
+    def disconnect(
+        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
+    ) -> None:
+        """Remove the endpoint's kernel objects; ``sandbox`` is its namespace path (for links
+        that live only there)."""
+        ...
 
 
 class NoKernelDriver:
@@ -99,7 +107,7 @@ class NoKernelDriver:
     def ensure(self, net: Network, nl: Session) -> bool:
         return False
 
-    def delete(self, net: Network, nl: Session) -> None:
+    def delete(self, net: Network, nl: Session, others: list[Network]) -> None:
         return None
 
     def connect(
@@ -107,5 +115,7 @@ class NoKernelDriver:
     ) -> int | None:
         return None
 
-    def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None:
+    def disconnect(
+        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
+    ) -> None:
         return None

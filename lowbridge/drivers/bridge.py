@@ -94,22 +94,22 @@ class BridgeDriver:
         assert device and net.pool and net.pool.gateway
         if net.device_owned:
             tx.step(
-                "create-bridge",
+                "create-device",
                 lambda: nl.create_bridge(device, mac=names.random_mac(), mtu=net.mtu),
                 lambda: nl.delete_link(device),
             )
-            tx.step("mark-bridge", lambda: self._mark(net, nl))
+            tx.step("mark-device", lambda: self._mark(net, nl))
         else:
-            tx.step("create-bridge", lambda: None)
-            tx.step("mark-bridge", lambda: None)
+            tx.step("create-device", lambda: None)
+            tx.step("mark-device", lambda: None)
         plen = net.pool.subnet.prefixlen
         gw = str(net.pool.gateway)
         tx.step(
-            "bridge-address",
+            "device-address",
             lambda: nl.add_address(device, gw, plen),
             None if net.device_owned else lambda: _del_addr(nl, device, gw, plen),
         )
-        tx.step("bridge-up", lambda: nl.set_up(device))
+        tx.step("device-up", lambda: nl.set_up(device))
 
     @staticmethod
     def _mark(net: Network, nl: Session) -> None:
@@ -132,7 +132,7 @@ class BridgeDriver:
             raise
         return True
 
-    def delete(self, net: Network, nl: Session) -> None:
+    def delete(self, net: Network, nl: Session, others: list[Network] = ()) -> None:  # type: ignore[assignment]
         if not net.device:
             return
         if net.device_owned:
@@ -147,6 +147,8 @@ class BridgeDriver:
         self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
     ) -> int:
         device = net.device
+        ep.mac = names.mac_from_ip(ep.ip)  # Docker < 28's rule: stable, and unique per bridge
+        ep.host_ifname = names.veth_host_name(net.id, ep.container_id)
         made: list[bool] = []
 
         def ensure() -> int:
@@ -161,7 +163,7 @@ class BridgeDriver:
         bridge_index = tx.step("ensure-network", ensure, lambda: made and self.delete(net, nl))
         host_if = ep.host_ifname
         tx.step(
-            "create-veth",
+            "create-interface",
             lambda: nl.create_veth(
                 host_if,
                 ep.ifname,
@@ -175,7 +177,7 @@ class BridgeDriver:
         if sandbox.hairpin:
             # Docker's proxy-off mode: a container reaching its own published port through the
             # host is sent back out of the port it came in by (bridge hairpin mode).
-            tx.step("create-veth", lambda: nl.set_hairpin(host_if))
+            tx.step("create-interface", lambda: nl.set_hairpin(host_if))
 
         def configure() -> int:
             index = sandbox.nl.link(ep.ifname).index
@@ -189,10 +191,12 @@ class BridgeDriver:
             sandbox.nl.set_up(index)
             return index
 
-        # The undo of create-veth removes the peer (and its address) with it.
+        # The undo of create-interface removes the peer (and its address) with it.
         return tx.step("configure-interface", configure)
 
-    def disconnect(self, net: Network, ep: Endpoint, nl: Session) -> None:
+    def disconnect(
+        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
+    ) -> None:
         if ep.host_ifname:
             nl.delete_link(ep.host_ifname)
 

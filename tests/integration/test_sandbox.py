@@ -42,8 +42,11 @@ def test_hostname_extra_hosts_and_dns_flags(host):
     assert lines[0] == "web1"
     assert lines[-6:] == [
         "10.1.2.3\tdb", "172.17.0.1\tgw", "172.18.0.2\tweb1",
-        "nameserver 10.9.9.9", "search lab.example", "options ndots:2",
+        # A user-defined network: the embedded resolver, which forwards to 10.9.9.9.
+        "nameserver 127.0.0.11", "search lab.example", "options ndots:2",
     ]  # fmt: skip
+    out = host.lb("run", "--rm", "--dns", "10.9.9.9", "--", "cat", "/etc/resolv.conf").stdout
+    assert out == "nameserver 10.9.9.9\n"  # the default bridge: the servers themselves
     # exec sees the same host name; the host's own is untouched.
     assert host.lb("exec", "w", "--", "hostname").stdout.strip() == "web1"
     assert host.run(["hostname"]).stdout.strip() != "web1"

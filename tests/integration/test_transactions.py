@@ -23,7 +23,26 @@ def _setup_for_connect(h: SimHost) -> None:
     h.lb("container", "create", "--name", "b")  # default bridge: no embedded DNS yet
 
 
+def _setup_macvlan(h: SimHost) -> None:
+    h.run("ip link add mvp type veth peer name mvq && ip link set mvp up && ip link set mvq up")
+    h.lb("network", "create", "-d", "macvlan", "--subnet", "10.64.0.0/24", "-o", "parent=mvp",
+         "-o", "lowbridge.host_shim=true", "mv")  # fmt: skip
+    h.lb("container", "create", "--name", "c", "--network", "mv")
+    h.lb("container", "create", "--name", "m")
+
+
+MACVLAN_SHIM = ("network", "create", "-d", "macvlan", "--subnet", "10.65.0.0/24",
+                "-o", "parent=mvp", "-o", "lowbridge.host_shim=true", "mv2")  # fmt: skip
+
 CASES = [
+    # macvlan: a parent of lowbridge's own (internal), a host shim, a child with a shim route.
+    (
+        "network-create",
+        None,
+        ("network", "create", "-d", "macvlan", "--subnet", "10.63.0.0/24", "mvi"),
+    ),  # fmt: skip
+    ("network-create", _setup_macvlan, MACVLAN_SHIM),
+    ("network-connect", _setup_macvlan, ("network", "connect", "mv", "m")),
     ("network-create", None, ("network", "create", "--subnet", "10.62.0.0/24", "fresh")),
     # Connecting to the default bridge also exercises the lazy creation of its device.
     ("network-connect", _setup_for_connect, ("network", "connect", "bridge", "c")),

@@ -7,8 +7,8 @@ from lowbridge.txn import FAIL_ENV, STEPS, Transaction
 def test_undo_runs_newest_first_on_failure():
     log = []
     with pytest.raises(RuntimeError), Transaction("network-create") as tx:
-        tx.step("create-bridge", lambda: log.append("do1"), lambda: log.append("undo1"))
-        tx.step("mark-bridge", lambda: log.append("do2"), lambda: log.append("undo2"))
+        tx.step("create-device", lambda: log.append("do1"), lambda: log.append("undo1"))
+        tx.step("mark-device", lambda: log.append("do2"), lambda: log.append("undo2"))
         raise RuntimeError("later failure")
     assert log == ["do1", "do2", "undo2", "undo1"]
 
@@ -16,7 +16,7 @@ def test_undo_runs_newest_first_on_failure():
 def test_success_discards_undos():
     log = []
     with Transaction("network-create") as tx:
-        tx.step("create-bridge", lambda: 1, lambda: log.append("undo"))
+        tx.step("create-device", lambda: 1, lambda: log.append("undo"))
     assert log == []
 
 
@@ -27,20 +27,20 @@ def test_undo_errors_do_not_stop_the_rollback(capsys):
         raise OSError("gone")
 
     with pytest.raises(RuntimeError), Transaction("network-create") as tx:
-        tx.step("create-bridge", lambda: None, lambda: log.append("undo1"))
-        tx.step("mark-bridge", lambda: None, bad)
+        tx.step("create-device", lambda: None, lambda: log.append("undo1"))
+        tx.step("mark-device", lambda: None, bad)
         raise RuntimeError("x")
     assert log == ["undo1"]
-    assert "undo mark-bridge: gone" in capsys.readouterr().err
+    assert "undo mark-device: gone" in capsys.readouterr().err
 
 
 def test_injection_fires_after_the_step_so_its_undo_runs(monkeypatch):
-    monkeypatch.setenv(FAIL_ENV, "network-create:mark-bridge")
+    monkeypatch.setenv(FAIL_ENV, "network-create:mark-device")
     log = []
     with pytest.raises(InjectedFailure), Transaction("network-create") as tx:
-        tx.step("create-bridge", lambda: log.append("do1"), lambda: log.append("undo1"))
-        tx.step("mark-bridge", lambda: log.append("do2"), lambda: log.append("undo2"))
-        tx.step("bridge-address", lambda: log.append("never"))
+        tx.step("create-device", lambda: log.append("do1"), lambda: log.append("undo1"))
+        tx.step("mark-device", lambda: log.append("do2"), lambda: log.append("undo2"))
+        tx.step("device-address", lambda: log.append("never"))
     assert log == ["do1", "do2", "undo2", "undo1"]
 
 
