@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     net = sub.add_parser("network", help="manage networks")
     nsub = net.add_subparsers(dest="network_command", metavar="COMMAND", required=True)
     p = nsub.add_parser("create", help="create a network")
-    p.add_argument("-d", "--driver", default="bridge", help="driver: bridge (default)")
+    p.add_argument("-d", "--driver", default="bridge", help="driver: bridge (default) or macvlan")
     p.add_argument("--subnet", action="append", help="subnet in CIDR format")
     p.add_argument("--gateway", action="append", help="gateway for the subnet")
     p.add_argument("--ip-range", action="append", help="allocate endpoint addresses from here")
