@@ -35,6 +35,8 @@ def _controller(args: argparse.Namespace):  # noqa: ANN202
     from lowbridge.config import Paths
     from lowbridge.controller import Controller
 
+    if args.store:
+        os.environ["LOWBRIDGE_STORE"] = args.store  # also for the processes lowbridge starts
     return Controller(Paths.resolve(args.root), firewall_backend=args.firewall_backend)
 
 
@@ -88,7 +90,8 @@ def cmd_network_inspect(args: argparse.Namespace) -> int:
     docs = []
     for ref in args.networks:
         net = ctl.network(ref)
-        docs.append(output.network_doc(net, ctl.endpoints(network=net), ctrs))
+        hosts = ctl.cluster.hosts() if ctl.cluster and net.driver == "overlay" else None
+        docs.append(output.network_doc(net, ctl.endpoints(network=net), ctrs, hosts))
     _print_json(docs)
     return 0
 
@@ -267,6 +270,8 @@ def _global_args(args: argparse.Namespace) -> list[str]:
         out += ["--root", args.root]
     if args.firewall_backend:
         out += ["--firewall-backend", args.firewall_backend]
+    if args.store:
+        out += ["--store", args.store]
     return out
 
 
@@ -371,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument(
+        "--store",
+        metavar="etcd://HOST:2379[,…]",
+        help="cluster store for overlay networks (env LOWBRIDGE_STORE, config store)",
+    )
+    parser.add_argument(
         "--firewall-backend",
         choices=("iptables", "nftables", "auto"),
         help="default: env LOWBRIDGE_FIREWALL_BACKEND, config, else auto (nftables when usable)",
@@ -381,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     net = sub.add_parser("network", help="manage networks")
     nsub = net.add_subparsers(dest="network_command", metavar="COMMAND", required=True)
     p = nsub.add_parser("create", help="create a network")
-    p.add_argument("-d", "--driver", default="bridge", help="driver: bridge (default) or macvlan")
+    p.add_argument(
+        "-d", "--driver", default="bridge", help="driver: bridge (default), macvlan or overlay"
+    )
+    p.add_argument(
+        "--attachable", action="store_true", help="(overlay) accepted: sandboxes may always join"
+    )
     p.add_argument("--subnet", action="append", help="subnet in CIDR format")
     p.add_argument("--gateway", action="append", help="gateway for the subnet")
     p.add_argument("--ip-range", action="append", help="allocate endpoint addresses from here")

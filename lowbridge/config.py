@@ -35,6 +35,20 @@ def firewall_backend() -> str:
 
 
 ICC_ENV = "LOWBRIDGE_ICC"
+STORE_ENV = "LOWBRIDGE_STORE"
+VTEP_ENV = "LOWBRIDGE_VTEP"
+
+
+def store_url() -> str | None:
+    """The cluster store (``etcd://HOST:2379[,…]``; --store, LOWBRIDGE_STORE or config key
+    ``store``), None for the embedded store alone."""
+    return setting("store", STORE_ENV, "") or None
+
+
+def vtep_address() -> str | None:
+    """This host's VXLAN endpoint address (LOWBRIDGE_VTEP or config ``vtep``); None: the
+    source address of the route towards the cluster store."""
+    return setting("vtep", VTEP_ENV, "") or None
 
 
 def default_bridge_icc() -> bool:

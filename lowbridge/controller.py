@@ -38,7 +38,7 @@ from lowbridge.models import (
     gateway_endpoint,
 )
 from lowbridge.ports import PortMapping
-from lowbridge.store import SQLiteStore, Store
+from lowbridge.store import Store, open_store
 from lowbridge.txn import Transaction
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class Controller:
         firewall_backend: str | None = None,
     ):
         self.paths = paths or Paths.resolve()
-        self.store: Store = store or SQLiteStore(self.paths.db)
+        self.store: Store = store or open_store(self.paths)
         self._locked = False
         # Resolver sockets bound by this command, handed to the resolver after the commit.
         self._dns_adopt: dict[str, tuple] = {}
@@ -139,12 +139,56 @@ class Controller:
         from lowbridge import netlink
 
         with self._lock(), netlink.session() as nl:
+            self._join_cluster(nl)
             self._init_predefined(nl)
             self._reconcile(nl)
             try:
                 yield nl
             finally:
+                self._overlay_sync()
                 self._dns_sync()
+
+    # ------------------------------------------------------------------ cluster mode
+    @property
+    def cluster(self):  # noqa: ANN201
+        """The cluster store, or None on a single host."""
+        from lowbridge.cluster import ClusterStore
+
+        return self.store if isinstance(self.store, ClusterStore) else None
+
+    def _join_cluster(self, nl: Session) -> None:
+        """Cluster mode: find this host's VTEP address and announce it."""
+        cluster = self.cluster
+        if cluster is None or cluster.vtep:
+            return
+        vtep = config.vtep_address()
+        if vtep is None:
+            host, _ = cluster.kv.endpoints[0]
+            try:
+                vtep = nl.route_source(socket.gethostbyname(host))
+            except OSError:
+                vtep = None
+        if vtep is None:
+            raise InvalidInput(
+                "cannot tell this host's VXLAN address: set vtep in the config or LOWBRIDGE_VTEP"
+            )
+        cluster.vtep = vtep
+        cluster.register_host(vtep)
+
+    def _overlay_sync(self) -> None:
+        """After a change (best effort): bring this host's VXLAN entries in line with the
+        cluster store, as ``lowbridge agent`` does on every change it sees."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        from lowbridge.drivers import overlay
+
+        try:
+            for net in self.store.networks():
+                if net.driver == "overlay":
+                    overlay.sync(net, self.store.endpoints(network_id=net.id), cluster.host)
+        except LowbridgeError as exc:
+            print(f"lowbridge: warning: sync overlay entries: {exc}", file=sys.stderr)
 
     def _init_predefined(self, nl: Session | None) -> None:
         """Create the records of bridge, host and none once (like dockerd's first start).
@@ -417,7 +461,9 @@ class Controller:
             container_id=ctr.id,
             ifname="",
             aliases=list(dict.fromkeys(aliases or ())),
+            container_name=ctr.name,
         )
+        ep.dns_names = dns_records.endpoint_names(ctr, ep)
         if driver.has_interfaces:
             self._build_interface(net, ctr, ep, ip, eps, nets, tx, nl, snl)
         before_files = sandbox.read_files(self.paths.etc_dir(ctr.name))
@@ -492,7 +538,10 @@ class Controller:
         addr = ipam.allocate(net.pool, (IPv4Address(u) for u in used), ip)
         ep.ip, ep.prefixlen = str(addr), net.pool.subnet.prefixlen
         gateway = net.pool.gateway
-        ep.gateway = None if net.internal or gateway is None else str(gateway)
+        # An overlay's gateway is no way out (Docker leaves overlay sandboxes through
+        # docker_gwbridge): no default route through it.
+        no_route = net.internal or gateway is None or net.driver == "overlay"
+        ep.gateway = None if no_route else str(gateway)
         with contextlib.ExitStack() as stack:
             if ctr.netns_owned:  # only lowbridge adds interfaces to the sandboxes it made
                 taken = {e.ifname for e in eps}
@@ -501,7 +550,14 @@ class Controller:
             ep.ifname = names.lowest_free_ifname(IFACE_PREFIX, taken)
             fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, fd)
-            ref = SandboxRef(ctr.netns, fd, snl, ctr.netns_owned, hairpin=bool(ctr.ports))
+            ref = SandboxRef(
+                ctr.netns,
+                fd,
+                snl,
+                ctr.netns_owned,
+                hairpin=bool(ctr.ports),
+                vtep=self.cluster.vtep if self.cluster else None,
+            )
             index = driver.connect(net, ep, ref, tx, nl)
             before, after = gateway_endpoint(eps, nets), gateway_endpoint([*eps, ep], nets)
             if after is ep:

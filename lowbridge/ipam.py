@@ -70,9 +70,9 @@ class Pool:
         )
 
 
-def default_subnets() -> Iterator[IPv4Network]:
+def default_subnets(pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> Iterator[IPv4Network]:
     """Every candidate subnet of the default pools, in Docker's order."""
-    for pool, size in DEFAULT_POOLS:
+    for pool, size in pools:
         yield from IPv4Network(pool).subnets(new_prefix=size)
 
 
@@ -102,11 +102,14 @@ def parse_address(text: str, what: str) -> IPv4Address:
 
 
 def choose_subnet(
-    taken: Iterable[IPv4Network], reserved: Iterable[IPv4Network] = ()
+    taken: Iterable[IPv4Network],
+    reserved: Iterable[IPv4Network] = (),
+    pools: Iterable[tuple[str, int]] = DEFAULT_POOLS,
 ) -> IPv4Network:
-    """First default-pool subnet overlapping none of ``taken`` (other networks) or ``reserved``."""
+    """First default-pool subnet overlapping none of ``taken`` (other networks) or ``reserved``
+    (``pools``: Docker's local-scope pools unless given, e.g. the overlay's 10.0.0.0/8 in /24s)."""
     blocked = list(taken) + list(reserved)
-    for candidate in default_subnets():
+    for candidate in default_subnets(pools):
         if not any(candidate.overlaps(other) for other in blocked):
             return candidate
     raise Conflict("no free subnet left in the default address pools; give one with --subnet")
@@ -129,6 +132,7 @@ def plan_pool(
     taken: Iterable[IPv4Network],
     reserved: Iterable[IPv4Network] = (),
     with_gateway: bool = True,
+    pools: Iterable[tuple[str, int]] = DEFAULT_POOLS,
 ) -> Pool:
     """Validate the user's IPAM flags against the other networks and return the network's Pool.
 
@@ -140,7 +144,7 @@ def plan_pool(
     if subnet is None:
         if gateway or ip_range or aux_addresses:
             raise InvalidInput("--gateway, --ip-range and --aux-address need --subnet")
-        net = choose_subnet(taken, reserved)
+        net = choose_subnet(taken, reserved, pools)
     else:
         net = parse_network(subnet, "subnet")
         if net.prefixlen > 31:

@@ -121,6 +121,11 @@ class Endpoint:
     mac: str | None = None
     host_ifname: str | None = None  # host end of the veth
     aliases: list[str] = field(default_factory=list)  # --network-alias / connect --alias
+    # Global-scope (overlay) endpoints are seen by every host: who has it, and its DNS names.
+    host: str | None = None  # cluster host id
+    vtep: str | None = None  # that host's VXLAN endpoint address
+    container_name: str | None = None
+    dns_names: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> IPv4Address | None:

@@ -38,7 +38,11 @@ def ago(stamp: str, now: _dt.datetime | None = None) -> str:
 
 
 def network_rows(networks: list[Network], no_trunc: bool = False) -> list[list[str]]:
-    return [[n.id if no_trunc else n.id[:12], n.name, n.driver, "local"] for n in networks]
+    return [[n.id if no_trunc else n.id[:12], n.name, n.driver, _scope(n)] for n in networks]
+
+
+def _scope(net: Network) -> str:
+    return "global" if net.driver == "overlay" else "local"
 
 
 def container_status(ctr: Container, pids: list[int]) -> str:
@@ -47,13 +51,18 @@ def container_status(ctr: Container, pids: list[int]) -> str:
     return "exited" if ctr.pid else "created"
 
 
-def network_doc(net: Network, endpoints: list[Endpoint], containers: dict[str, Container]) -> dict:
+def network_doc(
+    net: Network,
+    endpoints: list[Endpoint],
+    containers: dict[str, Container],
+    hosts: dict[str, dict] | None = None,
+) -> dict:
     """``docker network inspect`` shape for one network."""
     members = {}
     for ep in endpoints:
         ctr = containers.get(ep.container_id)
         members[ep.container_id] = {
-            "Name": ctr.name if ctr else "",
+            "Name": ctr.name if ctr else (ep.container_name or ""),
             "EndpointID": ep.id,
             "MacAddress": ep.mac or "",
             "IPv4Address": f"{ep.ip}/{ep.prefixlen}" if ep.ip else "",
@@ -63,7 +72,7 @@ def network_doc(net: Network, endpoints: list[Endpoint], containers: dict[str, C
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": _scope(net),
         "Driver": net.driver,
         "EnableIPv6": False,
         "IPAM": {
@@ -80,7 +89,17 @@ def network_doc(net: Network, endpoints: list[Endpoint], containers: dict[str, C
         "Options": dict(net.options),
         "Labels": dict(net.labels),
         "Device": net.device or "",
-    }
+    } | ({"Peers": peers(endpoints, hosts or {})} if net.driver == "overlay" else {})
+
+
+def peers(endpoints: list[Endpoint], hosts: dict[str, dict]) -> list[dict]:
+    """An overlay's hosts that have sandboxes on it (Docker's "Peers": name and VTEP)."""
+    seen: dict[str, dict] = {}
+    for ep in endpoints:
+        if ep.host and ep.host not in seen:
+            name = hosts.get(ep.host, {}).get("name", ep.host)
+            seen[ep.host] = {"Name": f"{name}-{ep.host[:8]}", "IP": ep.vtep or ""}
+    return sorted(seen.values(), key=lambda p: p["IP"])
 
 
 def dns_names(ctr: Container, ep: Endpoint, net: Network) -> list[str] | None:

@@ -60,6 +60,20 @@ class Store(Protocol):
     def delete_endpoint(self, network_id: str, container_id: str) -> None: ...
 
 
+def open_store(paths, url: str | None = None):  # noqa: ANN001, ANN201
+    """The store for ``paths``: the embedded one, or -- with a cluster store URL (argument,
+    else the configuration) -- the cluster store over it (:mod:`lowbridge.cluster`)."""
+    from lowbridge import config
+
+    local = SQLiteStore(paths.db)
+    url = url or config.store_url()
+    if not url:
+        return local
+    from lowbridge import cluster, kv
+
+    return cluster.ClusterStore(local, kv.KV(url), cluster.host_id(paths))
+
+
 class SQLiteStore:
     """SQLite in WAL mode: readers never wait for the writer; each transaction is atomic."""
 

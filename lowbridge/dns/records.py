@@ -81,9 +81,12 @@ def build(
             zones[net.id] = Zone(net.name.lower(), net.internal)
     for ep in sorted(eps, key=lambda e: e.id):
         zone, ctr = zones.get(ep.network_id), ctrs.get(ep.container_id)
-        if zone is None or ctr is None or not ep.ip:
+        if zone is None or not ep.ip:
             continue
-        found = endpoint_names(ctr, ep)
+        # A sandbox of another host (overlay): the names its endpoint was registered with.
+        found = endpoint_names(ctr, ep) if ctr is not None else list(ep.dns_names)
+        if not found:
+            continue
         for name in found:
             ips = zone.by_name.setdefault(name, [])
             if ep.ip not in ips:

@@ -80,9 +80,9 @@ class Resolver:
     # ------------------------------------------------------------------ state
     def sync(self, adopted: dict[str, tuple[socket.socket, socket.socket]]) -> None:
         """Re-read the store; take adopted sockets; bind what is missing; drop what is gone."""
-        from lowbridge.store import SQLiteStore
+        from lowbridge.store import open_store
 
-        store = SQLiteStore(self.paths.db)
+        store = open_store(self.paths)
         try:
             ctrs = store.containers()
             host = [

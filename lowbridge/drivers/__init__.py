@@ -8,17 +8,18 @@ from lowbridge.errors import InvalidInput
 
 def get(name: str) -> Driver:
     """The driver called ``name`` (Docker's ``-d/--driver`` values)."""
-    from lowbridge.drivers import bridge, host, macvlan, none
+    from lowbridge.drivers import bridge, host, macvlan, none, overlay
 
     drivers: dict[str, Driver] = {
         "bridge": bridge.BridgeDriver(),
         "host": host.HostDriver(),
         "macvlan": macvlan.MacvlanDriver(),
+        "overlay": overlay.OverlayDriver(),
         "none": none.NoneDriver(),
     }
     if name not in drivers:
         known = ", ".join(sorted(drivers))
-        if name in ("overlay", "ipvlan"):
+        if name in ("ipvlan",):
             raise InvalidInput(f"driver {name} is not implemented yet (have: {known})")
         raise InvalidInput(f"unknown driver {name!r} (have: {known})")
     return drivers[name]

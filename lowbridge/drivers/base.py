@@ -56,6 +56,7 @@ class SandboxRef:
     nl: Session
     owned: bool  # lowbridge made the namespace (False: adopted with --netns)
     hairpin: bool = False  # publishes ports: its bridge ports need hairpin mode
+    vtep: str | None = None  # cluster mode: this host's VXLAN endpoint address
 
 
 class Driver(Protocol):

@@ -1,0 +1,82 @@
+"""A simulated cluster: hosts on an underlay switch, and etcd in a namespace of its own.
+
+The underlay is a switch namespace (bridge ``under``, 10.200.0.0/24); etcd (Debian's
+etcd-server, data in a temporary directory) listens on 10.200.0.100:2379; host ``i`` has
+10.200.0.``i`` on its uplink and ``LOWBRIDGE_STORE`` pointing at etcd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from lowbridge.simhost import SimHost, outside
+
+ETCD_IP = "10.200.0.100"
+STORE = f"etcd://{ETCD_IP}:2379"
+
+
+class Cluster:
+    def __init__(self, size: int):
+        self._stack = contextlib.ExitStack()
+        self.data = tempfile.mkdtemp(prefix="lowbridge-etcd-")
+        self._stack.callback(shutil.rmtree, self.data, True)
+        self.switch = self._stack.enter_context(outside("underlay"))
+        self.switch.run("ip link add under type bridge && ip link set under up")
+        self.etcd_ns = self._stack.enter_context(outside("etcd"))
+        self._plug(self.etcd_ns, "eth0", f"{ETCD_IP}/24", "p-etcd")
+        self.etcd: subprocess.Popen | None = None
+        self.start_etcd()
+        self.hosts: list[SimHost] = []
+        for i in range(1, size + 1):
+            h = self._stack.enter_context(SimHost(f"h{i}", env={"LOWBRIDGE_STORE": STORE}))
+            self._plug(h, "uplink", f"10.200.0.{i}/24", f"p-h{i}")
+            self.hosts.append(h)
+
+    def _plug(self, h: SimHost, ifname: str, address: str, port: str) -> None:
+        h.wire(self.switch, ifname, port, address)
+        self.switch.run(["ip", "link", "set", port, "master", "under"])
+
+    def start_etcd(self) -> None:
+        argv = ["etcd", "--name", "e0", "--data-dir", f"{self.data}/data",
+                "--listen-client-urls", f"http://{ETCD_IP}:2379",
+                "--advertise-client-urls", f"http://{ETCD_IP}:2379",
+                "--listen-peer-urls", "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                "--initial-cluster", "e0=http://127.0.0.1:2380",
+                "--heartbeat-interval", "10", "--election-timeout", "100"]  # fmt: skip
+        self.etcd = self.etcd_ns.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            probe = self.etcd_ns.run(
+                ["python3", "-c", f"import urllib.request;print(urllib.request.urlopen("
+                 f"'http://{ETCD_IP}:2379/health',timeout=1).read().decode())"],
+                check=False,
+            )  # fmt: skip
+            if '"health":"true"' in probe.stdout:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("etcd did not become healthy")
+
+    def stop_etcd(self) -> None:
+        if self.etcd is not None:
+            self.etcd.kill()
+            self.etcd.wait()
+            self.etcd = None
+
+    def close(self) -> None:
+        self.stop_etcd()
+        self._stack.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Cluster", "STORE", "urllib"]
