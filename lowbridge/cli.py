@@ -319,6 +319,16 @@ def cmd_firewall_reapply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from lowbridge import agent, config
+    from lowbridge.config import Paths
+
+    url = args.store or config.store_url()
+    if not url:
+        raise InvalidInput("the agent needs the cluster store: --store etcd://HOST:2379")
+    return agent.main(Paths.resolve(args.root), url)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lowbridge import demo
 
@@ -496,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_supervise)
+
+    p = sub.add_parser(
+        "agent", help="keep this host's overlay entries in step with the cluster store"
+    )
+    p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("demo", help="Docker's bridge tutorial in a throwaway simulated host")
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)

@@ -17,8 +17,10 @@ import fcntl
 import functools
 import ipaddress
 import os
+import random
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -92,6 +94,27 @@ def _context(describe: Callable[..., str]) -> Callable:
         return wrapper
 
     return decorate
+
+
+def _retry_races(fn: Callable) -> Callable:
+    """Cluster mode: run the operation again (up to 5 times) when its etcd transaction lost a
+    race to another host (an address, VNI or name taken meanwhile).  Each failed attempt was
+    rolled back entirely -- kernel, firewall and stores -- so the retry starts clean."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        from lowbridge.kv import CasConflict
+
+        for attempt in range(5):
+            try:
+                return fn(self, *args, **kwargs)
+            except CasConflict:
+                if attempt == 4:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+        raise AssertionError("not reached")
+
+    return wrapper
 
 
 class Controller:
@@ -306,6 +329,7 @@ class Controller:
 
     # ------------------------------------------------------------------ networks
     @_context(lambda req: f"create network {req.name}")
+    @_retry_races
     def network_create(self, req: NetworkRequest) -> Network:
         names.validate_name("network", req.name)
         driver = drivers.get(req.driver)
@@ -362,6 +386,7 @@ class Controller:
                 raise
 
     @_context(lambda net_ref, ctr_ref, *a, **k: f"connect {ctr_ref} to {net_ref}")
+    @_retry_races
     def network_connect(
         self, net_ref: str, ctr_ref: str, ip: str | None = None, aliases: list[str] = ()
     ) -> Endpoint:
@@ -733,6 +758,7 @@ class Controller:
 
     # ------------------------------------------------------------------ containers
     @_context(lambda req: f"create container {req.name or ''}".rstrip())
+    @_retry_races
     def container_create(self, req: ContainerRequest) -> Container:
         cid = names.new_id()
         name = names.validate_name("container", req.name or names.short_id(cid))
@@ -890,8 +916,10 @@ class Controller:
     def container_rm(self, ref: str, force: bool = False) -> Container:
         with self._mutation() as nl:
             ctr = self.container(ref)
+            # An adopted namespace's processes are not lowbridge's: rm only detaches it.
             owned_running = ctr.netns_owned and sandbox.running_pids([ctr.netns])[ctr.netns]
-            if (owned_running or self.running([ctr])[ctr.id]) and not force:
+            host_running = ctr.host_network and self.running([ctr])[ctr.id]
+            if (owned_running or host_running) and not force:
                 raise Conflict(
                     f"cannot remove container {ctr.name}: it is running "
                     "(stop it first, or use rm -f)"

@@ -38,6 +38,10 @@ GRPC_OPTIONS = {
 }
 
 
+class CasConflict(Conflict):
+    """A compare-and-swap lost to another host: the caller may retry the whole operation."""
+
+
 class StoreUnavailable(LowbridgeError):
     """etcd cannot be reached (exit code 6, as other store errors)."""
 
@@ -163,7 +167,7 @@ class KV:
         success += [tx.delete(k, range_end=_prefix_end(k)) for k in ops.delete_prefixes]
         ok, _ = self._run(c.transaction(compare=compare, success=success, failure=[]))
         if not ok:
-            raise Conflict(
+            raise CasConflict(
                 "the cluster store changed meanwhile (another host took the same address, VNI "
                 "or name first); nothing was changed, try again"
             )

@@ -63,10 +63,13 @@ class Cluster:
         raise RuntimeError("etcd did not become healthy")
 
     def stop_etcd(self) -> None:
-        if self.etcd is not None:
-            self.etcd.kill()
-            self.etcd.wait()
-            self.etcd = None
+        """Kill etcd (inside its namespace: nsenter forks, so the Popen is not etcd itself)."""
+        if self.etcd is None:
+            return
+        self.etcd_ns.run("pkill -KILL -x etcd; while pgrep -x etcd >/dev/null; do sleep 0.05; done",
+                         check=False)  # fmt: skip
+        self.etcd.wait()
+        self.etcd = None
 
     def close(self) -> None:
         self.stop_etcd()

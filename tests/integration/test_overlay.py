@@ -1,0 +1,182 @@
+"""Overlay networks across three simulated hosts sharing etcd (Debian's etcd-server).
+
+Each host runs ``lowbridge agent``; sandboxes on different hosts talk over VXLAN, by address and
+by name, without commands on the other hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.cluster import Cluster
+from tests.integration.conftest import ip_of, lb_json, ping
+
+pytestmark = pytest.mark.skipif(not shutil.which("etcd"), reason="etcd-server not installed")
+
+
+def start_agent(h) -> subprocess.Popen:  # noqa: ANN001
+    log = open(os.path.join(h.dir, "agent.log"), "ab")  # noqa: SIM115 - the agent's, kept open
+    return h.popen([sys.executable, "-m", "lowbridge", "agent"], stdout=log, stderr=log,
+                   env={**os.environ, **h.env})  # fmt: skip
+
+
+def eventually(probe, seconds: float = 10.0) -> bool:  # noqa: ANN001
+    """Poll ``probe`` (the agents apply changes asynchronously; no wall-clock is asserted)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(0.1)
+    return probe()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with Cluster(3) as c:
+        c.agents = [start_agent(h) for h in c.hosts]
+        try:
+            yield c
+        finally:
+            for agent in c.agents:
+                agent.kill()
+                agent.wait()
+
+
+def test_sandboxes_on_different_hosts_talk_by_address_and_name(cluster):
+    h1, h2, h3 = cluster.hosts
+    h1.lb("network", "create", "-d", "overlay", "--attachable", "ov1")
+    h1.lb("container", "create", "--name", "a1", "--network", "ov1")
+    h2.lb("container", "create", "--name", "b1", "--network", "ov1")
+    h3.lb("container", "create", "--name", "c1", "--network", "ov1")
+    a1, b1, c1 = (ip_of(h, n, "ov1") for h, n in ((h1, "a1"), (h2, "b1"), (h3, "c1")))
+    assert len({a1, b1, c1}) == 3 and all(ip.startswith("10.0.0.") for ip in (a1, b1, c1))
+    # h1 ran no command since b1 and c1 appeared: its agent programmed them.
+    assert eventually(lambda: ping(h1, "a1", b1) and ping(h1, "a1", c1))
+    assert ping(h2, "b1", a1) and ping(h3, "c1", b1)
+    assert eventually(lambda: b1 in h1.run("ip netns exec a1 getent hosts b1", check=False).stdout)
+    assert c1 in h2.run("ip netns exec b1 getent hosts c1.ov1").stdout
+    # inspect anywhere: every endpoint of the cluster, and the hosts (VTEPs) that have one.
+    doc = lb_json(h3, "network", "inspect", "ov1")[0]
+    assert doc["Scope"] == "global" and doc["Driver"] == "overlay"
+    assert {c["Name"] for c in doc["Containers"].values()} == {"a1", "b1", "c1"}
+    assert [p["IP"] for p in doc["Peers"]] == ["10.200.0.1", "10.200.0.2", "10.200.0.3"]
+    assert doc["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4096"
+    assert "ov1" in h2.lb("network", "ls").stdout
+
+
+def test_mtu_1450_across_hosts(cluster):
+    h1, h2, _ = cluster.hosts
+    b1 = ip_of(h2, "b1", "ov1")
+    ok = h1.run(["ip", "netns", "exec", "a1", "ping", "-c1", "-w3", "-M", "do", "-s", "1422", b1],
+                check=False)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    big = h1.run(["ip", "netns", "exec", "a1", "ping", "-c1", "-w2", "-M", "do", "-s", "1472", b1],
+                 check=False)  # fmt: skip
+    assert big.returncode != 0
+    assert "message too long" in (big.stdout + big.stderr).lower()
+
+
+def test_two_overlays_are_isolated(cluster):
+    h1, h2, _ = cluster.hosts
+    h2.lb("network", "create", "-d", "overlay", "ov2")
+    h2.lb("container", "create", "--name", "b2", "--network", "ov2")
+    h1.lb("container", "create", "--name", "a2", "--network", "ov2")
+    b2 = ip_of(h2, "b2", "ov2")
+    assert eventually(lambda: ping(h1, "a2", b2))
+    vnis = {lb_json(h1, "network", "inspect", n)[0]["Options"][
+        "com.docker.network.driver.overlay.vxlanid_list"] for n in ("ov1", "ov2")}  # fmt: skip
+    assert vnis == {"4096", "4097"}
+    # a1 (ov1 only) cannot reach b2 even when told the way: different VNI, different L2.
+    h1.run(["ip", "netns", "exec", "a1", "ip", "route", "add", "10.0.1.0/24", "dev", "eth0"],
+           check=False)  # fmt: skip
+    assert not ping(h1, "a1", b2)
+    assert h1.run("ip netns exec a1 getent hosts b2", check=False).returncode == 2
+
+
+def test_removal_and_agent_restart_lose_nothing(cluster):
+    h1, h2, h3 = cluster.hosts
+    # The agent of h3 is down while sandboxes come and go elsewhere...
+    agent = cluster.agents[2]
+    agent.kill()
+    agent.wait()
+    h1.lb("container", "create", "--name", "late", "--network", "ov1")
+    late = ip_of(h1, "late", "ov1")
+    b1 = ip_of(h2, "b1", "ov1")
+    h2.lb("rm", "b1")
+    # ...and once restarted it lists and reconciles: the new one reachable, the removed gone.
+    cluster.agents[2] = start_agent(h3)
+    assert eventually(lambda: ping(h3, "c1", late))
+
+    def fdb(h) -> str:  # noqa: ANN001
+        """vxlan0's own (self) entries: the bridge's learned ones age out on their own."""
+        out = h.run("for n in /run/netns/lbo-*; do ip netns exec $(basename $n) "
+                    "bridge fdb show dev vxlan0; done").stdout  # fmt: skip
+        return "\n".join(line for line in out.splitlines() if " self " in line)
+
+    mac_b1 = "02:42:" + ":".join(f"{int(x):02x}" for x in b1.split("."))
+    assert eventually(lambda: mac_b1 not in fdb(h3) and mac_b1 not in fdb(h1))
+    assert not ping(h3, "c1", b1)
+
+
+def test_agents_survive_an_etcd_restart(cluster):
+    h1, h2, h3 = cluster.hosts
+    cluster.stop_etcd()
+    time.sleep(1)
+    cluster.start_etcd()
+    h2.lb("container", "create", "--name", "after", "--network", "ov1")
+    after = ip_of(h2, "after", "ov1")
+    assert eventually(lambda: ping(h1, "a1", after) and ping(h3, "c1", after), 20)
+
+
+def test_concurrent_creates_on_two_hosts_get_distinct_addresses(cluster):
+    h1, h2, _ = cluster.hosts
+    procs = []
+    for h, tag in ((h1, "x"), (h2, "y")):
+        for i in range(5):
+            argv = [sys.executable, "-m", "lowbridge", "container", "create", "--name",
+                    f"{tag}{i}", "--network", "ov1"]  # fmt: skip
+            procs.append(h.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env={**os.environ, **h.env}))  # fmt: skip
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    ips = [ip_of(h, f"{t}{i}", "ov1") for h, t in ((h1, "x"), (h2, "y")) for i in range(5)]
+    assert len(set(ips)) == 10
+    doc = lb_json(h1, "network", "inspect", "ov1")[0]
+    held = [c["IPv4Address"] for c in doc["Containers"].values()]
+    assert len(held) == len(set(held))
+
+
+def test_etcd_unreachable_fails_cleanly_and_changes_nothing(cluster):
+    h1 = cluster.hosts[0]
+    before = h1.run("ip -br link; ls /run/netns").stdout
+    cluster.stop_etcd()
+    try:
+        for argv in (("network", "create", "-d", "overlay", "nope"),
+                     ("container", "create", "--name", "nope", "--network", "ov1")):  # fmt: skip
+            proc = h1.lb(*argv, check=False)
+            assert proc.returncode == 6, proc.stderr
+            assert "unreachable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert h1.run("ip -br link; ls /run/netns").stdout == before
+    finally:
+        cluster.start_etcd()
+    assert "nope" not in h1.lb("ps").stdout
+
+
+def test_network_rm_refuses_while_any_host_has_endpoints_then_cleans_every_host(cluster):
+    h1, h2, h3 = cluster.hosts
+    proc = h3.lb("network", "rm", "ov2", check=False)
+    assert proc.returncode == 4 and "active endpoints" in proc.stderr
+    h1.lb("rm", "a2")
+    h2.lb("rm", "b2")
+    h3.lb("network", "rm", "ov2")
+    assert "ov2" not in h1.lb("network", "ls").stdout
+    ns = json.dumps([h.run("ls /run/netns").stdout for h in cluster.hosts])
+    net_id_prefix = "lbo-"
+    assert ns.count(net_id_prefix) == 3  # ov1's on each host; ov2's gone everywhere
