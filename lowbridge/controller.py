@@ -54,6 +54,8 @@ DEFAULT_BRIDGE_OPTIONS = {
     "com.docker.network.driver.mtu": "1500",
 }
 OPT_ICC = "com.docker.network.bridge.enable_icc"
+# Cluster mode's way out for overlay sandboxes (Docker's docker_gwbridge).
+GWBRIDGE, GWBRIDGE_DEVICE = "lowbridge_gwbridge", "lb_gwbridge"
 IFACE_PREFIX = "eth"
 # A bridge holds at most 1023 ports (BR_MAX_PORTS 1024, port 0 reserved): the 1024th enslave
 # fails with EXFULL (pyroute2-notes 7.5).
@@ -164,6 +166,7 @@ class Controller:
         with self._lock(), netlink.session() as nl:
             self._join_cluster(nl)
             self._init_predefined(nl)
+            self._ensure_gwbridge(nl)
             self._reconcile(nl)
             try:
                 yield nl
@@ -197,6 +200,53 @@ class Controller:
             )
         cluster.vtep = vtep
         cluster.register_host(vtep)
+
+    def _ensure_gwbridge(self, nl: Session) -> None:
+        """Cluster mode: the local bridge overlay sandboxes leave by (Docker's docker_gwbridge:
+        ICC off, masquerade), as a predefined network; its device comes with its first
+        endpoint."""
+        if self.cluster is None or any(n.name == GWBRIDGE for n in self.store.networks()):
+            return
+        from lowbridge.drivers import bridge
+
+        req = NetworkRequest(
+            name=GWBRIDGE,
+            options={
+                bridge.OPT_BRIDGE_NAME: GWBRIDGE_DEVICE,
+                "com.docker.network.bridge.enable_icc": "false",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+            },
+        )
+        view = HostView(networks=self.store.networks(), link_kinds={}, reserved=self._reserved(nl))
+        net = drivers.get("bridge").validate(req, names.new_id(), view)
+        net.predefined = True
+        with self.store.transaction():
+            self.store.put_network(net)
+
+    def _egress(
+        self, net: Network, ctr: Container, pending: list[Endpoint], tx: Transaction,
+        nl: Session, snl: Session,
+    ) -> list[Endpoint]:  # fmt: skip
+        """A sandbox joining a non-internal overlay also joins the gwbridge (its way out and
+        its default route), once."""
+        if net.driver != "overlay" or net.internal or self.cluster is None:
+            return []
+        gw = next(n for n in self.store.networks() if n.name == GWBRIDGE)
+        if any(e.network_id == gw.id for e in self.store.endpoints(container_id=ctr.id)):
+            return []
+        return [self._connect(gw, ctr, None, tx, nl, snl, pending=pending)]
+
+    def _egress_leftover(
+        self, ep: Endpoint, eps: list[Endpoint], nets: dict[str, Network]
+    ) -> list[Endpoint]:
+        """The gwbridge endpoint to remove with ``ep`` (the sandbox's last way to need it)."""
+        net = nets[ep.network_id]
+        if net.driver != "overlay" or net.internal:
+            return []
+        others = [e for e in eps if e is not ep and nets[e.network_id].driver == "overlay"
+                  and not nets[e.network_id].internal]  # fmt: skip
+        gw = [e for e in eps if nets[e.network_id].name == GWBRIDGE]
+        return [] if others else gw
 
     def _overlay_sync(self) -> None:
         """After a change (best effort): bring this host's VXLAN entries in line with the
@@ -402,9 +452,11 @@ class Controller:
             # The sandbox session outlives the transaction: undos may need it.
             with netlink.session(ctr.netns) as snl, Transaction("network-connect") as tx:
                 ep = self._connect(net, ctr, ip, tx, nl, snl, list(aliases))
+                extra = self._egress(net, ctr, [ep], tx, nl, snl)
 
                 def write() -> None:
-                    self.store.put_endpoint(ep)
+                    for new in (ep, *extra):
+                        self.store.put_endpoint(new)
                     self.store.put_container(ctr)  # the resolver's ports, if new
 
                 self._persist([tx], write)
@@ -427,10 +479,13 @@ class Controller:
                     "network"
                 )
             nets = {n.id: n for n in self.store.networks()}
-            remaining = [e for e in eps if e.id != ep.id]
+            drop = [ep, *self._egress_leftover(ep, eps, nets)]
+            remaining = [e for e in eps if e not in drop]
             with self.store.transaction():
-                self.store.delete_endpoint(net.id, ctr.id)
-                drivers.get(net.driver).disconnect(net, ep, nl, ctr.netns)
+                for gone in drop:
+                    gone_net = nets[gone.network_id]
+                    self.store.delete_endpoint(gone_net.id, ctr.id)
+                    drivers.get(gone_net.driver).disconnect(gone_net, gone, nl, ctr.netns)
                 # Deleting the interface took its routes; if it carried the default route, the
                 # next endpoint in Docker's order takes over.
                 before, after = gateway_endpoint(eps, nets), gateway_endpoint(remaining, nets)
@@ -450,6 +505,7 @@ class Controller:
         nl: Session,
         snl: Session,
         aliases: list[str] | None = None,
+        pending: list[Endpoint] = (),  # type: ignore[assignment]
     ) -> Endpoint:
         """Validate and build one endpoint (kernel only); the caller persists it (and ``ctr``,
         which gains its resolver ports when it first joins a user-defined network).
@@ -457,7 +513,7 @@ class Controller:
         ``nl``/``snl`` are open sessions on the host and in the sandbox that stay open until
         ``tx`` has finished (its undos use them).
         """
-        eps = self.store.endpoints(container_id=ctr.id)
+        eps = self.store.endpoints(container_id=ctr.id) + list(pending)
         nets = {n.id: n for n in self.store.networks()}
         if any(e.network_id == net.id for e in eps):
             raise Conflict(f"endpoint with name {ctr.name} already exists in network {net.name}")
@@ -830,10 +886,12 @@ class Controller:
                     tx.step("loopback-up", lambda: snl.set_up("lo"))
                     with Transaction("network-connect") as ctx:
                         ep = self._connect(net, ctr, req.ip, ctx, nl, snl, req.aliases)
+                        extra = self._egress(net, ctr, [ep], ctx, nl, snl)
 
                         def write() -> None:
                             self.store.put_container(ctr)
-                            self.store.put_endpoint(ep)
+                            for new in (ep, *extra):
+                                self.store.put_endpoint(new)
 
                         self._persist([ctx, tx], write)
             self._flush_conntrack(ctr, ep)

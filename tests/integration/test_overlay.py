@@ -180,3 +180,28 @@ def test_network_rm_refuses_while_any_host_has_endpoints_then_cleans_every_host(
     ns = json.dumps([h.run("ls /run/netns").stdout for h in cluster.hosts])
     net_id_prefix = "lbo-"
     assert ns.count(net_id_prefix) == 3  # ov1's on each host; ov2's gone everywhere
+
+
+def test_egress_through_the_gwbridge_and_none_for_internal_overlays(cluster):
+    h1 = cluster.hosts[0]
+    cluster.switch.run("ip addr add 10.200.0.254/24 dev under", check=False)  # "the internet"
+    # a1 (on ov1) leaves by lowbridge_gwbridge, masqueraded: the switch has no route back to it.
+    doc = lb_json(h1, "inspect", "a1")[0]["NetworkSettings"]["Networks"]
+    assert set(doc) == {"ov1", "lowbridge_gwbridge"}
+    route = h1.run("ip netns exec a1 ip route").stdout
+    assert f"default via {doc['lowbridge_gwbridge']['Gateway']}" in route
+    assert ping(h1, "a1", "10.200.0.254")
+    assert "lowbridge_gwbridge" in h1.lb("network", "ls").stdout
+    # An internal overlay gives no way out.
+    h1.lb("network", "create", "-d", "overlay", "--internal", "ovi")
+    h1.lb("container", "create", "--name", "sealed", "--network", "ovi")
+    assert "default" not in h1.run("ip netns exec sealed ip route").stdout
+    assert not ping(h1, "sealed", "10.200.0.254")
+    assert set(lb_json(h1, "inspect", "sealed")[0]["NetworkSettings"]["Networks"]) == {"ovi"}
+    # Leaving the last non-internal overlay also leaves the gwbridge.
+    h1.lb("network", "connect", "ov1", "sealed")
+    assert (
+        "lowbridge_gwbridge" in lb_json(h1, "inspect", "sealed")[0]["NetworkSettings"]["Networks"]
+    )
+    h1.lb("network", "disconnect", "ov1", "sealed")
+    assert set(lb_json(h1, "inspect", "sealed")[0]["NetworkSettings"]["Networks"]) == {"ovi"}
