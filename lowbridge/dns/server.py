@@ -43,6 +43,7 @@ from lowbridge.config import Paths
 from lowbridge.dns import records, wire
 from lowbridge.dns.records import REFUSED, SERVFAIL, View
 from lowbridge.dns.redirect import bind_sockets
+from lowbridge.errors import LowbridgeError
 
 log = logging.getLogger("lowbridge-dns")
 FORWARD_TIMEOUT = 4.0  # per upstream server (Docker's extIOTimeout)
@@ -156,7 +157,7 @@ class Resolver:
             conn.settimeout(5)
             try:
                 reply = self._control(conn)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, LowbridgeError) as exc:  # e.g. the cluster store down
                 log.warning("control: %s", exc)
                 return
             if not self.views and not self.bound:

@@ -1,0 +1,124 @@
+"""ClusterStore's routing and compare-and-swap rules, over an in-memory etcd stand-in."""
+
+from __future__ import annotations
+
+import pytest
+
+from lowbridge import ipam, kv
+from lowbridge.cluster import VNI_OPTION, ClusterStore
+from lowbridge.errors import InvalidInput
+from lowbridge.models import Container, Endpoint, Network
+from lowbridge.store import SQLiteStore
+
+
+class FakeKV:
+    """etcd's semantics that ClusterStore relies on: create revisions and atomic compares."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, tuple[bytes, int]] = {}
+        self.rev = 1
+
+    def get(self, k):  # noqa: ANN001, ANN201
+        return self.data.get(k)
+
+    def get_prefix(self, prefix):  # noqa: ANN001, ANN201
+        return sorted((k, v) for k, (v, _) in self.data.items() if k.startswith(prefix))
+
+    def keys(self, prefix):  # noqa: ANN001, ANN201
+        return [k for k, _ in self.get_prefix(prefix)]
+
+    def put(self, k, v):  # noqa: ANN001, ANN201
+        self.rev += 1
+        self.data[k] = (v, self.data.get(k, (None, self.rev))[1])
+
+    def commit(self, ops: kv.Ops) -> None:
+        if any(k in self.data for k in ops.must_be_absent) or any(
+            self.data.get(k, (None, 0))[1] != rev for k, rev in ops.must_have_created
+        ):
+            raise kv.CasConflict("lost")
+        for k in ops.deletes:
+            self.data.pop(k, None)
+        for p in ops.delete_prefixes:
+            for k in [k for k in self.data if k.startswith(p)]:
+                del self.data[k]
+        for k, v in ops.puts.items():
+            self.put(k, v)
+
+    def close(self) -> None:
+        pass
+
+
+def _overlay(
+    name: str = "ov", vni: str = "4096", subnet: str = "10.0.0.0/24", nid: str = ""
+) -> Network:
+    pool = ipam.plan_pool(subnet=subnet, gateway=None, ip_range=None, aux_addresses=None, taken=[])
+    return Network(id=nid or name * 8, name=name, driver="overlay", pool=pool,
+                   options={VNI_OPTION: vni})  # fmt: skip
+
+
+@pytest.fixture
+def stores(tmp_path):
+    shared = FakeKV()
+    a = ClusterStore(SQLiteStore(str(tmp_path / "a.db")), shared, "host-a", "10.200.0.1")
+    b = ClusterStore(SQLiteStore(str(tmp_path / "b.db")), shared, "host-b", "10.200.0.2")
+    yield a, b, shared
+    a.local.close()
+    b.local.close()
+
+
+def test_overlay_records_are_shared_and_local_ones_are_not(stores):
+    a, b, _ = stores
+    with a.transaction():
+        a.put_network(_overlay())
+        a.put_network(Network(id="l" * 64, name="mine", driver="bridge"))
+    assert [n.name for n in b.networks()] == ["ov"]
+    assert {n.name for n in a.networks()} == {"ov", "mine"}
+
+
+def test_names_vnis_and_addresses_are_taken_once(stores):
+    a, b, _ = stores
+    with a.transaction():
+        a.put_network(_overlay())
+    for other in (_overlay("ov", "4097", "10.0.1.0/24", nid="x" * 16), _overlay("ov2", "4096")):
+        with pytest.raises(kv.CasConflict), b.transaction():
+            b.put_network(other)
+    net = _overlay()
+    for store, ctr in ((a, "c1"), (b, "c2")):
+        with store.transaction():
+            store.put_container(Container(id=ctr * 32, name=ctr, netns=f"/run/netns/{ctr}"))
+    with a.transaction():
+        a.put_endpoint(Endpoint(id="e1", network_id=net.id, container_id="c1" * 32,
+                                ifname="eth0", ip="10.0.0.2"))  # fmt: skip
+    # b took its snapshot before a's lease: its transaction loses and changes nothing.
+    with pytest.raises(kv.CasConflict), b.transaction():
+        b.put_container(Container(id="c3" * 32, name="c3", netns="/run/netns/c3"))
+        b.put_endpoint(Endpoint(id="e2", network_id=net.id, container_id="c2" * 32,
+                                ifname="eth0", ip="10.0.0.2"))  # fmt: skip
+    assert "c3" not in [c.name for c in b.containers()]
+    assert b.addresses(net.id) == ["10.0.0.2"]
+    seen = b.endpoints(network_id=net.id)
+    assert [(e.host, e.vtep) for e in seen] == [("host-a", "10.200.0.1")]
+    assert b.endpoints(container_id="c1" * 32) == []  # not b's sandbox
+
+
+def test_reads_inside_a_transaction_see_its_writes_and_delete_cleans_up(stores):
+    a, b, shared = stores
+    net = _overlay()
+    with a.transaction():
+        a.put_network(net)
+        assert any(n.id == net.id for n in a.networks())
+        a.put_endpoint(Endpoint(id="e1", network_id=net.id, container_id="c" * 64,
+                                ifname="eth0", ip="10.0.0.2"))  # fmt: skip
+        assert a.addresses(net.id) == ["10.0.0.2"]
+    with a.transaction():
+        a.delete_network(net.id)
+        assert all(n.id != net.id for n in a.networks())
+    assert shared.data == {}
+
+
+def test_store_urls():
+    assert kv.parse_url("etcd://10.0.0.1:2379,etcd2:2380") == [("10.0.0.1", 2379), ("etcd2", 2380)]
+    assert kv.parse_url("etcd://etcd") == [("etcd", 2379)]
+    for bad in ("http://x:2379", "etcd://", "etcd://x:y"):
+        with pytest.raises(InvalidInput):
+            kv.parse_url(bad)
