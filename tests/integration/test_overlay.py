@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.integration.cluster import Cluster
+from lowbridge.simcluster import Cluster
 from tests.integration.conftest import ip_of, lb_json, ping
 
 pytestmark = pytest.mark.skipif(not shutil.which("etcd"), reason="etcd-server not installed")

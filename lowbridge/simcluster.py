@@ -1,4 +1,4 @@
-"""A simulated cluster: hosts on an underlay switch, and etcd in a namespace of its own.
+"""A simulated cluster (tests, benchmarks): hosts on an underlay switch, etcd in a namespace.
 
 The underlay is a switch namespace (bridge ``under``, 10.200.0.0/24); etcd (Debian's
 etcd-server, data in a temporary directory) listens on 10.200.0.100:2379; host ``i`` has
@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.request
 
 from lowbridge.simhost import SimHost, outside
 
@@ -53,7 +53,7 @@ class Cluster:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             probe = self.etcd_ns.run(
-                ["python3", "-c", f"import urllib.request;print(urllib.request.urlopen("
+                [sys.executable, "-c", f"import urllib.request;print(urllib.request.urlopen("
                  f"'http://{ETCD_IP}:2379/health',timeout=1).read().decode())"],
                 check=False,
             )  # fmt: skip
@@ -80,6 +80,3 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = ["Cluster", "STORE", "urllib"]

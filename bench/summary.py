@@ -1,0 +1,118 @@
+"""One table from the latest results of every benchmark (bench/results/*.json).
+
+    .venv/bin/python bench/summary.py        (scripts/bench runs it last)
+
+Each ratio compares numbers measured in the same benchmark run (the same simulated host or the
+same rounds): lowbridge against `ip -batch`, its peers against their own `ip -batch`, throughput
+against the hand-built path, and so on.  Writes bench/results/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+
+def _load(name: str) -> dict | None:
+    try:
+        with open(os.path.join(RESULTS, f"{name}.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def rows() -> list[tuple[str, str, str, str]]:
+    """(case, measured, compared with, ratio) rows for whatever results exist."""
+    out = []
+    if attach := _load("attach"):
+        r = attach["results_ms"]
+        base = r["ip -batch: attach (3 execs)"]
+        for key, label in (
+            ("lowbridge library: container create (netns + attach)", "attach: library create"),
+            ("lowbridge library: network connect (attach + firewall change)",
+             "attach: library connect"),
+            ("lowbridge library: container rm", "detach: library rm"),
+        ):  # fmt: skip
+            out.append((label, f"{r[key]} ms", f"ip -batch attach {base} ms",
+                        f"{r[key] / base:.2f}×"))  # fmt: skip
+    if peers := _load("peers"):
+        res = peers["results"]
+        base = res.get("ip -batch", {}).get("attach_ms")
+        for label, doc in res.items():
+            if "attach_ms" in doc and base:
+                ms = doc["attach_ms"]
+                out.append((f"attach: {label}", f"{ms} ms", f"ip -batch attach {base} ms",
+                            f"{ms / base:.2f}×"))  # fmt: skip
+    if cli := _load("cli"):
+        w = cli["wall_ms"]
+        pyroute2 = w["python -c 'import pyroute2'"]
+        own = w["lowbridge's own share of a mutating command"]
+        out.append(("CLI: network connect", f"{w['lowbridge network connect (CLI)']} ms",
+                    f"import pyroute2 {pyroute2} ms", f"own share {own} ms"))  # fmt: skip
+        out.append(("CLI: network ls", f"{w['lowbridge network ls']} ms",
+                    f"python -c pass {w['python -c pass']} ms", ""))  # fmt: skip
+    if growth := _load("growth"):
+        ms = growth["ms"]
+        last = max(ms, key=int)
+        out.append((f"growth: attach at endpoint {last}", f"{ms[last]} ms",
+                    f"endpoint 1: {ms['1']} ms", f"{ms[last] / ms['1']:.2f}×"))  # fmt: skip
+    if fw := _load("firewall"):
+        r = fw["results_ms"]
+        for backend in ("iptables", "nftables"):
+            one, hundred = r.get(f"{backend}, 1 networks"), r.get(f"{backend}, 100 networks")
+            if one and hundred:
+                out.append((f"firewall change, 100 networks ({backend})", f"{hundred} ms",
+                            f"1 network {one} ms", f"{hundred / one:.2f}×"))  # fmt: skip
+    if lab := _load("lab"):
+        for how in ("library", "cli"):
+            doc = lab[how]
+            out.append((f"lab of {lab['n']} sandboxes ({how})", f"up {doc['up_s']} s",
+                        f"down {doc['down_s']} s", ""))  # fmt: skip
+    if dp := _load("datapath"):
+        g = dp["gbps"]
+
+        def ratio(a: str, b: str) -> float:
+            return statistics.median(x / y for x, y in zip(g[a], g[b], strict=True))
+
+        for a, b in (("lowbridge bridge", "hand-built bridge"),
+                     ("lowbridge overlay", "hand-built VXLAN")):  # fmt: skip
+            mine, theirs = statistics.median(g[a]), statistics.median(g[b])
+            out.append((f"data path: {a}", f"{mine:.2f} Gbit/s", f"{b} {theirs:.2f} Gbit/s",
+                        f"{ratio(a, b):.3f}×"))  # fmt: skip
+    if dns := _load("dns"):
+        q = {k: statistics.median(v) for k, v in dns.items() if isinstance(v, list)}
+        r = statistics.median(a / b for a, b in zip(dns["lowbridge"], dns["aardvark"], strict=True))
+        out.append(("DNS queries/s", f"{q['lowbridge']:,.0f}", f"aardvark-dns {q['aardvark']:,.0f}",
+                    f"{r:.2f}×"))  # fmt: skip
+    return out
+
+
+def main() -> int:
+    table = ["| case | lowbridge | compared with (same run) | ratio |", "|---|---|---|---|"]
+    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows()]
+    machines = sorted({doc["machine"] for name in os.listdir(RESULTS) if name.endswith(".json")
+                       for doc in [_load(name[:-5])] if doc and "machine" in doc})  # fmt: skip
+    text = "\n".join(
+        [
+            "# lowbridge benchmarks: latest results",
+            "",
+            "Each row's ratio compares numbers measured in the same run (details: *.md here).",
+            "",
+            *table,
+            "",
+            "Runs:",
+            *[f"- {m}" for m in machines],
+        ]  # fmt: skip
+    )
+    with open(os.path.join(RESULTS, "README.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
