@@ -59,6 +59,22 @@ class SandboxRef:
     vtep: str | None = None  # cluster mode: this host's VXLAN endpoint address
 
 
+def configure_interface(sandbox: SandboxRef, ep: Endpoint) -> int:
+    """Address the endpoint's interface inside the sandbox and bring it up; return its index.
+
+    Docker's setIPv6: an IPv4-only interface gets no IPv6 at all, set before it is up, in a
+    namespace lowbridge adopted (the ones it made have IPv6 off namespace-wide from birth).
+    """
+    from lowbridge import netns
+
+    index = sandbox.nl.link(ep.ifname).index
+    if not sandbox.owned:
+        netns.write_sysctls([(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path)
+    sandbox.nl.add_address(index, ep.ip, ep.prefixlen)
+    sandbox.nl.set_up(index)
+    return index
+
+
 class Driver(Protocol):
     name: str
     # True when endpoints on this driver's networks get an interface and an address.

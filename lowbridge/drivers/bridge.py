@@ -16,7 +16,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from lowbridge import ipam, names, netns
-from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef
+from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef, configure_interface
 from lowbridge.errors import Conflict, InvalidInput, KernelError
 from lowbridge.models import Network
 
@@ -179,20 +179,8 @@ class BridgeDriver:
             # host is sent back out of the port it came in by (bridge hairpin mode).
             tx.step("create-interface", lambda: nl.set_hairpin(host_if))
 
-        def configure() -> int:
-            index = sandbox.nl.link(ep.ifname).index
-            if not sandbox.owned:
-                # Docker's setIPv6: an IPv4-only interface gets no IPv6 at all, set before it is
-                # up.  Sandboxes lowbridge made have IPv6 off namespace-wide from birth instead.
-                netns.write_sysctls(
-                    [(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path
-                )
-            sandbox.nl.add_address(index, ep.ip, ep.prefixlen)
-            sandbox.nl.set_up(index)
-            return index
-
         # The undo of create-interface removes the peer (and its address) with it.
-        return tx.step("configure-interface", configure)
+        return tx.step("configure-interface", lambda: configure_interface(sandbox, ep))
 
     def disconnect(
         self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None

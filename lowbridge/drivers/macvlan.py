@@ -29,7 +29,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from lowbridge import ipam, names, netns
-from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef
+from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef, configure_interface
 from lowbridge.errors import Conflict, InvalidInput, KernelError
 from lowbridge.models import Network
 
@@ -219,13 +219,7 @@ class MacvlanDriver:
         routed: list[bool] = []
 
         def configure() -> int:
-            index = sandbox.nl.link(ep.ifname).index
-            if not sandbox.owned:
-                netns.write_sysctls(
-                    [(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path
-                )
-            sandbox.nl.add_address(index, ep.ip, ep.prefixlen)
-            sandbox.nl.set_up(index)
+            index = configure_interface(sandbox, ep)
             if shim_ip:
                 nl.add_route(ep.ip, 32, shim_name(net.id))
                 routed.append(True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from lowbridge import ipam, names, netns
 from lowbridge.cluster import VNI_OPTION
-from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef
+from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef, configure_interface
 from lowbridge.errors import Conflict, InvalidInput, KernelError
 from lowbridge.models import Network
 
@@ -138,17 +138,7 @@ class OverlayDriver:
 
         tx.step("create-interface", create, undo)
 
-        def configure() -> int:
-            index = sandbox.nl.link(ep.ifname).index
-            if not sandbox.owned:
-                netns.write_sysctls(
-                    [(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path
-                )
-            sandbox.nl.add_address(index, ep.ip, ep.prefixlen)
-            sandbox.nl.set_up(index)
-            return index
-
-        return tx.step("configure-interface", configure)
+        return tx.step("configure-interface", lambda: configure_interface(sandbox, ep))
 
     def disconnect(
         self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
