@@ -494,6 +494,7 @@ class Controller:
                         snl.replace_default_route(after.gateway, after.ifname)
                 self._write_etc(ctr, remaining)
                 self._sync_firewall(f"disconnect {ctr.name} from {net.name}")
+            self._forget_flows(drop)
 
     # ------------------------------------------------------------------ connect internals
     def _connect(
@@ -780,22 +781,36 @@ class Controller:
         return undo
 
     def _flush_conntrack(self, ctr: Container, ep: Endpoint) -> None:
-        """After a change is committed: forget flows that predate its NAT rules (best effort).
+        """After a change is committed: forget UDP flows to the sandbox's published host ports,
+        which began before the DNAT existed (best effort; Docker #8795).
 
-        Entries towards the new endpoint's address (a reused address), and UDP flows to the
-        sandbox's published host ports (they began before the DNAT existed).
+        Flows towards a *reused* address are forgotten when the address is released instead
+        (:meth:`_forget_flows`): Docker does both here, but a conntrack dump walks the kernel's
+        whole hash table (~15 ms here even when it is empty), which a sandbox should not wait
+        for.
         """
         from lowbridge import netlink
 
         try:
-            if ep.ip:
-                netlink.flush_conntrack(dst=ep.ip)
             for doc in ctr.ports:
                 mapping = PortMapping.from_doc(doc)
                 if mapping.proto == "udp":
                     netlink.flush_conntrack(proto="udp", dport=mapping.host_port)
         except LowbridgeError as exc:
             print(f"lowbridge: warning: {ctr.name}: {exc}", file=sys.stderr)
+
+    def _forget_flows(self, eps: list[Endpoint]) -> None:
+        """After endpoints went (best effort): delete conntrack entries towards their addresses,
+        so a sandbox that gets one of them next does not inherit the old flows' NAT."""
+        from lowbridge import netlink
+
+        for ep in eps:
+            if not ep.ip:
+                continue
+            try:
+                netlink.flush_conntrack(dst=ep.ip)
+            except LowbridgeError as exc:
+                print(f"lowbridge: warning: forget flows to {ep.ip}: {exc}", file=sys.stderr)
 
     def _sync_firewall(self, what: str) -> None:
         """Best effort after a teardown: rules of removed objects go; failures are warnings."""
@@ -1019,6 +1034,7 @@ class Controller:
             self.store.delete_container(ctr.id)
             if sync_firewall:
                 self._sync_firewall(f"remove {ctr.name}")
+        self._forget_flows(eps)
         if errors:
             for text in errors:
                 print(f"lowbridge: warning: remove {ctr.name}: {text}", file=sys.stderr)
