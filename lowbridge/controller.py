@@ -163,7 +163,8 @@ class Controller:
         """Lock, open the host netlink session, initialise and reconcile; yield the session."""
         from lowbridge import netlink
 
-        with self._lock(), netlink.session() as nl:
+        cached = getattr(self.store, "cached", contextlib.nullcontext)
+        with self._lock(), cached(), netlink.session() as nl:
             self._join_cluster(nl)
             self._init_predefined(nl)
             self._ensure_gwbridge(nl)

@@ -92,6 +92,7 @@ class SQLiteStore:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"open state store {path}: {exc}") from None
         self._in_tx = False
+        self._cache: dict | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -119,9 +120,26 @@ class SQLiteStore:
         finally:
             self._in_tx = False
 
+    @contextlib.contextmanager
+    def cached(self) -> Iterator[None]:
+        """Serve repeated reads from memory while the block runs; any write forgets them.
+
+        For the span of one mutation, which holds the host lock so no other process writes:
+        an attach reads the networks and sandboxes a dozen times (validation, IPAM, firewall
+        model, files), and re-parsing every document each time grew with the number of
+        sandboxes (bench/growth.py).  Reads return the same record objects until a write: a
+        caller that changes one must write it (as the controller does) or change it back."""
+        self._cache = {}
+        try:
+            yield
+        finally:
+            self._cache = None
+
     def _write(self, sql: str, args: tuple) -> None:
         if not self._in_tx:
             raise StoreError("store write outside a transaction")
+        if self._cache is not None:
+            self._cache.clear()
         try:
             self._db.execute(sql, args)
         except sqlite3.IntegrityError as exc:
@@ -135,6 +153,17 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"read state store: {exc}") from None
 
+    def _records(self, model, sql: str, args: tuple = ()) -> list:  # noqa: ANN001
+        """Records of ``model`` from a query; inside :meth:`cached`, the same objects again
+        (in a new list) until the next write."""
+        key = (sql, args)
+        if self._cache is not None and key in self._cache:
+            return list(self._cache[key])
+        found = [model.from_doc(d) for d in self._docs(sql, args)]
+        if self._cache is not None:
+            self._cache[key] = found
+        return list(found)
+
     # -- meta
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -145,7 +174,7 @@ class SQLiteStore:
 
     # -- networks
     def networks(self) -> list[Network]:
-        return [Network.from_doc(d) for d in self._docs("SELECT doc FROM networks ORDER BY rowid")]
+        return self._records(Network, "SELECT doc FROM networks ORDER BY rowid")
 
     def put_network(self, network: Network) -> None:
         self._write(
@@ -159,9 +188,7 @@ class SQLiteStore:
 
     # -- containers
     def containers(self) -> list[Container]:
-        return [
-            Container.from_doc(d) for d in self._docs("SELECT doc FROM containers ORDER BY rowid")
-        ]
+        return self._records(Container, "SELECT doc FROM containers ORDER BY rowid")
 
     def put_container(self, container: Container) -> None:
         self._write(
@@ -184,7 +211,7 @@ class SQLiteStore:
         if container_id is not None:
             sql += " AND container_id=?"
             args.append(container_id)
-        return [Endpoint.from_doc(d) for d in self._docs(sql + " ORDER BY rowid", tuple(args))]
+        return self._records(Endpoint, sql + " ORDER BY rowid", tuple(args))
 
     def addresses(self, network_id: str) -> list[str]:
         """The addresses endpoints hold on a network (the IPAM leases), without the documents."""

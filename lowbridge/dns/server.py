@@ -72,6 +72,7 @@ class Resolver:
         self.bound: dict[str, Bound] = {}
         self.views: dict[str, View] = {}
         self.inflight = 0
+        self.store = None
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
         # LOWBRIDGE_DNS_CODEC=library: dnspython for every answer (bench/dns.py compares).
@@ -83,15 +84,12 @@ class Resolver:
         """Re-read the store; take adopted sockets; bind what is missing; drop what is gone."""
         from lowbridge.store import open_store
 
-        store = open_store(self.paths)
-        try:
-            ctrs = store.containers()
-            host = [
-                s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)
-            ]
-            self.views = records.build(store.networks(), ctrs, store.endpoints(), host)
-        finally:
-            store.close()
+        if self.store is None:  # kept open: a sync is on every command's path
+            self.store = open_store(self.paths)
+        store = self.store
+        ctrs = store.containers()
+        host = [s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)]
+        self.views = records.build(store.networks(), ctrs, store.endpoints(), host)
         by_id = {c.id: c for c in ctrs}
         for cid, (u, t) in adopted.items():
             ctr = by_id.get(cid)
