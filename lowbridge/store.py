@@ -60,12 +60,13 @@ class Store(Protocol):
     def delete_endpoint(self, network_id: str, container_id: str) -> None: ...
 
 
-def open_store(paths, url: str | None = None):  # noqa: ANN001, ANN201
+def open_store(paths, url: str | None = None, memo: bool = False):  # noqa: ANN001, ANN201
     """The store for ``paths``: the embedded one, or -- with a cluster store URL (argument,
-    else the configuration) -- the cluster store over it (:mod:`lowbridge.cluster`)."""
+    else the configuration) -- the cluster store over it (:mod:`lowbridge.cluster`).  ``memo``:
+    see :class:`SQLiteStore` (read-only users)."""
     from lowbridge import config
 
-    local = SQLiteStore(paths.db)
+    local = SQLiteStore(paths.db, memo=memo)
     url = url or config.store_url()
     if not url:
         return local
@@ -77,7 +78,7 @@ def open_store(paths, url: str | None = None):  # noqa: ANN001, ANN201
 class SQLiteStore:
     """SQLite in WAL mode: readers never wait for the writer; each transaction is atomic."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, memo: bool = False):
         self.path = path
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -93,6 +94,10 @@ class SQLiteStore:
             raise StoreError(f"open state store {path}: {exc}") from None
         self._in_tx = False
         self._cache: dict | None = None
+        # memo: a long-lived reader (the DNS resolver) re-reads the tables on every change;
+        # records whose stored text did not change are not parsed again.  They are shared
+        # between reads, so only a reader that never changes records may ask for it.
+        self._memo: dict[str, dict[str, object]] | None = {} if memo else None
 
     def close(self) -> None:
         self._db.close()
@@ -110,6 +115,8 @@ class SQLiteStore:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            if self._cache is not None:
+                self._cache.clear()  # it had the rolled-back writes
             raise
         else:
             try:
@@ -122,13 +129,14 @@ class SQLiteStore:
 
     @contextlib.contextmanager
     def cached(self) -> Iterator[None]:
-        """Serve repeated reads from memory while the block runs; any write forgets them.
+        """Keep each table in memory while the block runs, written through by every put and
+        delete (and dropped by a rollback).
 
         For the span of one mutation, which holds the host lock so no other process writes:
-        an attach reads the networks and sandboxes a dozen times (validation, IPAM, firewall
-        model, files), and re-parsing every document each time grew with the number of
-        sandboxes (bench/growth.py).  Reads return the same record objects until a write: a
-        caller that changes one must write it (as the controller does) or change it back."""
+        an attach reads the networks, sandboxes and endpoints a dozen times (validation, IPAM,
+        firewall model, files), and re-parsing every document each time grew with the number
+        of sandboxes (bench/growth.py).  Reads return the cached record objects (in new lists):
+        a caller that changes one must write it (as the controller does) or change it back."""
         self._cache = {}
         try:
             yield
@@ -138,8 +146,6 @@ class SQLiteStore:
     def _write(self, sql: str, args: tuple) -> None:
         if not self._in_tx:
             raise StoreError("store write outside a transaction")
-        if self._cache is not None:
-            self._cache.clear()
         try:
             self._db.execute(sql, args)
         except sqlite3.IntegrityError as exc:
@@ -153,16 +159,45 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"read state store: {exc}") from None
 
-    def _records(self, model, sql: str, args: tuple = ()) -> list:  # noqa: ANN001
-        """Records of ``model`` from a query; inside :meth:`cached`, the same objects again
-        (in a new list) until the next write."""
-        key = (sql, args)
-        if self._cache is not None and key in self._cache:
-            return list(self._cache[key])
-        found = [model.from_doc(d) for d in self._docs(sql, args)]
-        if self._cache is not None:
-            self._cache[key] = found
-        return list(found)
+    def _parsed(self, table: str, model) -> list:  # noqa: ANN001
+        """Every record of ``table`` (with the memo: reusing those whose text is unchanged)."""
+        sql = f"SELECT doc FROM {table} ORDER BY rowid"  # noqa: S608 - fixed names
+        if self._memo is None:
+            return [model.from_doc(d) for d in self._docs(sql)]
+        old, new = self._memo.get(table, {}), {}
+        try:
+            rows = [row[0] for row in self._db.execute(sql)]
+        except sqlite3.Error as exc:
+            raise StoreError(f"read state store: {exc}") from None
+        for text in rows:
+            new[text] = old.get(text) or model.from_doc(json.loads(text))
+        self._memo[table] = new
+        return [new[text] for text in rows]
+
+    def _table(self, table: str, model) -> list | None:  # noqa: ANN001
+        """The cached records of ``table`` (loaded on first use), None when not caching."""
+        if self._cache is None:
+            return None
+        if table not in self._cache:
+            self._cache[table] = self._parsed(table, model)
+        return self._cache[table]
+
+    def _cached_put(self, table: str, record, same) -> None:  # noqa: ANN001
+        """Write-through: replace the record ``same`` matches (an upsert keeps its row, hence
+        its place), or append it (a new row comes last)."""
+        rows = self._cache.get(table) if self._cache is not None else None
+        if rows is None:
+            return
+        for i, old in enumerate(rows):
+            if same(old):
+                rows[i] = record
+                return
+        rows.append(record)
+
+    def _cached_delete(self, table: str, same) -> None:  # noqa: ANN001
+        rows = self._cache.get(table) if self._cache is not None else None
+        if rows is not None:
+            rows[:] = [r for r in rows if not same(r)]
 
     # -- meta
     def get_meta(self, key: str) -> str | None:
@@ -174,7 +209,8 @@ class SQLiteStore:
 
     # -- networks
     def networks(self) -> list[Network]:
-        return self._records(Network, "SELECT doc FROM networks ORDER BY rowid")
+        cached = self._table("networks", Network)
+        return list(cached) if cached is not None else self._parsed("networks", Network)
 
     def put_network(self, network: Network) -> None:
         self._write(
@@ -182,13 +218,16 @@ class SQLiteStore:
             "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
             (network.id, network.name, json.dumps(network.to_doc())),
         )
+        self._cached_put("networks", network, lambda r: r.id == network.id)
 
     def delete_network(self, network_id: str) -> None:
         self._write("DELETE FROM networks WHERE id=?", (network_id,))
+        self._cached_delete("networks", lambda r: r.id == network_id)
 
     # -- containers
     def containers(self) -> list[Container]:
-        return self._records(Container, "SELECT doc FROM containers ORDER BY rowid")
+        cached = self._table("containers", Container)
+        return list(cached) if cached is not None else self._parsed("containers", Container)
 
     def put_container(self, container: Container) -> None:
         self._write(
@@ -196,14 +235,22 @@ class SQLiteStore:
             "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
             (container.id, container.name, json.dumps(container.to_doc())),
         )
+        self._cached_put("containers", container, lambda r: r.id == container.id)
 
     def delete_container(self, container_id: str) -> None:
         self._write("DELETE FROM containers WHERE id=?", (container_id,))
+        self._cached_delete("containers", lambda r: r.id == container_id)
 
     # -- endpoints
     def endpoints(
         self, network_id: str | None = None, container_id: str | None = None
     ) -> list[Endpoint]:
+        cached = self._table("endpoints", Endpoint)
+        if cached is None and network_id is None and container_id is None:
+            return self._parsed("endpoints", Endpoint)
+        if cached is not None:
+            return [e for e in cached if (network_id is None or e.network_id == network_id)
+                    and (container_id is None or e.container_id == container_id)]  # fmt: skip
         sql, args = "SELECT doc FROM endpoints WHERE 1=1", []
         if network_id is not None:
             sql += " AND network_id=?"
@@ -211,10 +258,14 @@ class SQLiteStore:
         if container_id is not None:
             sql += " AND container_id=?"
             args.append(container_id)
-        return self._records(Endpoint, sql + " ORDER BY rowid", tuple(args))
+        docs = self._docs(sql + " ORDER BY rowid", tuple(args))
+        return [Endpoint.from_doc(d) for d in docs]
 
     def addresses(self, network_id: str) -> list[str]:
         """The addresses endpoints hold on a network (the IPAM leases), without the documents."""
+        cached = self._table("endpoints", Endpoint)
+        if cached is not None:
+            return [e.ip for e in cached if e.network_id == network_id and e.ip]
         rows = self._db.execute(
             "SELECT ip FROM endpoints WHERE network_id=? AND ip IS NOT NULL", (network_id,)
         )
@@ -231,9 +282,13 @@ class SQLiteStore:
                 json.dumps(endpoint.to_doc()),
             ),
         )
+        key = (endpoint.network_id, endpoint.container_id)
+        self._cached_put("endpoints", endpoint, lambda r: (r.network_id, r.container_id) == key)
 
     def delete_endpoint(self, network_id: str, container_id: str) -> None:
         self._write(
             "DELETE FROM endpoints WHERE network_id=? AND container_id=?",
             (network_id, container_id),
         )
+        key = (network_id, container_id)
+        self._cached_delete("endpoints", lambda r: (r.network_id, r.container_id) == key)

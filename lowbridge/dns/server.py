@@ -85,7 +85,7 @@ class Resolver:
         from lowbridge.store import open_store
 
         if self.store is None:  # kept open: a sync is on every command's path
-            self.store = open_store(self.paths)
+            self.store = open_store(self.paths, memo=True)
         store = self.store
         ctrs = store.containers()
         host = [s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)]
