@@ -49,13 +49,23 @@ exec "$SIM_PYTHON" -c "$SIM_INIT"
 # PID 1 of the host: reaps orphans (detached sandbox processes whose lowbridge exited), as a
 # machine's init does, so killed processes do not linger as zombies.
 _INIT = """
-import os, time
+import ctypes, os, signal, time
+# Die with the holder (unshare): a host whose creator was killed must not linger.
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 while True:
     try:
         os.wait()
     except ChildProcessError:
         time.sleep(0.2)
 """
+
+
+def _die_with_parent() -> None:
+    """In the holder (unshare), before exec: SIGKILL when the Python that made the host dies,
+    even by a signal that skips :meth:`SimHost.close` (the host's init follows the holder)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class SimHost:
@@ -94,6 +104,7 @@ class SimHost:
             stdin=subprocess.DEVNULL,
             env=holder_env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         line = self._proc.stdout.readline().decode().strip()
         if line != "ready":

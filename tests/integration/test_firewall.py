@@ -73,7 +73,9 @@ def serve(h: SimHost, name: str, network: str, *extra: str, tcp_ports=(80, 4444)
     ) + " & wait"  # fmt: skip
     h.lb("run", "-d", "--name", name, "--network", network, *extra, "--", "sh", "-c", script)
     ip = ip_of(h, name, network)
+    # Both listeners start at once: wait for each (a ready TCP one says nothing of the UDP one).
     _wait(lambda: tcp(h, None, ip, tcp_ports[0]))
+    _wait(lambda: udp(h, None, ip, 80, timeout=1))
     return ip
 
 
