@@ -805,13 +805,13 @@ class Controller:
         so a sandbox that gets one of them next does not inherit the old flows' NAT."""
         from lowbridge import netlink
 
-        for ep in eps:
-            if not ep.ip:
-                continue
-            try:
-                netlink.flush_conntrack(dst=ep.ip)
-            except LowbridgeError as exc:
-                print(f"lowbridge: warning: forget flows to {ep.ip}: {exc}", file=sys.stderr)
+        addresses = [ep.ip for ep in eps if ep.ip]
+        if not addresses:
+            return
+        try:
+            netlink.flush_conntrack(dsts=addresses)
+        except LowbridgeError as exc:
+            print(f"lowbridge: warning: forget flows to {addresses}: {exc}", file=sys.stderr)
 
     def _sync_firewall(self, what: str) -> None:
         """Best effort after a teardown: rules of removed objects go; failures are warnings."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
@@ -316,10 +316,14 @@ def _conntrack_count() -> int | None:
 
 
 def flush_conntrack(
-    *, dst: str | None = None, proto: str | None = None, dport: int | None = None
+    *,
+    dst: str | None = None,
+    proto: str | None = None,
+    dport: int | None = None,
+    dsts: Iterable[str] = (),
 ) -> int:
-    """Delete the conntrack entries of this namespace whose original direction matches; return
-    how many went.
+    """Delete the conntrack entries of this namespace whose original direction matches (``dst``,
+    ``proto``, ``dport``; or any of the addresses ``dsts``); return how many went.
 
     NAT is decided on a flow's first packet: a flow that began before a DNAT rule existed (a UDP
     "connection" to a port published later, an old flow to a reused container address) keeps
@@ -337,11 +341,16 @@ def flush_conntrack(
         match["proto"] = socket.IPPROTO_UDP if proto == "udp" else socket.IPPROTO_TCP
     if dport:
         match["dport"] = dport
+    # Several destinations: one dump (each walks the kernel's whole hash table), matched here.
+    wanted = set(dsts)
     count = 0
     try:
         ct = Conntrack()
         try:
-            for entry in list(ct.dump_entries(tuple_orig=NFCTAttrTuple(**match))):
+            query = {} if wanted else {"tuple_orig": NFCTAttrTuple(**match)}
+            for entry in list(ct.dump_entries(**query)):
+                if wanted and entry.tuple_orig.daddr not in wanted:
+                    continue
                 with contextlib.suppress(NetlinkError):  # gone meanwhile
                     ct.delete(entry)
                     count += 1
