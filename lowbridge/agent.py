@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import signal
 
 from lowbridge import kv
-from lowbridge.config import Paths
+from lowbridge.config import Paths, host_lock
 from lowbridge.models import Endpoint, Network
 
 log = logging.getLogger("lowbridge-agent")
@@ -54,7 +53,7 @@ class Agent:
             elif k.startswith(ep_prefix):
                 ep = Endpoint.from_doc(json.loads(v))
                 eps.setdefault(ep.network_id, []).append(ep)
-        with self._lock():
+        with host_lock(self.paths):
             added = removed = 0
             for net in nets.values():
                 a, r = overlay.sync(net, eps.get(net.id, []), self.host)
@@ -79,16 +78,6 @@ class Agent:
                 log.info("network of %s is gone: removing it", name)
                 with contextlib.suppress(Exception):
                     netns.remove(os.path.join(netns.NETNS_RUN_DIR, name))
-
-    @contextlib.contextmanager
-    def _lock(self):  # noqa: ANN202
-        os.makedirs(self.paths.state, mode=0o700, exist_ok=True)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     # ------------------------------------------------------------------ etcd side
     async def run(self) -> None:

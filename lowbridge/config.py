@@ -10,7 +10,10 @@ for them).  ``--root DIR`` or ``LOWBRIDGE_ROOT=DIR`` moves the first two under `
 from __future__ import annotations
 
 import configparser
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 ROOT_ENV = "LOWBRIDGE_ROOT"
@@ -56,6 +59,23 @@ def default_bridge_icc() -> bool:
     config key ``icc``, environment LOWBRIDGE_ICC; default true)."""
     value = setting("icc", ICC_ENV, "true").strip().lower()
     return value not in ("false", "0", "no", "off")
+
+
+@contextlib.contextmanager
+def host_lock(paths: Paths) -> Iterator[None]:
+    """The host-wide mutation lock: flock on a file in the state directory (every command that
+    changes something, and the agent, take it).
+
+    flock is released by the kernel when the process dies, so a crash never wedges it; the fd
+    is close-on-exec so processes started under it (run -d) do not inherit it.
+    """
+    os.makedirs(paths.state, mode=0o700, exist_ok=True)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

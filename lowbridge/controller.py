@@ -13,7 +13,6 @@ The kernel layer (:mod:`lowbridge.netlink`) is imported inside the mutating meth
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import ipaddress
 import os
@@ -138,25 +137,16 @@ class Controller:
     # ------------------------------------------------------------------ locking and reconcile
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """The host-wide mutation lock: flock on a file in the state directory.
-
-        flock is released by the kernel when the process dies, so a crash never wedges it; the fd
-        is close-on-exec so processes we start (run -d) do not inherit it.
-        """
+        """:func:`lowbridge.config.host_lock`, re-entrant within this controller."""
         if self._locked:
             yield
             return
-        os.makedirs(self.paths.state, mode=0o700, exist_ok=True)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with config.host_lock(self.paths):
             self._locked = True
             try:
                 yield
             finally:
                 self._locked = False
-        finally:
-            os.close(fd)
 
     @contextlib.contextmanager
     def _mutation(self) -> Iterator[Session]:
