@@ -181,13 +181,20 @@ def plan_pool(
 def lowest_free(
     subnet: IPv4Network, ip_range: IPv4Network | None, used: set[IPv4Address]
 ) -> IPv4Address:
-    """The lowest usable address of ``ip_range`` (or ``subnet``) not in ``used``."""
+    """The lowest usable address of ``ip_range`` (or ``subnet``) not in ``used``.
+
+    Walks integers, not address objects: a bridge holds up to 1023 endpoints, and this runs on
+    every attach (bench/growth.py)."""
     space = ip_range or subnet
     first, last = int(space.network_address), int(space.broadcast_address)
-    for value in range(first, last + 1):
-        addr = IPv4Address(value)
-        if addr not in used and _usable(subnet, addr):
-            return addr
+    taken = {int(a) for a in used}
+    if subnet.prefixlen < 31:  # the subnet's network and broadcast addresses are not usable
+        taken |= {int(subnet.network_address), int(subnet.broadcast_address)}
+    lo = max(first, int(subnet.network_address))
+    hi = min(last, int(subnet.broadcast_address))
+    for value in range(lo, hi + 1):
+        if value not in taken:
+            return IPv4Address(value)
     raise Conflict(f"no free address left in {space}")
 
 

@@ -94,6 +94,10 @@ class SQLiteStore:
             raise StoreError(f"open state store {path}: {exc}") from None
         self._in_tx = False
         self._cache: dict | None = None
+        # The tables a cached() block loaded, kept for the next one while no other writer
+        # committed in between (the "generation" meta row says so; see cached()).
+        self._kept: dict | None = None
+        self._kept_gen: str | None = None
         # memo: a long-lived reader (the DNS resolver) re-reads the tables on every change;
         # records whose stored text did not change are not parsed again.  They are shared
         # between reads, so only a reader that never changes records may ask for it.
@@ -120,10 +124,21 @@ class SQLiteStore:
             raise
         else:
             try:
+                # Every commit moves the generation on, so a kept cache knows it is stale.
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('generation', '1') ON CONFLICT(key) "
+                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+                gen = self.get_meta("generation")
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
+                if self._cache is not None:
+                    self._cache.clear()
                 raise StoreError(f"commit store transaction: {exc}") from None
+            # Writes inside cached() went through the cache: it still matches the tables.
+            if self._cache is not None and self._cache is self._kept:
+                self._kept_gen = gen
         finally:
             self._in_tx = False
 
@@ -136,10 +151,21 @@ class SQLiteStore:
         an attach reads the networks, sandboxes and endpoints a dozen times (validation, IPAM,
         firewall model, files), and re-parsing every document each time grew with the number
         of sandboxes (bench/growth.py).  Reads return the cached record objects (in new lists):
-        a caller that changes one must write it (as the controller does) or change it back."""
-        self._cache = {}
+        a caller that changes one must write it (as the controller does) or change it back.
+
+        The tables stay loaded for the next block of this store object (a library user's
+        next mutation) unless another writer committed meanwhile -- the generation row, moved
+        on by every commit, tells -- or the block raised (a record may have been changed and
+        not written)."""
+        gen = self.get_meta("generation")
+        if self._kept is None or gen is None or gen != self._kept_gen:
+            self._kept, self._kept_gen = {}, gen
+        self._cache = self._kept
         try:
             yield
+        except BaseException:
+            self._kept = None
+            raise
         finally:
             self._cache = None
 
