@@ -2,8 +2,9 @@
 
 Every message is one JSON line on ``<run>/dns.sock`` (a path, not an abstract socket: those are
 per network namespace -- dns-notes 2), optionally with sockets attached (SCM_RIGHTS), answered by
-one JSON line.  The only message is ``sync``: "re-read the store; here are new sandboxes'
-sockets".  Commands send it while they hold the host lock, after their change is committed.
+one JSON line (unless it says ``"reply": false``).  The only message is ``sync``: "re-read the
+store; here are new sandboxes' sockets".  Commands send it while they hold the host lock, after
+their change is committed.
 
 Starting on demand: the command binds the control socket itself and passes it to the new
 process (socket activation), so its first message is queued in the backlog instead of racing the
@@ -92,27 +93,38 @@ def sync(
     paths: Paths,
     adopt: dict[str, tuple[socket.socket, socket.socket]] | None = None,
     start: bool = False,
+    wait: bool = True,
 ) -> dict | None:
     """Tell the resolver the store changed, handing it ``adopt``'s sockets (container id ->
     (udp, tcp)).  With ``start``, start it if it is not running (else do nothing then).
-    Returns its reply (None when not running and not started)."""
+
+    ``wait``: read its reply (returned; None when not running and not started, or not
+    waiting).  Not waiting is safe for ordering -- the resolver takes pending control messages
+    before it answers any query (:meth:`.server.Resolver.answer`), so the very next query sees
+    the change -- but only a sender that waits learns that the resolver is exiting because
+    nothing needs it: a change after which no sandbox needs the resolver must wait.  A resolver
+    this call starts is always waited for: until its first sync it has not bound the ports of
+    the sandboxes it serves after a crash, and their queries would be refused."""
     adopt = adopt or {}
     fds: list[int] = []
     index: dict[str, list[int]] = {}
     for cid, (u, t) in adopt.items():
         index[cid] = [len(fds), len(fds) + 1]
         fds += [u.fileno(), t.fileno()]
-    message = json.dumps({"op": "sync", "adopt": index}).encode() + b"\n"
     for attempt in range(2):
         conn = _connect(paths)
         if conn is None:
             if not (start or adopt):
                 return None
             conn = _start(paths)
+            wait = True
+        message = json.dumps({"op": "sync", "adopt": index, "reply": wait}).encode() + b"\n"
         with conn:
             conn.settimeout(REPLY_TIMEOUT)
             try:
                 socket.send_fds(conn, [message], fds)
+                if not wait:
+                    return None
                 reply = b""
                 while not reply.endswith(b"\n"):
                     chunk = conn.recv(65536)

@@ -147,17 +147,40 @@ class Resolver:
 
     # ------------------------------------------------------------------ control socket
     def on_control(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except BlockingIOError:
-            return
-        with conn:
+        """Take every pending control message, sync once for all of them, answer those that
+        want a reply."""
+        pending: list[tuple[socket.socket, dict]] = []
+        adopted: dict[str, tuple[socket.socket, socket.socket]] = {}
+        while self.listener.fileno() != -1:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.warning("control: accept: %s", exc)
+                break
             conn.settimeout(5)
             try:
-                reply = self._control(conn)
+                msg, socks = self._receive(conn)
+            except (OSError, ValueError) as exc:
+                log.warning("control: %s", exc)
+                conn.close()
+                continue
+            for cid, pair in socks.items():
+                old = adopted.pop(cid, None)  # a later message's sockets win
+                for sock in old or ():
+                    sock.close()
+                adopted[cid] = pair
+            pending.append((conn, msg))
+        if not pending:
+            return
+        try:
+            try:
+                self.sync(adopted)
             except (OSError, ValueError, LowbridgeError) as exc:  # e.g. the cluster store down
                 log.warning("control: %s", exc)
                 return
+            reply = {"ok": True, "pid": os.getpid(), "sandboxes": sorted(self.bound)}
             if not self.views and not self.bound:
                 # Nothing left to serve.  The sender holds the host lock, so no other command
                 # is about to hand us a sandbox: leave now (path first, then the reply).
@@ -165,10 +188,16 @@ class Resolver:
                 self.shutdown()
                 self.stop.set()
                 reply["exiting"] = True
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+            for conn, msg in pending:
+                if msg.get("reply", True):
+                    with contextlib.suppress(OSError):
+                        conn.sendall(json.dumps(reply).encode() + b"\n")
+        finally:
+            for conn, _ in pending:
+                conn.close()
 
-    def _control(self, conn: socket.socket) -> dict:
+    def _receive(self, conn: socket.socket) -> tuple[dict, dict]:
+        """One control message and the sockets it hands over (container id -> (udp, tcp))."""
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 256)
         socks = [socket.socket(fileno=fd) for fd in fds]
         try:
@@ -182,12 +211,18 @@ class Resolver:
             adopted[cid] = (socks[i], socks[j])
             for s in adopted[cid]:
                 s.setblocking(False)
-        self.sync(adopted)
-        return {"ok": True, "pid": os.getpid(), "sandboxes": sorted(self.bound)}
+        return msg, adopted
 
     # ------------------------------------------------------------------ queries
     def answer(self, b: Bound, data: bytes, tcp: bool) -> bytes | None:
-        """The local answer, None to forward, b"" to drop."""
+        """The local answer, None to forward, b"" to drop.
+
+        Pending control messages come first: a command does not wait for its sync to be
+        applied (control.sync), so a query it caused -- or any query sent after it returned --
+        may be ready at the same time as its message, and must see its change.  When none is
+        pending this costs one failed accept() (~1 us)."""
+        if self.listener.fileno() != -1:
+            self.on_control()
         view = self.views.get(b.cid)
         if view is None:
             return b""
