@@ -52,7 +52,7 @@ class Backend(Protocol):
 
     def show(self, rules: list[R.Rule]) -> str: ...
     def apply(self, rules: list[R.Rule], forward_drop: bool | None) -> None: ...
-    def insert(self, inserts: list[tuple[int, R.Rule]]) -> None: ...
+    def insert(self, inserts: list[tuple[int, R.Rule]], at_end: list[bool]) -> None: ...
     def clear(self) -> None: ...
 
 
@@ -150,6 +150,11 @@ def model(
     return out
 
 
+# The record file's text and its parse, as this process last wrote or read it: a library user
+# changing the firewall again need not parse every rule back (bench/growth.py).
+_recorded: list = [None, None]
+
+
 class Firewall:
     """Applies models with one backend; remembers per boot what it did (see module docstring)."""
 
@@ -173,17 +178,24 @@ class Firewall:
         text = self._state("rules")
         if not text:
             return None
-        doc = json.loads(text)
+        if _recorded[0] == text:  # what this process last wrote or read: parsed already
+            doc = _recorded[1]
+        else:
+            raw = json.loads(text)
+            doc = {**raw, "rules": R.from_doc(raw["rules"])}
+            _recorded[:] = [text, doc]
         if doc.get("backend") != self.backend.name or doc.get("policy") != policy:
             return None
-        return R.from_doc(doc["rules"])
+        return doc["rules"]
 
     def _record(self, rules: list[R.Rule] | None, policy: bool = False) -> None:
         if rules is None:
             self._set_state("rules", None)
         else:
             doc = {"backend": self.backend.name, "policy": policy, "rules": R.to_doc(rules)}
-            self._set_state("rules", json.dumps(doc))
+            text = json.dumps(doc)
+            self._set_state("rules", text)
+            _recorded[:] = [text, {**doc, "rules": list(rules)}]
 
     def _state(self, key: str) -> str | None:
         try:
@@ -259,7 +271,7 @@ class Firewall:
         self._record(None)  # until the kernel is known to match again
         if inserts is not None:
             try:
-                self.backend.insert(inserts)
+                self.backend.insert(inserts, R.appended(inserts, rules))
             except KernelError:
                 inserts = None  # the kernel no longer matched the record: rewrite it all
         if inserts is None:

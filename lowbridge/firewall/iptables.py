@@ -156,12 +156,15 @@ class IptablesBackend:
         if text:
             _run(["iptables-restore", "--noflush", "--wait"], text, "apply iptables rules")
 
-    def insert(self, inserts: list[tuple[int, Rule]]) -> None:
-        """Insert rules at their final positions (ascending per chain); nothing is removed."""
+    def insert(self, inserts: list[tuple[int, Rule]], at_end: list[bool]) -> None:
+        """Insert rules at their final positions (ascending per chain), appending those
+        ``at_end`` marks; nothing is removed."""
         lines: list[str] = []
         for table in TABLES:
             body = [
-                f"-I {r.chain} {index + 1} {_spec(r)}" for index, r in inserts if r.table == table
+                f"-A {r.chain} {_spec(r)}" if end else f"-I {r.chain} {index + 1} {_spec(r)}"
+                for (index, r), end in zip(inserts, at_end, strict=True)
+                if r.table == table
             ]
             if body:
                 lines += [f"*{table}", *body, "COMMIT"]

@@ -158,15 +158,20 @@ class NftablesBackend:
         text = f"table ip {TABLE}\ndelete table ip {TABLE}\n" + render(rules, bool(forward_drop))
         run_script(text, "apply nftables rules")
 
-    def insert(self, inserts: list[tuple[int, Rule]]) -> None:
-        """Insert rules at their final indices (ascending per chain), one transaction."""
+    def insert(self, inserts: list[tuple[int, Rule]], at_end: list[bool]) -> None:
+        """Insert rules at their final indices (ascending per chain), one transaction;
+        ``at_end`` marks those that land at the end of their chain (plain appends)."""
         # "add ... index i-1" places a rule after the one at i-1, i.e. at i (also at the end);
-        # "insert" without index places it first.
-        lines = [
-            f"add rule ip {TABLE} {_chain(r.table, r.chain)} index {index - 1} {_statement(r)}"
-            if index > 0 else f"insert rule ip {TABLE} {_chain(r.table, r.chain)} {_statement(r)}"
-            for index, r in inserts
-        ]  # fmt: skip
+        # "insert" without index places it first; "add" without index appends.
+        lines = []
+        for (index, r), end in zip(inserts, at_end, strict=True):
+            chain = f"ip {TABLE} {_chain(r.table, r.chain)}"
+            if end:
+                lines.append(f"add rule {chain} {_statement(r)}")
+            elif index > 0:
+                lines.append(f"add rule {chain} index {index - 1} {_statement(r)}")
+            else:
+                lines.append(f"insert rule {chain} {_statement(r)}")
         if lines:
             run_script("\n".join(lines) + "\n", "apply nftables rules")
 

@@ -316,6 +316,28 @@ def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | Non
     return out
 
 
+def appended(inserts: list[tuple[int, Rule]], rules: list[Rule]) -> list[bool]:
+    """For each of ``inserts`` (as :func:`insertions` returns them for ``rules``): does it land
+    at the end of its chain when they are applied in order?
+
+    Those can be plain appends, which neither backend has to resolve against the chain's
+    current rules: nft fetches a chain's rules to turn an ``index`` into a handle (~15 us a rule
+    here, so a raw chain with 1000 sandboxes' rules costs ~15 ms per change), and
+    iptables-restore re-reads it for ``-I n``."""
+    length: dict[tuple[str, str], int] = {}
+    for r in rules:
+        key = (r.table, r.chain)
+        length[key] = length.get(key, 0) + 1
+    tail: dict[tuple[str, str], int] = {}  # chain -> lowest index of its inserted suffix
+    for index, r in reversed(inserts):
+        key = (r.table, r.chain)
+        if tail.get(key, length[key]) == index + 1:
+            tail[key] = index
+    return [
+        index >= tail.get((r.table, r.chain), length[(r.table, r.chain)]) for index, r in inserts
+    ]
+
+
 def to_doc(rules: list[Rule]) -> list[list]:
     return [[r.table, r.chain, [list(m) for m in r.match], r.target, r.comment] for r in rules]
 

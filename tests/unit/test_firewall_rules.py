@@ -152,12 +152,25 @@ def test_a_new_endpoint_or_port_is_pure_insertions():
     chains: dict = {}
     for r in old:
         chains.setdefault((r.table, r.chain), []).append(r)
-    for index, r in inserts:
-        chains.setdefault((r.table, r.chain), []).insert(index, r)
+    at_end = R.appended(inserts, new)
+    assert any(at_end) and not all(at_end)  # both kinds occur here
+    for (index, r), end in zip(inserts, at_end, strict=True):
+        chain = chains.setdefault((r.table, r.chain), [])
+        assert end == (index == len(chain))  # "appended" means it lands last when it goes in
+        chain.insert(index, r)
     assert [r for rules in chains.values() for r in rules] == sorted(
         new, key=lambda r: list(chains).index((r.table, r.chain))
     )
     assert all(r.chain not in R.BUILTIN_CHAINS for _, r in inserts)
+
+
+def test_appended_marks_only_the_inserted_suffix_of_each_chain():
+    def rule(chain: str, n: int) -> R.Rule:
+        return R.Rule("filter", chain, (("src", f"10.0.0.{n}"),), "DROP", "c")
+
+    final = [rule("A", i) for i in range(5)] + [rule("B", i) for i in range(2)]
+    inserts = [(1, final[1]), (3, final[3]), (4, final[4]), (0, final[5])]
+    assert R.appended(inserts, final) == [False, True, True, False]
 
 
 def test_removals_and_first_apply_need_the_full_path():
