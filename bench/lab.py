@@ -29,8 +29,7 @@ def _library(n: int) -> dict:
         ctl.container_create(ContainerRequest(name=f"s{i}", network=f"net{i % NETWORKS}"))
     up = time.perf_counter() - t
     t = time.perf_counter()
-    for i in range(n):
-        ctl.container_rm(f"s{i}")
+    ctl.container_rm_many([f"s{i}" for i in range(n)])  # as `docker rm` of them all would
     for i in range(NETWORKS):
         ctl.network_rm(f"net{i}")
     return {"up_s": round(up, 2), "down_s": round(time.perf_counter() - t, 2)}

@@ -218,8 +218,14 @@ def cmd_container_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_container_rm(args: argparse.Namespace) -> int:
-    ctl = _controller(args)
-    return _each(args.containers, lambda ref: (ctl.container_rm(ref, force=args.force), ref)[1])
+    status = 0
+    for ref, got in _controller(args).container_rm_many(args.containers, force=args.force):
+        if isinstance(got, LowbridgeError):
+            print(f"{PROG}: error: {got.within(f'remove container {ref}')}", file=sys.stderr)
+            status = got.exit_code
+        else:
+            print(ref)
+    return status
 
 
 def cmd_run(args: argparse.Namespace) -> int:

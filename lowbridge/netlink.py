@@ -15,11 +15,45 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from lowbridge import netns
 from lowbridge.errors import KernelError
+
+
+def _light_pyroute2() -> None:
+    """Let ``import pyroute2.<submodule>`` skip the package's ``__init__`` until something
+    asks the package itself for a name.
+
+    pyroute2/__init__.py imports nearly everything it has (NDB, IPDB, conntrack, WireGuard,
+    ...): ~265 ms of a command's start-up here, of which lowbridge uses ~170 (IPRoute and its
+    netlink core, bench/cli.py).  The package is registered as a module whose ``__path__``
+    finds its submodules; its first attribute lookup (``from pyroute2 import NDB`` anywhere)
+    runs the real ``__init__`` in it (PEP 562 module ``__getattr__``), so other users see the
+    usual package."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    pkg = importlib.util.module_from_spec(spec)
+
+    def complete(name: str):  # noqa: ANN202
+        if not name.startswith("__") and importlib.util.find_spec(f"pyroute2.{name}"):
+            return importlib.import_module(f"pyroute2.{name}")  # ``from pyroute2 import config``
+        del pkg.__getattr__
+        spec.loader.exec_module(pkg)
+        return getattr(pkg, name)
+
+    pkg.__getattr__ = complete
+    sys.modules["pyroute2"] = pkg
+
+
+_light_pyroute2()
+from pyroute2.iproute.linux import IPRoute  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
 ENODEV = 19
 EEXIST = 17
@@ -28,6 +62,9 @@ RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 AF_INET = socket.AF_INET
 IFF_UP = 0x1
+# A device group no one else uses: lowbridge host ends about to be deleted together
+# (Session.delete_links); "lbdn".
+DOOMED_GROUP = 0x6C62646E
 
 
 @dataclass(frozen=True)
@@ -117,6 +154,34 @@ class Session:
                 return False
             raise KernelError.from_os(f"delete link {name}", exc) from None
         return True
+
+    def delete_links(self, names: list[str]) -> None:
+        """Delete links in one unregister batch; those already gone are skipped.
+
+        Each RTM_DELLINK unregisters its device with RCU grace periods of its own (~17 ms
+        here); deleting a device *group* (``ip link del group N``, rtnl_group_dellink) puts
+        every member in one unregister_netdevice_many call, which waits once (~0.5 ms a
+        device, bench/lab.py).  The group is lowbridge's mark for "about to go", set on these
+        devices just before, under the host lock; a single device is deleted directly.
+        """
+        if len(names) < 2:
+            for name in names:
+                self.delete_link(name)
+            return
+        marked = 0
+        for name in names:
+            try:
+                self._ipr.link("set", ifname=name, group=DOOMED_GROUP)
+                marked += 1
+            except NetlinkError as exc:
+                if exc.code != ENODEV:
+                    raise KernelError.from_os(f"mark link {name} for deletion", exc) from None
+        if not marked:
+            return
+        try:
+            self._ipr.link("del", group=DOOMED_GROUP)
+        except NetlinkError as exc:
+            raise KernelError.from_os(f"delete links {', '.join(names)}", exc) from None
 
     def create_veth(
         self,

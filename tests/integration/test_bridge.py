@@ -153,6 +153,37 @@ def test_rm_leaves_no_device_veth_namespace_or_lease(host):
     assert "lb-" + net_id[:12] not in links and "lbv" not in links
 
 
+def test_rm_of_several_sandboxes_is_one_batch_and_reports_each_failure(host):
+    host.lb("network", "create", "--subnet", "10.41.0.0/24", "many")
+    for name in ("a", "b", "c", "keep"):
+        host.lb("container", "create", "--name", name, "--network", "many")
+    host.lb("network", "connect", "bridge", "a")  # a has two host ends
+    host.lb("run", "-d", "--name", "busy", "--network", "many", "--", "sleep", "600")
+    keep, busy = ip_of(host, "keep", "many"), ip_of(host, "busy", "many")
+    bridge = "lb-" + lb_json(host, "network", "inspect", "many")[0]["Id"][:12]
+
+    proc = host.lb("rm", "a", "b", "nosuch", "busy", "c", check=False)
+    assert proc.returncode != 0
+    assert proc.stdout.split() == ["a", "b", "c"]
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert "remove container nosuch" in errors[0] and "not found" in errors[0]
+    assert "remove container busy" in errors[1] and "it is running" in errors[1]
+
+    # Only the survivors' host ends are left (on both bridges), none carries the "about to be
+    # deleted" group, and the survivors still talk.
+    links = json.loads(host.run(["ip", "-j", "-d", "link", "show"]).stdout)
+    assert [ln.get("master") for ln in links if ln["ifname"].startswith("lbv")] == [bridge] * 2
+    assert all(ln.get("group") in (None, "default") for ln in links)
+    assert host.run(["ls", "/run/netns"]).stdout.split() == ["busy", "keep"]
+    assert ping(host, "keep", busy)
+    # Their leases went with them: the next sandbox gets a's old address.
+    host.lb("container", "create", "--name", "again", "--network", "many")
+    assert ip_of(host, "again", "many") == "10.41.0.2" and keep == "10.41.0.5"
+    host.lb("rm", "-f", "busy", "keep", "again")
+    assert "lbv" not in host.run(["ip", "-br", "link"]).stdout
+
+
 def test_network_rm_refuses_while_endpoints_remain_and_prune(host):
     host.lb("network", "create", "busy")
     host.lb("network", "create", "idle")
