@@ -1,0 +1,116 @@
+"""lowbridge's own request/ack path for an attach's netlink messages (netlink.Session._request)
+against pyroute2's IPRoute: the same topology built both ways must look the same to the kernel
+(``ip -j -d``), and errors must carry the same errno."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+SCRIPT = r"""
+import errno, json, os, subprocess
+from lowbridge import netlink, netns
+from pyroute2.iproute.linux import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+def ip(*args):
+    return json.loads(subprocess.run(["ip", "-j", "-d", *args], capture_output=True, text=True,
+                                     check=True).stdout or "[]")
+
+with IPRoute() as ipr:
+    ipr.link("add", ifname="br0", kind="bridge")
+    br = ipr.link_lookup(ifname="br0")[0]
+    ipr.link("set", index=br, state="up")
+paths = {}
+for ns in ("fast", "lib"):
+    paths[ns], sock = netns.create(ns)
+    sock.close()
+
+# The fast path, as an attach uses it.
+with netlink.session() as nl, netlink.session(paths["fast"]) as snl:
+    fd = os.open(paths["fast"], os.O_RDONLY)
+    nl.create_veth("vfast", "eth0", peer_netns_fd=fd, peer_mac="02:42:0a:09:00:02", mtu=1400,
+                   master=nl.link("br0").index)
+    snl.set_up("lo")
+    index = snl.link("eth0").index
+    snl.add_address(index, "10.9.0.2", 24)
+    snl.set_up(index)
+    snl.replace_default_route("10.9.0.1", index)
+    snl.replace_default_route("10.9.0.1", "eth0")  # replace: idempotent
+    errors = {}
+    for what, call in {
+        "veth exists": lambda: nl.create_veth("vfast", "eth0", peer_netns_fd=fd,
+                                              peer_mac="02:42:0a:09:00:02", mtu=None, master=br),
+        "address exists": lambda: snl.add_address("eth0", "10.9.0.2", 24),
+        "no such link": lambda: snl.set_up("nosuch"),
+        "lookup": lambda: snl.add_address("nosuch", "10.9.0.9", 24),
+    }.items():
+        try:
+            call()
+        except Exception as exc:
+            errors[what] = [type(exc).__name__, getattr(exc, "errno", None)]
+    missing = snl.link("nosuch")
+    os.close(fd)
+
+# The same with pyroute2's IPRoute calls.
+lib_errors = {}
+with IPRoute() as ipr:
+    fd = os.open(paths["lib"], os.O_RDONLY)
+    ipr.link("add", ifname="vlib", kind="veth", master=br, state="up", mtu=1400,
+             peer={"ifname": "eth0", "net_ns_fd": fd, "address": "02:42:0a:09:00:02", "mtu": 1400})
+    os.close(fd)
+sock = netns.netlink_socket(paths["lib"])
+with IPRoute(use_socket=sock, groups=0) as ipr:
+    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    index = ipr.link_lookup(ifname="eth0")[0]
+    # With the broadcast address lowbridge sets, as Docker's netlink library does (brd +).
+    ipr.addr("add", index=index, address="10.9.0.2", prefixlen=24, broadcast="10.9.0.255")
+    ipr.link("set", index=index, state="up")
+    ipr.route("replace", dst="0.0.0.0/0", gateway="10.9.0.1", oif=index, family=2)
+    for what, call in {
+        "address exists": lambda: ipr.addr("add", index=index, address="10.9.0.2", prefixlen=24),
+    }.items():
+        try:
+            call()
+        except NetlinkError as exc:
+            lib_errors[what] = exc.code
+
+def view(ns, host_end):
+    drop = {"ifindex", "link_index", "link_netnsid", "operstate", "flags", "link", "addr_info",
+            "stats64", "linkinfo"}
+    def clean(items):
+        return [{k: v for k, v in i.items() if k not in drop} for i in items]
+    eth0 = ip("-n", ns, "link", "show", "eth0")[0]
+    return {
+        "eth0": clean([eth0]) + [sorted(set(eth0["flags"]) - {"LOWER_UP", "NO-CARRIER"})],
+        "kind": eth0["linkinfo"]["info_kind"],
+        "lo": [i["flags"] for i in ip("-n", ns, "link", "show", "lo")],
+        "addr": [[{k: v for k, v in a.items() if k not in ("valid_life_time",
+                                                           "preferred_life_time")}
+                  for a in i["addr_info"]] for i in ip("-n", ns, "addr", "show", "eth0")],
+        "routes": ip("-n", ns, "route", "show", "table", "all"),
+        "host": [(h.get("master"), h["mtu"], "UP" in h["flags"], h["linkinfo"]["info_kind"])
+                 for h in ip("link", "show", host_end)],
+    }
+
+print(json.dumps({"fast": view("fast", "vfast"), "lib": view("lib", "vlib"),
+                  "errors": errors, "lib_errors": lib_errors, "missing": missing}))
+for ns in ("fast", "lib"):
+    netns.remove(paths[ns])
+"""
+
+
+def test_fast_requests_build_what_pyroute2_builds(host):
+    out = json.loads(host.run([sys.executable, "-c", SCRIPT]).stdout)
+    fast, lib = out["fast"], out["lib"]
+    assert fast == lib
+    assert fast["addr"][0][0]["local"] == "10.9.0.2"
+    assert fast["host"] == [["br0", 1400, True, "veth"]]
+    main = [r["dst"] for r in fast["routes"] if r.get("table") == "main"]
+    assert main == ["default", "10.9.0.0/24"]
+    # Errors carry the kernel's errno like pyroute2's: EEXIST, ENODEV; a missing link is None.
+    assert out["errors"]["veth exists"] == ["KernelError", 17]
+    assert out["errors"]["address exists"] == ["KernelError", out["lib_errors"]["address exists"]]
+    assert out["errors"]["no such link"] == ["KernelError", 19]
+    assert out["errors"]["lookup"] == ["KernelError", 19]
+    assert out["missing"] is None
