@@ -827,93 +827,158 @@ class Controller:
     @_context(lambda req: f"create container {req.name or ''}".rstrip())
     @_retry_races
     def container_create(self, req: ContainerRequest) -> Container:
+        return self._create_many([req])[0]
+
+    @_context(lambda reqs: f"create {len(reqs)} containers")
+    @_retry_races
+    def container_create_many(self, reqs: list[ContainerRequest]) -> list[Container]:
+        """Create several sandboxes in one change, all or none (a lab's set-up): one lock, one
+        store transaction, one firewall change and one resolver sync for all of them.
+
+        Each sandbox holds a few descriptors until the change commits (its netlink socket and
+        resolver sockets): the soft descriptor limit is raised to the hard one when needed.
+        Overlay networks take one sandbox at a time (their leases are the cluster's)."""
+        if len(reqs) > 1 and self.cluster is not None:
+            raise InvalidInput("in cluster mode containers are created one at a time")
+        _descriptors(4 * len(reqs) + 256)
+        return self._create_many(reqs)
+
+    def _create_many(self, reqs: list[ContainerRequest]) -> list[Container]:
+        made: list[tuple[Container, Endpoint | None]] = []
+        with self._mutation() as nl:
+            before = self._fw_model()
+            # Kernel undo stacks outside, the store transaction inside: a failed commit still
+            # unwinds the kernel; a failure before it rolls the store back first.
+            with contextlib.ExitStack() as kernel:
+                txs: list[Transaction] = []
+                with self.store.transaction():
+                    for req in reqs:
+                        try:
+                            made.append(
+                                self._create_one(req, nl, kernel, txs, single=len(reqs) == 1)
+                            )
+                        except LowbridgeError as exc:
+                            if len(reqs) == 1:
+                                raise
+                            raise exc.within(f"create container {req.name or ''}") from None
+                    if txs:
+                        undo: list = []
+                        txs[0].step(
+                            "firewall",
+                            lambda: undo.append(self._fw_change(before, self._fw_model())),
+                            lambda: undo and undo[0](),
+                        )
+                    for tx in txs:
+                        tx.check("persist")
+        for ctr, ep in made:
+            if ep is not None:
+                self._flush_conntrack(ctr, ep)
+        return [ctr for ctr, _ in made]
+
+    def _create_one(
+        self,
+        req: ContainerRequest,
+        nl: Session,
+        kernel: contextlib.ExitStack,
+        txs: list[Transaction],
+        single: bool = True,
+    ) -> tuple[Container, Endpoint | None]:
+        """Validate ``req`` and build its sandbox inside the caller's change: kernel steps
+        register their undo in transactions entered on ``kernel`` (appended to ``txs``), and
+        the records go to the store's open transaction (so the next sandbox's checks and
+        address see them)."""
         cid = names.new_id()
         name = names.validate_name("container", req.name or names.short_id(cid))
-        with self._mutation() as nl:
-            if any(c.name == name for c in self.store.containers()):
-                raise Conflict(f'the container name "{name}" is already in use')
-            net = self.network(req.network)
-            if net.driver == "host":
-                return self._create_on_host(cid, name, req, net)
-            if req.ip is not None and net.predefined:
-                raise InvalidInput(
-                    "user specified IP address is supported on user defined networks only"
-                )
-            path = netns.path_of(name)
-            if os.path.lexists(path):
-                raise Conflict(f"network namespace {name} already exists (not lowbridge's)")
-            if req.publish and net.driver != "bridge":
-                raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
-            mappings = self._publish(req.publish)
-            hostname = names.validate_hostname(req.hostname) if req.hostname else None
-            extra_hosts = [list(self._extra_host(spec)) for spec in req.add_hosts]
-            for server in req.dns:
-                ipam.parse_address(server, "--dns server")
-            for spec in req.expose:
-                ports.parse_expose(spec)
-            if req.links and net.driver in ("host", "none"):
-                raise InvalidInput(f"conflicting options: {net.driver} networking can't be used "
-                                   "with links")  # fmt: skip
-            linked, link_env = self._links(req, net, name)
-            ctr = Container(
-                id=cid,
-                name=name,
-                netns=path,
-                netns_owned=req.netns is None,
-                command=list(req.command or []),
-                hostname=hostname or names.short_id(cid),
-                network_mode=net.name,
-                ports=[m.to_doc() for m in mappings],
-                extra_hosts=extra_hosts,
-                dns=list(req.dns),
-                dns_search=list(req.dns_search),
-                dns_options=list(req.dns_options),
-                expose=list(req.expose),
-                links=linked,
-                env=[_env_item(item) for item in req.env],
-                link_env=link_env,
+        if any(c.name == name for c in self.store.containers()):
+            raise Conflict(f'the container name "{name}" is already in use')
+        net = self.network(req.network)
+        if net.driver == "host":
+            ctr, host_ep = self._create_on_host(cid, name, req, net)
+            self.store.put_container(ctr)
+            self.store.put_endpoint(host_ep)
+            return ctr, None
+        if req.ip is not None and net.predefined:
+            raise InvalidInput(
+                "user specified IP address is supported on user defined networks only"
             )
-            from lowbridge import netlink
+        path = netns.path_of(name)
+        if os.path.lexists(path):
+            raise Conflict(f"network namespace {name} already exists (not lowbridge's)")
+        if req.publish and net.driver != "bridge":
+            raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
+        mappings = self._publish(req.publish)
+        hostname = names.validate_hostname(req.hostname) if req.hostname else None
+        extra_hosts = [list(self._extra_host(spec)) for spec in req.add_hosts]
+        for server in req.dns:
+            ipam.parse_address(server, "--dns server")
+        for spec in req.expose:
+            ports.parse_expose(spec)
+        if req.links and net.driver in ("host", "none"):
+            raise InvalidInput(f"conflicting options: {net.driver} networking can't be used "
+                               "with links")  # fmt: skip
+        linked, link_env = self._links(req, net, name)
+        ctr = Container(
+            id=cid,
+            name=name,
+            netns=path,
+            netns_owned=req.netns is None,
+            command=list(req.command or []),
+            hostname=hostname or names.short_id(cid),
+            network_mode=net.name,
+            ports=[m.to_doc() for m in mappings],
+            extra_hosts=extra_hosts,
+            dns=list(req.dns),
+            dns_search=list(req.dns_search),
+            dns_options=list(req.dns_options),
+            expose=list(req.expose),
+            links=linked,
+            env=[_env_item(item) for item in req.env],
+            link_env=link_env,
+        )
+        from lowbridge import netlink
 
-            with Transaction("container-create") as tx:
-                if req.netns is None:
-                    _, sock = tx.step(
-                        "create-netns", lambda: netns.create(name), lambda: netns.remove(path)
-                    )
-                else:
-                    tx.step(
-                        "create-netns",
-                        lambda: netns.adopt(req.netns, name),
-                        lambda: netns.remove(path),
-                    )
-                    sock = netns.netlink_socket(path)
-                uts = self.paths.uts(name)
-                tx.step(
-                    "create-uts",
-                    lambda: netns.create_uts(uts, ctr.hostname),
-                    lambda: netns.remove(uts),
-                )
-                with netlink.session(path, sock) as snl:
-                    tx.step("loopback-up", lambda: snl.set_up("lo"))
-                    with Transaction("network-connect") as ctx:
-                        ep = self._connect(net, ctr, req.ip, ctx, nl, snl, req.aliases)
-                        extra = self._egress(net, ctr, [ep], ctx, nl, snl)
-
-                        def write() -> None:
-                            self.store.put_container(ctr)
-                            for new in (ep, *extra):
-                                self.store.put_endpoint(new)
-
-                        self._persist([ctx, tx], write)
-            self._flush_conntrack(ctr, ep)
-            return ctr
+        tx = kernel.enter_context(Transaction("container-create"))
+        if req.netns is None:
+            _, sock = tx.step(
+                "create-netns", lambda: netns.create(name), lambda: netns.remove(path)
+            )
+        else:
+            tx.step(
+                "create-netns",
+                lambda: netns.adopt(req.netns, name),
+                lambda: netns.remove(path),
+            )
+            sock = netns.netlink_socket(path)
+        uts = self.paths.uts(name)
+        tx.step(
+            "create-uts",
+            lambda: netns.create_uts(uts, ctr.hostname),
+            lambda: netns.remove(uts),
+        )
+        with contextlib.ExitStack() as own:
+            # Alone, the sandbox session outlives the steps, whose undos may use it (an
+            # overlay's second endpoint restores the first one's route).  In a batch (never
+            # in cluster mode) each sandbox has one endpoint, whose undos do not use it: it
+            # closes now, so a batch of hundreds stays below FD_SETSIZE -- libnftables
+            # select()s on its socket and aborts above 1024.
+            snl = (kernel if single else own).enter_context(netlink.session(path, sock))
+            tx.step("loopback-up", lambda: snl.set_up("lo"))
+            ctx = kernel.enter_context(Transaction("network-connect"))
+            txs += [ctx, tx]
+            ep = self._connect(net, ctr, req.ip, ctx, nl, snl, req.aliases)
+            extra = self._egress(net, ctr, [ep], ctx, nl, snl)
+        self.store.put_container(ctr)
+        for new in (ep, *extra):
+            self.store.put_endpoint(new)
+        return ctr, ep
 
     def _create_on_host(
         self, cid: str, name: str, req: ContainerRequest, net: Network
-    ) -> Container:
+    ) -> tuple[Container, Endpoint]:
         """``--network host``: no namespace of its own; processes run in the host's network
         and UTS namespaces and see the host's /etc files (Docker shares all three).  What only
-        a namespace of its own can have is refused, as Docker refuses it."""
+        a namespace of its own can have is refused, as Docker refuses it.  Returns the records
+        to write."""
         conflicts = {
             "-p/--publish (Docker discards published ports in host mode; the sandbox's ports are "
             "the host's)": req.publish,
@@ -941,11 +1006,7 @@ class Controller:
             expose=list(req.expose),
             env=[_env_item(item) for item in req.env],
         )
-        ep = Endpoint(id=names.new_id(), network_id=net.id, container_id=cid, ifname="")
-        with self.store.transaction():
-            self.store.put_container(ctr)
-            self.store.put_endpoint(ep)
-        return ctr
+        return ctr, Endpoint(id=names.new_id(), network_id=net.id, container_id=cid, ifname="")
 
     def exec_argv(self, ctr: Container, command: list[str]) -> list[str]:
         """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""
@@ -1100,6 +1161,17 @@ def _delete_links(names: list[str], errors: list[tuple[str, str]]) -> None:
             nl.delete_links(names)
     except LowbridgeError as exc:
         errors.append(("", str(exc)))
+
+
+def _descriptors(need: int) -> None:
+    """Raise the soft limit on open descriptors towards ``need`` (at most the hard limit), as
+    Go programs and dockerd do at start."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
 
 
 def _collect(errors: list[tuple[str, str]], ctr: Container, fn) -> None:  # noqa: ANN001

@@ -168,7 +168,10 @@ class Session:
             try:
                 data = self._sock.recv(65536)
             except BlockingIOError:  # IPRoute, once made, leaves the socket non-blocking
-                select.select([self._sock], [], [])
+                # poll, not select: a batch may hold descriptors above FD_SETSIZE (1024).
+                poller = select.poll()
+                poller.register(self._sock, select.POLLIN)
+                poller.poll()
                 continue
             offset = 0
             while offset + 16 <= len(data):

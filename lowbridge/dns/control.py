@@ -24,6 +24,7 @@ from lowbridge.config import Paths
 from lowbridge.errors import KernelError
 
 REPLY_TIMEOUT = 10.0  # a sync re-reads the store and binds sockets: milliseconds, unless wedged
+ADOPT_PER_MESSAGE = 120  # two descriptors each, under SCM_MAX_FD (253)
 
 
 def socket_path(paths: Paths) -> str:
@@ -104,8 +105,21 @@ def sync(
     the change -- but only a sender that waits learns that the resolver is exiting because
     nothing needs it: a change after which no sandbox needs the resolver must wait.  A resolver
     this call starts is always waited for: until its first sync it has not bound the ports of
-    the sandboxes it serves after a crash, and their queries would be refused."""
-    adopt = adopt or {}
+    the sandboxes it serves after a crash, and their queries would be refused.
+
+    One message carries at most ``ADOPT_PER_MESSAGE`` sandboxes' sockets (the kernel passes
+    at most 253 descriptors per SCM_RIGHTS message, SCM_MAX_FD): a batch sends several."""
+    items = list((adopt or {}).items())
+    chunks = [dict(items[i : i + ADOPT_PER_MESSAGE])
+              for i in range(0, len(items), ADOPT_PER_MESSAGE)] or [{}]  # fmt: skip
+    for chunk in chunks[:-1]:
+        _sync(paths, chunk, True, False)
+    return _sync(paths, chunks[-1], start, wait)
+
+
+def _sync(
+    paths: Paths, adopt: dict[str, tuple[socket.socket, socket.socket]], start: bool, wait: bool
+) -> dict | None:
     fds: list[int] = []
     index: dict[str, list[int]] = {}
     for cid, (u, t) in adopt.items():

@@ -197,3 +197,56 @@ def test_network_rm_refuses_while_endpoints_remain_and_prune(host):
     for predefined in ("bridge", "host", "none"):
         assert predefined in names
         assert host.lb("network", "rm", predefined, check=False).returncode != 0
+
+
+BATCH = r"""
+import json, sys
+from lowbridge.controller import ContainerRequest, Controller
+from lowbridge.errors import LowbridgeError
+
+reqs = [ContainerRequest(name=n, network=net) for n, net in json.loads(sys.argv[1])]
+try:
+    print(json.dumps([c.name for c in Controller().container_create_many(reqs)]))
+except LowbridgeError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+def _batch(host, reqs: list[list[str]], **env: str):
+    import os
+    import sys
+
+    out = host.run([sys.executable, "-c", BATCH, json.dumps(reqs)],
+                   env={**os.environ, **host.env, **env})  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def test_a_batch_of_sandboxes_is_one_change_all_or_none(host):
+    from tests.integration.test_dns import dig
+
+    host.lb("network", "create", "--subnet", "10.42.0.0/24", "lab")
+    host.lb("container", "create", "--name", "warm", "--network", "lab")  # the resolver runs
+    before = state(host)
+    # A bad request anywhere, a name twice, a failure at the last step: nothing is left.
+    bad = _batch(host, [["l1", "lab"], ["l2", "nosuch"], ["l3", "lab"]])
+    assert bad["error"].startswith("create 3 containers: create container l2: network nosuch")
+    twice = _batch(host, [["d", "lab"], ["d", "lab"]])
+    assert 'the container name "d" is already in use' in twice["error"]
+    failed = _batch(host, [["f1", "lab"], ["f2", "lab"]],
+                    LOWBRIDGE_FAIL_AT="container-create:persist")  # fmt: skip
+    assert "injected failure" in failed["error"]
+    assert state(host) == before
+
+    assert _batch(host, [["l1", "lab"], ["l2", "lab"], ["l3", "lab"]]) == ["l1", "l2", "l3"]
+    ips = [ip_of(host, name, "lab") for name in ("l1", "l2", "l3")]
+    assert ips == ["10.42.0.3", "10.42.0.4", "10.42.0.5"]
+    assert ping(host, "l1", ips[2]) and ping(host, "l3", ips[0])
+    assert dig(host, "l1", "l3") == ("NOERROR", [ips[2]])  # the resolver knows them all
+    host.lb("rm", "l1", "l2", "l3", "warm")
+    # More sandboxes than one message to the resolver can hand over (SCM_MAX_FD): all resolve.
+    many = [f"m{i}" for i in range(130)]
+    assert _batch(host, [[name, "lab"] for name in many]) == many
+    assert dig(host, "m129", "m0") == ("NOERROR", [ip_of(host, "m0", "lab")])
+    assert dig(host, "m0", "m129") == ("NOERROR", [ip_of(host, "m129", "lab")])
+    host.lb("rm", *many)
+    assert host.run(["ls", "/run/netns"]).stdout.split() == []
