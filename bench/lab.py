@@ -5,9 +5,10 @@
 "Up" is: 10 bridge networks, then N sandboxes spread over them; "down" removes the sandboxes
 and the networks.  The library builds the sandboxes with one ``container_create_many`` and
 removes them with one ``container_rm_many``; the CLI creates each with its own
-``lowbridge container create`` and removes them with one ``lowbridge rm``.  The library run uses one Controller in one process;
-the CLI run one ``lowbridge`` process per command, as a shell script would.  Each run gets a
-simulated host of its own.  Results: bench/results/lab.{json,md}.
+``lowbridge container create`` and removes them with one ``lowbridge rm``.  The library run
+uses one Controller in one process; the CLI run one ``lowbridge`` process per command, as a
+shell script would.  Each run gets a simulated host of its own.
+Results: bench/results/lab.{json,md}.
 """
 
 from __future__ import annotations
