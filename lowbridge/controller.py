@@ -737,14 +737,19 @@ class Controller:
         before = self._fw_model()
         with self.store.transaction():
             write()
-            undo: list = []
-            txs[0].step(
-                "firewall",
-                lambda: undo.append(self._fw_change(before, self._fw_model())),
-                lambda: undo and undo[0](),
-            )
-            for tx in txs:
-                tx.check("persist")
+            self._commit_steps(txs, before)
+
+    def _commit_steps(self, txs: list[Transaction], before) -> None:  # noqa: ANN001
+        """Inside the store transaction, after the writes: the firewall from model ``before``
+        to the store's view (a step of the first transaction), then the test switch."""
+        undo: list = []
+        txs[0].step(
+            "firewall",
+            lambda: undo.append(self._fw_change(before, self._fw_model())),
+            lambda: undo and undo[0](),
+        )
+        for tx in txs:
+            tx.check("persist")
 
     # ------------------------------------------------------------------ firewall
     def _firewall(self):  # noqa: ANN202
@@ -862,14 +867,7 @@ class Controller:
                                 raise
                             raise exc.within(f"create container {req.name or ''}") from None
                     if txs:
-                        undo: list = []
-                        txs[0].step(
-                            "firewall",
-                            lambda: undo.append(self._fw_change(before, self._fw_model())),
-                            lambda: undo and undo[0](),
-                        )
-                    for tx in txs:
-                        tx.check("persist")
+                        self._commit_steps(txs, before)
         for ctr, ep in made:
             if ep is not None:
                 self._flush_conntrack(ctr, ep)

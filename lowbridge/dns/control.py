@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from lowbridge.errors import KernelError
 
 REPLY_TIMEOUT = 10.0  # a sync re-reads the store and binds sockets: milliseconds, unless wedged
 ADOPT_PER_MESSAGE = 120  # two descriptors each, under SCM_MAX_FD (253)
+GENERATION_SIZE = 8
 
 
 def socket_path(paths: Paths) -> str:
@@ -33,6 +35,33 @@ def socket_path(paths: Paths) -> str:
 
 def log_path(paths: Paths) -> str:
     return os.path.join(paths.run, "dns.log")
+
+
+def generation_path(paths: Paths) -> str:
+    return os.path.join(paths.run, "dns.gen")
+
+
+def generation_map(paths: Paths) -> mmap.mmap:
+    """The resolver's read-only view of the generation counter (8 bytes, created if absent)."""
+    fd = os.open(generation_path(paths), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_size < GENERATION_SIZE:
+            os.ftruncate(fd, GENERATION_SIZE)
+        return mmap.mmap(fd, GENERATION_SIZE, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+
+
+def bump(paths: Paths) -> None:
+    """Move the generation on (under the host lock, after sending a message not waited for):
+    the resolver's next query sees it and takes that message first."""
+    fd = os.open(generation_path(paths), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        old = os.pread(fd, GENERATION_SIZE, 0).ljust(GENERATION_SIZE, b"\0")
+        value = (int.from_bytes(old, "little") + 1) % (1 << 64)
+        os.pwrite(fd, value.to_bytes(GENERATION_SIZE, "little"), 0)
+    finally:
+        os.close(fd)
 
 
 def running(paths: Paths) -> bool:
@@ -138,6 +167,7 @@ def _sync(
             try:
                 socket.send_fds(conn, [message], fds)
                 if not wait:
+                    bump(paths)
                     return None
                 reply = b""
                 while not reply.endswith(b"\n"):
