@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
 from lowbridge import config, drivers, ipam, links, names, netns, ports, sandbox
@@ -134,6 +134,10 @@ class Controller:
         # Resolver sockets bound by this command, handed to the resolver after the commit.
         self._dns_adopt: dict[str, tuple] = {}
         self.firewall_backend = firewall_backend or config.firewall_backend()
+        # (store generation, model, rules) after this controller's last change; see
+        # _fw_model_now.  _fw_pending: the newest _fw_change's target, until its commit.
+        self._fw_last: tuple | None = None
+        self._fw_pending: tuple | None = None
 
     # ------------------------------------------------------------------ locking and reconcile
     @contextlib.contextmanager
@@ -316,9 +320,22 @@ class Controller:
             for net in self.store.networks():
                 if not net.predefined:
                     drivers.get(net.driver).ensure(net, nl)
-        dead = [
-            c for c in self.store.containers() if not c.host_network and not netns.is_netns(c.netns)
-        ]
+        # One listing instead of a stat per sandbox (~3 us each, every change): a namespace
+        # deleted by hand (ip netns del) is unlinked from its directory; the few not listed
+        # are checked one by one.
+        listed: dict[str, set[str]] = {}
+        dead = []
+        for c in self.store.containers():
+            if c.host_network:
+                continue
+            folder, _, base = c.netns.rpartition("/")
+            if folder not in listed:
+                try:
+                    listed[folder] = set(os.listdir(folder))
+                except OSError:
+                    listed[folder] = set()
+            if base not in listed[folder] and not netns.is_netns(c.netns):
+                dead.append(c)
         if dead:
             self._teardown(dead, nl, kill=False, sync_firewall=False)
         if booted or dead:
@@ -613,7 +630,7 @@ class Controller:
         used = self.store.addresses(net.id)
         if net.driver == "bridge" and len(used) >= MAX_BRIDGE_PORTS:
             raise Conflict(f"network {net.name} is full: a bridge holds at most 1023 ports")
-        addr = ipam.allocate(net.pool, (IPv4Address(u) for u in used), ip)
+        addr = ipam.allocate(net.pool, used, ip)
         ep.ip, ep.prefixlen = str(addr), net.pool.subnet.prefixlen
         gateway = net.pool.gateway
         # An overlay's gateway is no way out (Docker leaves overlay sandboxes through
@@ -734,10 +751,11 @@ class Controller:
         """Write the store last, in one transaction, with the firewall brought in line just
         before the commit (its rules are rendered from the store's view inside the transaction);
         honour the test switch before commit."""
-        before = self._fw_model()
+        before = self._fw_model_now()
         with self.store.transaction():
             write()
             self._commit_steps(txs, before)
+        self._fw_committed()
 
     def _commit_steps(self, txs: list[Transaction], before) -> None:  # noqa: ANN001
         """Inside the store transaction, after the writes: the firewall from model ``before``
@@ -764,12 +782,31 @@ class Controller:
             self.store.networks(), self.store.containers(), self.store.endpoints()
         )
 
+    def _fw_model_now(self):  # noqa: ANN202
+        """The model of the store as it stands: the one the last committed change of this
+        controller left (with its rendering), while no other change committed since -- the
+        store's generation says so -- else read anew.  Saves a library user's next change a
+        model and a rendering, each O(sandboxes) (bench/growth.py)."""
+        last = self._fw_last
+        if last and self.cluster is None and self.store.get_meta("generation") == last[0]:
+            return last[1]
+        return self._fw_model()
+
+    def _fw_committed(self) -> None:
+        """After a commit whose firewall step ran: remember its model for the next change."""
+        pending, self._fw_pending = self._fw_pending, None
+        if pending is not None and self.cluster is None:
+            self._fw_last = (self.store.get_meta("generation"), *pending)
+
     def _fw_change(self, before, after) -> Callable[[], None]:  # noqa: ANN001
         """Bring the firewall from model ``before`` to ``after``; return the undo (which puts
         back ``before``'s rules and the kernel settings as they were)."""
         from lowbridge.firewall import rules as R
 
-        rules_before, rules_after = R.render(before), R.render(after)
+        last = self._fw_last
+        rules_before = last[2] if last and before is last[1] else R.render(before)
+        rules_after = R.render(after)
+        self._fw_pending = (after, rules_after)
         if rules_before == rules_after and R.settings(before) == R.settings(after):
             return lambda: None
         fw = self._firewall()
@@ -851,7 +888,7 @@ class Controller:
     def _create_many(self, reqs: list[ContainerRequest]) -> list[Container]:
         made: list[tuple[Container, Endpoint | None]] = []
         with self._mutation() as nl:
-            before = self._fw_model()
+            before = self._fw_model_now()
             # Kernel undo stacks outside, the store transaction inside: a failed commit still
             # unwinds the kernel; a failure before it rolls the store back first.
             with contextlib.ExitStack() as kernel:
@@ -868,6 +905,8 @@ class Controller:
                             raise exc.within(f"create container {req.name or ''}") from None
                     if txs:
                         self._commit_steps(txs, before)
+            if txs:
+                self._fw_committed()
         for ctr, ep in made:
             if ep is not None:
                 self._flush_conntrack(ctr, ep)

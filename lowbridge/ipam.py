@@ -16,6 +16,7 @@ address is reused at once (allocation is not serial on local networks).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -179,7 +180,7 @@ def plan_pool(
 
 
 def lowest_free(
-    subnet: IPv4Network, ip_range: IPv4Network | None, used: set[IPv4Address]
+    subnet: IPv4Network, ip_range: IPv4Network | None, used: set[IPv4Address] | set[int]
 ) -> IPv4Address:
     """The lowest usable address of ``ip_range`` (or ``subnet``) not in ``used``.
 
@@ -198,19 +199,28 @@ def lowest_free(
     raise Conflict(f"no free address left in {space}")
 
 
-def allocate(pool: Pool, used: Iterable[IPv4Address], preferred: str | None = None) -> IPv4Address:
+def allocate(
+    pool: Pool, used: Iterable[IPv4Address | str], preferred: str | None = None
+) -> IPv4Address:
     """Pick an endpoint address: ``preferred`` if given and free, else the lowest free one.
 
-    ``used`` are the addresses already held by endpoints; the gateway and aux addresses are
-    added here.  A preferred address may lie anywhere in the subnet, also outside ``--ip-range``,
-    as Docker allows.
+    ``used`` are the addresses already held by endpoints (objects, or dotted quads as the store
+    keeps them: read as integers, not parsed into objects -- a bridge holds up to 1023); the
+    gateway and aux addresses are added here.  A preferred address may lie anywhere in the
+    subnet, also outside ``--ip-range``, as Docker allows.
     """
-    taken = set(used) | pool.reserved()
+    taken = {_int(a) for a in used} | {int(a) for a in pool.reserved()}
     if preferred is not None:
         addr = parse_address(preferred, "ip")
         if not _usable(pool.subnet, addr):
             raise InvalidInput(f"ip {addr} is not a usable address of subnet {pool.subnet}")
-        if addr in taken:
+        if int(addr) in taken:
             raise Conflict(f"ip {addr} is already in use on this network")
         return addr
     return lowest_free(pool.subnet, pool.ip_range, taken)
+
+
+def _int(address: IPv4Address | str) -> int:
+    if isinstance(address, str):
+        return int.from_bytes(socket.inet_aton(address), "big")
+    return int(address)

@@ -95,7 +95,7 @@ def model(
     for ep in endpoints:
         by_net.setdefault(ep.network_id, []).append(ep)
         by_ctr.setdefault(ep.container_id, []).append(ep)
-    out = R.Model()
+    out = R.Model(order=tuple(e.ip for e in endpoints if e.ip))
     for n in networks:
         if n.driver != "bridge" or n.pool is None:
             continue

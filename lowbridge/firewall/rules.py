@@ -28,6 +28,7 @@ masqueraded, and the kernel settings of :func:`settings` go with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lowbridge.ports import PortMapping
 
@@ -51,8 +52,7 @@ CHAINS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One rule: ``match`` is an ordered tuple of (key, value) pairs; keys are
 
     ``iif``/``!iif``/``oif``/``!oif`` (interface), ``src``/``!src``/``dst``/``!dst`` (address or
@@ -109,6 +109,10 @@ class Model:
     networks: list[FwNetwork] = field(default_factory=list)
     ports: list[FwPort] = field(default_factory=list)
     links: list[FwLink] = field(default_factory=list)
+    # Container addresses in the order their endpoints were made (the store's), which the
+    # per-endpoint rules follow: a new endpoint's rule then goes last in its chain, a plain
+    # append (see appended()).  Addresses not listed follow, network by network.
+    order: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -251,13 +255,10 @@ def render(model: Model) -> list[Rule]:
             f"{p.container} hairpin",
         )  # fmt: skip
 
-    # raw LOWBRIDGE-PREROUTING: nobody reaches a container's address directly from outside its
-    # bridge (Docker 28.2+ filterDirectAccess), nor a port published on 127.0.0.1 from off-host.
-    for n in nets:
-        if n.internal:
-            continue
-        for ip in n.endpoints:
-            add("raw", PREROUTING, (("dst", ip), ("!iif", n.device)), "DROP", f"{n.name} direct")
+    # raw LOWBRIDGE-PREROUTING: no port published on 127.0.0.1 is reached from off-host, and
+    # nobody reaches a container's address directly from outside its bridge (Docker 28.2+
+    # filterDirectAccess).  The drops are disjoint (one address each): their order is free,
+    # and follows the endpoints' (Model.order), so the newest comes last.
     for p in sorted(model.ports, key=_port_key):
         m = p.mapping
         if m.host_ip.startswith("127."):
@@ -269,6 +270,12 @@ def render(model: Model) -> list[Rule]:
                 "DROP",
                 f"{p.container} loopback only",
             )  # fmt: skip
+    direct = [(ip, n) for n in nets if not n.internal for ip in n.endpoints]
+    if model.order:
+        rank = {ip: i for i, ip in enumerate(model.order)}
+        direct.sort(key=lambda pair: rank.get(pair[0], len(rank)))  # stable: the rest in place
+    for ip, n in direct:
+        add("raw", PREROUTING, (("dst", ip), ("!iif", n.device)), "DROP", f"{n.name} direct")
     return rules
 
 
@@ -303,6 +310,12 @@ def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | Non
         rules_old = chains_old.get(key, [])
         if not rules_old and key[1] in BUILTIN_CHAINS:
             return None  # a new hook: other software's rules share that chain
+        n = len(rules_old)
+        if rules_new[:n] == rules_old:  # the usual case, compared in C: appends at most
+            if rules_new[n:] and key[1] in BUILTIN_CHAINS:
+                return None
+            out += [(index, rule) for index, rule in enumerate(rules_new[n:], n)]
+            continue
         i = 0
         for index, rule in enumerate(rules_new):
             if i < len(rules_old) and rules_old[i] == rule:
@@ -338,8 +351,9 @@ def appended(inserts: list[tuple[int, Rule]], rules: list[Rule]) -> list[bool]:
     ]
 
 
-def to_doc(rules: list[Rule]) -> list[list]:
-    return [[r.table, r.chain, [list(m) for m in r.match], r.target, r.comment] for r in rules]
+def to_doc(rules: list[Rule]) -> list:
+    """JSON-ready: a Rule is a tuple (of tuples), which json writes as arrays as it stands."""
+    return rules
 
 
 def from_doc(doc: list[list]) -> list[Rule]:

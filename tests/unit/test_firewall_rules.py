@@ -173,6 +173,22 @@ def test_appended_marks_only_the_inserted_suffix_of_each_chain():
     assert R.appended(inserts, final) == [False, True, True, False]
 
 
+def test_a_new_endpoint_of_an_older_network_is_an_append_in_endpoint_order():
+    def model(extra: tuple[str, ...]) -> R.Model:
+        eps = ("172.18.0.2", *extra)
+        nets = [R.FwNetwork(**{**BR1.__dict__, "endpoints": eps}), BR2]
+        return R.Model(nets, order=("172.18.0.2", "172.19.0.2", *extra))
+
+    old, new = R.render(model(())), R.render(model(("172.18.0.3",)))
+    inserts = R.insertions(old, new)
+    assert [dict(r.match)["dst"] for _, r in inserts] == ["172.18.0.3"]
+    assert R.appended(inserts, new) == [True]
+    # Without the order the rule would go between the two networks' rules: an index insert.
+    grouped = R.render(R.Model(model(("172.18.0.3",)).networks))
+    plain = R.insertions(R.render(R.Model(model(()).networks)), grouped)
+    assert R.appended(plain, grouped) == [False]
+
+
 def test_removals_and_first_apply_need_the_full_path():
     one, two = R.render(SCENARIOS["one-network"]), R.render(SCENARIOS["two-networks"])
     assert R.insertions([], one) is None
