@@ -31,6 +31,7 @@ from collections.abc import Iterator
 
 from lowbridge import kv
 from lowbridge.config import Paths
+from lowbridge.drivers.overlay import VNI_OPTION
 from lowbridge.errors import StoreError
 from lowbridge.models import Container, Endpoint, Network
 from lowbridge.store import SQLiteStore
@@ -238,6 +239,3 @@ class ClusterStore:
     def hosts(self) -> dict[str, dict]:
         prefix = kv.key("hosts", "")
         return {k[len(prefix) :].decode(): json.loads(v) for k, v in self.kv.get_prefix(prefix)}
-
-
-VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"

@@ -30,7 +30,14 @@ from lowbridge import config, drivers, ipam, links, names, netns, ports, sandbox
 from lowbridge.config import Paths
 from lowbridge.dns import records as dns_records
 from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef
-from lowbridge.errors import Conflict, InvalidInput, KernelError, LowbridgeError, NotFound
+from lowbridge.errors import (
+    CasConflict,
+    Conflict,
+    InvalidInput,
+    KernelError,
+    LowbridgeError,
+    NotFound,
+)
 from lowbridge.models import (
     DEFAULT_NETWORK,
     PREDEFINED,
@@ -105,8 +112,6 @@ def _retry_races(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        from lowbridge.kv import CasConflict
-
         for attempt in range(5):
             try:
                 return fn(self, *args, **kwargs)
@@ -174,9 +179,10 @@ class Controller:
     @property
     def cluster(self):  # noqa: ANN201
         """The cluster store, or None on a single host."""
-        from lowbridge.cluster import ClusterStore
-
-        return self.store if isinstance(self.store, ClusterStore) else None
+        # Only a cluster store can have come from lowbridge.cluster: on a single host that
+        # module (and its etcd client, asyncio and grpc) is never imported.
+        mod = sys.modules.get("lowbridge.cluster")
+        return self.store if mod is not None and isinstance(self.store, mod.ClusterStore) else None
 
     def _join_cluster(self, nl: Session) -> None:
         """Cluster mode: find this host's VTEP address and announce it."""

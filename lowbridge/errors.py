@@ -45,6 +45,12 @@ class Conflict(LowbridgeError):
     exit_code = 4
 
 
+class CasConflict(Conflict):
+    """A compare-and-swap lost to another host: the caller may retry the whole operation
+    (cluster mode; here rather than in lowbridge.kv so that catching it imports no etcd
+    client)."""
+
+
 class KernelError(LowbridgeError):
     """A kernel operation failed; ``errno`` is the kernel's error number (or None)."""
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from lowbridge.errors import Conflict, InvalidInput, LowbridgeError
+from lowbridge.errors import CasConflict, InvalidInput, LowbridgeError  # noqa: F401 (re-exported)
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
@@ -36,10 +36,6 @@ GRPC_OPTIONS = {
     "grpc.keepalive_time_ms": 10000,
     "grpc.keepalive_timeout_ms": 5000,
 }
-
-
-class CasConflict(Conflict):
-    """A compare-and-swap lost to another host: the caller may retry the whole operation."""
 
 
 class StoreUnavailable(LowbridgeError):

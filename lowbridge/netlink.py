@@ -18,9 +18,13 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
+from typing import TYPE_CHECKING
 
 from lowbridge import netns
 from lowbridge.errors import KernelError
+
+if TYPE_CHECKING:
+    from pyroute2.iproute.linux import IPRoute
 
 
 def _light_pyroute2() -> None:
@@ -28,11 +32,11 @@ def _light_pyroute2() -> None:
     asks the package itself for a name.
 
     pyroute2/__init__.py imports nearly everything it has (NDB, IPDB, conntrack, WireGuard,
-    ...): ~265 ms of a command's start-up here, of which lowbridge uses ~170 (IPRoute and its
-    netlink core, bench/cli.py).  The package is registered as a module whose ``__path__``
-    finds its submodules; its first attribute lookup (``from pyroute2 import NDB`` anywhere)
-    runs the real ``__init__`` in it (PEP 562 module ``__getattr__``), so other users see the
-    usual package."""
+    ...): ~265 ms of a command's start-up here, where lowbridge needs pyroute2's message
+    classes (~65 ms) and, for some verbs, IPRoute (~100 ms more; imported on first use).
+    The package is registered as a module whose ``__path__`` finds its submodules; its first
+    attribute lookup (``from pyroute2 import NDB`` anywhere) runs the real ``__init__`` in it
+    (PEP 562 module ``__getattr__``), so other users see the usual package."""
     import importlib
     import importlib.util
     import sys
@@ -56,7 +60,6 @@ def _light_pyroute2() -> None:
 
 
 _light_pyroute2()
-from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink import (  # noqa: E402
     NLM_F_ACK,
     NLM_F_CREATE,
@@ -67,6 +70,7 @@ from pyroute2.netlink import (  # noqa: E402
 )
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 from pyroute2.netlink.rtnl import (  # noqa: E402
+    RTM_DELLINK,
     RTM_GETLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
@@ -141,6 +145,10 @@ class Session:
     @property
     def _ipr(self) -> IPRoute:
         if self._ipr_obj is None:
+            # Imported here: IPRoute and its asyncio core are ~100 ms of a command's start-up,
+            # and a command whose verbs all take the fast path never needs them.
+            from pyroute2.iproute.linux import IPRoute
+
             try:
                 self._ipr_obj = IPRoute(use_socket=self._sock, groups=0)
             except (NetlinkError, OSError) as exc:
@@ -239,7 +247,7 @@ class Session:
     def delete_link(self, name: str) -> bool:
         """Delete a link; return False if it was already gone."""
         try:
-            self._ipr.link("del", ifname=name)
+            self._request(_ifinfmsg(name=name), RTM_DELLINK)
         except NetlinkError as exc:
             if exc.code == ENODEV:
                 return False
@@ -261,16 +269,20 @@ class Session:
             return
         marked = 0
         for name in names:
+            msg = _ifinfmsg(name=name)
+            msg["attrs"].append(("IFLA_GROUP", DOOMED_GROUP))
             try:
-                self._ipr.link("set", ifname=name, group=DOOMED_GROUP)
+                self._request(msg, RTM_SETLINK)
                 marked += 1
             except NetlinkError as exc:
                 if exc.code != ENODEV:
                     raise KernelError.from_os(f"mark link {name} for deletion", exc) from None
         if not marked:
             return
+        msg = _ifinfmsg()
+        msg["attrs"].append(("IFLA_GROUP", DOOMED_GROUP))  # index 0 and a group: all members
         try:
-            self._ipr.link("del", group=DOOMED_GROUP)
+            self._request(msg, RTM_DELLINK)
         except NetlinkError as exc:
             raise KernelError.from_os(f"delete links {', '.join(names)}", exc) from None
 

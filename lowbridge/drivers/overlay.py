@@ -24,7 +24,6 @@ import os
 from typing import TYPE_CHECKING
 
 from lowbridge import ipam, names, netns
-from lowbridge.cluster import VNI_OPTION
 from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef, configure_interface
 from lowbridge.errors import Conflict, InvalidInput, KernelError
 from lowbridge.models import Network
@@ -42,6 +41,7 @@ VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1
 # Docker's global-scope default pool: 10.0.0.0/8 in /24s.
 POOLS = (("10.0.0.0/8", 24),)
 OPT_MTU = "com.docker.network.driver.mtu"
+VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # the VXLAN id (cluster-wide)
 OPT_ATTACHABLE = "lowbridge.attachable"
 
 

@@ -93,8 +93,21 @@ def view(ns, host_end):
                  for h in ip("link", "show", host_end)],
     }
 
-print(json.dumps({"fast": view("fast", "vfast"), "lib": view("lib", "vlib"),
-                  "errors": errors, "lib_errors": lib_errors, "missing": missing}))
+result = {"fast": view("fast", "vfast"), "lib": view("lib", "vlib"),
+          "errors": errors, "lib_errors": lib_errors, "missing": missing}
+# Deletions: one link (its peer goes with it), several at once by group, unknown names.
+with IPRoute() as ipr:
+    for i in range(4):
+        ipr.link("add", ifname=f"d{i}", kind="veth", peer=f"d{i}p")
+    ipr.link("add", ifname="keep0", kind="veth", peer="keep0p")
+with netlink.session() as nl:
+    result["deleted"] = [nl.delete_link("vfast"), nl.delete_link("vfast")]
+    nl.delete_links(["d0", "d1", "gone", "d2"])
+    nl.delete_links(["d3"])
+names = [link["ifname"] for link in ip("link", "show")]
+result["left"] = sorted(n for n in names if n[0] in "dkv")
+result["groups"] = sorted({str(link.get("group")) for link in ip("link", "show")})
+print(json.dumps(result))
 for ns in ("fast", "lib"):
     netns.remove(paths[ns])
 """
@@ -114,3 +127,6 @@ def test_fast_requests_build_what_pyroute2_builds(host):
     assert out["errors"]["no such link"] == ["KernelError", 19]
     assert out["errors"]["lookup"] == ["KernelError", 19]
     assert out["missing"] is None
+    assert out["deleted"] == [True, False]  # then already gone
+    assert out["left"] == ["keep0", "keep0p", "vlib"]  # peers and grouped ones gone, no other
+    assert out["groups"] == ["default"]  # nothing left marked for deletion
