@@ -1159,23 +1159,26 @@ class Controller:
         # with a netlink socket of its own: sessions are not shared between threads).
         deleter = threading.Thread(target=_delete_links, args=(list(host_ends), errors))
         deleter.start()
-        for ctr in ctrs:
-            if ctr.dns_ports and not ctr.netns_owned and netns.is_netns(ctr.netns):
-                _collect(errors, ctr, lambda c=ctr: self._dns_unlisten(c))
-            if not ctr.host_network:
-                _collect(errors, ctr, lambda c=ctr: netns.remove(c.netns))
-                _collect(errors, ctr, lambda c=ctr: netns.remove(self.paths.uts(c.name)))
-            _collect(errors, ctr, lambda c=ctr: sandbox.remove_files(self.paths.etc_dir(c.name)))
         names = ", ".join(c.name for c in ctrs)
-        with self.store.transaction():
-            for ep in every:
-                self.store.delete_endpoint(ep.network_id, ep.container_id)
+        try:
             for ctr in ctrs:
-                self.store.delete_container(ctr.id)
-            if sync_firewall:
-                self._sync_firewall(f"remove {names}")
-        self._forget_flows(every)
-        deleter.join()
+                if ctr.dns_ports and not ctr.netns_owned and netns.is_netns(ctr.netns):
+                    _collect(errors, ctr, lambda c=ctr: self._dns_unlisten(c))
+                if not ctr.host_network:
+                    _collect(errors, ctr, lambda c=ctr: netns.remove(c.netns))
+                    _collect(errors, ctr, lambda c=ctr: netns.remove(self.paths.uts(c.name)))
+                etc = self.paths.etc_dir(ctr.name)
+                _collect(errors, ctr, lambda d=etc: sandbox.remove_files(d))
+            with self.store.transaction():
+                for ep in every:
+                    self.store.delete_endpoint(ep.network_id, ep.container_id)
+                for ctr in ctrs:
+                    self.store.delete_container(ctr.id)
+                if sync_firewall:
+                    self._sync_firewall(f"remove {names}")
+            self._forget_flows(every)
+        finally:
+            deleter.join()  # whatever happened above, the links are gone when we return
         for name, text in errors:
             print(f"lowbridge: warning: remove {name or names}: {text}", file=sys.stderr)
 
