@@ -902,9 +902,7 @@ class Controller:
                 with self.store.transaction():
                     for req in reqs:
                         try:
-                            made.append(
-                                self._create_one(req, nl, kernel, txs, single=len(reqs) == 1)
-                            )
+                            made.append(self._create_one(req, nl, kernel, txs))
                         except LowbridgeError as exc:
                             if len(reqs) == 1:
                                 raise
@@ -924,7 +922,6 @@ class Controller:
         nl: Session,
         kernel: contextlib.ExitStack,
         txs: list[Transaction],
-        single: bool = True,
     ) -> tuple[Container, Endpoint | None]:
         """Validate ``req`` and build its sandbox inside the caller's change: kernel steps
         register their undo in transactions entered on ``kernel`` (appended to ``txs``), and
@@ -998,14 +995,12 @@ class Controller:
             lambda: netns.create_uts(uts, ctr.hostname),
             lambda: netns.remove(uts),
         )
-        with contextlib.ExitStack() as own:
-            # Alone, the sandbox session outlives the steps, whose undos may use it (an
-            # overlay's second endpoint restores the first one's route).  In a batch (never
-            # in cluster mode) each sandbox has one endpoint, whose undos do not use it: it
-            # closes now, so a batch of hundreds stays below FD_SETSIZE -- libnftables
-            # select()s on its socket and aborts above 1024.
-            snl = (kernel if single else own).enter_context(netlink.session(path, sock))
-            tx.step("loopback-up", lambda: snl.set_up("lo"))
+        # The sandbox session closes before the change commits: no undo of a new sandbox's
+        # steps uses it (the default route's undo only restores an earlier endpoint's route,
+        # and a new sandbox has none), and a batch of hundreds must stay below FD_SETSIZE --
+        # libnftables select()s on its socket and aborts above 1024.
+        with netlink.session(path, sock) as snl:
+            tx.step("loopback-up", lambda: snl.set_up("lo"), self._loopback_undo(req, snl, path))
             ctx = kernel.enter_context(Transaction("network-connect"))
             txs += [ctx, tx]
             ep = self._connect(net, ctr, req.ip, ctx, nl, snl, req.aliases)
@@ -1014,6 +1009,26 @@ class Controller:
         for new in (ep, *extra):
             self.store.put_endpoint(new)
         return ctr, ep
+
+    @staticmethod
+    def _loopback_undo(req: ContainerRequest, snl: Session, path: str) -> Callable | None:
+        """How to put an adopted namespace's ``lo`` back if the create fails: down again,
+        without the 127.0.0.1/8 the kernel gives it on the way up (a namespace lowbridge made
+        goes whole).  In a session of its own: the sandbox's closes before the commit."""
+        if req.netns is None or snl.link("lo").up:
+            return None
+        had = snl.ipv4_addresses("lo")
+
+        def undo() -> None:
+            from lowbridge import netlink
+
+            with netlink.session(path) as s:
+                s.set_up("lo", up=False)
+                for address, plen in s.ipv4_addresses("lo"):
+                    if (address, plen) not in had:
+                        s.delete_address("lo", address, plen)
+
+        return undo
 
     def _create_on_host(
         self, cid: str, name: str, req: ContainerRequest, net: Network
@@ -1133,7 +1148,7 @@ class Controller:
         errors: list[tuple[str, str]] = []
         nets = {n.id: n for n in self.store.networks()}
         every: list[Endpoint] = []
-        host_ends: dict[str, Container] = {}
+        host_ends: list[str] = []
         for ctr in ctrs:
             if kill and ctr.netns_owned:
                 _collect(errors, ctr, lambda c=ctr: sandbox.kill_all(c.netns))
@@ -1150,14 +1165,14 @@ class Controller:
                 # adopted one, a shell left in `ip netns exec`) would keep them, and even a
                 # dying one frees them only asynchronously (~35 ms, pyroute2-notes 7.3).
                 if net.driver == "bridge" and ep.host_ifname:
-                    host_ends[ep.host_ifname] = ctr  # all at once, below
+                    host_ends.append(ep.host_ifname)  # all at once, below
                 else:
                     _collect(errors, ctr, lambda n=net, e=ep, c=ctr: drivers.get(n.driver)
                              .disconnect(n, e, nl, c.netns))  # fmt: skip
         # The deletions wait for RCU grace periods under the rtnl lock; the firewall change and
         # the conntrack walk below need neither, so they run meanwhile (a thread of our own,
         # with a netlink socket of its own: sessions are not shared between threads).
-        deleter = threading.Thread(target=_delete_links, args=(list(host_ends), errors))
+        deleter = threading.Thread(target=_delete_links, args=(host_ends, errors))
         deleter.start()
         names = ", ".join(c.name for c in ctrs)
         try:

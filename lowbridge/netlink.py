@@ -237,12 +237,20 @@ class Session:
         with self._doing(f"set alias of {name}"):
             self._ipr.link("set", ifname=name, ifalias=alias)
 
-    def set_up(self, link: str | int) -> None:
+    def set_up(self, link: str | int, up: bool = True) -> None:
+        """Bring a link up (or, with ``up`` False, down)."""
         # By name or index: RTM_SETLINK finds the device itself (no lookup first).
         msg = _ifinfmsg(**({"index": link} if isinstance(link, int) else {"name": link}))
-        msg["flags"] = msg["change"] = IFF_UP
-        with self._doing(f"bring {link} up"):
+        msg["change"], msg["flags"] = IFF_UP, IFF_UP if up else 0
+        with self._doing(f"bring {link} {'up' if up else 'down'}"):
             self._request(msg, RTM_SETLINK)
+
+    def ipv4_addresses(self, link: str | int) -> list[tuple[str, int]]:
+        """(address, prefix length) of a link's IPv4 addresses."""
+        with self._doing(f"list addresses of {link} in {self.where}"):
+            msgs = self._ipr.get_addr(index=self._ix(link), family=AF_INET)
+        return [(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"])
+                for m in msgs]  # fmt: skip
 
     def delete_link(self, name: str) -> bool:
         """Delete a link; return False if it was already gone."""

@@ -213,7 +213,7 @@ class MacvlanDriver:
                 netns_fd=sandbox.fd,
                 mtu=net.mtu,
             ),  # fmt: skip
-            lambda: sandbox.nl.delete_link(ep.ifname),
+            lambda: _delete_in(sandbox.path, ep.ifname),
         )
         shim_ip = net.options.get(OPT_SHIM_IP)
         routed: list[bool] = []
@@ -244,3 +244,12 @@ class MacvlanDriver:
         if sandbox and netns.is_netns(sandbox):
             with netlink.session(sandbox) as snl:
                 snl.delete_link(ep.ifname)
+
+
+def _delete_in(path: str, ifname: str) -> None:
+    """Undo of a child made in a sandbox: delete it there, in a session of its own (the
+    connect's sandbox session may be closed by the time a later step fails)."""
+    from lowbridge import netlink
+
+    with netlink.session(path) as snl:
+        snl.delete_link(ifname)

@@ -31,6 +31,13 @@ def _setup_macvlan(h: SimHost) -> None:
     h.lb("container", "create", "--name", "m")
 
 
+def _setup_adopt_macvlan(h: SimHost) -> None:
+    """A namespace of another tool's: removing lowbridge's name for it does not take the
+    macvlan child along, so only the child's own undo can."""
+    _setup_macvlan(h)
+    h.run(["ip", "netns", "add", "ext"])
+
+
 MACVLAN_SHIM = ("network", "create", "-d", "macvlan", "--subnet", "10.65.0.0/24",
                 "-o", "parent=mvp", "-o", "lowbridge.host_shim=true", "mv2")  # fmt: skip
 
@@ -43,6 +50,11 @@ CASES = [
     ),  # fmt: skip
     ("network-create", _setup_macvlan, MACVLAN_SHIM),
     ("network-connect", _setup_macvlan, ("network", "connect", "mv", "m")),
+    (
+        "container-create",
+        _setup_adopt_macvlan,
+        ("container", "create", "--name", "ad", "--netns", "/run/netns/ext", "--network", "mv"),
+    ),
     ("network-create", None, ("network", "create", "--subnet", "10.62.0.0/24", "fresh")),
     # Connecting to the default bridge also exercises the lazy creation of its device.
     ("network-connect", _setup_for_connect, ("network", "connect", "bridge", "c")),
