@@ -23,17 +23,16 @@ SIZES = (1, 10, 100)
 def _model(networks: int, extra: int):
     from lowbridge.firewall import rules as R
 
-    nets, order = [], []
+    nets, eps = [], []
     for i in range(networks):
-        eps = tuple(f"10.{i // 200}.{i % 200}.{k}" for k in range(2, 4))
-        order += eps
-        nets.append(R.FwNetwork(f"n{i}", f"lb-{i:012d}", f"10.{i // 200}.{i % 200}.0/24",
-                                endpoints=eps))  # fmt: skip
+        net = R.FwNetwork(f"n{i}", f"lb-{i:012d}", f"10.{i // 200}.{i % 200}.0/24")
+        nets.append(net)
+        eps += [R.FwEndpoint(f"10.{i // 200}.{i % 200}.{k}", net.name, net.device)
+                for k in range(2, 4)]  # fmt: skip
     if networks:  # the new endpoints join the first network, made last (as the store orders)
-        new = tuple(f"10.250.0.{k}" for k in range(10, 10 + extra))
-        nets[0] = R.FwNetwork(**{**nets[0].__dict__, "endpoints": nets[0].endpoints + new})
-        order += new
-    return R.Model(nets, order=tuple(order))
+        eps += [R.FwEndpoint(f"10.250.0.{k}", nets[0].name, nets[0].device)
+                for k in range(10, 10 + extra)]  # fmt: skip
+    return R.Model(nets, endpoints=tuple(eps))
 
 
 def inner(n: int) -> dict:

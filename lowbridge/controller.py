@@ -326,22 +326,18 @@ class Controller:
             for net in self.store.networks():
                 if not net.predefined:
                     drivers.get(net.driver).ensure(net, nl)
-        # One listing instead of a stat per sandbox (~3 us each, every change): a namespace
-        # deleted by hand (ip netns del) is unlinked from its directory; the few not listed
-        # are checked one by one.
-        listed: dict[str, set[str]] = {}
-        dead = []
-        for c in self.store.containers():
-            if c.host_network:
-                continue
-            folder, _, base = c.netns.rpartition("/")
-            if folder not in listed:
-                try:
-                    listed[folder] = set(os.listdir(folder))
-                except OSError:
-                    listed[folder] = set()
-            if base not in listed[folder] and not netns.is_netns(c.netns):
-                dead.append(c)
+        # One listing of the namespaces' directory instead of a stat per sandbox (every change
+        # runs this): a namespace deleted by hand (ip netns del) is unlinked from it; those
+        # not listed (gone, or kept elsewhere) are checked one by one.
+        folder = netns.NETNS_RUN_DIR
+        try:
+            known = {f"{folder}/{name}" for name in os.listdir(folder)}
+        except OSError:
+            known = set()
+        dead = [
+            c for c in self.store.containers()
+            if c.netns not in known and c.network_mode != "host" and not netns.is_netns(c.netns)
+        ]  # fmt: skip
         if dead:
             self._teardown(dead, nl, kill=False, sync_firewall=False)
         if booted or dead:

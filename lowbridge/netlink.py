@@ -94,6 +94,7 @@ RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 AF_INET = socket.AF_INET
 IFF_UP = 0x1
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # linux/rtnetlink.h: no IFLA_STATS(64) in link replies
 # A device group no one else uses: lowbridge host ends about to be deleted together
 # (Session.delete_links); "lbdn".
 DOOMED_GROUP = 0x6C62646E
@@ -160,11 +161,11 @@ class Session:
             self._ipr_obj.close()
         self._sock.close()
 
-    def _request(self, msg, kind: int, flags: int = 0) -> list:  # noqa: ANN001
+    def _request(self, msg, kind: int, flags: int = 0, decode: bool = True) -> list:  # noqa: ANN001
         """Send ``msg`` (a pyroute2 message, fields and attributes set) as RTM type ``kind``
-        and wait for the kernel's acknowledgement; return the decoded replies of the same
-        class that came before it.  A kernel error raises NetlinkError (errno), as pyroute2's
-        calls do."""
+        and wait for the kernel's acknowledgement; return the replies that came before it,
+        decoded as messages of the same class (``decode`` False: their raw bytes).  A kernel
+        error raises NetlinkError (errno), as pyroute2's calls do."""
         seq = next(_SEQ)
         msg["header"]["type"] = kind
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
@@ -192,8 +193,10 @@ class Session:
                         if code:
                             raise NetlinkError(code, os.strerror(code))
                         return replies
-                    reply = type(msg)(data[offset : offset + length])
-                    reply.decode()
+                    reply = data[offset : offset + length]
+                    if decode:
+                        reply = type(msg)(reply)
+                        reply.decode()
                     replies.append(reply)
                 offset += (length + 3) & ~3
 
@@ -216,6 +219,20 @@ class Session:
             if exc.code == ENODEV:
                 return None
             raise KernelError.from_os(f"get link {name}", exc) from None
+
+    def index(self, name: str) -> int | None:
+        """The index of link ``name``, None if there is none.  Reads the index from the reply's
+        header: decoding a whole link message (stats, AF_SPEC, ...) in Python costs more than
+        the kernel's lookup (~0.4 ms against ~0.05 ms here)."""
+        msg = _ifinfmsg(name=name)
+        msg["attrs"].append(("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS))
+        try:
+            reply = self._request(msg, RTM_GETLINK, decode=False)[0]
+        except NetlinkError as exc:
+            if exc.code == ENODEV:
+                return None
+            raise KernelError.from_os(f"get link {name}", exc) from None
+        return struct.unpack_from("i", reply, 16 + 4)[0]  # nlmsghdr, then ifinfomsg.ifi_index
 
     def create_bridge(self, name: str, *, mac: str | None, mtu: int | None) -> None:
         """A bridge without STP and with no forward delay, so ports forward at once (as docker0).
@@ -451,7 +468,10 @@ class Session:
     def _ix(self, link: str | int) -> int:
         if isinstance(link, int):
             return link
-        return self._request(_ifinfmsg(name=link), RTM_GETLINK)[0]["index"]
+        index = self.index(link)
+        if index is None:
+            raise NetlinkError(ENODEV, os.strerror(ENODEV))
+        return index
 
     def add_address(self, link: str | int, address: str, prefixlen: int) -> None:
         """``ip addr add ADDRESS/PLEN brd + dev LINK``: the broadcast address as iproute2 and

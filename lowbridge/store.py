@@ -19,10 +19,18 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import Protocol
 
 from lowbridge.errors import Conflict, StoreError
 from lowbridge.models import Container, Endpoint, Network
+
+# A cached table's key per record: its primary key (what an upsert conflicts on).
+_KEYS = {
+    "networks": attrgetter("id"),
+    "containers": attrgetter("id"),
+    "endpoints": attrgetter("network_id", "container_id"),
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,30 +208,27 @@ class SQLiteStore:
         self._memo[table] = new
         return [new[text] for text in rows]
 
-    def _table(self, table: str, model) -> list | None:  # noqa: ANN001
-        """The cached records of ``table`` (loaded on first use), None when not caching."""
+    def _table(self, table: str, model) -> dict | None:  # noqa: ANN001
+        """The cached records of ``table`` by key, in row order (loaded on first use); None when
+        not caching."""
         if self._cache is None:
             return None
         if table not in self._cache:
-            self._cache[table] = self._parsed(table, model)
+            key = _KEYS[table]
+            self._cache[table] = {key(r): r for r in self._parsed(table, model)}
         return self._cache[table]
 
-    def _cached_put(self, table: str, record, same) -> None:  # noqa: ANN001
-        """Write-through: replace the record ``same`` matches (an upsert keeps its row, hence
-        its place), or append it (a new row comes last)."""
-        rows = self._cache.get(table) if self._cache is not None else None
-        if rows is None:
-            return
-        for i, old in enumerate(rows):
-            if same(old):
-                rows[i] = record
-                return
-        rows.append(record)
-
-    def _cached_delete(self, table: str, same) -> None:  # noqa: ANN001
+    def _cached_put(self, table: str, record) -> None:  # noqa: ANN001
+        """Write-through: an upsert keeps its key's place (as its row keeps its rowid), a new
+        record comes last (as a new row does)."""
         rows = self._cache.get(table) if self._cache is not None else None
         if rows is not None:
-            rows[:] = [r for r in rows if not same(r)]
+            rows[_KEYS[table](record)] = record
+
+    def _cached_delete(self, table: str, key) -> None:  # noqa: ANN001
+        rows = self._cache.get(table) if self._cache is not None else None
+        if rows is not None:
+            rows.pop(key, None)
 
     # -- meta
     def get_meta(self, key: str) -> str | None:
@@ -236,7 +241,7 @@ class SQLiteStore:
     # -- networks
     def networks(self) -> list[Network]:
         cached = self._table("networks", Network)
-        return list(cached) if cached is not None else self._parsed("networks", Network)
+        return list(cached.values()) if cached is not None else self._parsed("networks", Network)
 
     def put_network(self, network: Network) -> None:
         self._write(
@@ -244,16 +249,18 @@ class SQLiteStore:
             "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
             (network.id, network.name, json.dumps(network.to_doc())),
         )
-        self._cached_put("networks", network, lambda r: r.id == network.id)
+        self._cached_put("networks", network)
 
     def delete_network(self, network_id: str) -> None:
         self._write("DELETE FROM networks WHERE id=?", (network_id,))
-        self._cached_delete("networks", lambda r: r.id == network_id)
+        self._cached_delete("networks", network_id)
 
     # -- containers
     def containers(self) -> list[Container]:
         cached = self._table("containers", Container)
-        return list(cached) if cached is not None else self._parsed("containers", Container)
+        return (
+            list(cached.values()) if cached is not None else self._parsed("containers", Container)
+        )
 
     def put_container(self, container: Container) -> None:
         self._write(
@@ -261,11 +268,11 @@ class SQLiteStore:
             "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
             (container.id, container.name, json.dumps(container.to_doc())),
         )
-        self._cached_put("containers", container, lambda r: r.id == container.id)
+        self._cached_put("containers", container)
 
     def delete_container(self, container_id: str) -> None:
         self._write("DELETE FROM containers WHERE id=?", (container_id,))
-        self._cached_delete("containers", lambda r: r.id == container_id)
+        self._cached_delete("containers", container_id)
 
     # -- endpoints
     def endpoints(
@@ -275,7 +282,8 @@ class SQLiteStore:
         if cached is None and network_id is None and container_id is None:
             return self._parsed("endpoints", Endpoint)
         if cached is not None:
-            return [e for e in cached if (network_id is None or e.network_id == network_id)
+            return [e for e in cached.values()
+                    if (network_id is None or e.network_id == network_id)
                     and (container_id is None or e.container_id == container_id)]  # fmt: skip
         sql, args = "SELECT doc FROM endpoints WHERE 1=1", []
         if network_id is not None:
@@ -291,7 +299,7 @@ class SQLiteStore:
         """The addresses endpoints hold on a network (the IPAM leases), without the documents."""
         cached = self._table("endpoints", Endpoint)
         if cached is not None:
-            return [e.ip for e in cached if e.network_id == network_id and e.ip]
+            return [e.ip for e in cached.values() if e.network_id == network_id and e.ip]
         rows = self._db.execute(
             "SELECT ip FROM endpoints WHERE network_id=? AND ip IS NOT NULL", (network_id,)
         )
@@ -308,13 +316,11 @@ class SQLiteStore:
                 json.dumps(endpoint.to_doc()),
             ),
         )
-        key = (endpoint.network_id, endpoint.container_id)
-        self._cached_put("endpoints", endpoint, lambda r: (r.network_id, r.container_id) == key)
+        self._cached_put("endpoints", endpoint)
 
     def delete_endpoint(self, network_id: str, container_id: str) -> None:
         self._write(
             "DELETE FROM endpoints WHERE network_id=? AND container_id=?",
             (network_id, container_id),
         )
-        key = (network_id, container_id)
-        self._cached_delete("endpoints", lambda r: (r.network_id, r.container_id) == key)
+        self._cached_delete("endpoints", (network_id, container_id))

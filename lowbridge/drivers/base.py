@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Protocol
 
+from lowbridge.errors import KernelError
+
 if TYPE_CHECKING:
     from lowbridge.models import Endpoint, Network
     from lowbridge.netlink import Session
@@ -67,7 +69,9 @@ def configure_interface(sandbox: SandboxRef, ep: Endpoint) -> int:
     """
     from lowbridge import netns
 
-    index = sandbox.nl.link(ep.ifname).index
+    index = sandbox.nl.index(ep.ifname)
+    if index is None:
+        raise KernelError(f"interface {ep.ifname} is missing in {sandbox.path}")
     if not sandbox.owned:
         netns.write_sysctls([(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path)
     sandbox.nl.add_address(index, ep.ip, ep.prefixlen)

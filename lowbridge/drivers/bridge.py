@@ -154,11 +154,13 @@ class BridgeDriver:
         def ensure() -> int:
             # The default bridge's device is made when its first sandbox joins (and any bridge
             # whose device vanished is re-created): Docker makes docker0 at daemon start.
-            link = nl.link(device)
-            if link is None:
+            index = nl.index(device)
+            if index is None:
                 made.append(self.ensure(net, nl))
-                link = nl.link(device)
-            return link.index
+                index = nl.index(device)
+            if index is None:
+                raise KernelError(f"bridge {device} vanished")
+            return index
 
         bridge_index = tx.step("ensure-network", ensure, lambda: made and self.delete(net, nl))
         host_if = ep.host_ifname

@@ -71,11 +71,9 @@ def _flag(options: dict[str, str], key: str) -> bool:
     return options.get(key, "true").lower() != "false"
 
 
-def _bridge_ep(by_ctr: dict, ctr: Container | None, nets: dict) -> Endpoint | None:
+def _bridge_ep(eps: list[Endpoint], nets: dict) -> Endpoint | None:
     """A sandbox's endpoint on the default bridge (where legacy links live)."""
-    if ctr is None:
-        return None
-    for ep in by_ctr.get(ctr.id, []):
+    for ep in eps:
         if nets[ep.network_id].is_default_bridge and ep.ip:
             return ep
     return None
@@ -87,19 +85,18 @@ def model(
     """The rules' view of the store: bridge networks that have a device, and published ports.
 
     The default bridge gets rules while it has endpoints (its device appears with the first one),
-    so that with no network in use no lowbridge rule, chain or table remains.
+    so that with no network in use no lowbridge rule, chain or table remains.  Runs on every
+    change: the passes over all endpoints and containers are kept to the few that every change
+    needs (bench/growth.py).
     """
     nets = {n.id: n for n in networks}
-    by_net: dict[str, list[Endpoint]] = {}
-    by_ctr: dict[str, list[Endpoint]] = {}
-    for ep in endpoints:
-        by_net.setdefault(ep.network_id, []).append(ep)
-        by_ctr.setdefault(ep.container_id, []).append(ep)
-    out = R.Model(order=tuple(e.ip for e in endpoints if e.ip))
+    used = {e.network_id for e in endpoints}
+    out = R.Model()
+    bridges: dict[str, tuple[str, str]] = {}  # network id -> (name, device)
     for n in networks:
         if n.driver != "bridge" or n.pool is None:
             continue
-        if n.predefined and not by_net.get(n.id):
+        if n.predefined and n.id not in used:
             continue
         out.networks.append(
             R.FwNetwork(
@@ -109,15 +106,32 @@ def model(
                 internal=n.internal,
                 icc=_flag(n.options, OPT_ICC),
                 masquerade=_flag(n.options, OPT_MASQ),
-                endpoints=tuple(e.ip for e in by_net.get(n.id, []) if e.ip),
             )
         )
+        bridges[n.id] = (n.name, n.device or "")
+    # tuple.__new__ makes the same FwEndpoint as its constructor, without a Python-level call
+    # per endpoint (a third of the cost at 1000 endpoints).
+    new = tuple.__new__
+    out.endpoints = tuple([
+        new(R.FwEndpoint, (e.ip, *bridges[e.network_id]))
+        for e in endpoints
+        if e.ip and e.network_id in bridges
+    ])  # fmt: skip
+    special = [c for c in containers if c.links or c.ports]
+    if not special:
+        return out
+    by_ctr: dict[str, list[Endpoint]] = {}
+    for ep in endpoints:
+        by_ctr.setdefault(ep.container_id, []).append(ep)
     by_name = {c.name: c for c in containers}
-    for ctr in containers:
+    for ctr in special:
         for name, alias in ctr.links:
             child = by_name.get(name)
-            parent_ep, child_ep = _bridge_ep(by_ctr, ctr, nets), _bridge_ep(by_ctr, child, nets)
-            if child is None or parent_ep is None or child_ep is None:
+            if child is None:
+                continue
+            parent_ep = _bridge_ep(by_ctr.get(ctr.id, []), nets)
+            child_ep = _bridge_ep(by_ctr.get(child.id, []), nets)
+            if parent_ep is None or child_ep is None:
                 continue
             for port, proto in exposed(child.expose, child.ports):
                 out.links.append(
@@ -130,7 +144,7 @@ def model(
                         name=f"{ctr.name} -> {alias}",
                     )
                 )
-    for ctr in containers:
+    for ctr in special:
         if not ctr.ports:
             continue
         # Ports are published on the container's gateway endpoint only (moby
@@ -156,12 +170,19 @@ _recorded: list = [None, None]
 
 
 class Firewall:
-    """Applies models with one backend; remembers per boot what it did (see module docstring)."""
+    """Applies models with one backend; remembers per boot what it did (see module docstring).
+
+    The record of the rules applied (``firewall-rules``) is one JSON line with the backend, the
+    forward policy and the rules, followed by a JSON line per later change that only appended
+    rules (a connect): a change writes what it added, not the whole set again.  While a change
+    is under way a marker file (``firewall-dirty``) says the record may not match the kernel.
+    """
 
     def __init__(self, backend_name: str, run_dir: str):
         self.requested = backend_name
         self.run_dir = run_dir
         self._backend: Backend | None = None
+        self._text: str | None = None  # the record as _applied last read it
 
     @property
     def backend(self) -> Backend:
@@ -172,40 +193,63 @@ class Firewall:
             self._backend = backend(name)
         return self._backend
 
+    def _path(self, key: str) -> str:
+        return os.path.join(self.run_dir, f"firewall-{key}")
+
     def _applied(self, policy: bool) -> list[R.Rule] | None:
         """The rule set lowbridge last applied with this backend and forward policy (None: not
         known, so the next apply rewrites everything)."""
-        text = self._state("rules")
-        if not text:
+        self._text = None
+        if os.path.exists(self._path("dirty")):
+            return None
+        try:
+            with open(self._path("rules")) as f:
+                text = f.read()
+        except FileNotFoundError:
             return None
         if _recorded[0] == text:  # what this process last wrote or read: parsed already
             doc = _recorded[1]
         else:
-            raw = json.loads(text)
-            doc = {**raw, "rules": R.from_doc(raw["rules"])}
+            try:
+                first, *appended = text.splitlines()
+                doc = json.loads(first)
+                doc["rules"] = R.from_doc(doc["rules"])
+                for line in appended:
+                    doc["rules"] += R.from_doc(json.loads(line))
+            except (ValueError, TypeError, KeyError):
+                return None  # a record cut short: not known
             _recorded[:] = [text, doc]
         if doc.get("backend") != self.backend.name or doc.get("policy") != policy:
             return None
+        self._text = text
         return doc["rules"]
 
     def _record(self, rules: list[R.Rule] | None, policy: bool = False) -> None:
         if rules is None:
             self._set_state("rules", None)
-        else:
-            doc = {"backend": self.backend.name, "policy": policy, "rules": R.to_doc(rules)}
-            text = json.dumps(doc)
-            self._set_state("rules", text)
-            _recorded[:] = [text, {**doc, "rules": list(rules)}]
+            return
+        doc = {"backend": self.backend.name, "policy": policy, "rules": R.to_doc(rules)}
+        text = json.dumps(doc) + "\n"
+        self._set_state("rules", text)
+        _recorded[:] = [text, {**doc, "rules": list(rules)}]
+
+    def _record_appended(self, rules: list[R.Rule], added: list[R.Rule]) -> None:
+        """Record ``rules``, which are the rules last read (``self._text``) plus ``added``."""
+        line = json.dumps(R.to_doc(added)) + "\n"
+        with open(self._path("rules"), "a") as f:
+            f.write(line)
+        assert self._text is not None and _recorded[0] == self._text  # _applied read it
+        _recorded[:] = [self._text + line, {**_recorded[1], "rules": list(rules)}]
 
     def _state(self, key: str) -> str | None:
         try:
-            with open(os.path.join(self.run_dir, f"firewall-{key}")) as f:
+            with open(self._path(key)) as f:
                 return f.read().strip()
         except FileNotFoundError:
             return None
 
     def _set_state(self, key: str, value: str | None) -> None:
-        path = os.path.join(self.run_dir, f"firewall-{key}")
+        path = self._path(key)
         if value is None:
             if os.path.exists(path):
                 os.unlink(path)
@@ -268,16 +312,24 @@ class Firewall:
         changing = forward_drop is not None and self.backend.name == "iptables"
         old = None if changing else self._applied(policy)
         inserts = R.insertions(old, rules) if old is not None else None
-        self._record(None)  # until the kernel is known to match again
+        self._set_state("dirty", "")  # until the kernel is known to match the record again
+        grown = inserts is not None and rules[: len(old)] == old  # type: ignore[arg-type]
         if inserts is not None:
+            at_end = [True] * len(inserts) if grown else R.appended(inserts, rules)
             try:
-                self.backend.insert(inserts, R.appended(inserts, rules))
+                self.backend.insert(inserts, at_end)
             except KernelError:
                 inserts = None  # the kernel no longer matched the record: rewrite it all
         if inserts is None:
             self.backend.apply(rules, forward_drop)
-        self._record(rules if rules else None, policy)
-        self._set_state("backend", self.backend.name if not m.empty else None)
+            self._record(rules if rules else None, policy)
+        elif grown:  # only appended to the rendering: the record grows by what was added
+            self._record_appended(rules, rules[len(old) :])  # type: ignore[arg-type]
+        elif inserts:
+            self._record(rules, policy)
+        if previous != (now := self.backend.name if not m.empty else None):
+            self._set_state("backend", now)
+        self._set_state("dirty", None)
 
     def reapply(self, m: R.Model) -> Callable[[], None]:
         """Rewrite every rule whatever lowbridge believes is in the kernel (after a flush)."""

@@ -27,7 +27,10 @@ masqueraded, and the kernel settings of :func:`settings` go with it.
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import NamedTuple
 
 from lowbridge.ports import PortMapping
@@ -69,9 +72,9 @@ class Rule(NamedTuple):
     comment: str = COMMENT
 
 
-@dataclass(frozen=True)
-class FwNetwork:
-    """What the rules need to know about one bridge network."""
+class FwNetwork(NamedTuple):
+    """What the rules need to know about one bridge network.  (The model's records are named
+    tuples: rendering is kept per distinct model, which takes hashing and comparing them.)"""
 
     name: str
     device: str
@@ -79,11 +82,17 @@ class FwNetwork:
     internal: bool = False
     icc: bool = True
     masquerade: bool = True
-    endpoints: tuple[str, ...] = ()  # container addresses on this network
 
 
-@dataclass(frozen=True)
-class FwPort:
+class FwEndpoint(NamedTuple):
+    """A container address on a bridge network (named ``network``, device ``device``)."""
+
+    ip: str
+    network: str
+    device: str
+
+
+class FwPort(NamedTuple):
     """A published port, already resolved to its container's gateway endpoint."""
 
     mapping: PortMapping
@@ -92,8 +101,7 @@ class FwPort:
     container: str = ""
 
 
-@dataclass(frozen=True)
-class FwLink:
+class FwLink(NamedTuple):
     """A legacy link's exposed port between two sandboxes of one bridge (``--link``)."""
 
     parent_ip: str
@@ -109,10 +117,10 @@ class Model:
     networks: list[FwNetwork] = field(default_factory=list)
     ports: list[FwPort] = field(default_factory=list)
     links: list[FwLink] = field(default_factory=list)
-    # Container addresses in the order their endpoints were made (the store's), which the
+    # Endpoints on the networks above in the order they were made (the store's), which the
     # per-endpoint rules follow: a new endpoint's rule then goes last in its chain, a plain
-    # append (see appended()).  Addresses not listed follow, network by network.
-    order: tuple[str, ...] = ()
+    # append (see appended()).
+    endpoints: tuple[FwEndpoint, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -135,11 +143,37 @@ def _c(text: str) -> str:
 
 
 def render(model: Model) -> list[Rule]:
-    """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network)."""
+    """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network).
+
+    The per-endpoint rules come last, in endpoint order, so that a new endpoint's rule extends
+    the previous rendering (:func:`insertions` then compares a prefix).  Cost: the rules of
+    networks, ports and links are rendered once per distinct set of them, an endpoint's rule
+    once per endpoint (both kept): a change on a host with 1000 sandboxes re-renders nothing
+    but costs a pass over the endpoints (bench/growth.py, bench/firewall.py).
+    """
     if model.empty:
         return []
+    static = _static(tuple(model.networks), tuple(model.ports), tuple(model.links))
+    internal = {n.name for n in model.networks if n.internal}
+    if not internal:
+        return [*static, *map(_direct, model.endpoints)]
+    return [*static, *(_direct(e) for e in model.endpoints if e.network not in internal)]
+
+
+@functools.lru_cache(maxsize=8192)
+def _direct(ep: FwEndpoint) -> Rule:
+    """Docker 28.2+ filterDirectAccess: nobody reaches a container's address directly from
+    outside its bridge (raw PREROUTING, before conntrack)."""
+    return Rule("raw", PREROUTING, (("dst", ep.ip), ("!iif", ep.device)), "DROP",
+                _c(f"{ep.network} direct"))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4)
+def _static(
+    nets: tuple[FwNetwork, ...], ports: tuple[FwPort, ...], links: tuple[FwLink, ...]
+) -> tuple[Rule, ...]:
+    """Every rule but the per-endpoint ones, in apply order."""
     rules: list[Rule] = list(HOOKS)
-    nets = model.networks
 
     def add(table: str, chain: str, match: tuple, target: str, comment: str) -> None:
         rules.append(Rule(table, chain, tuple(match), target, _c(comment)))
@@ -176,7 +210,7 @@ def render(model: Model) -> list[Rule]:
     # Container-side ports: several host ports may lead to one (8080->80 and 127.0.0.1:8081->80).
     inner = list(
         {(p.container_ip, p.device, p.mapping.container_port, p.mapping.proto): p
-         for p in sorted(model.ports, key=_port_key)}.values()
+         for p in sorted(ports, key=_port_key)}.values()
     )  # fmt: skip
 
     # filter LOWBRIDGE: published ports first (Docker inserts them), then per-bridge drops.
@@ -193,7 +227,7 @@ def render(model: Model) -> list[Rule]:
     # Legacy links with icc=false: the child's exposed ports, both ways (moby ChainInfo.Link),
     # reached through LOWBRIDGE-BRIDGE before the ICC drop in LOWBRIDGE-FORWARD.
     icc_off = {n.device for n in nets if not n.icc}
-    for link in model.links:
+    for link in links:
         if link.device not in icc_off:
             continue
         br, port = link.device, str(link.port)
@@ -230,7 +264,7 @@ def render(model: Model) -> list[Rule]:
             add("filter", MAIN, (("!iif", n.device), ("oif", n.device)), "DROP", n.name)
 
     # nat LOWBRIDGE: DNAT of published ports.
-    for p in sorted(model.ports, key=_port_key):
+    for p in sorted(ports, key=_port_key):
         m = p.mapping
         match: list = [] if m.host_ip == "0.0.0.0" else [("dst", m.host_ip)]
         match += [("proto", m.proto), ("dport", str(m.host_port))]
@@ -255,11 +289,10 @@ def render(model: Model) -> list[Rule]:
             f"{p.container} hairpin",
         )  # fmt: skip
 
-    # raw LOWBRIDGE-PREROUTING: no port published on 127.0.0.1 is reached from off-host, and
-    # nobody reaches a container's address directly from outside its bridge (Docker 28.2+
-    # filterDirectAccess).  The drops are disjoint (one address each): their order is free,
-    # and follows the endpoints' (Model.order), so the newest comes last.
-    for p in sorted(model.ports, key=_port_key):
+    # raw LOWBRIDGE-PREROUTING: no port published on 127.0.0.1 is reached from off-host; then
+    # (render) the direct-access drops.  All are disjoint (one address each): their order is
+    # free, and follows the endpoints', so the newest comes last.
+    for p in sorted(ports, key=_port_key):
         m = p.mapping
         if m.host_ip.startswith("127."):
             add(
@@ -270,13 +303,7 @@ def render(model: Model) -> list[Rule]:
                 "DROP",
                 f"{p.container} loopback only",
             )  # fmt: skip
-    direct = [(ip, n) for n in nets if not n.internal for ip in n.endpoints]
-    if model.order:
-        rank = {ip: i for i, ip in enumerate(model.order)}
-        direct.sort(key=lambda pair: rank.get(pair[0], len(rank)))  # stable: the rest in place
-    for ip, n in direct:
-        add("raw", PREROUTING, (("dst", ip), ("!iif", n.device)), "DROP", f"{n.name} direct")
-    return rules
+    return tuple(rules)
 
 
 def _port_key(p: FwPort) -> tuple:
@@ -285,6 +312,8 @@ def _port_key(p: FwPort) -> tuple:
 
 
 BUILTIN_CHAINS = frozenset({"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"})
+_CHAIN = itemgetter(0, 1)  # a rule's (table, chain)
+_SHARED_NAMES = {c for t in CHAINS for c in CHAINS[t] if sum(c in v for v in CHAINS.values()) > 1}
 
 
 def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | None:
@@ -297,6 +326,24 @@ def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | Non
     """
     if not old:
         return None
+    n = len(old)
+    if new[:n] == old:  # the usual case (a new endpoint), compared in C: rules appended
+        tail = new[n:]
+        if any(r.chain in BUILTIN_CHAINS for r in tail):
+            return None  # a new hook: other software's rules share that chain
+        # Each lands at the end of its chain: its index is the chain's length so far, counted
+        # in C (list.count of names; a name two tables share is counted per table).
+        names = list(map(itemgetter(1), old))
+        count: dict[tuple[str, str], int] = {}
+        out = []
+        for r in tail:
+            key = (r.table, r.chain)
+            if key not in count:
+                count[key] = (names.count(r.chain) if r.chain not in _SHARED_NAMES
+                              else sum(1 for o in old if o[:2] == key))  # fmt: skip
+            out.append((count[key], r))
+            count[key] += 1
+        return out
     chains_old: dict[tuple[str, str], list[Rule]] = {}
     chains_new: dict[tuple[str, str], list[Rule]] = {}
     for r in old:
@@ -337,10 +384,7 @@ def appended(inserts: list[tuple[int, Rule]], rules: list[Rule]) -> list[bool]:
     current rules: nft fetches a chain's rules to turn an ``index`` into a handle (~15 us a rule
     here, so a raw chain with 1000 sandboxes' rules costs ~15 ms per change), and
     iptables-restore re-reads it for ``-I n``."""
-    length: dict[tuple[str, str], int] = {}
-    for r in rules:
-        key = (r.table, r.chain)
-        length[key] = length.get(key, 0) + 1
+    length = Counter(map(_CHAIN, rules))
     tail: dict[tuple[str, str], int] = {}  # chain -> lowest index of its inserted suffix
     for index, r in reversed(inserts):
         key = (r.table, r.chain)

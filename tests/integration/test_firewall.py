@@ -262,6 +262,60 @@ def test_rules_follow_the_lifecycle_and_reapply_after_a_flush(lab):
     assert h.lb("firewall", "show").stdout == ""
 
 
+def _direct_drops(lab: Lab) -> list[str]:
+    """The destination of every direct-access drop in the kernel, as it reports them."""
+    h = lab.host
+    if lab.backend == "iptables":
+        saved = h.run(["iptables-save", "-t", "raw"]).stdout.splitlines()
+        return [ln.split()[3].removesuffix("/32") for ln in saved
+                if ln.startswith("-A LOWBRIDGE-PREROUTING -d ") and "direct" in ln]  # fmt: skip
+    doc = json.loads(h.run(["nft", "-j", "list", "chain", "ip", "lowbridge",
+                            "raw-LOWBRIDGE-PREROUTING"]).stdout)  # fmt: skip
+    out = []
+    for item in doc["nftables"]:
+        rule = item.get("rule")
+        if rule and "direct" in rule.get("comment", ""):
+            match = next(e["match"] for e in rule["expr"] if "match" in e)
+            out.append(match["right"])
+    return out
+
+
+def test_the_rule_record_grows_by_appends_and_a_damaged_one_is_rewritten(lab):
+    """A connect records only the rules it added; a record cut short or marked as under way
+    (a change that died half-way) is not trusted: the next change rewrites the rules whole, so
+    the kernel never holds a rule twice."""
+    h = lab.host
+    record = "/run/lowbridge/firewall-rules"
+    h.lb("network", "create", "rec")
+    for name in ("a", "b", "c"):
+        h.lb("container", "create", "--name", name, "--network", "rec")
+    ips = [ip_of(h, name, "rec") for name in ("a", "b", "c")]
+    lines = h.run(["cat", record]).stdout.splitlines()
+    assert len(lines) >= 3 and all(json.loads(line) for line in lines)  # header + appends
+    assert sorted(_direct_drops(lab)) == sorted(ips)
+
+    text = h.run(["cat", record]).stdout
+    h.run(["sh", "-c", f"printf %s '{text[:-12]}' > {record}"])  # cut short mid-line
+    h.lb("container", "create", "--name", "d", "--network", "rec")
+    ips.append(ip_of(h, "d", "rec"))
+    assert sorted(_direct_drops(lab)) == sorted(ips)  # each exactly once
+    assert len(h.run(["cat", record]).stdout.splitlines()) == 1  # rewritten whole
+
+    # A change that died between the kernel and the record: here the kernel lost rules.
+    h.run(["touch", "/run/lowbridge/firewall-dirty"])
+    if lab.backend == "iptables":
+        h.run(["iptables", "-t", "raw", "-F", "LOWBRIDGE-PREROUTING"])
+    else:
+        h.run(["nft", "flush", "chain", "ip", "lowbridge", "raw-LOWBRIDGE-PREROUTING"])
+    h.lb("container", "create", "--name", "e", "--network", "rec")
+    ips.append(ip_of(h, "e", "rec"))
+    assert sorted(_direct_drops(lab)) == sorted(ips)
+    assert h.run(["ls", "/run/lowbridge"]).stdout.split().count("firewall-dirty") == 0
+    h.lb("rm", "c")
+    ips.remove(ip_of_removed := ips[2])
+    assert ip_of_removed not in _direct_drops(lab) and sorted(_direct_drops(lab)) == sorted(ips)
+
+
 def test_backend_kernel_view(lab):
     """What the kernel reports (iptables-save / nft -j) matches the chosen backend."""
     h = lab.host

@@ -19,9 +19,19 @@ from lowbridge.ports import PortMapping
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 REGEN = os.environ.get("LOWBRIDGE_REGEN_GOLDEN") == "1"
 
-BR1 = R.FwNetwork("net1", "lb-1111111111aa", "172.18.0.0/16", endpoints=("172.18.0.2",))
-BR2 = R.FwNetwork("net2", "lb-2222222222bb", "172.19.0.0/16", endpoints=("172.19.0.2",))
-DEFAULT = R.FwNetwork("bridge", "lowbridge0", "172.17.0.0/16", endpoints=("172.17.0.2",))
+BR1 = R.FwNetwork("net1", "lb-1111111111aa", "172.18.0.0/16")
+BR2 = R.FwNetwork("net2", "lb-2222222222bb", "172.19.0.0/16")
+DEFAULT = R.FwNetwork("bridge", "lowbridge0", "172.17.0.0/16")
+
+
+def _eps(*pairs: tuple[R.FwNetwork, str]) -> tuple[R.FwEndpoint, ...]:
+    return tuple(R.FwEndpoint(ip, net.name, net.device) for net, ip in pairs)
+
+
+def _model(*nets: R.FwNetwork, ports=()) -> R.Model:
+    """``nets`` with one endpoint each (``.2`` of the subnet), in network order."""
+    eps = _eps(*((n, n.subnet.split("/")[0][:-1] + "2") for n in nets))
+    return R.Model(list(nets), list(ports), endpoints=eps)
 
 
 def _port(host_ip, host_port, cport, proto="tcp", ip="172.18.0.2"):
@@ -30,18 +40,16 @@ def _port(host_ip, host_port, cport, proto="tcp", ip="172.18.0.2"):
 
 SCENARIOS = {
     "fresh-host": R.Model(),
-    "default-bridge": R.Model([DEFAULT]),
-    "one-network": R.Model([BR1]),
-    "two-networks": R.Model([BR1, BR2]),
-    "internal": R.Model([R.FwNetwork("inner", "lb-3333333333cc", "10.30.0.0/24", internal=True,
-                                     endpoints=("10.30.0.2",))]),
-    "icc-false": R.Model([R.FwNetwork("noicc", "lb-4444444444dd", "172.18.0.0/16", icc=False,
-                                      endpoints=("172.18.0.2",))]),
-    "masquerade-off": R.Model([R.FwNetwork("nomasq", "lb-5555555555ee", "172.18.0.0/16",
-                                           masquerade=False, endpoints=("172.18.0.2",))]),
-    "published-ports": R.Model(
-        [BR1],
-        [
+    "default-bridge": _model(DEFAULT),
+    "one-network": _model(BR1),
+    "two-networks": _model(BR1, BR2),
+    "internal": _model(R.FwNetwork("inner", "lb-3333333333cc", "10.30.0.0/24", internal=True)),
+    "icc-false": _model(R.FwNetwork("noicc", "lb-4444444444dd", "172.18.0.0/16", icc=False)),
+    "masquerade-off": _model(R.FwNetwork("nomasq", "lb-5555555555ee", "172.18.0.0/16",
+                                         masquerade=False)),
+    "published-ports": _model(
+        BR1,
+        ports=[
             _port("0.0.0.0", 8080, 80),
             _port("0.0.0.0", 5353, 53, "udp"),
             _port("0.0.0.0", 9000, 7000),
@@ -144,8 +152,9 @@ def test_last_network_gone_removes_hooks_and_chains_but_keeps_user_rules():
 # -- the insert-only fast path
 def test_a_new_endpoint_or_port_is_pure_insertions():
     old = R.render(SCENARIOS["two-networks"])
-    grown = R.Model([R.FwNetwork(**{**BR1.__dict__, "endpoints": ("172.18.0.2", "172.18.0.3")}),
-                     BR2], [_port("0.0.0.0", 8080, 80)])  # fmt: skip
+    two = SCENARIOS["two-networks"]
+    grown = R.Model(two.networks, [_port("0.0.0.0", 8080, 80)],
+                    endpoints=two.endpoints + _eps((BR1, "172.18.0.3")))  # fmt: skip
     new = R.render(grown)
     inserts = R.insertions(old, new)
     assert inserts is not None
@@ -176,18 +185,37 @@ def test_appended_marks_only_the_inserted_suffix_of_each_chain():
 
 def test_a_new_endpoint_of_an_older_network_is_an_append_in_endpoint_order():
     def model(extra: tuple[str, ...]) -> R.Model:
-        eps = ("172.18.0.2", *extra)
-        nets = [R.FwNetwork(**{**BR1.__dict__, "endpoints": eps}), BR2]
-        return R.Model(nets, order=("172.18.0.2", "172.19.0.2", *extra))
+        two = SCENARIOS["two-networks"]
+        return R.Model(two.networks, endpoints=two.endpoints + _eps(*((BR1, ip) for ip in extra)))
 
-    old, new = R.render(model(())), R.render(model(("172.18.0.3",)))
+    old, new = R.render(model(())), R.render(model(("172.18.0.3", "172.18.0.4")))
     inserts = R.insertions(old, new)
-    assert [dict(r.match)["dst"] for _, r in inserts] == ["172.18.0.3"]
-    assert R.appended(inserts, new) == [True]
-    # Without the order the rule would go between the two networks' rules: an index insert.
-    grouped = R.render(R.Model(model(("172.18.0.3",)).networks))
-    plain = R.insertions(R.render(R.Model(model(()).networks)), grouped)
-    assert R.appended(plain, grouped) == [False]
+    assert [(i, dict(r.match)["dst"]) for i, r in inserts] == [(2, "172.18.0.3"), (3, "172.18.0.4")]
+    assert R.appended(inserts, new) == [True, True]
+    assert new[: len(old)] == old  # the rendering grew at its end: the prefix path
+
+
+def test_insertions_in_the_middle_of_chains_take_the_general_path():
+    plain = R.render(SCENARIOS["two-networks"])
+    ported = R.render(R.Model(SCENARIOS["two-networks"].networks, [_port("0.0.0.0", 8080, 80)],
+                              endpoints=SCENARIOS["two-networks"].endpoints))  # fmt: skip
+    assert ported[: len(plain)] != plain
+    inserts = R.insertions(plain, ported)
+    assert inserts and {r.table for _, r in inserts} == {"filter", "nat"}
+    assert not all(R.appended(inserts, ported))
+
+
+def test_a_rule_of_a_builtin_chain_is_never_inserted():
+    one = R.render(SCENARIOS["one-network"])
+    hooked = [*one, R.Rule("nat", "OUTPUT", (("dst", "10.1.1.1"),), "JUMP:LOWBRIDGE")]
+    assert R.insertions(one, hooked) is None
+
+
+def test_rendering_keeps_no_state_between_models():
+    a, b = R.render(SCENARIOS["one-network"]), R.render(SCENARIOS["icc-false"])
+    assert R.render(SCENARIOS["one-network"]) == a and a != b
+    internal = R.render(SCENARIOS["internal"])
+    assert not [r for r in internal if r.chain == R.PREROUTING]  # no direct drops when internal
 
 
 def test_removals_and_first_apply_need_the_full_path():
