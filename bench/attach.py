@@ -40,34 +40,15 @@ def inner(n: int) -> dict:
     # Warm up (first use of the store, the default pools, imports).
     ctl.container_rm(ctl.container_create(ContainerRequest(name="warm", network="bench")).id)
 
-    create, connect, internal, remove = [], [], [], []
-    for i in range(n):
-        t = time.perf_counter()
-        ctl.container_create(ContainerRequest(name=f"lb{i}", network="bench"))
-        create.append(time.perf_counter() - t)
-    for i in range(n):
-        t = time.perf_counter()
-        ctl.network_connect("bench2", f"lb{i}")
-        connect.append(time.perf_counter() - t)
-    for i in range(n):
-        t = time.perf_counter()
-        ctl.network_connect("bench3", f"lb{i}")
-        internal.append(time.perf_counter() - t)
-    for i in range(n):
-        t = time.perf_counter()
-        ctl.container_rm(f"lb{i}")
-        remove.append(time.perf_counter() - t)
-
     # The same topology by hand on a bridge lowbridge does not manage.
     subprocess.run(
         "ip link add hbr0 type bridge && ip addr add 10.102.0.1/16 dev hbr0 && ip link set hbr0 up",
         shell=True,
         check=True,
     )
-    batch, batch_del, script, script_del = [], [], [], []
-    for i in range(n):
+
+    def ip_batch(i: int) -> None:
         ns, veth, ip = f"hb{i}", f"vhb{i}", f"10.102.{1 + i // 250}.{1 + i % 250}"
-        t = time.perf_counter()
         subprocess.run(["ip", "netns", "add", ns], check=True)
         host_cmds = (
             f"link add {veth} type veth peer name eth0 netns {ns}\n"
@@ -79,13 +60,12 @@ def inner(n: int) -> dict:
             "route add default via 10.102.0.1\n"
         )
         subprocess.run(["ip", "-n", ns, "-batch", "-"], input=ns_cmds, text=True, check=True)
-        batch.append(time.perf_counter() - t)
-    for i in range(n):
-        t = time.perf_counter()
+
+    def ip_batch_del(i: int) -> None:
         subprocess.run(["ip", "link", "del", f"vhb{i}"], check=True)
         subprocess.run(["ip", "netns", "del", f"hb{i}"], check=True)
-        batch_del.append(time.perf_counter() - t)
-    for i in range(n):
+
+    def ip_script(i: int) -> None:
         ns, veth, ip = f"hs{i}", f"vhs{i}", f"10.102.{100 + i // 250}.{1 + i % 250}"
         sh = (
             f"ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && "
@@ -93,13 +73,30 @@ def inner(n: int) -> dict:
             f"ip -n {ns} link set lo up && ip -n {ns} addr add {ip}/16 dev eth0 && "
             f"ip -n {ns} link set eth0 up && ip -n {ns} route add default via 10.102.0.1"
         )
-        t = time.perf_counter()
         subprocess.run(["sh", "-c", sh], check=True)
-        script.append(time.perf_counter() - t)
-    for i in range(n):
-        t = time.perf_counter()
+
+    def ip_script_del(i: int) -> None:
         subprocess.run(["sh", "-c", f"ip link del vhs{i} && ip netns del hs{i}"], check=True)
-        script_del.append(time.perf_counter() - t)
+
+    def timed(samples: list[float], fn, *args) -> None:  # noqa: ANN001
+        t = time.perf_counter()
+        fn(*args)
+        samples.append(time.perf_counter() - t)
+
+    # The variants take turns, sample by sample, so that the VM's drift hits them alike.
+    create, connect, internal, remove = [], [], [], []
+    batch, batch_del, script, script_del = [], [], [], []
+    for i in range(n):
+        timed(create, ctl.container_create, ContainerRequest(name=f"lb{i}", network="bench"))
+        timed(batch, ip_batch, i)
+        timed(script, ip_script, i)
+    for i in range(n):
+        timed(connect, ctl.network_connect, "bench2", f"lb{i}")
+        timed(internal, ctl.network_connect, "bench3", f"lb{i}")
+    for i in range(n):
+        timed(remove, ctl.container_rm, f"lb{i}")
+        timed(batch_del, ip_batch_del, i)
+        timed(script_del, ip_script_del, i)
 
     return {
         "lowbridge library: container create (netns + attach)": _ms(create),

@@ -77,9 +77,7 @@ from pyroute2.netlink.rtnl import (  # noqa: E402
     RTM_NEWROUTE,
     RTM_SETLINK,
 )
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
-from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
 # Our own request sequence numbers, far from pyroute2's (they share a session's socket).
 _SEQ = itertools.count(1 << 24)
@@ -98,6 +96,82 @@ RTEXT_FILTER_SKIP_STATS = 1 << 3  # linux/rtnetlink.h: no IFLA_STATS(64) in link
 # A device group no one else uses: lowbridge host ends about to be deleted together
 # (Session.delete_links); "lbdn".
 DOOMED_GROUP = 0x6C62646E
+
+# -- requests encoded by hand ------------------------------------------------------------------
+# The attach's requests are built with struct: pyroute2's message classes take 0.06-0.4 ms in
+# Python to encode one of them (a veth: ~0.4 ms), struct a few microseconds (bench/lab.py spent
+# ~1 ms a sandbox encoding).  tests/unit/test_netlink_wire.py checks each one byte for byte
+# against pyroute2's encoding of the same message.  Attribute numbers: linux/if_link.h,
+# linux/veth.h, linux/if_addr.h, linux/rtnetlink.h.
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
+IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 27, 28, 29
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+RTA_OIF, RTA_GATEWAY, RTA_TABLE = 4, 5, 15
+_NLMSGHDR = struct.Struct("IHHII")  # length, type, flags, sequence, port
+_IFINFOMSG = struct.Struct("BxHiII")  # family, (pad), type, index, flags, change
+_IFADDRMSG = struct.Struct("BBBBI")  # family, prefix length, flags, scope, index
+_RTMSG = struct.Struct("BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type, flags
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    """One rtattr: length, type, payload, padded to 4 bytes."""
+    size = 4 + len(payload)
+    return struct.pack("HH", size, kind) + payload + bytes(-size % 4)
+
+
+def _u32(kind: int, value: int) -> bytes:
+    return _attr(kind, struct.pack("I", value))
+
+
+def _name(kind: int, text: str) -> bytes:
+    return _attr(kind, text.encode() + b"\0")
+
+
+def _ipv4(kind: int, address: str) -> bytes:
+    return _attr(kind, socket.inet_aton(address))
+
+
+def link_request(
+    name: str | None = None, index: int = 0, flags: int = 0, change: int = 0, attrs: bytes = b""
+) -> bytes:
+    """An ifinfomsg naming its link by index, or by name (IFLA_IFNAME with index 0: the kernel
+    looks the name up itself, rtnl_dev_get), then ``attrs``."""
+    named = _name(IFLA_IFNAME, name) if name is not None else b""
+    return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change) + named + attrs
+
+
+def veth_request(
+    host: str, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int | None, master: int
+) -> bytes:
+    """RTM_NEWLINK of a veth (see :meth:`Session.create_veth`)."""
+    mtu_attr = _u32(IFLA_MTU, mtu) if mtu else b""
+    peer_msg = link_request(
+        peer,
+        attrs=_u32(IFLA_NET_NS_FD, peer_netns_fd)
+        + _attr(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", "")))
+        + mtu_attr,
+    )
+    info = _name(IFLA_INFO_KIND, "veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_msg))
+    attrs = _u32(IFLA_MASTER, master) + mtu_attr + _attr(IFLA_LINKINFO, info)
+    return link_request(host, flags=IFF_UP, change=IFF_UP, attrs=attrs)
+
+
+def address_request(index: int, address: str, prefixlen: int) -> bytes:
+    """RTM_NEWADDR of ``address/prefixlen`` with the broadcast address iproute2 computes."""
+    attrs = _ipv4(IFA_LOCAL, address) + _ipv4(IFA_ADDRESS, address)
+    if prefixlen < 31:
+        net = IPv4Network(f"{address}/{prefixlen}", strict=False)
+        attrs += _ipv4(IFA_BROADCAST, str(net.broadcast_address))
+    return _IFADDRMSG.pack(AF_INET, prefixlen, 0, 0, index) + attrs
+
+
+def default_route_request(gateway: str, oif: int) -> bytes:
+    """RTM_NEWROUTE of ``default via GATEWAY dev OIF`` (main table, protocol static, universe
+    scope, unicast: pyroute2's defaults)."""
+    head = _RTMSG.pack(AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE,
+                       RTN_UNICAST, 0)  # fmt: skip
+    return head + _u32(RTA_TABLE, RT_TABLE_MAIN) + _ipv4(RTA_GATEWAY, gateway) + _u32(RTA_OIF, oif)
 
 
 @dataclass(frozen=True)
@@ -130,9 +204,9 @@ def _link(msg) -> Link:
 class Session:
     """RTNL verbs on one namespace.  ``where`` names it in error messages.
 
-    The verbs on an attach's path (link lookup, up, veth, address, default route) send
-    messages that pyroute2's own classes encode and decode over the session's socket with a
-    plain blocking request/ack (:meth:`_request`); the others go through ``IPRoute``, made on
+    The verbs on an attach's path (link lookup, up, veth, address, default route, deletion)
+    send requests encoded here (see "requests encoded by hand") over the session's socket with
+    a plain blocking request/ack (:meth:`_request`); the others go through ``IPRoute``, made on
     first use over the same socket.  pyroute2 runs an asyncio loop around every request:
     ~0.7-1 ms a call here against ~0.1 ms this way, and its set-up costs ~1-2 ms a session
     (bench/attach.py).  tests/integration/test_netlink_fast.py checks that both ways leave the
@@ -161,17 +235,13 @@ class Session:
             self._ipr_obj.close()
         self._sock.close()
 
-    def _request(self, msg, kind: int, flags: int = 0, decode: bool = True) -> list:  # noqa: ANN001
-        """Send ``msg`` (a pyroute2 message, fields and attributes set) as RTM type ``kind``
-        and wait for the kernel's acknowledgement; return the replies that came before it,
-        decoded as messages of the same class (``decode`` False: their raw bytes).  A kernel
-        error raises NetlinkError (errno), as pyroute2's calls do."""
+    def _request(self, kind: int, body: bytes, flags: int = 0) -> list[bytes]:
+        """Send ``body`` (a message after its nlmsghdr) as RTM type ``kind`` and wait for the
+        kernel's acknowledgement; return the raw replies that came before it.  A kernel error
+        raises NetlinkError (errno), as pyroute2's calls do."""
         seq = next(_SEQ)
-        msg["header"]["type"] = kind
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
-        self._sock.send(msg.data)
+        flags |= NLM_F_REQUEST | NLM_F_ACK
+        self._sock.send(_NLMSGHDR.pack(16 + len(body), kind, flags, seq, 0) + body)
         replies = []
         while True:
             try:
@@ -184,7 +254,7 @@ class Session:
                 continue
             offset = 0
             while offset + 16 <= len(data):
-                length, mtype, _, rseq, _ = struct.unpack_from("IHHII", data, offset)
+                length, mtype, _, rseq, _ = _NLMSGHDR.unpack_from(data, offset)
                 if length < 16:
                     break
                 if rseq == seq:
@@ -193,11 +263,7 @@ class Session:
                         if code:
                             raise NetlinkError(code, os.strerror(code))
                         return replies
-                    reply = data[offset : offset + length]
-                    if decode:
-                        reply = type(msg)(reply)
-                        reply.decode()
-                    replies.append(reply)
+                    replies.append(data[offset : offset + length])
                 offset += (length + 3) & ~3
 
     @contextlib.contextmanager
@@ -214,7 +280,9 @@ class Session:
 
     def link(self, name: str) -> Link | None:
         try:
-            return _link(self._request(_ifinfmsg(name=name), RTM_GETLINK)[0])
+            msg = ifinfmsg(self._request(RTM_GETLINK, link_request(name))[0])
+            msg.decode()
+            return _link(msg)
         except NetlinkError as exc:
             if exc.code == ENODEV:
                 return None
@@ -224,10 +292,9 @@ class Session:
         """The index of link ``name``, None if there is none.  Reads the index from the reply's
         header: decoding a whole link message (stats, AF_SPEC, ...) in Python costs more than
         the kernel's lookup (~0.4 ms against ~0.05 ms here)."""
-        msg = _ifinfmsg(name=name)
-        msg["attrs"].append(("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS))
+        body = link_request(name, attrs=_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
         try:
-            reply = self._request(msg, RTM_GETLINK, decode=False)[0]
+            reply = self._request(RTM_GETLINK, body)[0]
         except NetlinkError as exc:
             if exc.code == ENODEV:
                 return None
@@ -257,10 +324,10 @@ class Session:
     def set_up(self, link: str | int, up: bool = True) -> None:
         """Bring a link up (or, with ``up`` False, down)."""
         # By name or index: RTM_SETLINK finds the device itself (no lookup first).
-        msg = _ifinfmsg(**({"index": link} if isinstance(link, int) else {"name": link}))
-        msg["change"], msg["flags"] = IFF_UP, IFF_UP if up else 0
+        by = {"index": link} if isinstance(link, int) else {"name": link}
+        body = link_request(**by, flags=IFF_UP if up else 0, change=IFF_UP)
         with self._doing(f"bring {link} {'up' if up else 'down'}"):
-            self._request(msg, RTM_SETLINK)
+            self._request(RTM_SETLINK, body)
 
     def ipv4_addresses(self, link: str | int) -> list[tuple[str, int]]:
         """(address, prefix length) of a link's IPv4 addresses."""
@@ -272,7 +339,7 @@ class Session:
     def delete_link(self, name: str) -> bool:
         """Delete a link; return False if it was already gone."""
         try:
-            self._request(_ifinfmsg(name=name), RTM_DELLINK)
+            self._request(RTM_DELLINK, link_request(name))
         except NetlinkError as exc:
             if exc.code == ENODEV:
                 return False
@@ -294,20 +361,17 @@ class Session:
             return
         marked = 0
         for name in names:
-            msg = _ifinfmsg(name=name)
-            msg["attrs"].append(("IFLA_GROUP", DOOMED_GROUP))
             try:
-                self._request(msg, RTM_SETLINK)
+                self._request(RTM_SETLINK, link_request(name, attrs=_u32(IFLA_GROUP, DOOMED_GROUP)))
                 marked += 1
             except NetlinkError as exc:
                 if exc.code != ENODEV:
                     raise KernelError.from_os(f"mark link {name} for deletion", exc) from None
         if not marked:
             return
-        msg = _ifinfmsg()
-        msg["attrs"].append(("IFLA_GROUP", DOOMED_GROUP))  # index 0 and a group: all members
+        body = link_request(attrs=_u32(IFLA_GROUP, DOOMED_GROUP))  # index 0, a group: all
         try:
-            self._request(msg, RTM_DELLINK)
+            self._request(RTM_DELLINK, body)
         except NetlinkError as exc:
             raise KernelError.from_os(f"delete links {', '.join(names)}", exc) from None
 
@@ -324,18 +388,9 @@ class Session:
         """One RTM_NEWLINK: the host end enslaved to ``master`` and up, the peer created directly
         in the sandbox with its final name, MAC and MTU (no move, no rename, no udev MAC race --
         pyroute2-notes pitfall 17; Docker >= 28 does the same, moby #49302)."""
-        mtu_attr = [("IFLA_MTU", mtu)] if mtu else []
-        peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_netns_fd),
-                      ("IFLA_ADDRESS", peer_mac), *mtu_attr]  # fmt: skip
-        msg = _ifinfmsg(name=host)
-        msg["flags"] = msg["change"] = IFF_UP
-        msg["attrs"] += [("IFLA_MASTER", master), *mtu_attr]
-        msg["attrs"].append(("IFLA_LINKINFO", {"attrs": [
-            ("IFLA_INFO_KIND", "veth"),
-            ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]}),
-        ]}))  # fmt: skip
+        body = veth_request(host, peer, peer_netns_fd, peer_mac, mtu, master)
         with self._doing(f"create veth {host}"):
-            self._request(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+            self._request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
 
     def create_macvlan(
         self,
@@ -477,13 +532,8 @@ class Session:
         """``ip addr add ADDRESS/PLEN brd + dev LINK``: the broadcast address as iproute2 and
         pyroute2 compute it."""
         with self._doing(f"add address {address}/{prefixlen} to {link}"):
-            msg = ifaddrmsg()
-            net = IPv4Network(f"{address}/{prefixlen}", strict=False)
-            msg["family"], msg["prefixlen"], msg["index"] = AF_INET, prefixlen, self._ix(link)
-            msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-            if prefixlen < 31:
-                msg["attrs"].append(("IFA_BROADCAST", str(net.broadcast_address)))
-            self._request(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL)
+            body = address_request(self._ix(link), address, prefixlen)
+            self._request(RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL)
 
     def delete_address(self, link: str | int, address: str, prefixlen: int) -> None:
         with self._doing(f"delete address {address}/{prefixlen} from {link}"):
@@ -493,12 +543,8 @@ class Session:
         """``ip route replace default via GATEWAY dev LINK`` (main table, protocol static,
         universe scope, unicast: pyroute2's defaults)."""
         with self._doing(f"set default route via {gateway} dev {link}"):
-            msg = rtmsg()
-            msg["family"], msg["table"], msg["proto"] = AF_INET, RT_TABLE_MAIN, RTPROT_STATIC
-            msg["scope"], msg["type"] = RT_SCOPE_UNIVERSE, RTN_UNICAST
-            msg["attrs"] = [("RTA_TABLE", RT_TABLE_MAIN), ("RTA_GATEWAY", gateway),
-                            ("RTA_OIF", self._ix(link))]  # fmt: skip
-            self._request(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE)
+            body = default_route_request(gateway, self._ix(link))
+            self._request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_REPLACE)
 
     def onlink_routes(self) -> list[IPv4Network]:
         """IPv4 on-link (scope link), non-default routes of the main table.
@@ -594,12 +640,3 @@ def session(netns_path: str | None = None, sock: socket.socket | None = None) ->
 
 def _socket() -> socket.socket:
     return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
-
-
-def _ifinfmsg(name: str | None = None, index: int = 0):  # noqa: ANN202
-    """An ifinfmsg naming its link by index, or by name (IFLA_IFNAME with index 0: the kernel
-    looks the name up itself, rtnl_dev_get)."""
-    msg = ifinfmsg()
-    msg["family"], msg["index"] = socket.AF_UNSPEC, index
-    msg["attrs"] = [("IFLA_IFNAME", name)] if name is not None else []
-    return msg

@@ -1,12 +1,15 @@
-"""Network namespaces as files, and per-namespace work done in throwaway threads (no pyroute2).
+"""Network namespaces as files, and per-namespace work done in a worker thread (no pyroute2).
 
 A named namespace is a bind mount of an nsfs inode on ``/run/netns/<name>``, exactly what
 ``ip netns add`` makes, so ``ip netns list`` / ``ip netns exec`` see lowbridge's sandboxes.
 
 ``setns(2)`` switches only the calling *thread*, and ``/proc/sys/net`` resolves against the netns
 of the task that opens the file, so sysctls and sockets for another namespace are done in a
-short-lived thread that joins it (0.5 ms; shared/reference/pyroute2-notes.md section 2 and pitfall
-13).  The main thread never moves.  Python 3.12 has ``os.setns``; 3.10/3.11 need libc via ctypes.
+thread that joins it (shared/reference/pyroute2-notes.md section 2 and pitfall 13).  The main
+thread never moves.  That thread is a long-lived worker that goes back to the process's own
+network and UTS namespaces after each job (:func:`in_thread`): starting and joining a thread per
+job cost ~0.3 ms, three times per sandbox (bench/attach.py).  Python 3.12 has ``os.setns``;
+3.10/3.11 need libc via ctypes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import ctypes
 import errno
 import functools
 import os
+import queue
 import socket
 import threading
 from collections.abc import Callable
@@ -43,21 +47,91 @@ def _check(ret: int, what: str) -> None:
 
 
 def in_thread(fn: Callable[[], _T]) -> _T:
-    """Run ``fn`` in a fresh thread and return its result (or raise its exception)."""
+    """Run ``fn`` in the namespace worker and return its result (or raise its exception).
+
+    ``fn`` may move the worker into other network or UTS namespaces (setns, unshare): the worker
+    returns to the process's own afterwards.  A job that asks for another job runs it in a
+    thread of its own (the worker is busy with it)."""
     box: dict = {}
-
-    def worker() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=worker, name="lowbridge-netns")
-    thread.start()
-    thread.join()
+    worker = _worker()
+    if worker is None:  # called from a job
+        thread = threading.Thread(target=_run, args=(fn, box), name="lowbridge-netns")
+        thread.start()
+        thread.join()
+    else:
+        done = threading.Lock()
+        done.acquire()
+        worker.jobs.put((fn, box, done))
+        done.acquire()  # released by the worker
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _run(fn: Callable[[], object], box: dict) -> None:
+    try:
+        box["value"] = fn()
+    except BaseException as exc:  # re-raised in the caller
+        box["error"] = exc
+
+
+class _Worker(threading.Thread):
+    """The thread that namespace jobs run in; see :func:`in_thread`."""
+
+    def __init__(self) -> None:
+        super().__init__(name="lowbridge-netns", daemon=True)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.pid = os.getpid()
+        self.broken = False
+        # The namespaces to come back to: the process's own (the main thread's).
+        self.home = [(os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flag)
+                     for kind, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS))]  # fmt: skip
+
+    def run(self) -> None:
+        while True:
+            fn, box, done = self.jobs.get()
+            _run(fn, box)
+            if not self._home() and "error" not in box:
+                box["error"] = KernelError("namespace worker: cannot return to its namespaces")
+            done.release()
+            if self.broken:
+                for fd, _ in self.home:
+                    os.close(fd)
+                return
+
+    def _home(self) -> bool:
+        for fd, flag in self.home:
+            if _libc.setns(fd, flag) != 0:
+                self.broken = True  # never run a job in a namespace it did not ask for
+        return not self.broken
+
+
+_workers: list[_Worker] = []
+_workers_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child has no worker thread, and a lock another thread held stays held."""
+    global _workers_lock
+    _workers.clear()
+    _workers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _worker() -> _Worker | None:
+    """The live worker (started on first use, again after a fork or a failure); None when
+    called from the worker itself."""
+    with _workers_lock:
+        current = _workers[0] if _workers else None
+        if current is not None and threading.current_thread() is current:
+            return None
+        if current is None or current.broken or current.pid != os.getpid():
+            current = _Worker()
+            current.start()
+            _workers[:] = [current]
+        return current
 
 
 def _join(path: str) -> None:

@@ -1,0 +1,88 @@
+"""The hand-encoded requests of lowbridge.netlink, byte for byte against pyroute2's encoding.
+
+lowbridge builds its attach's netlink requests with struct (pyroute2's classes are ~100x slower
+at it); pyroute2's message classes are the reference for every byte here.  What the kernel does
+with them is checked in tests/integration/test_netlink_fast.py.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from lowbridge import netlink as L
+
+
+def _encoded(msg) -> bytes:  # noqa: ANN001
+    """pyroute2's bytes of ``msg`` without its nlmsghdr."""
+    msg.encode()
+    return bytes(msg.data)[16:]
+
+
+def _link(name=None, index=0, flags=0, change=0, attrs=()):  # noqa: ANN001, ANN202
+    msg = ifinfmsg()
+    msg["family"], msg["index"], msg["flags"], msg["change"] = (
+        socket.AF_UNSPEC,
+        index,
+        flags,
+        change,
+    )
+    msg["attrs"] = ([("IFLA_IFNAME", name)] if name is not None else []) + list(attrs)
+    return msg
+
+
+@pytest.mark.parametrize("name", ["lo", "eth0", "lbv0123456789a", "l" * 15])
+def test_link_by_name_and_by_index(name):
+    assert L.link_request(name) == _encoded(_link(name))
+    assert L.link_request(index=7, flags=1, change=1) == _encoded(_link(index=7, flags=1, change=1))
+    up = L.link_request(name, flags=0, change=L.IFF_UP)
+    assert up == _encoded(_link(name, change=1))
+
+
+def test_link_attributes():
+    mask = L.link_request("eth0", attrs=L._u32(L.IFLA_EXT_MASK, L.RTEXT_FILTER_SKIP_STATS))
+    assert mask == _encoded(_link("eth0", attrs=[("IFLA_EXT_MASK", 8)]))
+    group = L.link_request(attrs=L._u32(L.IFLA_GROUP, L.DOOMED_GROUP))
+    assert group == _encoded(_link(attrs=[("IFLA_GROUP", L.DOOMED_GROUP)]))
+
+
+@pytest.mark.parametrize("mtu", [None, 1400, 9000])
+@pytest.mark.parametrize("host,peer", [("lbv1", "eth0"), ("lbv0123456789a", "eth12")])
+def test_veth(host, peer, mtu):
+    mac = "02:42:0a:96:00:02"
+    mtu_attr = [("IFLA_MTU", mtu)] if mtu else []
+    peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", 9), ("IFLA_ADDRESS", mac), *mtu_attr]
+    linkinfo = {"attrs": [
+        ("IFLA_INFO_KIND", "veth"),
+        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]}),
+    ]}  # fmt: skip
+    ref = _link(host, flags=1, change=1, attrs=[("IFLA_MASTER", 42), *mtu_attr,
+                                                  ("IFLA_LINKINFO", linkinfo)])  # fmt: skip
+    assert L.veth_request(host, peer, 9, mac, mtu, 42) == _encoded(ref)
+
+
+@pytest.mark.parametrize(
+    "address,plen", [("10.150.0.2", 16), ("172.18.3.250", 24), ("10.0.0.1", 31), ("10.1.2.3", 32)]
+)
+def test_address(address, plen):
+    msg = ifaddrmsg()
+    msg["family"], msg["prefixlen"], msg["index"] = socket.AF_INET, plen, 5
+    msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+    if plen < 31:
+        import ipaddress
+
+        net = ipaddress.IPv4Network(f"{address}/{plen}", strict=False)
+        msg["attrs"].append(("IFA_BROADCAST", str(net.broadcast_address)))
+    assert L.address_request(5, address, plen) == _encoded(msg)
+
+
+def test_default_route():
+    msg = rtmsg()
+    msg["family"], msg["table"], msg["proto"] = socket.AF_INET, 254, 4
+    msg["scope"], msg["type"] = 0, 1
+    msg["attrs"] = [("RTA_TABLE", 254), ("RTA_GATEWAY", "10.150.0.1"), ("RTA_OIF", 3)]
+    assert L.default_route_request("10.150.0.1", 3) == _encoded(msg)
