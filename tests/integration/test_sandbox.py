@@ -208,3 +208,44 @@ def test_simhost_shell_entry_point():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 3 and "bridge" in proc.stdout and " t " in proc.stdout
+
+
+WORKER_CHECK = r"""
+import json, os, threading
+from lowbridge import netns
+
+def where():
+    return [os.stat(f"/proc/thread-self/ns/{k}").st_ino for k in ("net", "uts")]
+
+def home():
+    return [os.stat(f"/proc/self/ns/{k}").st_ino for k in ("net", "uts")]
+
+out = {}
+def wander():  # leave both namespaces, as netns.create and create_uts do
+    netns._check(netns._libc.unshare(netns.CLONE_NEWNET | netns.CLONE_NEWUTS), "unshare")
+    return where()
+away = netns.in_thread(wander)
+out["moved"] = away != home()
+out["back_home"] = netns.in_thread(where) == home()
+out["same_worker"] = netns.in_thread(threading.get_ident) == netns.in_thread(threading.get_ident)
+try:
+    netns.in_thread(lambda: 1 / 0)
+except ZeroDivisionError:
+    out["error_raised"] = True
+out["nested"] = netns.in_thread(lambda: netns.in_thread(lambda: 42))
+pid = os.fork()
+if pid == 0:  # the child has no worker thread: a new one serves it
+    os._exit(0 if netns.in_thread(where) == home() else 1)
+out["child"] = os.waitpid(pid, 0)[1] == 0
+print(json.dumps(out))
+"""
+
+
+def test_namespace_worker_always_returns_home(host):
+    """Jobs that move the worker into other namespaces never leak them into the next job."""
+    import sys
+
+    proc = host.run([sys.executable, "-c", WORKER_CHECK])
+    want = {"moved": True, "back_home": True, "same_worker": True, "error_raised": True,
+            "nested": 42, "child": True}  # fmt: skip
+    assert json.loads(proc.stdout) == want
