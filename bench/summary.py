@@ -53,6 +53,11 @@ def rows() -> list[tuple[str, str, str, str]]:
         own = w["lowbridge's own share of a mutating command"]
         out.append(("CLI: network connect", f"{w['lowbridge network connect (CLI)']} ms",
                     f"import pyroute2 {pyroute2} ms", f"own share {own} ms"))  # fmt: skip
+        if (strict := w.get("the same, against import lowbridge.netlink")) is not None:
+            base = w["python -c 'import lowbridge.netlink'"]
+            cli_ms = w["lowbridge network connect (CLI)"]
+            vs = f"import lowbridge.netlink {base} ms"
+            out.append(("CLI: network connect", f"{cli_ms} ms", vs, f"own share {strict} ms"))
         out.append(("CLI: network ls", f"{w['lowbridge network ls']} ms",
                     f"python -c pass {w['python -c pass']} ms", ""))  # fmt: skip
     if growth := _load("growth"):
@@ -60,6 +65,9 @@ def rows() -> list[tuple[str, str, str, str]]:
         last = max(ms, key=int)
         out.append((f"growth: attach at endpoint {last}", f"{ms[last]} ms",
                     f"endpoint 1: {ms['1']} ms", f"{ms[last] / ms['1']:.2f}×"))  # fmt: skip
+        if ref := growth.get("ip_batch_ms"):
+            out.append((f"growth: ip -batch at endpoint {last}", f"{ref[last]} ms",
+                        f"endpoint 1: {ref['1']} ms", f"{ref[last] / ref['1']:.2f}×"))  # fmt: skip
     if fw := _load("firewall"):
         r = fw["results_ms"]
         for backend in ("iptables", "nftables"):
