@@ -16,7 +16,6 @@ import contextlib
 import functools
 import ipaddress
 import os
-import random
 import socket
 import sys
 import threading
@@ -118,6 +117,8 @@ def _retry_races(fn: Callable) -> Callable:
             except CasConflict:
                 if attempt == 4:
                     raise
+                import random  # cluster mode only
+
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
         raise AssertionError("not reached")
 

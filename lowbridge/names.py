@@ -13,9 +13,8 @@ longer ones, so every generator here stays within that bound.
 
 from __future__ import annotations
 
-import hashlib
+import os
 import re
-import secrets
 
 from lowbridge.errors import InvalidInput
 
@@ -82,7 +81,7 @@ def validate_ifname(name: str) -> str:
 
 def new_id() -> str:
     """A random 64-hex identifier, like Docker's network and container ids."""
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # what secrets.token_hex(32) returns (~3 ms less to import)
 
 
 def bridge_device(network_id: str) -> str:
@@ -92,6 +91,8 @@ def bridge_device(network_id: str) -> str:
 
 def veth_host_name(network_id: str, container_id: str) -> str:
     """Host-side veth name of the endpoint joining ``container_id`` to ``network_id``."""
+    import hashlib  # only here: its import (OpenSSL) costs read-only commands ~5 ms
+
     digest = hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()
     return VETH_PREFIX + digest[: IFNAMSIZ - len(VETH_PREFIX)]
 
@@ -108,7 +109,7 @@ def mac_from_ip(ip: str) -> str:
 
 def random_mac() -> str:
     """A random locally administered unicast MAC (what Docker gives bridges)."""
-    raw = bytearray(secrets.token_bytes(6))
+    raw = bytearray(os.urandom(6))
     raw[0] = (raw[0] & 0xFE) | 0x02
     return ":".join(f"{b:02x}" for b in raw)
 

@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterable
 
@@ -178,6 +177,8 @@ def spawn_detached(
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
         try:
+            import subprocess
+
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

@@ -18,7 +18,6 @@ import json
 import mmap
 import os
 import socket
-import subprocess
 import sys
 
 from lowbridge.config import Paths
@@ -100,6 +99,8 @@ def _start(paths: Paths) -> socket.socket:
                 str(listener.fileno())]  # fmt: skip
         argv += ["--state", paths.state, "--run", paths.run]
         with open(log_path(paths), "ab") as log:
+            import subprocess
+
             subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from typing import Protocol
 
@@ -355,6 +354,8 @@ def _write_sysctl(key: str, value: str, undo: list[Callable[[], None]]) -> None:
 def _ensure_br_netfilter(undo: list[Callable[[], None]]) -> None:
     if not os.path.exists("/proc/sys/net/bridge"):
         # A module on most distributions (built in on these VMs); loaded on demand, as Docker 28.
+        import subprocess
+
         subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
     if not os.path.exists("/proc/sys/net/bridge"):
         raise KernelError(

@@ -12,10 +12,13 @@ the user's and lowbridge never flushes it.
 
 from __future__ import annotations
 
-import subprocess
+from typing import TYPE_CHECKING
 
 from lowbridge.firewall import tool
 from lowbridge.firewall.rules import CHAINS, HOOKS, USER, Rule
+
+if TYPE_CHECKING:
+    import subprocess
 
 TABLES = ("raw", "filter", "nat")
 BUILTIN = {"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"}

@@ -15,7 +15,6 @@ lowbridge's forward base chain.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from lowbridge.errors import KernelError
@@ -199,6 +198,8 @@ class NftablesBackend:
 
 def usable() -> bool:
     """nft is installed and can talk to the kernel here."""
+    import subprocess
+
     try:
         proc = subprocess.run(["nft", "list", "tables"], capture_output=True, timeout=10)
     except (FileNotFoundError, subprocess.TimeoutExpired):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
+from typing import TYPE_CHECKING
 
 from lowbridge.errors import KernelError
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def run(argv: list[str], stdin: str | None, what: str, package: str) -> subprocess.CompletedProcess:
     """Run ``argv`` with ``stdin``; a failure names ``what`` and the tool's first error line."""
+    import subprocess  # here: most commands never run a tool (libnftables is in-process)
+
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:

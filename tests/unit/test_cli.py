@@ -107,3 +107,47 @@ def test_ago():
     assert output.ago("2026-01-01T11:59:55+00:00", now) == "5 seconds ago"
     assert output.ago("2026-01-01T11:58:00+00:00", now) == "2 minutes ago"
     assert output.ago("2026-01-01T11:00:00+00:00", now) == "1 hour ago"
+
+
+LINES = [
+    ["network", "ls"],
+    ["network", "list", "-q"],
+    ["network", "create", "--subnet", "10.1.0.0/24", "-o", "a=b", "n"],
+    ["network", "connect", "--ip", "10.1.0.5", "--alias", "db", "n", "c"],
+    ["network", "disconnect", "-f", "n", "c"],
+    ["network", "remove", "a", "b"],
+    ["--root", "/tmp/x", "--debug", "network", "inspect", "n"],
+    ["--firewall-backend", "nftables", "firewall", "reapply"],
+    ["container", "create", "--name", "c", "--network", "n", "--", "sh"],
+    ["container", "ls", "-a"],
+    ["container", "rm", "-f", "c"],
+    ["run", "-d", "--name", "web", "-p", "8080:80", "--", "sleep", "1"],
+    ["exec", "-it", "web", "--", "sh"],
+    ["ps", "-q"],
+    ["rm", "x", "y"],
+    ["inspect", "x"],
+    ["demo"],
+    ["--store=etcd://h:2379", "agent"],
+]
+
+
+@pytest.mark.parametrize("argv", LINES, ids=" ".join)
+def test_the_parser_built_for_a_command_line_parses_it_as_the_full_one(argv):
+    assert cli._wanted(argv) is not None  # these take the short path
+    assert vars(cli.parser_for(argv).parse_args(argv)) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["network"], ["netwrk", "ls"], ["network", "conect", "a", "b"], ["-h"], ["network", "-h"],
+     ["network", "connect", "-h"], ["run", "--bogus"], ["container"]],
+    ids=lambda argv: " ".join(argv) or "(none)",
+)  # fmt: skip
+def test_help_and_errors_read_as_with_the_full_parser(argv, capsys):
+    outputs = []
+    for parser in (cli.parser_for(argv), cli.build_parser()):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        captured = capsys.readouterr()
+        outputs.append((exc.value.code, captured.out, captured.err))
+    assert outputs[0] == outputs[1]
