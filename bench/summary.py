@@ -30,14 +30,15 @@ def rows() -> list[tuple[str, str, str, str]]:
     out = []
     if attach := _load("attach"):
         r = attach["results_ms"]
-        base = r["ip -batch: attach (3 execs)"]
-        for key, label in (
-            ("lowbridge library: container create (netns + attach)", "attach: library create"),
+        attach_ms, detach_ms = r["ip -batch: attach (3 execs)"], r["ip -batch: detach"]
+        for key, label, base, what in (
+            ("lowbridge library: container create (netns + attach)", "attach: library create",
+             attach_ms, "attach"),
             ("lowbridge library: network connect (attach + firewall change)",
-             "attach: library connect"),
-            ("lowbridge library: container rm", "detach: library rm"),
+             "attach: library connect", attach_ms, "attach"),
+            ("lowbridge library: container rm", "detach: library rm", detach_ms, "detach"),
         ):  # fmt: skip
-            out.append((label, f"{r[key]} ms", f"ip -batch attach {base} ms",
+            out.append((label, f"{r[key]} ms", f"ip -batch {what} {base} ms",
                         f"{r[key] / base:.2f}×"))  # fmt: skip
     if peers := _load("peers"):
         res = peers["results"]
