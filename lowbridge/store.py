@@ -32,6 +32,8 @@ _KEYS = {
     "endpoints": attrgetter("network_id", "container_id"),
 }
 
+_BY_CONTAINER = "endpoints by container"  # the cached endpoints, by sandbox, then by key
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS networks (
@@ -215,7 +217,12 @@ class SQLiteStore:
             return None
         if table not in self._cache:
             key = _KEYS[table]
-            self._cache[table] = {key(r): r for r in self._parsed(table, model)}
+            rows = self._cache[table] = {key(r): r for r in self._parsed(table, model)}
+            if table == "endpoints":  # and by sandbox, for endpoints(container_id=...)
+                by_ctr: dict[str, dict] = {}
+                for k, ep in rows.items():
+                    by_ctr.setdefault(ep.container_id, {})[k] = ep
+                self._cache[_BY_CONTAINER] = by_ctr
         return self._cache[table]
 
     def _cached_put(self, table: str, record) -> None:  # noqa: ANN001
@@ -223,12 +230,17 @@ class SQLiteStore:
         record comes last (as a new row does)."""
         rows = self._cache.get(table) if self._cache is not None else None
         if rows is not None:
-            rows[_KEYS[table](record)] = record
+            key = _KEYS[table](record)
+            rows[key] = record
+            if table == "endpoints":
+                self._cache[_BY_CONTAINER].setdefault(record.container_id, {})[key] = record
 
     def _cached_delete(self, table: str, key) -> None:  # noqa: ANN001
         rows = self._cache.get(table) if self._cache is not None else None
         if rows is not None:
             rows.pop(key, None)
+            if table == "endpoints":
+                self._cache[_BY_CONTAINER].get(key[1], {}).pop(key, None)
 
     # -- meta
     def get_meta(self, key: str) -> str | None:
@@ -282,6 +294,10 @@ class SQLiteStore:
         if cached is None and network_id is None and container_id is None:
             return self._parsed("endpoints", Endpoint)
         if cached is not None:
+            if container_id is not None and self._cache is not None:
+                cached = self._cache[_BY_CONTAINER].get(container_id, {})
+            if network_id is None:
+                return list(cached.values())
             return [e for e in cached.values()
                     if (network_id is None or e.network_id == network_id)
                     and (container_id is None or e.container_id == container_id)]  # fmt: skip

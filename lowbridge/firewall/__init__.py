@@ -232,12 +232,14 @@ class Firewall:
         self._set_state("rules", text)
         _recorded[:] = [text, {**doc, "rules": list(rules)}]
 
-    def _record_appended(self, rules: list[R.Rule], added: list[R.Rule]) -> None:
+    def _record_appended(self, rules: list[R.Rule], added: list[R.Rule], policy: bool) -> None:
         """Record ``rules``, which are the rules last read (``self._text``) plus ``added``."""
+        if self._text is None or _recorded[0] != self._text:  # not what _applied read: whole
+            self._record(rules, policy)
+            return
         line = json.dumps(R.to_doc(added)) + "\n"
         with open(self._path("rules"), "a") as f:
             f.write(line)
-        assert self._text is not None and _recorded[0] == self._text  # _applied read it
         _recorded[:] = [self._text + line, {**_recorded[1], "rules": list(rules)}]
 
     def _state(self, key: str) -> str | None:
@@ -323,7 +325,7 @@ class Firewall:
             self.backend.apply(rules, forward_drop)
             self._record(rules if rules else None, policy)
         elif grown:  # only appended to the rendering: the record grows by what was added
-            self._record_appended(rules, rules[len(old) :])  # type: ignore[arg-type]
+            self._record_appended(rules, rules[len(old) :], policy)  # type: ignore[arg-type]
         elif inserts:
             self._record(rules, policy)
         if previous != (now := self.backend.name if not m.empty else None):
