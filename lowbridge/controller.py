@@ -140,8 +140,8 @@ class Controller:
         # Resolver sockets bound by this command, handed to the resolver after the commit.
         self._dns_adopt: dict[str, tuple] = {}
         self.firewall_backend = firewall_backend or config.firewall_backend()
-        # (store generation, model, rules) after this controller's last change; see
-        # _fw_model_now.  _fw_pending: the newest _fw_change's target, until its commit.
+        # (store generation, model) after this controller's last change; see _fw_model_now.
+        # _fw_pending: the newest _fw_change's target model, until its commit.
         self._fw_last: tuple | None = None
         self._fw_pending: tuple | None = None
 
@@ -337,7 +337,7 @@ class Controller:
             known = set()
         dead = [
             c for c in self.store.containers()
-            if c.netns not in known and c.network_mode != "host" and not netns.is_netns(c.netns)
+            if c.netns not in known and not c.host_network and not netns.is_netns(c.netns)
         ]  # fmt: skip
         if dead:
             self._teardown(dead, nl, kill=False, sync_firewall=False)
@@ -787,9 +787,9 @@ class Controller:
 
     def _fw_model_now(self):  # noqa: ANN202
         """The model of the store as it stands: the one the last committed change of this
-        controller left (with its rendering), while no other change committed since -- the
-        store's generation says so -- else read anew.  Saves a library user's next change a
-        model and a rendering, each O(sandboxes) (bench/growth.py)."""
+        controller left, while no other change committed since -- the store's generation says
+        so -- else read anew.  Saves a library user's next change a model, O(sandboxes)
+        (bench/growth.py); its rendering is kept by rules.render itself."""
         last = self._fw_last
         if last and self.cluster is None and self.store.get_meta("generation") == last[0]:
             return last[1]
@@ -799,17 +799,15 @@ class Controller:
         """After a commit whose firewall step ran: remember its model for the next change."""
         pending, self._fw_pending = self._fw_pending, None
         if pending is not None and self.cluster is None:
-            self._fw_last = (self.store.get_meta("generation"), *pending)
+            self._fw_last = (self.store.get_meta("generation"), pending)
 
     def _fw_change(self, before, after) -> Callable[[], None]:  # noqa: ANN001
         """Bring the firewall from model ``before`` to ``after``; return the undo (which puts
         back ``before``'s rules and the kernel settings as they were)."""
         from lowbridge.firewall import rules as R
 
-        last = self._fw_last
-        rules_before = last[2] if last and before is last[1] else R.render(before)
-        rules_after = R.render(after)
-        self._fw_pending = (after, rules_after)
+        rules_before, rules_after = R.render(before), R.render(after)
+        self._fw_pending = after
         if rules_before == rules_after and R.settings(before) == R.settings(after):
             return lambda: None
         fw = self._firewall()

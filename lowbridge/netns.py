@@ -81,7 +81,6 @@ class _Worker(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="lowbridge-netns", daemon=True)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.pid = os.getpid()
         self.broken = False
         # The namespaces to come back to: the process's own (the main thread's).
         self.home = [(os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flag)
@@ -121,13 +120,13 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def _worker() -> _Worker | None:
-    """The live worker (started on first use, again after a fork or a failure); None when
-    called from the worker itself."""
+    """The live worker (started on first use, again after a failure or a fork: see
+    _after_fork); None when called from the worker itself."""
     with _workers_lock:
         current = _workers[0] if _workers else None
         if current is not None and threading.current_thread() is current:
             return None
-        if current is None or current.broken or current.pid != os.getpid():
+        if current is None or current.broken:
             current = _Worker()
             current.start()
             _workers[:] = [current]
