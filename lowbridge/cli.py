@@ -393,21 +393,21 @@ class _Skipped:
     def set_defaults(self, **kwargs: object) -> None:
         pass
 
-    def add_subparsers(self, **kwargs: object) -> _Group:
-        return _Group(None, "", set())
+    def add_subparsers(self, **kwargs: object) -> None:
+        return None
 
 
 class _Group:
-    """A subparsers action that builds only the parsers ``want`` names ("network",
-    "network connect"; None: all), and notes every name it was asked for."""
+    """A subparsers action (None under a skipped parser) that builds only the parsers ``want``
+    names ("network", "network connect"; None: all), and adds every name it was asked for,
+    aliases included, to ``seen``."""
 
-    def __init__(self, action, path: str, want: set[str] | None):  # noqa: ANN001
-        self.action, self.path, self.want = action, path, want
-        self.names: set[str] = set()
+    def __init__(self, action, path: str, want: set[str] | None, seen: set[str]):  # noqa: ANN001
+        self.action, self.path, self.want, self.seen = action, path, want, seen
 
     def add_parser(self, name: str, **kwargs):  # noqa: ANN003, ANN201
         full = f"{self.path} {name}".strip()
-        self.names.update(f"{self.path} {n}".strip() for n in [name, *kwargs.get("aliases", [])])
+        self.seen.update(f"{self.path} {n}".strip() for n in [name, *kwargs.get("aliases", [])])
         if self.action is None or (self.want is not None and full not in self.want):
             return _Skipped()
         return self.action.add_parser(name, **kwargs)
@@ -442,28 +442,25 @@ def _wanted(argv: Sequence[str]) -> set[str] | None:
 
 def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
     """The parser for ``argv``: only its command's parsers are built (building all ~25 costs
-    ~15 ms of every command's start-up, bench/cli.py); everything when the command line names
-    no known command, so that help and errors read as always."""
+    every command ~5 ms more, bench/cli.py); everything when the command line names no known
+    command, so that help and errors read as always."""
     want = _wanted(argv)
     if want is None:
         return build_parser()
-    groups: list[_Group] = []
-    parser = build_parser(want, groups)
-    known = set().union(*(g.names for g in groups))
-    return parser if want <= known else build_parser()
+    seen: set[str] = set()
+    parser = build_parser(want, seen)
+    return parser if want <= seen else build_parser()
 
 
 def build_parser(
-    want: set[str] | None = None, groups: list[_Group] | None = None
+    want: set[str] | None = None, seen: set[str] | None = None
 ) -> argparse.ArgumentParser:
     """The command line's parser; with ``want``, only those subcommands' parsers are built
-    (see :func:`parser_for`) and the subparser groups made are appended to ``groups``."""
+    (see :func:`parser_for`), and every subcommand's name goes into ``seen``."""
+    seen = set() if seen is None else seen
 
     def group(action, path: str) -> _Group:  # noqa: ANN001
-        made = _Group(action if not isinstance(action, _Group) else action.action, path, want)
-        if groups is not None:
-            groups.append(made)
-        return made
+        return _Group(action, path, want, seen)
 
     parser = argparse.ArgumentParser(
         prog=PROG,
