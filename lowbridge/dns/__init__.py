@@ -3,7 +3,7 @@
 * :mod:`.records` -- which names each sandbox sees (pure).
 * :mod:`.wire` -- the DNS wire format: a small fast path for the common answers, dnspython for
   everything else.
-* :mod:`.redirect` -- the DNAT rule inside a sandbox that sends 127.0.0.11:53 to the resolver's
+* :mod:`.redirect` -- the rules inside a sandbox that send 127.0.0.11:53 to the resolver's
   ports (pure rendering plus one atomic apply).
 * :mod:`.server` -- the ``lowbridge-dns`` process: one per host, started on demand, exits when no
   sandbox needs it.

@@ -1,10 +1,28 @@
-"""The rule inside a sandbox that sends 127.0.0.11:53 to the resolver's ports.
+"""The rules inside a sandbox that send 127.0.0.11:53 to the resolver's ports.
 
 Docker installs DNAT (nat OUTPUT) plus SNAT (nat POSTROUTING) rules in each container
-(moby ``setupIptablesNAT``, docker-mechanics 3.2).  The SNAT half never matches: conntrack
-already rewrites the replies' source back to :53 (dns-notes 1.4 measured its counters at 0), so
-lowbridge installs the DNAT half only.  The random ports leave port 53 free for a DNS server of
-the sandbox's own, even one bound to 0.0.0.0:53 (dns-notes 1.4-1.5).
+(moby ``setupIptablesNAT``, docker-mechanics 3.2).  A nat rule turns connection tracking on for
+the whole namespace (the kernel registers conntrack's hooks in a netns when a ruleset first
+needs them), so every packet of the container then pays a conntrack lookup: measured here, DNAT
+plus conntrack cost ~17 % of the resolver's queries/s (dns-notes 4) and ~5 % of an overlay
+sandbox's TCP throughput (bench/datapath.py, rules toggled on the same sandboxes).
+
+With nftables lowbridge therefore rewrites the ports statelessly instead: one filter chain at the
+raw priority of the output hook (queries and answers are both sent from inside the sandbox) changes
+127.0.0.11's port 53 into the resolver's port on the way in and back on the way out, and marks
+those packets ``notrack`` (without it, a sandbox that turns conntrack on for itself would see the
+answers as new flows: the rewrite runs before conntrack).  No nat rule, so no conntrack: the
+sandbox's other packets cost one chain of four address compares.  What the client sees is the same
+as with DNAT -- an answer from 127.0.0.11:53 -- with one difference: while no resolver holds the
+port, the kernel's ICMP port-unreachable quotes the rewritten port, which a connected UDP socket
+does not recognise, so a query times out instead of failing at once (TCP is refused at once: the
+RST is rewritten like any answer).  The resolver is restarted on the same ports by the next
+lowbridge command (:mod:`.control`).
+
+The iptables backend installs the DNAT half of Docker's rules (xtables cannot rewrite a port
+without NAT).  Docker's SNAT half never matches: conntrack already rewrites the replies' source
+back to :53 (dns-notes 1.4 measured its counters at 0).  Either way the random ports leave port 53
+free for a DNS server of the sandbox's own, even one bound to 0.0.0.0:53 (dns-notes 1.4-1.5).
 
 The rules are rendered here as text (pure) and loaded in one call from a thread that has joined
 the sandbox's namespace (:func:`apply`), with the host firewall's backend.
@@ -57,12 +75,21 @@ def listen(backend: str) -> tuple[socket.socket, socket.socket]:
 
 
 def render_nft(udp: int, tcp: int) -> str:
+    """Stateless: 127.0.0.11's port 53 <-> the resolver's ports, per protocol (module docstring)."""
+
+    def pair(proto: str, port: int) -> str:
+        return (
+            f"\t\tip daddr {ADDRESS} {proto} dport 53 {proto} dport set {port} notrack "
+            f'comment "{COMMENT}"\n'
+            f"\t\tip saddr {ADDRESS} {proto} sport {port} {proto} sport set 53 notrack "
+            f'comment "{COMMENT}"\n'
+        )
+
     return (
         f"table ip {NFT_TABLE} {{\n"
         "\tchain output {\n"
-        "\t\ttype nat hook output priority -100; policy accept;\n"
-        f'\t\tip daddr {ADDRESS} udp dport 53 dnat to {ADDRESS}:{udp} comment "{COMMENT}"\n'
-        f'\t\tip daddr {ADDRESS} tcp dport 53 dnat to {ADDRESS}:{tcp} comment "{COMMENT}"\n'
+        "\t\ttype filter hook output priority raw; policy accept;\n"
+        f"{pair('udp', udp)}{pair('tcp', tcp)}"
         "\t}\n"
         "}\n"
     )

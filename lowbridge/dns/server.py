@@ -4,7 +4,7 @@ One per host (per state root), started on demand by lowbridge commands (:mod:`.c
 the host's namespaces.  It answers on one UDP and one TCP socket per sandbox, each bound to
 127.0.0.11:<port> *inside* that sandbox's network namespace (a socket belongs to the namespace
 it was created in), so a query's socket tells which sandbox asked and every sandbox sees only its
-own networks' names.  A DNAT rule in the sandbox (:mod:`.redirect`) sends 127.0.0.11:53 there.
+own networks' names.  Rules in the sandbox (:mod:`.redirect`) send 127.0.0.11:53 there.
 
 * Records come from the store: each ``sync`` message (sent by lowbridge after every committed
   change, while it still holds the host lock) re-reads it, so a connect or disconnect is
@@ -50,6 +50,8 @@ FORWARD_TIMEOUT = 4.0  # per upstream server (Docker's extIOTimeout)
 MAX_INFLIGHT = 1024  # concurrent forwarded queries; beyond it REFUSED (Docker's maxConcurrent)
 TCP_IDLE = 10.0
 GC_INTERVAL = 1.0
+# Answers kept for repeated questions (Resolver.answer); past this many the memo starts over.
+ANSWERS_KEPT = 4096
 
 
 @dataclass
@@ -71,6 +73,9 @@ class Resolver:
         self.listener = listener
         self.bound: dict[str, Bound] = {}
         self.views: dict[str, View] = {}
+        # (container id, tcp, query without its ID) -> answer without its ID; emptied whenever
+        # the views are rebuilt.
+        self.answers: dict[tuple[str, bool, bytes], bytes] = {}
         self.inflight = 0
         self.store = None
         self.loop = asyncio.get_running_loop()
@@ -94,6 +99,7 @@ class Resolver:
         ctrs = store.containers()
         host = [s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)]
         self.views = records.build(store.networks(), ctrs, store.endpoints(), host)
+        self.answers.clear()
         by_id = {c.id: c for c in ctrs}
         for cid, (u, t) in adopted.items():
             ctr = by_id.get(cid)
@@ -226,16 +232,33 @@ class Resolver:
         applied (control.sync), so a query it caused -- or any query sent after it returned --
         may be ready at the same time as its message, and must see its change.  The command
         moves the shared generation on after sending; a query that sees it moved takes the
-        pending messages first.  (An accept() per query instead halved the queries/s.)"""
+        pending messages first.  (An accept() per query instead halved the queries/s.)
+
+        A question asked again of the same view gets the answer it got before with the new ID
+        (the answer depends on nothing else the query carries): ~0.5 us instead of ~12 us to
+        parse, decide and build here, which a resolver serving ~30k queries/s spends per query.
+        Only the fast path's answers with at most one record are kept (shuffled addresses are
+        not), and :meth:`sync` empties the memo with the views it rebuilds."""
         if self.generation[:] != self.generation_seen:
             self.on_control()
         view = self.views.get(b.cid)
         if view is None:
             return b""
+        key = (b.cid, tcp, data[2:])
+        kept = self.answers.get(key)
+        if kept is not None:
+            return data[:2] + kept
         q = None if self.library_only else wire.parse(data)
         if q is not None:
             result = records.decide(view, q.qname, q.qtype)
-            return None if result is None else wire.build(q, result, tcp)
+            if result is None:
+                return None
+            reply = wire.build(q, result, tcp)
+            if len(result.records) < 2:  # several addresses are shuffled per answer: not kept
+                if len(self.answers) >= ANSWERS_KEPT:
+                    self.answers.clear()
+                self.answers[key] = reply[2:]
+            return reply
         return wire.library_respond(data, lambda n, t: records.decide(view, n, t), tcp)
 
     def on_udp(self, b: Bound) -> None:

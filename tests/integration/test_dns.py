@@ -99,15 +99,34 @@ def test_names_resolve_on_the_sandboxs_networks_only(lab):
     assert dig(h, "client", "web", "AAAA") == ("NOERROR", [])
 
 
+# The same query bytes every time (ID included), as the resolver's memo of answers keys them.
+SAME_QUERY = """
+import sys, dns.message, dns.query, dns.rcode
+q = dns.message.make_query(sys.argv[1], "A")
+q.id = 4660
+r = dns.query.udp(q, "127.0.0.11", timeout=3)
+print(dns.rcode.to_text(r.rcode()), *[rr.address for rrset in r.answer for rr in rrset])
+"""
+
+
+def same_query(h: SimHost, sandbox: str, name: str) -> list[str]:
+    argv = ["ip", "netns", "exec", sandbox, sys.executable, "-c", SAME_QUERY, name]
+    return h.run(argv).stdout.split()
+
+
 def test_disconnect_removes_the_name_and_reconnect_restores_it(lab):
     h, _ = lab
     h.lb("network", "create", "front")
     h.lb("container", "create", "--name", "web", "--network", "front")
     h.lb("container", "create", "--name", "client", "--network", "front")
+    web = ip_of(h, "web", "front")
     assert dig(h, "client", "web")[0] == "NOERROR"
-    # The command returns once the resolver has re-read the store: the very next query sees it.
+    assert same_query(h, "client", "web") == same_query(h, "client", "web") == ["NOERROR", web]
+    # The command returns once the resolver has re-read the store: the very next query sees it,
+    # even a question asked before in the very same bytes (answers kept are dropped).
     h.lb("network", "disconnect", "front", "web")
     assert dig(h, "client", "web") == ("NXDOMAIN", [])
+    assert same_query(h, "client", "web") == ["NXDOMAIN"]
     h.lb("network", "connect", "front", "web")
     assert dig(h, "client", "web") == ("NOERROR", [ip_of(h, "web", "front")])
     h.lb("rm", "web")
@@ -167,7 +186,7 @@ def test_the_resolver_starts_on_demand_survives_a_crash_and_exits_when_unneeded(
     h.lb("container", "create", "--name", "web", "--network", "front")
     h.lb("container", "create", "--name", "client", "--network", "front")
     (pid,) = resolver_pids(h)
-    # Killed: the next lowbridge command starts a new one on the same ports (the DNAT rules in
+    # Killed: the next lowbridge command starts a new one on the same ports (the redirect rules in
     # the sandboxes stay valid).
     h.run(["kill", "-9", str(pid)])
     h.lb("network", "create", "poke")
@@ -298,3 +317,54 @@ def test_dns_servers_are_queried_from_the_sandbox(lab):
     finally:
         own.kill()
         own.wait()
+
+
+def _tracked(h: SimHost, sandbox: str) -> int:
+    """Connections the kernel tracks inside ``sandbox`` (0 while conntrack is off there)."""
+    out = h.run(
+        ["ip", "netns", "exec", sandbox, "sysctl", "-n", "net.netfilter.nf_conntrack_count"]
+    )
+    return int(out.stdout)
+
+
+# A sandbox that tracks connections itself and drops what conntrack calls invalid.
+OWN_CONNTRACK = """table ip own {
+    chain input { type filter hook input priority 0; ct state invalid drop; }
+    chain output { type filter hook output priority 0; ct state invalid drop; }
+}
+"""
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_the_redirect_to_the_resolver_on_each_backend(lab, backend):
+    """nftables: 127.0.0.11:53 is rewritten statelessly, so the sandbox has no connection
+    tracking (a nat rule would turn it on for all its traffic); iptables: Docker's DNAT.
+    Either way a sandbox that tracks connections itself still resolves over UDP and TCP."""
+    h, _ = lab
+
+    def lb(*args: str) -> None:
+        h.lb("--firewall-backend", backend, *args)
+
+    lb("network", "create", "front")
+    lb("container", "create", "--name", "web", "--network", "front")
+    lb("container", "create", "--name", "client", "--network", "front")
+    web = ip_of(h, "web", "front")
+    for opts in ((), ("+tcp",)):
+        assert dig(h, "client", "web", *opts) == ("NOERROR", [web])
+    if backend == "nftables":
+        table = json.loads(h.run(["ip", "netns", "exec", "client", "nft", "-j", "list", "table",
+                                  "ip", "lowbridge_dns"]).stdout)["nftables"]  # fmt: skip
+        (chain,) = [o["chain"] for o in table if "chain" in o]
+        assert (chain["type"], chain["hook"], chain["prio"]) == ("filter", "output", -300)
+        rules = [o["rule"]["expr"] for o in table if "rule" in o]
+        assert len(rules) == 4 and all({"notrack": None} in r for r in rules)
+        assert not any("dnat" in e for r in rules for e in r)
+        assert _tracked(h, "client") == 0
+    else:
+        assert "-j DNAT" in h.run(["ip", "netns", "exec", "client", "iptables-save"]).stdout
+        assert _tracked(h, "client") >= 1
+    h.run(["ip", "netns", "exec", "client", "nft", "-f", "-"], input=OWN_CONNTRACK)
+    for opts in ((), ("+tcp",)):
+        assert dig(h, "client", "web", *opts) == ("NOERROR", [web])
+    if backend == "nftables":  # the resolver's flows stay untracked, in both directions
+        assert _tracked(h, "client") == 0
