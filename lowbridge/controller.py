@@ -558,6 +558,18 @@ class Controller:
             container_name=ctr.name,
         )
         ep.dns_names = dns_records.endpoint_names(ctr, ep)
+        listening: list[Callable] = []
+        if dns_records.dns_enabled(net) and not ctr.dns_ports:
+            # Docker starts a sandbox's resolver when it first joins a user-defined network.
+            # Started first, waited for last: the namespace worker binds the sockets and loads
+            # the redirect (~2 ms) while this thread builds the interface.
+            tx.step(
+                "dns-redirect",
+                lambda: listening.append(self._dns_listen(ctr)),
+                lambda: self._dns_unlisten(ctr, *listening),
+            )
+        else:
+            tx.step("dns-redirect", lambda: None)
         if driver.has_interfaces:
             self._build_interface(net, ctr, ep, ip, eps, nets, tx, nl, snl)
         before_files = sandbox.read_files(self.paths.etc_dir(ctr.name))
@@ -566,29 +578,37 @@ class Controller:
             lambda: self._write_etc(ctr, [*eps, ep]),
             lambda: sandbox.write_files(self.paths.etc_dir(ctr.name), before_files),
         )
-        if dns_records.dns_enabled(net) and not ctr.dns_ports:
-            # Docker starts a sandbox's resolver when it first joins a user-defined network.
-            tx.step("dns-redirect", lambda: self._dns_listen(ctr), lambda: self._dns_unlisten(ctr))
-        else:
-            tx.step("dns-redirect", lambda: None)
+        if listening:
+            self._dns_listened(ctr, listening[0])
         return ep
 
-    def _dns_listen(self, ctr: Container) -> None:
-        """Bind the resolver's sockets in the sandbox and redirect 127.0.0.11:53 to them; the
-        sockets go to the resolver after the commit (:meth:`_dns_sync`)."""
+    def _dns_listen(self, ctr: Container) -> Callable[[], tuple[socket.socket, socket.socket]]:
+        """Start binding the resolver's sockets in the sandbox and redirecting 127.0.0.11:53 to
+        them, in the namespace worker; return the wait for it (see :meth:`_dns_listened`)."""
         from lowbridge.dns import redirect
 
         backend = self._firewall().backend.name
+        return netns.start_in(ctr.netns, lambda: redirect.listen(backend))
+
+    def _dns_listened(self, ctr: Container, wait: Callable) -> None:
+        """Wait for :meth:`_dns_listen`'s job; its sockets go to the resolver after the commit
+        (:meth:`_dns_sync`), its ports to the sandbox's record."""
         try:
-            u, t = netns.run_in(ctr.netns, lambda: redirect.listen(backend))
+            u, t = wait()
         except OSError as exc:
             raise KernelError.from_os("bind the DNS resolver's sockets", exc) from None
         self._dns_adopt[ctr.id] = (u, t)
         ctr.dns_ports = [u.getsockname()[1], t.getsockname()[1]]
 
-    def _dns_unlisten(self, ctr: Container) -> None:
+    def _dns_unlisten(self, ctr: Container, started: Callable | None = None) -> None:
+        """Close the sandbox's resolver sockets and remove its redirect; ``started``: the wait
+        of a :meth:`_dns_listen` of this change, whose job must finish first (a job that
+        failed has undone itself)."""
         from lowbridge.dns import redirect
 
+        if started is not None:
+            with contextlib.suppress(Exception):
+                self._dns_adopt.setdefault(ctr.id, started())
         for sock in self._dns_adopt.pop(ctr.id, ()):
             sock.close()
         backend = self._firewall().backend.name
@@ -895,9 +915,10 @@ class Controller:
             with contextlib.ExitStack() as kernel:
                 txs: list[Transaction] = []
                 with self.store.transaction():
+                    taken = {c.name for c in self.store.containers()}
                     for req in reqs:
                         try:
-                            made.append(self._create_one(req, nl, kernel, txs))
+                            made.append(self._create_one(req, nl, kernel, txs, taken))
                         except LowbridgeError as exc:
                             if len(reqs) == 1:
                                 raise
@@ -917,15 +938,17 @@ class Controller:
         nl: Session,
         kernel: contextlib.ExitStack,
         txs: list[Transaction],
+        taken: set[str],
     ) -> tuple[Container, Endpoint | None]:
         """Validate ``req`` and build its sandbox inside the caller's change: kernel steps
         register their undo in transactions entered on ``kernel`` (appended to ``txs``), and
         the records go to the store's open transaction (so the next sandbox's checks and
-        address see them)."""
+        address see them).  ``taken``: the container names in use, which gains this one."""
         cid = names.new_id()
         name = names.validate_name("container", req.name or names.short_id(cid))
-        if any(c.name == name for c in self.store.containers()):
+        if name in taken:
             raise Conflict(f'the container name "{name}" is already in use')
+        taken.add(name)  # (a failed sandbox fails the batch)
         net = self.network(req.network)
         if net.driver == "host":
             ctr, host_ep = self._create_on_host(cid, name, req, net)
@@ -1069,6 +1092,8 @@ class Controller:
 
     def _publish(self, specs: list[str]) -> list[PortMapping]:
         """Resolve ``-p`` specs to free host ports (Docker: "port is already allocated")."""
+        if not specs:
+            return []
         taken = [PortMapping.from_doc(d) for c in self.store.containers() for d in c.ports]
         out: list[PortMapping] = []
         for spec in specs:

@@ -52,20 +52,32 @@ def in_thread(fn: Callable[[], _T]) -> _T:
     ``fn`` may move the worker into other network or UTS namespaces (setns, unshare): the worker
     returns to the process's own afterwards.  A job that asks for another job runs it in a
     thread of its own (the worker is busy with it)."""
+    return start(fn)()
+
+
+def start(fn: Callable[[], _T]) -> Callable[[], _T]:
+    """Queue ``fn`` for the namespace worker (as :func:`in_thread`) without waiting; return a
+    function that waits for it and returns its result or raises its exception (callable again:
+    the same outcome).  The caller's thread goes on meanwhile -- the kernel work of a job
+    (unshare, mount, a netfilter commit) releases the GIL."""
     box: dict = {}
-    worker = _worker()
-    if worker is None:  # called from a job
+    done: threading.Lock | None = threading.Lock()
+    done.acquire()  # released by the worker
+    if not _submit((fn, box, done)):  # called from a job
         thread = threading.Thread(target=_run, args=(fn, box), name="lowbridge-netns")
         thread.start()
         thread.join()
-    else:
-        done = threading.Lock()
-        done.acquire()
-        worker.jobs.put((fn, box, done))
-        done.acquire()  # released by the worker
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+        done = None
+
+    def wait() -> _T:
+        if done is not None and "finished" not in box:
+            done.acquire()
+            box["finished"] = True
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return wait
 
 
 def _run(fn: Callable[[], object], box: dict) -> None:
@@ -94,9 +106,21 @@ class _Worker(threading.Thread):
                 box["error"] = KernelError("namespace worker: cannot return to its namespaces")
             done.release()
             if self.broken:
-                for fd, _ in self.home:
-                    os.close(fd)
+                self._retire()
                 return
+
+    def _retire(self) -> None:
+        """A broken worker's jobs still queued go to a new worker (:func:`start` queues
+        without waiting, so there may be some).  Taken under the lock :func:`_submit` queues
+        under: a job queued after this sees the worker broken and goes to the new one."""
+        for fd, _ in self.home:
+            os.close(fd)
+        leftover = []
+        with _workers_lock:
+            while not self.jobs.empty():
+                leftover.append(self.jobs.get_nowait())
+        for job in leftover:
+            _submit(job)
 
     def _home(self) -> bool:
         for fd, flag in self.home:
@@ -119,18 +143,19 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def _worker() -> _Worker | None:
-    """The live worker (started on first use, again after a failure or a fork: see
-    _after_fork); None when called from the worker itself."""
+def _submit(job: tuple) -> bool:
+    """Queue ``job`` for the live worker (started on first use, again after a failure or a
+    fork: see _after_fork); False, queueing nothing, when called from the worker itself."""
     with _workers_lock:
         current = _workers[0] if _workers else None
-        if current is not None and threading.current_thread() is current:
-            return None
         if current is None or current.broken:
             current = _Worker()
             current.start()
             _workers[:] = [current]
-        return current
+        elif threading.current_thread() is current:
+            return False
+        current.jobs.put(job)
+        return True
 
 
 def _join(path: str) -> None:
@@ -146,12 +171,17 @@ def run_in(path: str | None, fn: Callable[[], _T]) -> _T:
     """Run ``fn`` with the network namespace at ``path`` (None: the caller's own)."""
     if path is None:
         return fn()
+    return start_in(path, fn)()
+
+
+def start_in(path: str, fn: Callable[[], _T]) -> Callable[[], _T]:
+    """:func:`run_in` without waiting: see :func:`start`."""
 
     def inside() -> _T:
         _join(path)
         return fn()
 
-    return in_thread(inside)
+    return start(inside)
 
 
 def netlink_socket(path: str | None) -> socket.socket:

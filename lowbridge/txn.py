@@ -35,12 +35,12 @@ STEPS: dict[str, tuple[str, ...]] = {
         "persist",
     ),
     "network-connect": (
+        "dns-redirect",  # started first, waited for after etc-files (Controller._connect)
         "ensure-network",
         "create-interface",
         "configure-interface",
         "default-route",
         "etc-files",
-        "dns-redirect",
         "firewall",
         "persist",
     ),

@@ -233,6 +233,22 @@ try:
 except ZeroDivisionError:
     out["error_raised"] = True
 out["nested"] = netns.in_thread(lambda: netns.in_thread(lambda: 42))
+# A worker that cannot go home breaks; a job queued behind it (start() does not wait) goes on
+# to a new worker instead of waiting for ever.
+queued = threading.Event()
+def breaker():
+    queued.wait(5)
+    w = netns._workers[0]
+    w.home[0] = (os.open("/dev/null", os.O_RDONLY), w.home[0][1])  # setns() home fails
+    return threading.get_ident()
+first = netns.start(breaker)
+second = netns.start(threading.get_ident)
+queued.set()
+try:
+    first()
+except netns.KernelError:
+    out["broken"] = True
+out["handed_on"] = second() not in (None, threading.get_ident())
 pid = os.fork()
 if pid == 0:  # the child has no worker thread: a new one serves it
     os._exit(0 if netns.in_thread(where) == home() else 1)
@@ -245,7 +261,7 @@ def test_namespace_worker_always_returns_home(host):
     """Jobs that move the worker into other namespaces never leak them into the next job."""
     import sys
 
-    proc = host.run([sys.executable, "-c", WORKER_CHECK])
+    proc = host.run([sys.executable, "-c", WORKER_CHECK], timeout=60)
     want = {"moved": True, "back_home": True, "same_worker": True, "error_raised": True,
-            "nested": 42, "child": True}  # fmt: skip
+            "nested": 42, "broken": True, "handed_on": True, "child": True}  # fmt: skip
     assert json.loads(proc.stdout) == want
