@@ -914,11 +914,20 @@ class Controller:
             # unwinds the kernel; a failure before it rolls the store back first.
             with contextlib.ExitStack() as kernel:
                 txs: list[Transaction] = []
+                # Namespaces made ahead (name -> wait, see _make_ahead); those a failure left
+                # unused go with the change.
+                ahead: dict[str, Callable] = {}
+                kernel.callback(_drop_ahead, ahead)
                 with self.store.transaction():
                     taken = {c.name for c in self.store.containers()}
-                    for req in reqs:
+                    cids = [names.new_id() for _ in reqs]
+                    # Each sandbox starts the next one's namespace once it has its own.
+                    nexts = [functools.partial(self._make_ahead, r, c, taken, ahead)
+                             for r, c in zip(reqs[1:], cids[1:], strict=True)] + [None]  # fmt: skip
+                    for req, cid, following in zip(reqs, cids, nexts, strict=True):
                         try:
-                            made.append(self._create_one(req, nl, kernel, txs, taken))
+                            made.append(self._create_one(req, cid, nl, kernel, txs, taken, ahead,
+                                                         following))  # fmt: skip
                         except LowbridgeError as exc:
                             if len(reqs) == 1:
                                 raise
@@ -935,16 +944,24 @@ class Controller:
     def _create_one(
         self,
         req: ContainerRequest,
+        cid: str,
         nl: Session,
         kernel: contextlib.ExitStack,
         txs: list[Transaction],
         taken: set[str],
+        ahead: dict[str, Callable],
+        following: Callable[[], None] | None = None,
     ) -> tuple[Container, Endpoint | None]:
-        """Validate ``req`` and build its sandbox inside the caller's change: kernel steps
-        register their undo in transactions entered on ``kernel`` (appended to ``txs``), and
-        the records go to the store's open transaction (so the next sandbox's checks and
-        address see them).  ``taken``: the container names in use, which gains this one."""
-        cid = names.new_id()
+        """Validate ``req`` and build its sandbox (id ``cid``) inside the caller's change:
+        kernel steps register their undo in transactions entered on ``kernel`` (appended to
+        ``txs``), and the records go to the store's open transaction (so the next sandbox's
+        checks and address see them).  ``taken``: the container names in use, which gains this
+        one.  ``ahead``: namespaces made ahead, of which this sandbox takes its own;
+        ``following`` is called once this sandbox's namespace is there (to start the next's).
+
+        The namespace worker makes the namespaces while this thread wires them: the next
+        sandbox's network namespace, this one's UTS namespace and its resolver sockets are
+        its jobs, waited for only where their results are needed."""
         name = names.validate_name("container", req.name or names.short_id(cid))
         if name in taken:
             raise Conflict(f'the container name "{name}" is already in use')
@@ -960,7 +977,7 @@ class Controller:
                 "user specified IP address is supported on user defined networks only"
             )
         path = netns.path_of(name)
-        if os.path.lexists(path):
+        if name not in ahead and os.path.lexists(path):
             raise Conflict(f"network namespace {name} already exists (not lowbridge's)")
         if req.publish and net.driver != "bridge":
             raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
@@ -997,9 +1014,8 @@ class Controller:
 
         tx = kernel.enter_context(Transaction("container-create"))
         if req.netns is None:
-            _, sock = tx.step(
-                "create-netns", lambda: netns.create(name), lambda: netns.remove(path)
-            )
+            made = ahead.pop(name, None) or netns.create_start(name)
+            _, sock = tx.step("create-netns", made, lambda: netns.remove(path))
         else:
             tx.step(
                 "create-netns",
@@ -1007,11 +1023,14 @@ class Controller:
                 lambda: netns.remove(path),
             )
             sock = netns.netlink_socket(path)
+        if following is not None:
+            following()
         uts = self.paths.uts(name)
+        uts_made: list[Callable] = []
         tx.step(
             "create-uts",
-            lambda: netns.create_uts(uts, ctr.hostname),
-            lambda: netns.remove(uts),
+            lambda: uts_made.append(netns.create_uts_start(uts, ctr.hostname)),
+            lambda: _after(uts_made, lambda: netns.remove(uts)),
         )
         # The sandbox session closes before the change commits: no undo of a new sandbox's
         # steps uses it (the default route's undo only restores an earlier endpoint's route,
@@ -1023,10 +1042,27 @@ class Controller:
             txs += [ctx, tx]
             ep = self._connect(net, ctr, req.ip, ctx, nl, snl, req.aliases)
             extra = self._egress(net, ctr, [ep], ctx, nl, snl)
+        uts_made[0]()
         self.store.put_container(ctr)
         for new in (ep, *extra):
             self.store.put_endpoint(new)
         return ctr, ep
+
+    def _make_ahead(
+        self, req: ContainerRequest, cid: str, taken: set[str], ahead: dict[str, Callable]
+    ) -> None:
+        """Start making the network namespace of a batch's next sandbox, when it will surely
+        want one by that name; anything doubtful is left to its own checks (_create_one)."""
+        if req.netns is not None:
+            return
+        try:
+            name = names.validate_name("container", req.name or names.short_id(cid))
+            if name in taken or self.network(req.network).driver == "host":
+                return
+            if not os.path.lexists(netns.path_of(name)):
+                ahead[name] = netns.create_start(name)
+        except LowbridgeError:
+            return
 
     @staticmethod
     def _loopback_undo(req: ContainerRequest, snl: Session, path: str) -> Callable | None:
@@ -1221,6 +1257,25 @@ class Controller:
         with self._lock(), self.store.transaction():
             ctr.pid, ctr.pid_start = pid, start
             self.store.put_container(ctr)
+
+
+def _after(started: list[Callable], undo: Callable[[], object]) -> None:
+    """Undo a step whose job may still run: let it finish first (a job that failed has undone
+    itself), then ``undo``."""
+    for wait in started:
+        with contextlib.suppress(Exception):
+            wait()
+    undo()
+
+
+def _drop_ahead(ahead: dict[str, Callable]) -> None:
+    """Remove the namespaces made ahead that no sandbox took (the batch failed first)."""
+    for wait in ahead.values():
+        with contextlib.suppress(Exception):
+            path, sock = wait()
+            sock.close()
+            netns.remove(path)
+    ahead.clear()
 
 
 def _env_item(item: str) -> str:

@@ -226,6 +226,16 @@ def _placeholder(path: str) -> None:
 def create(name: str, ipv6_off: bool = True) -> tuple[str, socket.socket]:
     """Create the named namespace; return its path and a netlink socket inside it.
 
+    (:func:`create_start` and then its wait.)
+    """
+    return create_start(name, ipv6_off)()
+
+
+def create_start(name: str, ipv6_off: bool = True) -> Callable[[], tuple[str, socket.socket]]:
+    """Start creating the named namespace (see :func:`create`): the file is claimed now, the
+    namespace made by the worker meanwhile; the returned function waits and returns what
+    :func:`create` returns (a failure leaves no file behind).
+
     With ``ipv6_off`` IPv6 is disabled namespace-wide before any interface exists.
 
     Fork-free: a thread unshares its network namespace and bind-mounts
@@ -253,18 +263,38 @@ def create(name: str, ipv6_off: bool = True) -> tuple[str, socket.socket]:
                     pass
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
+    wait = _start_claimed(path, inside)
+    return lambda: (path, wait())
+
+
+def _start_claimed(path: str, inside: Callable[[], _T]) -> Callable[[], _T]:
+    """Start ``inside`` -- which mounts a namespace on ``path``, a file just claimed -- in the
+    worker; the returned wait gives its result, or removes the file and raises."""
     try:
-        sock = in_thread(inside)
+        wait = start(inside)
     except BaseException:
         _unlink(path)
         raise
-    return path, sock
+
+    def made() -> _T:
+        try:
+            return wait()
+        except BaseException:
+            _unlink(path)
+            raise
+
+    return made
 
 
 def create_uts(path: str, hostname: str) -> None:
     """A UTS namespace with ``hostname``, bind-mounted on ``path`` (what ``--hostname`` gives
     the processes lowbridge starts in a sandbox; ``nsenter --uts=PATH`` enters it).  Made in a
     throwaway thread, like :func:`create`: the process's own hostname never changes."""
+    create_uts_start(path, hostname)()
+
+
+def create_uts_start(path: str, hostname: str) -> Callable[[], None]:
+    """:func:`create_uts` without waiting: as :func:`create_start`."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _placeholder(path)
 
@@ -277,11 +307,7 @@ def create_uts(path: str, hostname: str) -> None:
             f"bind-mount UTS namespace on {path}",
         )
 
-    try:
-        in_thread(inside)
-    except BaseException:
-        _unlink(path)
-        raise
+    return _start_claimed(path, inside)
 
 
 def adopt(source: str, name: str) -> str:

@@ -204,7 +204,8 @@ import json, sys
 from lowbridge.controller import ContainerRequest, Controller
 from lowbridge.errors import LowbridgeError
 
-reqs = [ContainerRequest(name=n, network=net) for n, net in json.loads(sys.argv[1])]
+reqs = [ContainerRequest(name=n, network=net, ip=(ip or [None])[0])
+        for n, net, *ip in json.loads(sys.argv[1])]  # [name, network(, ip)]
 try:
     print(json.dumps([c.name for c in Controller().container_create_many(reqs)]))
 except LowbridgeError as exc:
@@ -232,6 +233,9 @@ def test_a_batch_of_sandboxes_is_one_change_all_or_none(host):
     assert bad["error"].startswith("create 3 containers: create container l2: network nosuch")
     twice = _batch(host, [["d", "lab"], ["d", "lab"]])
     assert 'the container name "d" is already in use' in twice["error"]
+    # e1 fails after it has started e2's namespace (made ahead): that one goes too.
+    ahead = _batch(host, [["e1", "lab", "10.99.0.5"], ["e2", "lab"]])
+    assert ahead["error"].startswith("create 2 containers: create container e1:"), ahead
     failed = _batch(host, [["f1", "lab"], ["f2", "lab"]],
                     LOWBRIDGE_FAIL_AT="container-create:persist")  # fmt: skip
     assert "injected failure" in failed["error"]
