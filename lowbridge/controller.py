@@ -1061,7 +1061,7 @@ class Controller:
                 return
             if not os.path.lexists(netns.path_of(name)):
                 ahead[name] = netns.create_start(name)
-        except LowbridgeError:
+        except (LowbridgeError, OSError):  # its own checks will say why
             return
 
     @staticmethod
