@@ -51,7 +51,10 @@ class Backend(Protocol):
 
     def show(self, rules: list[R.Rule]) -> str: ...
     def apply(self, rules: list[R.Rule], forward_drop: bool | None) -> None: ...
-    def insert(self, inserts: list[tuple[int, R.Rule]], at_end: list[bool]) -> None: ...
+    def insert(self, inserts: list[tuple[int, R.Rule]], at_end: list[bool]) -> None:
+        """Insert (index in its chain, rule) pairs, ascending per chain; ``at_end`` marks plain
+        appends, whose index is not read."""
+
     def clear(self) -> None: ...
 
 
@@ -312,9 +315,13 @@ class Firewall:
         policy = bool(forward_drop) and self.backend.name == "nftables"
         changing = forward_drop is not None and self.backend.name == "iptables"
         old = None if changing else self._applied(policy)
-        inserts = R.insertions(old, rules) if old is not None else None
+        tail = R.appends(old, rules) if old is not None else None
+        grown = tail is not None
+        if grown:  # each new rule lands at the end of its chain: no index to work out
+            inserts = [(-1, r) for r in tail]
+        else:
+            inserts = R.insertions(old, rules) if old is not None else None
         self._set_state("dirty", "")  # until the kernel is known to match the record again
-        grown = inserts is not None and rules[: len(old)] == old  # type: ignore[arg-type]
         if inserts is not None:
             at_end = [True] * len(inserts) if grown else R.appended(inserts, rules)
             try:
@@ -325,7 +332,8 @@ class Firewall:
             self.backend.apply(rules, forward_drop)
             self._record(rules if rules else None, policy)
         elif grown:  # only appended to the rendering: the record grows by what was added
-            self._record_appended(rules, rules[len(old) :], policy)  # type: ignore[arg-type]
+            if tail:
+                self._record_appended(rules, tail, policy)
         elif inserts:
             self._record(rules, policy)
         if previous != (now := self.backend.name if not m.empty else None):

@@ -19,7 +19,7 @@ import sys
 
 from lowbridge.errors import KernelError
 from lowbridge.firewall import tool
-from lowbridge.firewall.rules import CHAINS, USER, Rule
+from lowbridge.firewall.rules import CHAINS, COMMENT, PREROUTING, USER, Rule, direct_parts
 
 TABLE = "lowbridge"
 # builtin (table, chain) -> base chain name and its hook declaration
@@ -30,6 +30,30 @@ BASE = {
     ("nat", "OUTPUT"): ("nat-OUTPUT", "type nat hook output priority -100"),
     ("nat", "POSTROUTING"): ("nat-POSTROUTING", "type nat hook postrouting priority srcnat"),
 }
+
+
+# Docker's per-container direct-access drops (rules.direct_parts) as two sets and one rule: a
+# packet for a sandbox's address that did not come in on that sandbox's bridge is dropped.  An
+# endpoint is then one set element, not one rule: adding a rule makes the kernel validate the
+# whole table (libnftables here: 0.29 ms with 1 network's rules, 0.41 ms with 100 networks'),
+# adding an element does not (0.22 ms either way); removing one needs no rewrite of the table.
+DIRECT_ADDRS, DIRECT = "direct-addrs", "direct"
+_DIRECT_SETS = (
+    f"\tset {DIRECT_ADDRS} {{ type ipv4_addr; }}",
+    f"\tset {DIRECT} {{ type ipv4_addr . ifname; }}",
+)
+_DIRECT_RULE = (f"ip daddr @{DIRECT_ADDRS} ip daddr . iifname != @{DIRECT} drop "
+                f'comment "{COMMENT}: direct access"')  # fmt: skip
+
+
+def _elements(parts: list[tuple[str, str]]) -> list[str]:
+    """``add element`` commands for direct-access (address, bridge) pairs."""
+    if not parts:
+        return []
+    addrs = ", ".join(dict.fromkeys(ip for ip, _ in parts))
+    pairs = ", ".join(f'{ip} . "{dev}"' for ip, dev in parts)
+    return [f"add element ip {TABLE} {DIRECT_ADDRS} {{ {addrs} }}",
+            f"add element ip {TABLE} {DIRECT} {{ {pairs} }}"]  # fmt: skip
 
 
 def _chain(table: str, chain: str) -> str:
@@ -82,11 +106,21 @@ def render(rules: list[Rule], forward_drop: bool = False) -> str:
             for name in names:
                 if name != USER:
                     chains.setdefault(_chain(table, name), [])
+    direct = []
     for r in rules:
-        chains.setdefault(_chain(r.table, r.chain), []).append(_statement(r))
+        parts = direct_parts(r)
+        if parts is not None:
+            direct.append(parts)
+        else:
+            chains.setdefault(_chain(r.table, r.chain), []).append(_statement(r))
+    raw = _chain("raw", PREROUTING)
+    if raw in chains:  # the direct-access rule, after the raw drops (their order is free)
+        chains[raw].append(_DIRECT_RULE)
     # Every chain is declared (base chains with their hook) before any rule, because a jump to
-    # a chain not yet declared in the transaction fails with ENOENT.
+    # a chain not yet declared in the transaction fails with ENOENT; so is every set.
     lines = [f"table ip {TABLE} {{"]
+    if raw in chains:
+        lines += _DIRECT_SETS
     for name in chains:
         base = next((decl for n, decl in BASE.values() if n == name), None)
         if base:
@@ -103,6 +137,7 @@ def render(rules: list[Rule], forward_drop: bool = False) -> str:
         lines += [f"\t\t{st}" for st in statements]
         lines.append("\t}")
     lines.append("}")
+    lines += _elements(direct)
     return "\n".join(lines) + "\n"
 
 
@@ -180,8 +215,12 @@ class NftablesBackend:
         ``at_end`` marks those that land at the end of their chain (plain appends)."""
         # "add ... index i-1" places a rule after the one at i-1, i.e. at i (also at the end);
         # "insert" without index places it first; "add" without index appends.
-        lines = []
+        lines, direct = [], []
         for (index, r), end in zip(inserts, at_end, strict=True):
+            parts = direct_parts(r)
+            if parts is not None:  # an element, wherever its rule would land in the rule list
+                direct.append(parts)
+                continue
             chain = f"ip {TABLE} {_chain(r.table, r.chain)}"
             if end:
                 lines.append(f"add rule {chain} {_statement(r)}")
@@ -189,6 +228,7 @@ class NftablesBackend:
                 lines.append(f"add rule {chain} index {index - 1} {_statement(r)}")
             else:
                 lines.append(f"insert rule {chain} {_statement(r)}")
+        lines += _elements(direct)
         if lines:
             run_script("\n".join(lines) + "\n", "apply nftables rules")
 

@@ -148,16 +148,29 @@ def render(model: Model) -> list[Rule]:
     The per-endpoint rules come last, in endpoint order, so that a new endpoint's rule extends
     the previous rendering (:func:`insertions` then compares a prefix).  Cost: the rules of
     networks, ports and links are rendered once per distinct set of them, an endpoint's rule
-    once per endpoint (both kept): a change on a host with 1000 sandboxes re-renders nothing
-    but costs a pass over the endpoints (bench/growth.py, bench/firewall.py).
+    once per endpoint (both kept), and the last rendering is kept whole: a model that extends
+    the last one's endpoints (a connect) costs a comparison of their prefix, in C, plus its new
+    endpoints; any other change a pass over the endpoints (bench/growth.py, bench/firewall.py).
     """
     if model.empty:
         return []
     static = _static(tuple(model.networks), tuple(model.ports), tuple(model.links))
     internal = {n.name for n in model.networks if n.internal}
-    if not internal:
-        return [*static, *map(_direct, model.endpoints)]
-    return [*static, *(_direct(e) for e in model.endpoints if e.network not in internal)]
+    eps = model.endpoints
+    last_static, last_eps, last_rules = _last
+    # The same static tuple (the lru's own object) means the same networks, so the same internal
+    # ones; then the last endpoints' rules are still right for the same endpoints.
+    if static is last_static and eps[: len(last_eps)] == last_eps:
+        rules = last_rules + [_direct(e) for e in eps[len(last_eps) :] if e.network not in internal]
+    elif not internal:
+        rules = [*static, *map(_direct, eps)]
+    else:
+        rules = [*static, *(_direct(e) for e in eps if e.network not in internal)]
+    _last[:] = [static, eps, rules]
+    return list(rules)
+
+
+_last: list = [None, (), []]  # render's last (static rules, endpoints, rendering)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -166,6 +179,16 @@ def _direct(ep: FwEndpoint) -> Rule:
     outside its bridge (raw PREROUTING, before conntrack)."""
     return Rule("raw", PREROUTING, (("dst", ep.ip), ("!iif", ep.device)), "DROP",
                 _c(f"{ep.network} direct"))  # fmt: skip
+
+
+def direct_parts(rule: Rule) -> tuple[str, str] | None:
+    """The (address, bridge) of a rule :func:`_direct` made, else None (the nftables backend
+    keeps these as set elements)."""
+    match = rule.match
+    if rule.chain == PREROUTING and len(match) == 2 and match[0][0] == "dst" \
+            and match[1][0] == "!iif" and rule.target == "DROP":  # fmt: skip
+        return match[0][1], match[1][1]
+    return None
 
 
 @functools.lru_cache(maxsize=4)
@@ -314,6 +337,19 @@ def _port_key(p: FwPort) -> tuple:
 BUILTIN_CHAINS = frozenset({"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"})
 _CHAIN = itemgetter(0, 1)  # a rule's (table, chain)
 _SHARED_NAMES = {c for t in CHAINS for c in CHAINS[t] if sum(c in v for v in CHAINS.values()) > 1}
+
+
+def appends(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
+    """The rules ``new`` adds at the end of ``old`` when that is all it does and none of them
+    goes into a builtin chain (a new hook), else None: the usual change, a connect, whose new
+    rules each land at the end of their chain (:func:`insertions` without the indices)."""
+    n = len(old)
+    if not old or len(new) < n or new[:n] != old:
+        return None
+    tail = new[n:]
+    if any(r.chain in BUILTIN_CHAINS for r in tail):
+        return None
+    return tail
 
 
 def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | None:

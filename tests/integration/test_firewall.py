@@ -276,15 +276,19 @@ def _direct_drops(lab: Lab) -> list[str]:
         saved = h.run(["iptables-save", "-t", "raw"]).stdout.splitlines()
         return [ln.split()[3].removesuffix("/32") for ln in saved
                 if ln.startswith("-A LOWBRIDGE-PREROUTING -d ") and "direct" in ln]  # fmt: skip
-    doc = json.loads(h.run(["nft", "-j", "list", "chain", "ip", "lowbridge",
-                            "raw-LOWBRIDGE-PREROUTING"]).stdout)  # fmt: skip
-    out = []
-    for item in doc["nftables"]:
-        rule = item.get("rule")
-        if rule and "direct" in rule.get("comment", ""):
-            match = next(e["match"] for e in rule["expr"] if "match" in e)
-            out.append(match["right"])
-    return out
+    # nftables: one rule looks the packet up in two sets; an endpoint is an element of each.
+    chain = json.loads(h.run(["nft", "-j", "list", "chain", "ip", "lowbridge",
+                              "raw-LOWBRIDGE-PREROUTING"]).stdout)["nftables"]  # fmt: skip
+    rules = [i["rule"] for i in chain if "rule" in i and "direct" in i["rule"].get("comment", "")]
+    assert len(rules) == 1, rules
+
+    def elements(name: str) -> list:
+        doc = json.loads(h.run(["nft", "-j", "list", "set", "ip", "lowbridge", name]).stdout)
+        return next(i["set"] for i in doc["nftables"] if "set" in i).get("elem", [])
+
+    pairs = [e["concat"] for e in elements("direct")]
+    assert sorted(elements("direct-addrs")) == sorted(ip for ip, _ in pairs)
+    return [ip for ip, _ in pairs]
 
 
 def test_the_rule_record_grows_by_appends_and_a_damaged_one_is_rewritten(lab):

@@ -229,3 +229,41 @@ def test_removals_and_first_apply_need_the_full_path():
 def test_rules_round_trip_through_the_record():
     rules = R.render(SCENARIOS["published-ports"])
     assert R.from_doc(json.loads(json.dumps(R.to_doc(rules)))) == rules  # as the file holds it
+
+
+def test_render_keeps_its_last_rendering_only_while_it_is_still_right():
+    """render() extends its last rendering when the endpoints grow; whatever else changes
+    (an endpoint removed, networks changed, an internal network's endpoints) it renders anew:
+    every result equals a rendering from nothing."""
+    inner = R.FwNetwork("inner", "lb-3333333333cc", "172.20.0.0/16", internal=True)
+    eps = _eps(*((BR1, f"172.18.0.{i}") for i in range(2, 6)))
+    inner_eps = _eps((inner, "172.20.0.2"))
+    sequence = [
+        R.Model([BR1, BR2], endpoints=eps[:2]),
+        R.Model([BR1, BR2], endpoints=eps[:3]),  # grown
+        R.Model([BR1, BR2], endpoints=eps[:4]),  # grown
+        R.Model([BR1, BR2], endpoints=eps[:3] + eps[4:]),  # the last one replaced
+        R.Model([BR1, BR2], endpoints=eps[:1] + eps[2:4]),  # one removed
+        R.Model([BR1], endpoints=eps[:1] + eps[2:4]),  # a network gone
+        R.Model([BR1, inner], endpoints=eps[:1] + inner_eps),  # internal: no direct rule
+        R.Model([BR1, inner], endpoints=eps[:1] + inner_eps + eps[1:2]),  # grown past it
+        R.Model([BR1, BR2], endpoints=eps[:1] + eps[1:2]),
+    ]
+    for model in sequence:
+        kept = R.render(model)
+        R._last[:] = [None, (), []]
+        assert kept == R.render(model)
+        R.render(model).append("scribbled on")  # the caller's list, not the kept one
+        assert R.render(model) == kept
+
+
+def test_appends_finds_only_plain_additions_at_the_end():
+    def model(*extra: str) -> R.Model:
+        return R.Model([BR1], endpoints=_eps(*((BR1, ip) for ip in ("172.18.0.2", *extra))))
+
+    old = R.render(model())
+    assert R.appends(old, R.render(model("172.18.0.3"))) == R.render(model("172.18.0.3"))[-1:]
+    assert R.appends(old, old) == []
+    assert R.appends(R.render(model("172.18.0.3")), old) is None  # one removed
+    ported = R.render(R.Model([BR1], [_port("0.0.0.0", 8080, 80)], endpoints=model().endpoints))
+    assert R.appends(old, ported) is None  # rules in the middle of chains, and a new hook
