@@ -166,8 +166,10 @@ def model(
     return out
 
 
-# The record file's text and its parse, as this process last wrote or read it: a library user
-# changing the firewall again need not parse every rule back (bench/growth.py).
+# The record file's identity -- device, inode, size, ctime -- and its parse, as this process last
+# wrote or read it: a library user changing the firewall again need not read and parse every rule
+# back (bench/growth.py, bench/firewall.py).  The identity stands for the content because the
+# record is only ever replaced whole by a rename (a new inode) or grown by appends (a new size).
 _recorded: list = [None, None]
 
 
@@ -184,7 +186,7 @@ class Firewall:
         self.requested = backend_name
         self.run_dir = run_dir
         self._backend: Backend | None = None
-        self._text: str | None = None  # the record as _applied last read it
+        self._key: tuple | None = None  # the record's identity as _applied last saw it
 
     @property
     def backend(self) -> Backend:
@@ -201,29 +203,29 @@ class Firewall:
     def _applied(self, policy: bool) -> list[R.Rule] | None:
         """The rule set lowbridge last applied with this backend and forward policy (None: not
         known, so the next apply rewrites everything)."""
-        self._text = None
+        self._key = None
         if os.path.exists(self._path("dirty")):
             return None
         try:
-            with open(self._path("rules")) as f:
-                text = f.read()
-        except FileNotFoundError:
-            return None
-        if _recorded[0] == text:  # what this process last wrote or read: parsed already
-            doc = _recorded[1]
-        else:
-            try:
+            key = _identity(os.stat(self._path("rules")))
+            if _recorded[0] == key:  # what this process last wrote or read: parsed already
+                doc = _recorded[1]
+            else:
+                with open(self._path("rules"), "rb") as f:
+                    key, text = _identity(os.fstat(f.fileno())), f.read()
                 first, *appended = text.splitlines()
                 doc = json.loads(first)
                 doc["rules"] = R.from_doc(doc["rules"])
                 for line in appended:
                     doc["rules"] += R.from_doc(json.loads(line))
-            except (ValueError, TypeError, KeyError):
-                return None  # a record cut short: not known
-            _recorded[:] = [text, doc]
+                _recorded[:] = [key, doc]
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError):
+            return None  # a record cut short: not known
         if doc.get("backend") != self.backend.name or doc.get("policy") != policy:
             return None
-        self._text = text
+        self._key = key
         return doc["rules"]
 
     def _record(self, rules: list[R.Rule] | None, policy: bool = False) -> None:
@@ -231,19 +233,25 @@ class Firewall:
             self._set_state("rules", None)
             return
         doc = {"backend": self.backend.name, "policy": policy, "rules": R.to_doc(rules)}
-        text = json.dumps(doc) + "\n"
-        self._set_state("rules", text)
-        _recorded[:] = [text, {**doc, "rules": list(rules)}]
+        os.makedirs(self.run_dir, exist_ok=True)
+        path = self._path("rules")
+        with open(path + ".new", "w") as f:  # whole records are renamed into place: a new inode
+            f.write(json.dumps(doc) + "\n")
+            f.flush()
+            key = _identity(os.fstat(f.fileno()))
+        os.replace(path + ".new", path)
+        _recorded[:] = [key, {**doc, "rules": list(rules)}]
 
     def _record_appended(self, rules: list[R.Rule], added: list[R.Rule], policy: bool) -> None:
-        """Record ``rules``, which are the rules last read (``self._text``) plus ``added``."""
-        if self._text is None or _recorded[0] != self._text:  # not what _applied read: whole
+        """Record ``rules``, which are the rules last read (``self._key``) plus ``added``."""
+        if self._key is None or _recorded[0] != self._key:  # not what _applied read: whole
             self._record(rules, policy)
             return
-        line = json.dumps(R.to_doc(added)) + "\n"
         with open(self._path("rules"), "a") as f:
-            f.write(line)
-        _recorded[:] = [self._text + line, {**_recorded[1], "rules": list(rules)}]
+            f.write(json.dumps(R.to_doc(added)) + "\n")
+            f.flush()
+            key = _identity(os.fstat(f.fileno()))
+        _recorded[:] = [key, {**_recorded[1], "rules": list(rules)}]
 
     def _state(self, key: str) -> str | None:
         try:
@@ -344,6 +352,12 @@ class Firewall:
         """Rewrite every rule whatever lowbridge believes is in the kernel (after a flush)."""
         self._record(None)
         return self.apply(m)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one record from another (see ``_recorded``); the change time as well, for
+    file systems that hand a freed inode number out again."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns
 
 
 def _unwind(undo: list[Callable[[], None]]) -> None:

@@ -327,6 +327,30 @@ def test_the_rule_record_grows_by_appends_and_a_damaged_one_is_rewritten(lab):
     assert ip_of_removed not in _direct_drops(lab) and sorted(_direct_drops(lab)) == sorted(ips)
 
 
+# A library user's process changes the firewall, a CLI process changes it, the library again.
+MIXED = r"""
+import json, subprocess, sys
+from lowbridge.controller import ContainerRequest, Controller
+ctl = Controller()
+ctl.container_create(ContainerRequest(name="a", network="mix"))
+subprocess.run([sys.executable, "-m", "lowbridge", "container", "create", "--name", "b",
+                "--network", "mix"], check=True)
+ctl.container_create(ContainerRequest(name="c", network="mix"))
+"""
+
+
+def test_a_process_sees_the_rule_record_another_process_changed(lab):
+    """The record's parse a process keeps is dropped when another process changed the record:
+    every sandbox's drop is in the kernel exactly once."""
+    import sys
+
+    h = lab.host
+    h.lb("network", "create", "mix")
+    h.run([sys.executable, "-c", MIXED])
+    ips = [ip_of(h, name, "mix") for name in ("a", "b", "c")]
+    assert sorted(_direct_drops(lab)) == sorted(ips)
+
+
 def test_backend_kernel_view(lab):
     """What the kernel reports (iptables-save / nft -j) matches the chosen backend."""
     h = lab.host
