@@ -8,7 +8,10 @@ of the task that opens the file, so sysctls and sockets for another namespace ar
 thread that joins it (shared/reference/pyroute2-notes.md section 2 and pitfall 13).  The main
 thread never moves.  That thread is a long-lived worker that goes back to the process's own
 network and UTS namespaces after each job (:func:`in_thread`): starting and joining a thread per
-job cost ~0.3 ms, three times per sandbox (bench/attach.py).  Python 3.12 has ``os.setns``;
+job cost ~0.3 ms, three times per sandbox (bench/attach.py).  Jobs can also be queued without
+waiting (:func:`start`, :func:`start_in`, :func:`create_start`, :func:`create_uts_start` return
+the wait): the caller wires one sandbox while the worker makes the namespaces of the next, on the
+second CPU (the kernel work releases the GIL; bench/lab.py).  Python 3.12 has ``os.setns``;
 3.10/3.11 need libc via ctypes.
 """
 
