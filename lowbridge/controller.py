@@ -566,7 +566,7 @@ class Controller:
             tx.step(
                 "dns-redirect",
                 lambda: listening.append(self._dns_listen(ctr)),
-                lambda: self._dns_unlisten(ctr, *listening),
+                lambda: _after(listening, lambda: self._dns_unlisten(ctr)),
             )
         else:
             tx.step("dns-redirect", lambda: None)
@@ -579,36 +579,31 @@ class Controller:
             lambda: sandbox.write_files(self.paths.etc_dir(ctr.name), before_files),
         )
         if listening:
-            self._dns_listened(ctr, listening[0])
+            u, t = listening[0]()
+            ctr.dns_ports = [u.getsockname()[1], t.getsockname()[1]]
         return ep
 
     def _dns_listen(self, ctr: Container) -> Callable[[], tuple[socket.socket, socket.socket]]:
         """Start binding the resolver's sockets in the sandbox and redirecting 127.0.0.11:53 to
-        them, in the namespace worker; return the wait for it (see :meth:`_dns_listened`)."""
+        them, in the namespace worker; return the wait for it, which files the sockets to go
+        to the resolver after the commit (:meth:`_dns_sync`) or to be closed by an undo."""
         from lowbridge.dns import redirect
 
         backend = self._firewall().backend.name
-        return netns.start_in(ctr.netns, lambda: redirect.listen(backend))
+        wait = netns.start_in(ctr.netns, lambda: redirect.listen(backend))
 
-    def _dns_listened(self, ctr: Container, wait: Callable) -> None:
-        """Wait for :meth:`_dns_listen`'s job; its sockets go to the resolver after the commit
-        (:meth:`_dns_sync`), its ports to the sandbox's record."""
-        try:
-            u, t = wait()
-        except OSError as exc:
-            raise KernelError.from_os("bind the DNS resolver's sockets", exc) from None
-        self._dns_adopt[ctr.id] = (u, t)
-        ctr.dns_ports = [u.getsockname()[1], t.getsockname()[1]]
+        def listened() -> tuple[socket.socket, socket.socket]:
+            try:
+                self._dns_adopt[ctr.id] = wait()
+            except OSError as exc:
+                raise KernelError.from_os("bind the DNS resolver's sockets", exc) from None
+            return self._dns_adopt[ctr.id]
 
-    def _dns_unlisten(self, ctr: Container, started: Callable | None = None) -> None:
-        """Close the sandbox's resolver sockets and remove its redirect; ``started``: the wait
-        of a :meth:`_dns_listen` of this change, whose job must finish first (a job that
-        failed has undone itself)."""
+        return listened
+
+    def _dns_unlisten(self, ctr: Container) -> None:
         from lowbridge.dns import redirect
 
-        if started is not None:
-            with contextlib.suppress(Exception):
-                self._dns_adopt.setdefault(ctr.id, started())
         for sock in self._dns_adopt.pop(ctr.id, ()):
             sock.close()
         backend = self._firewall().backend.name
@@ -962,7 +957,7 @@ class Controller:
         The namespace worker makes the namespaces while this thread wires them: the next
         sandbox's network namespace, this one's UTS namespace and its resolver sockets are
         its jobs, waited for only where their results are needed."""
-        name = names.validate_name("container", req.name or names.short_id(cid))
+        name = _sandbox_name(req, cid)
         if name in taken:
             raise Conflict(f'the container name "{name}" is already in use')
         taken.add(name)  # (a failed sandbox fails the batch)
@@ -1056,7 +1051,7 @@ class Controller:
         if req.netns is not None:
             return
         try:
-            name = names.validate_name("container", req.name or names.short_id(cid))
+            name = _sandbox_name(req, cid)
             if name in taken or self.network(req.network).driver == "host":
                 return
             if not os.path.lexists(netns.path_of(name)):
@@ -1257,6 +1252,12 @@ class Controller:
         with self._lock(), self.store.transaction():
             ctr.pid, ctr.pid_start = pid, start
             self.store.put_container(ctr)
+
+
+def _sandbox_name(req: ContainerRequest, cid: str) -> str:
+    """The name a create gives its sandbox (the short id unless named): one function, because a
+    namespace made ahead is found by it."""
+    return names.validate_name("container", req.name or names.short_id(cid))
 
 
 def _after(started: list[Callable], undo: Callable[[], object]) -> None:

@@ -146,7 +146,7 @@ def render(model: Model) -> list[Rule]:
     """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network).
 
     The per-endpoint rules come last, in endpoint order, so that a new endpoint's rule extends
-    the previous rendering (:func:`insertions` then compares a prefix).  Cost: the rules of
+    the previous rendering (:func:`appends` then compares a prefix).  Cost: the rules of
     networks, ports and links are rendered once per distinct set of them, an endpoint's rule
     once per endpoint (both kept), and the last rendering is kept whole: a model that extends
     the last one's endpoints (a connect) costs a comparison of their prefix, in C, plus its new
@@ -160,12 +160,11 @@ def render(model: Model) -> list[Rule]:
     last_static, last_eps, last_rules = _last
     # The same static tuple (the lru's own object) means the same networks, so the same internal
     # ones; then the last endpoints' rules are still right for the same endpoints.
-    if static is last_static and eps[: len(last_eps)] == last_eps:
-        rules = last_rules + [_direct(e) for e in eps[len(last_eps) :] if e.network not in internal]
-    elif not internal:
-        rules = [*static, *map(_direct, eps)]
-    else:
-        rules = [*static, *(_direct(e) for e in eps if e.network not in internal)]
+    kept = static is last_static and eps[: len(last_eps)] == last_eps
+    start = len(last_eps) if kept else 0
+    rules = (last_rules if kept else list(static)) + [
+        _direct(e) for e in eps[start:] if e.network not in internal
+    ]
     _last[:] = [static, eps, rules]
     return list(rules)
 
@@ -336,7 +335,6 @@ def _port_key(p: FwPort) -> tuple:
 
 BUILTIN_CHAINS = frozenset({"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"})
 _CHAIN = itemgetter(0, 1)  # a rule's (table, chain)
-_SHARED_NAMES = {c for t in CHAINS for c in CHAINS[t] if sum(c in v for v in CHAINS.values()) > 1}
 
 
 def appends(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
@@ -358,28 +356,11 @@ def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | Non
     None when that takes more than insertions (a rule removed or reordered, a chain of ours
     created, a hook needed), i.e. when the whole set must be rewritten.  Insertions matter
     because they are cheap for the kernel, while removing a rule or re-declaring a chain costs an
-    RCU grace period (~16 ms here, both backends) per commit.
+    RCU grace period (~16 ms here, both backends) per commit.  (A change that only appends, the
+    usual connect, needs no indices: :func:`appends`.)
     """
     if not old:
         return None
-    n = len(old)
-    if new[:n] == old:  # the usual case (a new endpoint), compared in C: rules appended
-        tail = new[n:]
-        if any(r.chain in BUILTIN_CHAINS for r in tail):
-            return None  # a new hook: other software's rules share that chain
-        # Each lands at the end of its chain: its index is the chain's length so far, counted
-        # in C (list.count of names; a name two tables share is counted per table).
-        names = list(map(itemgetter(1), old))
-        count: dict[tuple[str, str], int] = {}
-        out = []
-        for r in tail:
-            key = (r.table, r.chain)
-            if key not in count:
-                count[key] = (names.count(r.chain) if r.chain not in _SHARED_NAMES
-                              else sum(1 for o in old if o[:2] == key))  # fmt: skip
-            out.append((count[key], r))
-            count[key] += 1
-        return out
     chains_old: dict[tuple[str, str], list[Rule]] = {}
     chains_new: dict[tuple[str, str], list[Rule]] = {}
     for r in old:
