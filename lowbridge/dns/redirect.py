@@ -31,11 +31,13 @@ the sandbox's namespace (:func:`apply`), with the host firewall's backend.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import socket
 
 from lowbridge.dns import ADDRESS
 from lowbridge.errors import KernelError
 from lowbridge.firewall import tool
+from lowbridge.firewall.nftables import FD_SETSIZE
 
 NFT_TABLE = "lowbridge_dns"
 IPT_CHAIN = "LOWBRIDGE-DNS"
@@ -45,8 +47,8 @@ COMMENT = "lowbridge: embedded DNS"
 def bind_sockets(udp_port: int = 0, tcp_port: int = 0) -> tuple[socket.socket, socket.socket]:
     """Non-blocking UDP and TCP sockets on 127.0.0.11 in the calling thread's network namespace
     (port 0: the kernel picks from ip_local_port_range, as Docker's resolver does)."""
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    u = _lifted(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    t = _lifted(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     try:
         u.bind((ADDRESS, udp_port))
         t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,6 +61,21 @@ def bind_sockets(udp_port: int = 0, tcp_port: int = 0) -> tuple[socket.socket, s
     u.setblocking(False)
     t.setblocking(False)
     return u, t
+
+
+def _lifted(sock: socket.socket) -> socket.socket:
+    """``sock`` moved to a descriptor numbered FD_SETSIZE or more, when the limit allows.
+
+    A batch holds these two sockets per sandbox until its commit; kept above FD_SETSIZE they
+    leave the low numbers to libnftables, which cannot use a socket numbered 1024 or more
+    (:data:`lowbridge.firewall.nftables.FD_SETSIZE`).  Under the usual soft limit of 1024 the
+    socket stays where it is (F_DUPFD fails with EINVAL)."""
+    try:
+        fd = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, FD_SETSIZE)
+    except OSError:
+        return sock
+    sock.close()
+    return socket.socket(fileno=fd)
 
 
 def listen(backend: str) -> tuple[socket.socket, socket.socket]:

@@ -171,18 +171,38 @@ def _library():  # noqa: ANN202
 
 _host_context: list = []  # [context] once made in the process's own network namespace
 
+# libnftables (1.0.6 here, Debian 12) waits on its netlink socket with select(), and glibc's
+# fortified FD_SET aborts the whole process ("bit out of range 0 - FD_SETSIZE on fd_set") when
+# that socket's number is 1024 or more -- which a batch of a few hundred sandboxes, each
+# holding its netlink and resolver sockets until the commit, reaches.  The context opens its
+# socket when made (nft_ctx_new), on the lowest free number: one is made only while that number
+# is below FD_SETSIZE, with a margin for the threads opening descriptors meanwhile; otherwise
+# the nft binary (a process of its own, with few descriptors) runs the script.
+FD_SETSIZE = 1024
+_FD_MARGIN = 64
+
+
+def _low_descriptor_free() -> bool:
+    """Whether the next descriptor this process opens is numbered well below FD_SETSIZE."""
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)
+    return fd < FD_SETSIZE - _FD_MARGIN
+
 
 def _context():  # noqa: ANN202
-    """A libnftables context for the calling thread's network namespace, or None.
+    """A libnftables context for the calling thread's network namespace, or None (run nft).
 
     The one of the process's own namespace is kept: freeing a context costs ~1.6 ms here and
     making one ~0.4 ms, per firewall change (bench/firewall.py).  Others (a thread inside a
     sandbox, for the DNS redirect) get a fresh one: a kept context's socket would hold the
-    sandbox's namespace alive."""
+    sandbox's namespace alive.  None while only high descriptor numbers are free (see
+    FD_SETSIZE)."""
     own = os.stat("/proc/thread-self/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
     if not own:
-        return _library()
+        return _library() if _low_descriptor_free() else None
     if not _host_context:
+        if not _low_descriptor_free():
+            return None
         _host_context.append(_library())
     return _host_context[0]
 

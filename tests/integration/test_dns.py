@@ -368,3 +368,41 @@ def test_the_redirect_to_the_resolver_on_each_backend(lab, backend):
         assert dig(h, "client", "web", *opts) == ("NOERROR", [web])
     if backend == "nftables":  # the resolver's flows stay untracked, in both directions
         assert _tracked(h, "client") == 0
+
+
+HIGH_DESCRIPTORS = r"""
+import json, os, resource, sys
+from lowbridge.controller import ContainerRequest, Controller
+from lowbridge.dns.redirect import bind_sockets
+from lowbridge.drivers.base import NetworkRequest
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+out = {}
+u, t = bind_sockets()  # a sandbox's held sockets go above 1024 when the limit allows
+out["lifted"] = [u.fileno() >= 1024, t.fileno() >= 1024, not u.getblocking(), not t.getblocking()]
+u.close(); t.close()
+# Fill every number below 1024, as a batch of a few hundred sandboxes does.
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+ctl = Controller(firewall_backend="nftables")
+ctl.network_create(NetworkRequest(name="front", subnet="10.120.0.0/24"))
+for name in ("web", "client"):
+    ctl.container_create(ContainerRequest(name=name, network="front"))
+out["made"] = True
+print(json.dumps(out))
+"""
+
+
+def test_a_process_holding_a_thousand_descriptors_still_applies_nftables_rules(lab):
+    """libnftables 1.0.6 select()s on its socket, and glibc aborts the process when that socket
+    is numbered 1024 or more: a process past 1024 descriptors runs nft instead (host rules and
+    the sandboxes' redirect), and the sockets a batch holds per sandbox are moved above 1024."""
+    h, _ = lab
+    proc = h.run([sys.executable, "-c", HIGH_DESCRIPTORS], env={**os.environ, **h.env},
+                 check=False, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == {"lifted": [True, True, True, True], "made": True}
+    web = ip_of(h, "web", "front")
+    assert dig(h, "client", "web") == ("NOERROR", [web])
+    assert dig(h, "client", "web", "+tcp") == ("NOERROR", [web])
+    table = json.loads(h.run(["nft", "-j", "list", "table", "ip", "lowbridge"]).stdout)
+    assert any("rule" in o for o in table["nftables"])
