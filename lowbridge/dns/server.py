@@ -78,6 +78,9 @@ class Resolver:
         self.answers: dict[tuple[str, bool, bytes], bytes] = {}
         self.inflight = 0
         self.store = None
+        self.builder = records.Builder()
+        # cid -> the container record the last sync saw (the store's memo keeps unchanged ones)
+        self.seen: dict[str, object] = {}
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
         # LOWBRIDGE_DNS_CODEC=library: dnspython for every answer (bench/dns.py compares).
@@ -98,9 +101,10 @@ class Resolver:
         store = self.store
         ctrs = store.containers()
         host = [s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)]
-        self.views = records.build(store.networks(), ctrs, store.endpoints(), host)
+        self.views = self.builder.build(store.networks(), ctrs, store.endpoints(), host)
         self.answers.clear()
         by_id = {c.id: c for c in ctrs}
+        seen, self.seen = self.seen, by_id
         for cid, (u, t) in adopted.items():
             ctr = by_id.get(cid)
             if ctr is None or cid not in self.views:
@@ -109,9 +113,13 @@ class Resolver:
                 continue
             self.drop(cid)
             self.serve(Bound(cid, ctr.netns, _ino(ctr.netns), u, t))
+        # A namespace replaced under an unchanged record is found by gc() within GC_INTERVAL
+        # (a stat per sandbox: ~2.5 ms at 1000, too much for every command).
         for cid in list(self.bound):
             b = self.bound[cid]
-            if cid not in self.views or _ino(b.netns) != b.ino:
+            if cid not in self.views or (
+                seen.get(cid) is not by_id[cid] and _ino(b.netns) != b.ino
+            ):
                 self.drop(cid)
         for cid in self.views:
             if cid in self.bound:

@@ -123,3 +123,68 @@ def test_links_are_local_aliases_checked_first():
 def test_only_sandboxes_with_resolver_ports_get_a_view():
     plain = Container(id="p" * 64, name="plain", netns="/run/netns/plain")
     assert plain.id not in R.build([FRONT], [plain], [_ep(FRONT, plain, "10.1.0.9")], [])
+
+
+def test_a_kept_builder_answers_as_a_fresh_build_through_a_run_of_changes():
+    """The resolver's Builder redoes only what changed (records known by identity, as the
+    store's memo hands them back); after every change its views equal a fresh build's."""
+    import dataclasses
+
+    b = R.Builder()
+    nets, ctrs, eps, host = [FRONT, BACK, BRIDGE], [WEB, API, DB1, DB2, OLD], list(EPS), ["h1"]
+    first = b.build(nets, ctrs, eps, host)
+    assert first == R.build(nets, ctrs, eps, host)
+    web_view = first[WEB.id]
+
+    # A new sandbox on back: back's zone is refilled in place; web (front only) keeps its view.
+    new = _ctr("new")
+    ctrs, eps = [*ctrs, new], [*eps, _ep(BACK, new, "10.2.0.6", aliases=["db"])]
+    second = b.build(nets, ctrs, eps, host)
+    assert second == R.build(nets, ctrs, eps, host)
+    assert second[WEB.id] is web_view
+    assert sorted(R.resolve(second[API.id], "db")) == ["10.2.0.4", "10.2.0.5", "10.2.0.6"]
+    assert second[API.id].zones[1] is first[API.id].zones[1]  # the same zone, refilled
+
+    # A changed record (same id, new object): its names and its view are redone.
+    renamed = dataclasses.replace(WEB, hostname="www")
+    ctrs = [renamed if c is WEB else c for c in ctrs]
+    third = b.build(nets, ctrs, eps, host)
+    assert third == R.build(nets, ctrs, eps, host)
+    assert R.resolve(third[API.id], "www") == ["10.1.0.2"]
+    assert R.resolve(third[API.id], "web-host") is None
+
+    # A disconnect, a removed sandbox, a linker and new host upstreams.
+    linker = _ctr("linker", links=[["new", "alias"]])
+    ctrs = [c for c in ctrs if c is not DB2] + [linker]
+    eps = [e for e in eps if e.container_id != DB2.id and e.id != "apifront"]
+    eps.append(_ep(FRONT, linker, "10.1.0.9"))
+    eps.append(_ep(BACK, linker, "10.2.0.9"))
+    for host in (["h1"], ["h2"]):
+        fourth = b.build(nets, ctrs, eps, host)
+        assert fourth == R.build(nets, ctrs, eps, host)
+    assert DB2.id not in fourth
+    assert R.resolve(fourth[linker.id], "alias") == ["10.2.0.6"]
+    assert R.resolve(fourth[API.id], "web") is None and fourth[WEB.id].upstreams == ["h2"]
+
+    # A network record replaced (same id): a new zone, and its sandboxes' views follow it.
+    front2 = dataclasses.replace(FRONT, internal=True)
+    nets = [front2, BACK, BRIDGE]
+    fifth = b.build(nets, ctrs, eps, host)
+    assert fifth == R.build(nets, ctrs, eps, host)
+    assert not fifth[WEB.id].forward
+
+    # The linker's alias follows its target's new address (links look at other sandboxes).
+    eps = [e for e in eps if e.container_id != new.id] + [_ep(BACK, new, "10.2.0.7")]
+    sixth = b.build(nets, ctrs, eps, host)
+    assert sixth == R.build(nets, ctrs, eps, host)
+    assert R.resolve(sixth[linker.id], "alias") == ["10.2.0.7"]
+
+    # Two endpoints with one address (another host's record not yet gone): both names answer,
+    # PTR names the endpoint with the lowest id, and the other one's once it goes.
+    ghost = Endpoint(id="0-ghost", network_id=BACK.id, container_id="r" * 64, ifname="eth0",
+                     ip="10.2.0.7", dns_names=["ghost"])  # fmt: skip
+    for now in ([*eps, ghost], eps):
+        seventh = b.build(nets, ctrs, now, host)
+        assert seventh == R.build(nets, ctrs, now, host)
+    back = next(z for z in seventh[API.id].zones if z.name == "back")
+    assert back.ptr["10.2.0.7"] == "new.back" and "ghost" not in back.by_name
