@@ -2,9 +2,10 @@
 
     sudo .venv/bin/python bench/firewall.py [-n 15]
 
-A "change" is what a connect does: the full rule set is re-rendered with one more endpoint and
-applied (iptables: one iptables-save + one iptables-restore for all tables; nftables: one
-``nft -f`` transaction).  Runs inside a simulated host; the rules name bridges that need not
+A "change" is what a create or connect does to the firewall: the store's records (networks with
+two sandboxes each, plus one more sandbox per change) turned into the rules' model, the rules
+rendered and applied (iptables: one iptables-restore for all tables; nftables: one libnftables
+transaction).  Runs inside a simulated host; the rules name bridges that need not
 exist (the kernel matches interface names, it does not resolve them).  Results go to
 bench/results/firewall.{json,md}; ratios against 1 network are what count.
 """
@@ -21,42 +22,62 @@ SIZES = (1, 10, 100)
 ROUNDS = 3
 
 
-def _model(networks: int, extra: int):
-    from lowbridge.firewall import rules as R
+def _records(networks: int) -> tuple[list, list, list]:
+    """Store records: ``networks`` bridge networks with two sandboxes each."""
+    from lowbridge import ipam
+    from lowbridge.models import Container, Endpoint, Network
 
-    nets, eps = [], []
+    nets, ctrs, eps = [], [], []
     for i in range(networks):
-        net = R.FwNetwork(f"n{i}", f"lb-{i:012d}", f"10.{i // 200}.{i % 200}.0/24")
+        subnet = f"10.{i // 200}.{i % 200}.0/24"
+        pool = ipam.plan_pool(subnet=subnet, gateway=None, ip_range=None, aux_addresses=None,
+                              taken=[])  # fmt: skip
+        net = Network(id=f"{i:064d}", name=f"n{i}", driver="bridge", pool=pool,
+                      device=f"lb-{i:012d}")  # fmt: skip
         nets.append(net)
-        eps += [R.FwEndpoint(f"10.{i // 200}.{i % 200}.{k}", net.name, net.device)
-                for k in range(2, 4)]  # fmt: skip
-    if networks:  # the new endpoints join the first network, made last (as the store orders)
-        eps += [R.FwEndpoint(f"10.250.0.{k}", nets[0].name, nets[0].device)
-                for k in range(10, 10 + extra)]  # fmt: skip
-    return R.Model(nets, endpoints=tuple(eps))
+        for k in range(2, 4):
+            ctr = Container(id=f"{i:032d}{k:032d}", name=f"c{i}-{k}", netns=f"/run/netns/c{i}-{k}")
+            ctrs.append(ctr)
+            eps.append(Endpoint(id=ctr.id, network_id=net.id, container_id=ctr.id, ifname="eth0",
+                                ip=f"10.{i // 200}.{i % 200}.{k}"))  # fmt: skip
+    return nets, ctrs, eps
+
+
+def _grow(records: tuple[list, list, list], k: int) -> None:
+    """One more sandbox on the first network (the store lists it last)."""
+    from lowbridge.models import Container, Endpoint
+
+    nets, ctrs, eps = records
+    ctr = Container(id=f"new{k:061d}", name=f"new{k}", netns=f"/run/netns/new{k}")
+    ctrs.append(ctr)
+    eps.append(Endpoint(id=ctr.id, network_id=nets[0].id, container_id=ctr.id, ifname="eth0",
+                        ip=f"10.250.{k // 250}.{k % 250 + 2}"))  # fmt: skip
 
 
 def inner(n: int) -> dict:
-    from lowbridge.firewall import Firewall
+    from lowbridge.firewall import Firewall, model
 
     out = {}
     for backend in ("iptables", "nftables"):
         fw = Firewall(backend, "/run/lowbridge")
-        for k in range(1, 6):  # warm up: the backend's first uses (libraries, caches)
-            fw.apply(_model(1, k))
+        warm = _records(1)
+        for k in range(5):  # warm up: the backend's first uses (libraries, caches)
+            _grow(warm, k)
+            fw.apply(model(*warm))
         samples: dict[int, list[float]] = {size: [] for size in SIZES}
         # Rounds over the sizes, so that the VM's drift hits every size alike.
         for _ in range(ROUNDS):
             for size in SIZES:
-                fw.apply(_model(size, 0))
-                for k in range(1, n + 1):
-                    model = _model(size, k)
+                records = _records(size)
+                fw.apply(model(*records))
+                for k in range(n):
+                    _grow(records, k)
                     t = time.perf_counter()
-                    fw.apply(model)
+                    fw.apply(model(*records))
                     samples[size].append(time.perf_counter() - t)
         for size in SIZES:
             out[f"{backend}, {size} networks"] = round(statistics.median(samples[size]) * 1000, 2)
-        fw.apply(_model(0, 0))
+        fw.apply(model([], [], []))
     return out
 
 

@@ -33,7 +33,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from lowbridge import netns
 from lowbridge.errors import InvalidInput, KernelError
@@ -87,18 +87,70 @@ def model(
     """The rules' view of the store: bridge networks that have a device, and published ports.
 
     The default bridge gets rules while it has endpoints (its device appears with the first one),
-    so that with no network in use no lowbridge rule, chain or table remains.  Runs on every
-    change: the passes over all endpoints and containers are kept to the few that every change
-    needs (bench/growth.py).
+    so that with no network in use no lowbridge rule, chain or table remains.
+
+    Runs on every change, so it keeps its last result (bench/growth.py, bench/firewall.py):
+    records are known by identity (the store hands back the same object for an unchanged one),
+    and when the networks are the same records and the endpoints and containers extend the last
+    ones (a create or a connect: the store lists records in the order they were made) only the
+    new ones are looked at, and the result shares the last one's records -- which lets the
+    rendering compare them by identity.  Any other change is a pass over everything.
     """
-    nets = {n.id: n for n in networks}
-    used = {e.network_id for e in endpoints}
+    nets_t, ctrs_t, eps_t = tuple(networks), tuple(containers), tuple(endpoints)
+    last_nets, last_ctrs, last_eps, last = _kept
+    extends = (
+        last is not None
+        and nets_t == last_nets
+        and eps_t[: len(last_eps)] == last_eps
+        and ctrs_t[: len(last_ctrs)] == last_ctrs
+    )
+    new_eps = eps_t[len(last_eps) :] if extends else eps_t
+    new_ctrs = ctrs_t[len(last_ctrs) :] if extends else ctrs_t
     out = R.Model()
-    bridges: dict[str, tuple[str, str]] = {}  # network id -> (name, device)
-    for n in networks:
+    if extends and not any(e.network_id in last.idle for e in new_eps):
+        out.networks, bridges, idle = last.model.networks, last.bridges, last.idle
+    else:  # (a predefined network coming into use gets its rules)
+        bridges, idle = _networks(out, nets_t, {e.network_id for e in eps_t})
+    # tuple.__new__ makes the same FwEndpoint as its constructor, without a Python-level call
+    # per endpoint (a third of the cost at 1000 endpoints).
+    new = tuple.__new__
+    out.endpoints = (last.model.endpoints if extends else ()) + tuple([
+        new(R.FwEndpoint, (e.ip, *bridges[e.network_id]))
+        for e in new_eps
+        if e.ip and e.network_id in bridges
+    ])  # fmt: skip
+    special = (last.special if extends else []) + [c for c in new_ctrs if c.links or c.ports]
+    _kept[:] = [nets_t, ctrs_t, eps_t, _Kept(out, bridges, idle, special)]
+    if special:
+        _links_and_ports(out, special, nets_t, ctrs_t, eps_t)
+    return out
+
+
+class _Kept(NamedTuple):
+    """What model() keeps of its last result to extend it."""
+
+    model: R.Model
+    bridges: dict[str, tuple[str, str]]  # network id -> (name, device) of the bridge networks
+    idle: set[str]  # predefined bridge networks without endpoints (so without rules)
+    special: list[Container]  # those with links or published ports
+
+
+_kept: list = [(), (), (), None]  # model()'s last (networks, containers, endpoints, _Kept)
+
+
+def _networks(
+    out: R.Model, nets_t: tuple[Network, ...], used: set[str]
+) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """Add the bridge networks' records, a predefined one only while it has endpoints (``used``:
+    the ids of those that have); return their (name, device) by network id and the predefined
+    ones left out."""
+    bridges: dict[str, tuple[str, str]] = {}
+    idle: set[str] = set()
+    for n in nets_t:
         if n.driver != "bridge" or n.pool is None:
             continue
         if n.predefined and n.id not in used:
+            idle.add(n.id)
             continue
         out.networks.append(
             R.FwNetwork(
@@ -111,17 +163,18 @@ def model(
             )
         )
         bridges[n.id] = (n.name, n.device or "")
-    # tuple.__new__ makes the same FwEndpoint as its constructor, without a Python-level call
-    # per endpoint (a third of the cost at 1000 endpoints).
-    new = tuple.__new__
-    out.endpoints = tuple([
-        new(R.FwEndpoint, (e.ip, *bridges[e.network_id]))
-        for e in endpoints
-        if e.ip and e.network_id in bridges
-    ])  # fmt: skip
-    special = [c for c in containers if c.links or c.ports]
-    if not special:
-        return out
+    return bridges, idle
+
+
+def _links_and_ports(
+    out: R.Model,
+    special: list[Container],
+    networks: tuple[Network, ...],
+    containers: tuple[Container, ...],
+    endpoints: tuple[Endpoint, ...],
+) -> None:
+    """Add the legacy links' and published ports' records of the containers that have them."""
+    nets = {n.id: n for n in networks}
     by_ctr: dict[str, list[Endpoint]] = {}
     for ep in endpoints:
         by_ctr.setdefault(ep.container_id, []).append(ep)
@@ -163,7 +216,6 @@ def model(
                     container=ctr.name,
                 )
             )
-    return out
 
 
 # The record file's identity -- device, inode, size, ctime -- and its parse, as this process last

@@ -155,21 +155,23 @@ def render(model: Model) -> list[Rule]:
     if model.empty:
         return []
     static = _static(tuple(model.networks), tuple(model.ports), tuple(model.links))
-    internal = {n.name for n in model.networks if n.internal}
     eps = model.endpoints
-    last_static, last_eps, last_rules = _last
+    last_static, last_eps, last_rules, internal = _last
     # The same static tuple (the lru's own object) means the same networks, so the same internal
     # ones; then the last endpoints' rules are still right for the same endpoints.
-    kept = static is last_static and eps[: len(last_eps)] == last_eps
+    same = static is last_static
+    if not same:
+        internal = {n.name for n in model.networks if n.internal}
+    kept = same and eps[: len(last_eps)] == last_eps
     start = len(last_eps) if kept else 0
     rules = (last_rules if kept else list(static)) + [
         _direct(e) for e in eps[start:] if e.network not in internal
     ]
-    _last[:] = [static, eps, rules]
+    _last[:] = [static, eps, rules, internal]
     return list(rules)
 
 
-_last: list = [None, (), []]  # render's last (static rules, endpoints, rendering)
+_last: list = [None, (), [], set()]  # the last (static rules, endpoints, rendering, internal)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -432,9 +434,13 @@ class Settings:
     route_localnet: tuple[str, ...]  # bridges that may receive DNATed 127.0.0.1 traffic
 
 
+_INTERNAL, _ICC = itemgetter(3), itemgetter(4)  # FwNetwork.internal, FwNetwork.icc
+
+
 def settings(model: Model) -> Settings:
+    # all(map(...)) runs in C: this is on every change, with every network (bench/firewall.py).
     return Settings(
-        ip_forward=any(not n.internal for n in model.networks),
-        br_netfilter=any(not n.icc for n in model.networks) or bool(model.ports),
+        ip_forward=not all(map(_INTERNAL, model.networks)),
+        br_netfilter=not all(map(_ICC, model.networks)) or bool(model.ports),
         route_localnet=tuple(sorted({p.device for p in model.ports})),
     )

@@ -251,7 +251,7 @@ def test_render_keeps_its_last_rendering_only_while_it_is_still_right():
     ]
     for model in sequence:
         kept = R.render(model)
-        R._last[:] = [None, (), []]
+        R._last[:] = [None, (), [], set()]
         assert kept == R.render(model)
         R.render(model).append("scribbled on")  # the caller's list, not the kept one
         assert R.render(model) == kept
