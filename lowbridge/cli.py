@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+import types
 from collections.abc import Sequence
 
 from lowbridge.errors import InvalidInput, LowbridgeError
@@ -410,7 +411,48 @@ class _Group:
         self.seen.update(f"{self.path} {n}".strip() for n in [name, *kwargs.get("aliases", [])])
         if self.action is None or (self.want is not None and full not in self.want):
             return _Skipped()
-        return self.action.add_parser(name, **kwargs)
+        return self.action.add_parser(name, formatter_class=_Formatter, **kwargs)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without ``shutil``: argparse makes one per argument added and
+    imports shutil (with bz2, lzma ...: ~4 ms here) for its terminal size.  The same size:
+    $COLUMNS, else the terminal's, else 80 columns; less 2."""
+
+    def __init__(self, prog: str, **kwargs: object) -> None:
+        if kwargs.get("width") is None:
+            try:
+                columns = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (AttributeError, ValueError, OSError):
+                    columns = 80
+            kwargs["width"] = columns - 2
+        super().__init__(prog, **kwargs)  # type: ignore[arg-type]
+
+
+def _defer_inspect() -> None:
+    """Load ``inspect`` on its first use: a stand-in module takes its place in sys.modules.
+
+    Every dataclass module imports dataclasses, which imports inspect (with ast, dis, tokenize:
+    ~12 ms of a command's start-up here, bench/cli.py) and calls it only for a class without a
+    docstring; lowbridge's have docstrings.  (importlib.util.LazyLoader does not help: an
+    ``import inspect`` statement reads the module's ``__spec__``, which loads it.)"""
+    if "inspect" not in sys.modules:
+        sys.modules["inspect"] = _Deferred("inspect")
+
+
+class _Deferred(types.ModuleType):
+    """A module that imports the real one at the first attribute it is asked for, puts it in
+    sys.modules and takes on its contents."""
+
+    def __getattr__(self, name: str) -> object:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = __import__(self.__name__)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
 
 
 _GLOBAL_WITH_VALUE = ("--root", "--store", "--firewall-backend")
@@ -465,6 +507,7 @@ def build_parser(
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Docker's network drivers, built directly in the kernel with pyroute2.",
+        formatter_class=_Formatter,
     )
     parser.add_argument(
         "--root",
@@ -612,6 +655,7 @@ def build_parser(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _defer_inspect()
     parser = parser_for(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:

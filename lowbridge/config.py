@@ -84,6 +84,9 @@ def host_lock(paths: Paths) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Paths:
+    """Where lowbridge keeps its store (``state``), its per-boot runtime files (``run``) and
+    the sandboxes' /etc files (``etc_netns``, as ``ip netns exec`` reads them)."""
+
     state: str = "/var/lib/lowbridge"
     run: str = "/run/lowbridge"
     etc_netns: str = "/etc/netns"

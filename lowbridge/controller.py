@@ -70,6 +70,8 @@ MAX_BRIDGE_PORTS = 1023
 
 @dataclass
 class ContainerRequest:
+    """What ``container create`` / ``run`` asks for, as docker's flags say it."""
+
     name: str | None = None
     network: str = DEFAULT_NETWORK
     ip: str | None = None

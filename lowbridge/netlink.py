@@ -176,6 +176,8 @@ def default_route_request(gateway: str, oif: int) -> bytes:
 
 @dataclass(frozen=True)
 class Link:
+    """A network interface as the kernel reports it (the fields lowbridge reads)."""
+
     index: int
     name: str
     kind: str | None

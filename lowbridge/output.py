@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as _dt
+from typing import TYPE_CHECKING
 
 from lowbridge import ports
 from lowbridge.models import Container, Endpoint, Network
+
+if TYPE_CHECKING:
+    import datetime as _dt
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -26,8 +29,10 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def ago(stamp: str, now: _dt.datetime | None = None) -> str:
     """'5 seconds ago', '3 minutes ago', ... like docker's CREATED column."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    seconds = max(0, int((now - _dt.datetime.fromisoformat(stamp)).total_seconds()))
+    import datetime
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    seconds = max(0, int((now - datetime.datetime.fromisoformat(stamp)).total_seconds()))
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
             n = seconds // size

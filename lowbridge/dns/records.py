@@ -17,7 +17,6 @@ From shared/reference/docker-mechanics.md 3.3 (moby ``sandbox.ResolveName``/``Re
 from __future__ import annotations
 
 import bisect
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -318,6 +317,16 @@ class Answer(NamedTuple):
 FORWARD = None  # decide(): not ours, ask the upstream servers
 
 
+def _shuffle(items: list) -> None:
+    """random.shuffle, imported on first use (a CLI command, which never answers a query, does
+    not pay for importing random) and called directly from then on."""
+    global _shuffle
+    from random import shuffle
+
+    _shuffle = shuffle
+    shuffle(items)
+
+
 def decide(view: View, qname: str, qtype: int, shuffle=None) -> Answer | None:  # noqa: ANN001
     """Docker's serveDNS: A/AAAA/MX answered locally for known names, PTR for known addresses,
     everything else forwarded (None).  ``shuffle`` reorders addresses (round robin; default
@@ -331,7 +340,8 @@ def decide(view: View, qname: str, qtype: int, shuffle=None) -> Answer | None:  
             return FORWARD
         if qtype != A:
             return Answer()  # the name exists without such records: NODATA, not forwarded
-        (shuffle or random.shuffle)(ips)
+        if len(ips) > 1:
+            (shuffle or _shuffle)(ips)
         return Answer(NOERROR, tuple([(A, ip) for ip in ips]))
     if qtype == PTR:
         target = reverse(view, qname)

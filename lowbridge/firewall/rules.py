@@ -114,6 +114,9 @@ class FwLink(NamedTuple):
 
 @dataclass
 class Model:
+    """What the rules are rendered from: bridge networks, published ports, legacy links and
+    the endpoints on those networks."""
+
     networks: list[FwNetwork] = field(default_factory=list)
     ports: list[FwPort] = field(default_factory=list)
     links: list[FwLink] = field(default_factory=list)

@@ -151,3 +151,20 @@ def test_help_and_errors_read_as_with_the_full_parser(argv, capsys):
         captured = capsys.readouterr()
         outputs.append((exc.value.code, captured.out, captured.err))
     assert outputs[0] == outputs[1]
+
+
+def test_a_deferred_module_loads_at_its_first_attribute(monkeypatch):
+    """cli._Deferred, which stands in for inspect: importing it loads nothing; the first
+    attribute loads the real module, which then takes the stand-in's place."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "tabnanny", raising=False)
+    stand_in = cli._Deferred("tabnanny")
+    monkeypatch.setitem(sys.modules, "tabnanny", stand_in)
+    import tabnanny
+
+    assert tabnanny is stand_in and "check" not in vars(stand_in)
+    assert callable(tabnanny.check)
+    real = sys.modules["tabnanny"]
+    assert real is not stand_in and real.check is tabnanny.check
+    assert tabnanny.__name__ == "tabnanny" and tabnanny.__spec__ is not None
