@@ -130,3 +130,52 @@ def test_fast_requests_build_what_pyroute2_builds(host):
     assert out["deleted"] == [True, False]  # then already gone
     assert out["left"] == ["keep0", "keep0p", "vlib"]  # peers and grouped ones gone, no other
     assert out["groups"] == ["default"]  # nothing left marked for deletion
+
+
+CONNTRACK = r"""
+import json, socket, subprocess
+from lowbridge import netlink
+from pyroute2.conntrack import Conntrack
+
+# Turn connection tracking on here (a ruleset that needs it), then make flows on loopback:
+# UDP to three addresses and ports, and one ICMP echo (no port).
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+RULES = "table ip t { chain o { type filter hook output priority 0; ct state new accept; }; }"
+subprocess.run(["nft", "-f", "-"], check=True, text=True, input=RULES)
+flows = [("127.0.0.2", 5001), ("127.0.0.3", 5002), ("127.0.0.3", 5003), ("127.0.0.4", 5004)]
+for address, port in flows:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"x", (address, port))
+subprocess.run(["ping", "-c1", "-W1", "127.0.0.5"], capture_output=True)
+
+def library():  # what pyroute2 sees
+    with Conntrack() as ct:
+        return sorted([e.tuple_orig.daddr, e.tuple_orig.proto, e.tuple_orig.dport or 0]
+                      for e in ct.dump_entries())
+
+def ours():  # what lowbridge's own dump parses
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER) as s:
+        return sorted([socket.inet_ntoa(ip), num, int.from_bytes(port or b"", "big")]
+                      for _, ip, num, port in netlink._ct_entries(s))
+
+out = {"before": library(), "ours": ours()}
+out["one"] = netlink.flush_conntrack(dst="127.0.0.3", proto="udp", dport=5002)
+out["after_one"] = library()
+out["none"] = netlink.flush_conntrack(dst="127.0.0.3", proto="tcp")
+out["several"] = netlink.flush_conntrack(dsts=["127.0.0.2", "127.0.0.3", "127.0.0.5"])
+out["left"] = library()
+print(json.dumps(out))
+"""
+
+
+def test_the_conntrack_flush_deletes_what_pyroute2_sees_matching(host):
+    """flush_conntrack's hand-encoded dump parses the entries pyroute2's Conntrack lists, and
+    deletes exactly those its filter names."""
+    out = json.loads(host.run([sys.executable, "-c", CONNTRACK]).stdout)
+    udp, icmp = 17, 1
+    every = [["127.0.0.2", udp, 5001], ["127.0.0.3", udp, 5002], ["127.0.0.3", udp, 5003],
+             ["127.0.0.4", udp, 5004], ["127.0.0.5", icmp, 0]]  # fmt: skip
+    assert out["before"] == every and out["ours"] == every
+    assert out["one"] == 1 and out["after_one"] == [f for f in every if f[2] != 5002]
+    assert out["none"] == 0
+    assert out["several"] == 3 and out["left"] == [["127.0.0.4", udp, 5004]]
