@@ -255,19 +255,14 @@ class Session:
                 poller.register(self._sock, select.POLLIN)
                 poller.poll()
                 continue
-            offset = 0
-            while offset + 16 <= len(data):
-                length, mtype, _, rseq, _ = _NLMSGHDR.unpack_from(data, offset)
-                if length < 16:
-                    break
+            for offset, length, mtype, rseq in _messages(data):
                 if rseq == seq:
                     if mtype == NLMSG_ERROR:
-                        code = -struct.unpack_from("i", data, offset + 16)[0]
+                        code = _errno(data, offset)
                         if code:
                             raise NetlinkError(code, os.strerror(code))
                         return replies
                     replies.append(data[offset : offset + length])
-                offset += (length + 3) & ~3
 
     @contextlib.contextmanager
     def _doing(self, what: str) -> Iterator[None]:
@@ -651,30 +646,25 @@ def _ct_entries(sock: socket.socket) -> Iterator[tuple[bytes, bytes, int | None,
     sock.send(_NLMSGHDR.pack(20, _CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + _NFGENMSG)
     while True:
         data = sock.recv(1 << 20)
-        offset = 0
-        while offset + 16 <= len(data):
-            length, mtype, _, rseq, _ = _NLMSGHDR.unpack_from(data, offset)
-            if length < 16:
-                break
-            if rseq == seq:
-                if mtype == NLMSG_DONE:
-                    return
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("i", data, offset + 16)[0]
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return
-                attrs = _nla(data[offset + 20 : offset + length])
-                orig = attrs.get(CTA_TUPLE_ORIG)
-                if orig is not None:
-                    tup = _nla(orig[4:])
-                    ip = _nla(tup.get(CTA_TUPLE_IP, b"")[4:]).get(CTA_IP_V4_DST, b"")[4:8]
-                    l4 = _nla(tup.get(CTA_TUPLE_PROTO, b"")[4:])
-                    num = l4.get(CTA_PROTO_NUM)
-                    dport = l4.get(CTA_PROTO_DST_PORT)
-                    yield (orig + attrs.get(CTA_ZONE, b""), ip, num[4] if num else None,
-                           dport[4:6] if dport else None)  # fmt: skip
-            offset += (length + 3) & ~3
+        for offset, length, mtype, rseq in _messages(data):
+            if rseq != seq:
+                continue
+            if mtype == NLMSG_DONE:
+                return
+            if mtype == NLMSG_ERROR:
+                code = _errno(data, offset)
+                if code:
+                    raise OSError(code, os.strerror(code))
+                return
+            attrs = _nla(data[offset + 20 : offset + length])
+            orig = attrs.get(CTA_TUPLE_ORIG)
+            if orig is not None:
+                tup = _nla(orig[4:])
+                ip = _nla(tup.get(CTA_TUPLE_IP, b"")[4:]).get(CTA_IP_V4_DST, b"")[4:8]
+                l4 = _nla(tup.get(CTA_TUPLE_PROTO, b"")[4:])
+                num, dport = l4.get(CTA_PROTO_NUM), l4.get(CTA_PROTO_DST_PORT)
+                yield (orig + attrs.get(CTA_ZONE, b""), ip, num[4] if num else None,
+                       dport[4:6] if dport else None)  # fmt: skip
 
 
 def _ct_delete(sock: socket.socket, doomed: list[bytes]) -> int:
@@ -692,20 +682,31 @@ def _ct_delete(sock: socket.socket, doomed: list[bytes]) -> int:
         sock.send(b"".join(parts))
         while seqs:
             data = sock.recv(1 << 16)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, mtype, _, rseq, _ = _NLMSGHDR.unpack_from(data, offset)
-                if length < 16:
-                    break
+            for offset, _, mtype, rseq in _messages(data):
                 if mtype == NLMSG_ERROR and rseq in seqs:
                     seqs.discard(rseq)
-                    code = -struct.unpack_from("i", data, offset + 16)[0]
+                    code = _errno(data, offset)
                     if code == 0:
                         count += 1
                     elif code != ENOENT:
                         raise OSError(code, os.strerror(code))
-                offset += (length + 3) & ~3
     return count
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(offset, length, type, sequence number) of each netlink message in a datagram."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, mtype, _, rseq, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < 16:
+            return
+        yield offset, length, mtype, rseq
+        offset += (length + 3) & ~3
+
+
+def _errno(data: bytes, offset: int) -> int:
+    """The errno an NLMSG_ERROR message at ``offset`` carries (0: an acknowledgement)."""
+    return -struct.unpack_from("i", data, offset + 16)[0]
 
 
 @contextlib.contextmanager
