@@ -1,6 +1,6 @@
 """Data path: iperf3 throughput through lowbridge's networks beside the same topology by hand.
 
-    sudo .venv/bin/python bench/datapath.py [-n 3]      (-n: rounds; each test runs 3 s)
+    sudo .venv/bin/python bench/datapath.py [-n 7]      (-n: rounds; each test runs 2 s)
 
 * bridge: two sandboxes on a lowbridge bridge network (its firewall rules and settings in
   place) vs two namespaces on a bridge built with `ip`, no firewall, in another simulated host;
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-SECONDS = "3"
+SECONDS = "2"
 
 
 def _iperf(host, server_ns: str | None, client_ns: str | None, address: str) -> float:  # noqa: ANN001
@@ -104,7 +104,7 @@ def main() -> int:
     sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
     from _common import measure, write
 
-    args = measure(__doc__, lambda n: {}, 3, "rounds")
+    args = measure(__doc__, lambda n: {}, 7, "rounds")
     if not shutil.which("iperf3"):
         sys.exit("missing iperf3: run scripts/bench (it installs it)")
     res = {**bridge_pair(args.n), **overlay_pair(args.n)}
