@@ -437,7 +437,8 @@ class Settings:
     route_localnet: tuple[str, ...]  # bridges that may receive DNATed 127.0.0.1 traffic
 
 
-_INTERNAL, _ICC = itemgetter(3), itemgetter(4)  # FwNetwork.internal, FwNetwork.icc
+_INTERNAL = itemgetter(FwNetwork._fields.index("internal"))
+_ICC = itemgetter(FwNetwork._fields.index("icc"))
 
 
 def settings(model: Model) -> Settings:

@@ -37,6 +37,10 @@ def run(argv: list[str], stdin: str | None, what: str, package: str) -> subproce
     timer.start()
     try:
         out, err = proc.communicate(stdin)
+    except BaseException:  # (Ctrl-C): the tool goes too, as with subprocess.run
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         timer.cancel()
     if killed:
