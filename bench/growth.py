@@ -3,7 +3,8 @@
     sudo .venv/bin/python bench/growth.py [-n 1000]
 
 Each sample is the median ``container create`` time of the 5 endpoints around that position
-(library call, one simulated host).  Beside it, in a simulated host of its own, the same
+(library call, one simulated host); beside it the median ``container rm`` of one sandbox with
+10 and with all of them present.  Beside it, in a simulated host of its own, the same
 topology built with ``ip -batch`` (as bench/attach.py does): how much of the growth is the
 kernel's, which every tool pays.  Results: bench/results/growth.{json,md}.
 """
@@ -36,12 +37,26 @@ def inner(n: int) -> dict:
 
     ctl = Controller()
     ctl.network_create(NetworkRequest(name="grow", subnet="10.150.0.0/16"))
-    times = []
+
+    def rm_ms(names: list[str]) -> float:
+        took = []
+        for name in names:
+            t = time.perf_counter()
+            ctl.container_rm(name)
+            took.append(time.perf_counter() - t)
+        return round(statistics.median(took) * 1000, 2)
+
+    times, rm = [], {}
     for i in range(n):
+        if i == 10:  # rm with 10 sandboxes present (5 made for it, so the count stays)
+            for k in range(5):
+                ctl.container_create(ContainerRequest(name=f"x{k}", network="grow"))
+            rm["10"] = rm_ms([f"x{k}" for k in range(5)])
         t = time.perf_counter()
         ctl.container_create(ContainerRequest(name=f"g{i}", network="grow"))
         times.append(time.perf_counter() - t)
-    return _windows(times)
+    rm[str(n)] = rm_ms([f"g{i}" for i in range(n - 1, n - 6, -1)])
+    return {**_windows(times), "rm": rm}
 
 
 def _ip_batch(n: int) -> list[float]:
@@ -73,6 +88,7 @@ def main() -> int:
     os.environ["GROWTH_MODE"] = "ip"
     ref = run_inside(__file__, "-n", str(args.n))
     del os.environ["GROWTH_MODE"]
+    rm = res.pop("rm")
     first, ref_first = res["1"], ref["1"]
     write(
         "growth",
@@ -82,8 +98,10 @@ def main() -> int:
         [
             f"| {k} | {v} | {round(v / first, 2)} | {ref[k]} | {round(ref[k] / ref_first, 2)} |"
             for k, v in res.items()
-        ],  # fmt: skip
-        {"n": args.n, "ms": res, "ip_batch_ms": ref},
+        ]
+        + ["", "| sandboxes present | lowbridge rm ms (library, one sandbox) |", "|---|---|"]
+        + [f"| {k} | {v} |" for k, v in rm.items()],  # fmt: skip
+        {"n": args.n, "ms": res, "ip_batch_ms": ref, "rm_ms": rm},
     )
     return 0
 

@@ -69,6 +69,10 @@ def rows() -> list[tuple[str, str, str, str]]:
         if ref := growth.get("ip_batch_ms"):
             out.append((f"growth: ip -batch at endpoint {last}", f"{ref[last]} ms",
                         f"endpoint 1: {ref['1']} ms", f"{ref[last] / ref['1']:.2f}×"))  # fmt: skip
+        if rm := growth.get("rm_ms"):
+            most = max(rm, key=int)
+            out.append((f"growth: rm with {most} sandboxes", f"{rm[most]} ms",
+                        f"with 10: {rm['10']} ms", f"{rm[most] / rm['10']:.2f}×"))  # fmt: skip
     if fw := _load("firewall"):
         r = fw["results_ms"]
         for backend in ("iptables", "nftables"):

@@ -175,6 +175,18 @@ class IptablesBackend:
             text = "\n".join(lines) + "\n"
             _run(["iptables-restore", "--noflush", "--wait"], text, "apply iptables rules")
 
+    def remove(self, gone: list[Rule], rules: list[Rule]) -> bool:
+        """Delete the rules ``gone`` (``-D`` by their spec, one transaction per table)."""
+        lines: list[str] = []
+        for table in TABLES:
+            body = [f"-D {r.chain} {_spec(r)}" for r in gone if r.table == table]
+            if body:
+                lines += [f"*{table}", *body, "COMMIT"]
+        if lines:
+            _run(["iptables-restore", "--noflush", "--wait"], "\n".join(lines) + "\n",
+                 "apply iptables rules")  # fmt: skip
+        return True
+
     def clear(self) -> None:
         self.apply([], None)
 

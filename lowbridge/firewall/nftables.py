@@ -252,6 +252,23 @@ class NftablesBackend:
         if lines:
             run_script("\n".join(lines) + "\n", "apply nftables rules")
 
+    def remove(self, gone: list[Rule], rules: list[Rule]) -> bool:
+        """Delete the direct-access set elements of ``gone``; False (nothing done) when other
+        rules go too: nft deletes a rule by its handle, which lowbridge does not keep, so those
+        changes rewrite the table.  An address stays in the address set while another bridge's
+        endpoint (still in ``rules``) has it."""
+        parts = [direct_parts(r) for r in gone]
+        if not parts or any(p is None for p in parts):
+            return False
+        kept = {p[0] for p in map(direct_parts, rules) if p is not None}
+        addrs = ", ".join(dict.fromkeys(ip for ip, _ in parts if ip not in kept))
+        pairs = ", ".join(f'{ip} . "{dev}"' for ip, dev in parts)
+        lines = [f"delete element ip {TABLE} {DIRECT} {{ {pairs} }}"]
+        if addrs:
+            lines.append(f"delete element ip {TABLE} {DIRECT_ADDRS} {{ {addrs} }}")
+        run_script("\n".join(lines) + "\n", "apply nftables rules")
+        return True
+
     def clear(self) -> None:
         self.apply([], None)
 

@@ -355,6 +355,24 @@ def appends(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
     return tail
 
 
+def removals(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
+    """The rules ``old`` loses when that is all it takes to become ``new`` (the rest in the same
+    order) and none of them is a hook, else None: an ``rm`` or a disconnect, whose endpoint's
+    rules go and nothing else changes."""
+    if not new or len(new) >= len(old):
+        return None
+    gone: list[Rule] = []
+    i, n = 0, len(new)
+    for rule in old:
+        if i < n and new[i] == rule:
+            i += 1
+        else:
+            gone.append(rule)
+    if i != n or any(r.chain in BUILTIN_CHAINS for r in gone):
+        return None
+    return gone
+
+
 def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | None:
     """The rules to insert (with their final index in their chain) to turn ``old`` into ``new``.
 

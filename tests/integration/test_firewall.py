@@ -8,6 +8,7 @@ positive control through the same path, so a broken tool cannot pass for a dropp
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -325,6 +326,67 @@ def test_the_rule_record_grows_by_appends_and_a_damaged_one_is_rewritten(lab):
     h.lb("rm", "c")
     ips.remove(ip_of_removed := ips[2])
     assert ip_of_removed not in _direct_drops(lab) and sorted(_direct_drops(lab)) == sorted(ips)
+
+
+def _kernel_rules(lab: Lab) -> object:
+    """lowbridge's rules as the kernel lists them, without counters or handles (set elements
+    sorted: their order is the kernel's)."""
+    h = lab.host
+    if lab.backend == "iptables":
+        saved = h.run(["iptables-save"]).stdout.splitlines()
+        return [ln.split(" [")[0] for ln in saved if "LOWBRIDGE" in ln or "lowbridge" in ln]
+    doc = json.loads(h.run(["nft", "-j", "list", "table", "ip", "lowbridge"]).stdout)["nftables"]
+    out = []
+    for item in doc:
+        if "rule" in item:
+            out.append((item["rule"]["chain"], json.dumps(item["rule"]["expr"])))
+        elif "set" in item:
+            elem = sorted(json.dumps(e) for e in item["set"].get("elem", []))
+            out.append((item["set"]["name"], elem))
+        elif "chain" in item:
+            out.append((item["chain"]["name"], item["chain"].get("policy")))
+    return out
+
+
+REMOVALS = r"""
+import json
+from lowbridge.controller import ContainerRequest, Controller
+ctl = Controller()
+for name in ("a", "b", "c"):
+    ctl.container_create(ContainerRequest(name=name, network="del"))
+ctl.container_create(ContainerRequest(name="pub", network="del", publish=["8080:80"]))
+fw = ctl._firewall().backend.__class__
+applied = []
+real_apply = fw.apply
+fw.apply = lambda self, rules, forward_drop: (applied.append(1), real_apply(self, rules,
+                                                                           forward_drop))
+out = {}
+ctl.container_rm("b")
+out["plain"] = len(applied)
+ctl.container_rm("pub")
+out["published"] = len(applied)
+print(json.dumps(out))
+"""
+
+
+def test_removing_a_sandbox_deletes_its_rules_and_leaves_what_a_rewrite_would(lab):
+    """An rm deletes the sandbox's rules (iptables: -D; nftables: its set elements; a published
+    port's rules make nftables rewrite the table); the kernel then holds what a full rewrite
+    makes, and the ports of the sandboxes left still answer."""
+    import sys
+
+    h = lab.host
+    h.lb("network", "create", "del")
+    serve(h, "web", "del", "-p", "8081:80")
+    out = json.loads(h.run([sys.executable, "-c", REMOVALS], env={**os.environ, **h.env}).stdout)
+    assert out == {"plain": 0, "published": 0 if lab.backend == "iptables" else 1}
+    left = [ip_of(h, name, "del") for name in ("web", "a", "c")]
+    assert sorted(_direct_drops(lab)) == sorted(left)
+    after = _kernel_rules(lab)
+    assert "8080" not in json.dumps(after)
+    h.lb("firewall", "reapply")
+    assert _kernel_rules(lab) == after
+    assert tcp(lab.lan, None, UPLINK, 8081) == f"web-{LAN_IP}"
 
 
 # A library user's process changes the firewall, a CLI process changes it, the library again.

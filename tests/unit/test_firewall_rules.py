@@ -267,3 +267,66 @@ def test_appends_finds_only_plain_additions_at_the_end():
     assert R.appends(R.render(model("172.18.0.3")), old) is None  # one removed
     ported = R.render(R.Model([BR1], [_port("0.0.0.0", 8080, 80)], endpoints=model().endpoints))
     assert R.appends(old, ported) is None  # rules in the middle of chains, and a new hook
+
+
+def test_removals_finds_only_plain_deletions():
+    def model(*ips: str, ports=()) -> R.Model:
+        return R.Model([BR1], list(ports), endpoints=_eps(*((BR1, ip) for ip in ips)))
+
+    full = R.render(model("172.18.0.2", "172.18.0.3", "172.18.0.4"))
+    middle_gone = R.render(model("172.18.0.2", "172.18.0.4"))
+    assert R.removals(full, middle_gone) == [full[-2]]  # the drop of 172.18.0.3
+    assert R.removals(full, R.render(model("172.18.0.2"))) == full[-2:]
+    assert R.removals(full, full) is None  # nothing removed
+    assert R.removals(middle_gone, full) is None  # one added
+    assert R.removals(full, R.render(model("172.18.0.2", "172.18.0.9"))) is None  # replaced
+    assert R.removals(full, []) is None  # the last rules go: the table goes with them
+    # A published port's rules (accept, DNAT, hairpin masquerade) are deletions too.
+    ported = R.render(model("172.18.0.2", "172.18.0.3", ports=[_port("0.0.0.0", 8080, 80)]))
+    plain = R.render(model("172.18.0.2", "172.18.0.3"))
+    gone = R.removals(ported, plain)
+    assert gone == [r for r in ported if r not in plain]
+    assert [(r.table, r.target) for r in gone] == [
+        ("filter", "ACCEPT"),
+        ("nat", "DNAT:172.18.0.2:80"),
+        ("nat", "MASQUERADE"),
+    ]
+    # ...but a hook never goes by itself (other software's rules share builtin chains).
+    hookless = [r for r in plain if r.chain not in R.BUILTIN_CHAINS]
+    assert R.removals(plain, hookless) is None
+
+
+def test_nftables_deletes_only_direct_access_elements(monkeypatch):
+    """An endpoint's drop is a set element: its removal is two element deletions; an address
+    another bridge's endpoint still has stays in the address set; any other rule makes the
+    backend decline (the caller rewrites the table)."""
+    sent = []
+    monkeypatch.setattr(nftables, "run_script", lambda script, what: sent.append(script))
+    br2 = R.FwNetwork("other", "lb-2222222222bb", "172.19.0.0/16")
+    eps = _eps((BR1, "172.18.0.2"), (BR1, "172.18.0.3"), (br2, "172.18.0.3"))
+    rules = R.render(R.Model([BR1, br2], endpoints=eps))
+    kept = R.render(R.Model([BR1, br2], endpoints=eps[:1] + eps[2:]))
+    gone = R.removals(rules, kept)
+    assert nftables.NftablesBackend().remove(gone, kept) is True
+    assert sent == [
+        f'delete element ip lowbridge direct {{ 172.18.0.3 . "{BR1.device}" }}\n'
+    ]  # 172.18.0.3 stays in direct-addrs: the other bridge's endpoint has it
+    sent.clear()
+    remaining = R.render(R.Model([BR1, br2], endpoints=eps[:1]))
+    assert nftables.NftablesBackend().remove(R.removals(rules, remaining), remaining) is True
+    assert "delete element ip lowbridge direct-addrs { 172.18.0.3 }" in sent[0]
+    sent.clear()
+    hook_like = [r for r in rules if nftables.direct_parts(r) is None][:1]
+    assert nftables.NftablesBackend().remove(hook_like, rules) is False and sent == []
+
+
+def test_a_whole_record_is_known_by_its_identity_after_the_rename(tmp_path):
+    """The rename that puts a whole rule record in place sets its ctime: the identity kept for
+    it is the one after the rename, so the next change of this process reads nothing back."""
+    import lowbridge.firewall as F
+
+    fw = F.Firewall("nftables", str(tmp_path))
+    rules = R.render(R.Model([BR1], endpoints=_eps((BR1, "172.18.0.2"))))
+    fw._record(rules)
+    assert F._recorded[0] == F._identity(os.stat(tmp_path / "firewall-rules"))
+    assert fw._applied(False) == rules
