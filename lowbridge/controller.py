@@ -142,10 +142,6 @@ class Controller:
         # Resolver sockets bound by this command, handed to the resolver after the commit.
         self._dns_adopt: dict[str, tuple] = {}
         self.firewall_backend = firewall_backend or config.firewall_backend()
-        # (store generation, model) after this controller's last change; see _fw_model_now.
-        # _fw_pending: the newest _fw_change's target model, until its commit.
-        self._fw_last: tuple | None = None
-        self._fw_pending: tuple | None = None
 
     # ------------------------------------------------------------------ locking and reconcile
     @contextlib.contextmanager
@@ -771,11 +767,10 @@ class Controller:
         """Write the store last, in one transaction, with the firewall brought in line just
         before the commit (its rules are rendered from the store's view inside the transaction);
         honour the test switch before commit."""
-        before = self._fw_model_now()
+        before = self._fw_model()
         with self.store.transaction():
             write()
             self._commit_steps(txs, before)
-        self._fw_committed()
 
     def _commit_steps(self, txs: list[Transaction], before) -> None:  # noqa: ANN001
         """Inside the store transaction, after the writes: the firewall from model ``before``
@@ -796,27 +791,13 @@ class Controller:
         return firewall.Firewall(self.firewall_backend, self.paths.run)
 
     def _fw_model(self):  # noqa: ANN202
+        """The firewall's model of the store as it stands (firewall.model keeps its last
+        result: a library user's next change extends it rather than redoing it)."""
         from lowbridge import firewall
 
         return firewall.model(
             self.store.networks(), self.store.containers(), self.store.endpoints()
         )
-
-    def _fw_model_now(self):  # noqa: ANN202
-        """The model of the store as it stands: the one the last committed change of this
-        controller left, while no other change committed since -- the store's generation says
-        so -- else read anew.  Saves a library user's next change a model, O(sandboxes)
-        (bench/growth.py); its rendering is kept by rules.render itself."""
-        last = self._fw_last
-        if last and self.cluster is None and self.store.get_meta("generation") == last[0]:
-            return last[1]
-        return self._fw_model()
-
-    def _fw_committed(self) -> None:
-        """After a commit whose firewall step ran: remember its model for the next change."""
-        pending, self._fw_pending = self._fw_pending, None
-        if pending is not None and self.cluster is None:
-            self._fw_last = (self.store.get_meta("generation"), pending)
 
     def _fw_change(self, before, after) -> Callable[[], None]:  # noqa: ANN001
         """Bring the firewall from model ``before`` to ``after``; return the undo (which puts
@@ -824,7 +805,6 @@ class Controller:
         from lowbridge.firewall import rules as R
 
         rules_before, rules_after = R.render(before), R.render(after)
-        self._fw_pending = after
         if rules_before == rules_after and R.settings(before) == R.settings(after):
             return lambda: None
         fw = self._firewall()
@@ -906,7 +886,7 @@ class Controller:
     def _create_many(self, reqs: list[ContainerRequest]) -> list[Container]:
         made: list[tuple[Container, Endpoint | None]] = []
         with self._mutation() as nl:
-            before = self._fw_model_now()
+            before = self._fw_model()
             # Kernel undo stacks outside, the store transaction inside: a failed commit still
             # unwinds the kernel; a failure before it rolls the store back first.
             with contextlib.ExitStack() as kernel:
@@ -931,8 +911,6 @@ class Controller:
                             raise exc.within(f"create container {req.name or ''}") from None
                     if txs:
                         self._commit_steps(txs, before)
-            if txs:
-                self._fw_committed()
         for ctr, ep in made:
             if ep is not None:
                 self._flush_conntrack(ctr, ep)

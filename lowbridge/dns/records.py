@@ -91,7 +91,7 @@ class Builder:
 
     def __init__(self) -> None:
         self._nets: dict[str, Network] = {}
-        self._ctrs: dict[str, Container] = {}
+        self.containers: dict[str, Container] = {}  # the last build's, by id
         # endpoint id -> (endpoint, its container's record, the names it registers)
         self._eps: dict[str, tuple[Endpoint, Container | None, list[str]]] = {}
         self._attached: dict[str, dict[str, Endpoint]] = {}  # container id -> its endpoints
@@ -108,7 +108,7 @@ class Builder:
     ) -> dict[str, View]:
         nets = {n.id: n for n in networks}
         ctrs = {c.id: c for c in containers}
-        old_nets, old_ctrs = self._nets, self._ctrs
+        old_nets, old_ctrs = self._nets, self.containers
         replaced = {i for i in old_nets.keys() | nets.keys() if old_nets.get(i) is not nets.get(i)}
         redo = {i for i in old_ctrs.keys() | ctrs.keys() if old_ctrs.get(i) is not ctrs.get(i)}
         for nid in replaced:  # a new Zone (or none), filled below from all its endpoints
@@ -157,7 +157,7 @@ class Builder:
                 continue
             attached = self._attached.get(cid, {}).values()
             self._views[cid] = _view(ctr, attached, nets, zones, ctrs, self._attached, self._host)
-        self._nets, self._ctrs = nets, ctrs
+        self._nets, self.containers = nets, ctrs
         return dict(self._views)
 
     def _forget(self, entry: tuple[Endpoint, Container | None, list[str]], redo: set[str]) -> None:

@@ -79,8 +79,6 @@ class Resolver:
         self.inflight = 0
         self.store = None
         self.builder = records.Builder()
-        # cid -> the container record the last sync saw (the store's memo keeps unchanged ones)
-        self.seen: dict[str, object] = {}
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
         # LOWBRIDGE_DNS_CODEC=library: dnspython for every answer (bench/dns.py compares).
@@ -101,10 +99,10 @@ class Resolver:
         store = self.store
         ctrs = store.containers()
         host = [s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)]
+        seen = self.builder.containers  # the records the last sync saw, by id
         self.views = self.builder.build(store.networks(), ctrs, store.endpoints(), host)
         self.answers.clear()
-        by_id = {c.id: c for c in ctrs}
-        seen, self.seen = self.seen, by_id
+        by_id = self.builder.containers
         for cid, (u, t) in adopted.items():
             ctr = by_id.get(cid)
             if ctr is None or cid not in self.views:

@@ -379,34 +379,36 @@ class Firewall:
         policy = bool(forward_drop) and self.backend.name == "nftables"
         changing = forward_drop is not None and self.backend.name == "iptables"
         old = None if changing else self._applied(policy)
-        tail = R.appends(old, rules) if old is not None else None
-        grown = tail is not None
-        if grown:  # each new rule lands at the end of its chain: no index to work out
-            inserts = [(-1, r) for r in tail]
-        else:
-            inserts = R.insertions(old, rules) if old is not None else None
+        # The cheapest way from the rules in the kernel (as recorded) to ``rules``: appends (a
+        # connect: no index to work out), deletions (an rm: a rewrite of every rule costs ~10-60
+        # ms with a thousand sandboxes), insertions, else a rewrite of them all.
+        tail = gone = inserts = None
+        if old is not None:
+            tail = R.appends(old, rules)
+            gone = None if tail is not None else R.removals(old, rules)
+            if tail is not None:
+                inserts = [(-1, r) for r in tail]
+            elif gone is None:
+                inserts = R.insertions(old, rules)
         self._set_state("dirty", "")  # until the kernel is known to match the record again
-        removed = False
-        if inserts is None and old is not None and (gone := R.removals(old, rules)):
-            # An endpoint's rules went, nothing else: delete them (a rewrite of every rule costs
-            # ~10-60 ms with a thousand sandboxes).
-            with contextlib.suppress(KernelError):  # the kernel no longer matched: rewrite
-                removed = self.backend.remove(gone, rules)
-            if removed:
-                inserts = []
-        if inserts:
-            at_end = [True] * len(inserts) if grown else R.appended(inserts, rules)
-            try:
-                self.backend.insert(inserts, at_end)
-            except KernelError:
-                inserts = None  # the kernel no longer matched the record: rewrite it all
-        if inserts is None:
+        done = False  # the kernel brought in line without a rewrite
+        with contextlib.suppress(KernelError):  # the kernel no longer matched: rewrite it all
+            if gone:
+                done = self.backend.remove(gone, rules)
+            elif inserts is not None:
+                if inserts:
+                    at_end = (
+                        [True] * len(inserts) if tail is not None else R.appended(inserts, rules)
+                    )
+                    self.backend.insert(inserts, at_end)
+                done = True
+        if not done:
             self.backend.apply(rules, forward_drop)
             self._record(rules if rules else None, policy)
-        elif grown:  # only appended to the rendering: the record grows by what was added
+        elif tail is not None:  # only appended to: the record grows by what was added
             if tail:
                 self._record_appended(rules, tail, policy)
-        elif inserts or removed:
+        elif inserts or gone:
             self._record(rules, policy)
         if previous != (now := self.backend.name if not m.empty else None):
             self._set_state("backend", now)
