@@ -21,9 +21,9 @@ import logging
 import os
 import signal
 
-from lowbridge import kv
 from lowbridge.config import Paths, host_lock
 from lowbridge.models import Endpoint, Network
+from lowbridge.store import etcd as kv
 
 log = logging.getLogger("lowbridge-agent")
 RETRY = 0.5  # seconds between attempts while etcd is unreachable
@@ -67,8 +67,8 @@ class Agent:
 
     def _gc(self, nets: dict[str, Network]) -> None:
         """Remove this host's overlay namespaces of networks deleted elsewhere."""
-        from lowbridge import netns
         from lowbridge.drivers import overlay
+        from lowbridge.kernel import netns
 
         live = {overlay.ns_name(n) for n in nets.values()}
         if not os.path.isdir(netns.NETNS_RUN_DIR):
@@ -152,10 +152,16 @@ class Agent:
 
 
 def main(paths: Paths, url: str) -> int:
-    from lowbridge.cluster import host_id
+    from lowbridge.store.cluster import read_host_id
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s lowbridge-agent: %(message)s")
-    agent = Agent(paths, url, host_id(paths))
+    host = read_host_id(paths.host_id)
+    if host is None:
+        from lowbridge.errors import InvalidInput
+
+        raise InvalidInput("this host has not joined the cluster yet: run a lowbridge command "
+                           "with --store first")  # fmt: skip
+    agent = Agent(paths, url, host)
     log.info("host %s watching %s", agent.host, url)
     asyncio.run(agent.run())
     return 0

@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from lowbridge.errors import InvalidInput, StoreError
 
 ROOT_ENV = "LOWBRIDGE_ROOT"
 BACKEND_ENV = "LOWBRIDGE_FIREWALL_BACKEND"
@@ -32,7 +35,11 @@ def setting(key: str, env: str, default: str) -> str:
     import configparser
 
     parser = configparser.ConfigParser()
-    parser.read(path)
+    try:
+        parser.read(path)
+    except configparser.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InvalidInput(f"config file {path}: {first}") from None
     return parser.get("lowbridge", key, fallback=default)
 
 
@@ -73,8 +80,8 @@ def host_lock(paths: Paths) -> Iterator[None]:
     flock is released by the kernel when the process dies, so a crash never wedges it; the fd
     is close-on-exec so processes started under it (run -d) do not inherit it.
     """
-    os.makedirs(paths.state, mode=0o700, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    private_dir(paths.state)
+    fd = private_file(paths.lock, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -109,8 +116,21 @@ class Paths:
         return os.path.join(self.state, "lock")
 
     @property
+    def host_id(self) -> str:
+        """This host's identity in a cluster (written once it has joined one)."""
+        return os.path.join(self.state, "host-id")
+
+    @property
     def boot_marker(self) -> str:
         return os.path.join(self.run, "booted")
+
+    def run_dir(self, *sub: str) -> str:
+        """``run`` (or a directory in it), made if missing: root's alone (0700), as everything
+        lowbridge keeps there is for lowbridge (sockets, logs, rule records, UTS namespaces)."""
+        path = private_dir(self.run)
+        for part in sub:
+            path = private_dir(os.path.join(path, part))
+        return path
 
     def logs(self, container_id: str) -> str:
         return os.path.join(self.run, "containers", container_id + ".log")
@@ -121,3 +141,34 @@ class Paths:
 
     def etc_dir(self, netns_name: str) -> str:
         return os.path.join(self.etc_netns, netns_name)
+
+
+def private_dir(path: str, mode: int = 0o700) -> str:
+    """Make ``path`` (and missing parents) a directory of ours with exactly ``mode``, whatever
+    the umask; refuse a symlink or a directory another user owns, where someone else could plant
+    files lowbridge then writes through as root.  Returns ``path``."""
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        private_dir(parent, mode)  # os.makedirs would give missing parents the umask's mode
+    try:
+        os.makedirs(path, mode=mode, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise StoreError(f"make directory {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise StoreError(f"{path} is not a directory of lowbridge's (a link, or another user's)")
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+    return path
+
+
+def private_file(path: str, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` of a file lowbridge keeps: never through a symlink (O_NOFOLLOW), close on
+    exec, created with ``mode`` whatever the umask.  Returns the descriptor."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise StoreError(f"open {path}: {exc.strerror}") from None
+    if flags & os.O_CREAT and stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+        os.fchmod(fd, mode)
+    return fd

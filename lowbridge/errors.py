@@ -29,6 +29,11 @@ class LowbridgeError(Exception):
         self.args = (f"{context}: {self.args[0] if self.args else ''}",) + self.args[1:]
         return self
 
+    def noting(self, note: str) -> LowbridgeError:
+        """Return the same error with ``note`` appended in parentheses (still one line)."""
+        self.args = (f"{self.args[0] if self.args else ''} ({note})",) + self.args[1:]
+        return self
+
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else self.__class__.__name__
 

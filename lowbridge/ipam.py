@@ -125,6 +125,31 @@ def _usable(subnet: IPv4Network, addr: IPv4Address) -> bool:
     return addr not in (subnet.network_address, subnet.broadcast_address)
 
 
+# Prefixes no network may use: they mean something to every IPv4 stack (RFC 6890): "this
+# network", loopback, multicast, reserved and broadcast.
+SPECIAL = tuple(
+    (IPv4Network(prefix), what)
+    for prefix, what in (
+        ("0.0.0.0/8", '"this network" (0.0.0.0/8)'),
+        ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+        ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+        ("240.0.0.0/4", "reserved (240.0.0.0/4, with the broadcast address)"),
+    )
+)
+
+
+def check_usable_subnet(net: IPv4Network, text: str) -> None:
+    """Refuse a subnet no bridge, macvlan or overlay network can work in."""
+    for prefix, what in SPECIAL:
+        if net.overlaps(prefix):
+            raise InvalidInput(f"invalid subnet {text}: it is {what} address space")
+    if net.prefixlen > 30:
+        raise InvalidInput(
+            f"invalid subnet {text}: a /{net.prefixlen} leaves no room for a gateway and an "
+            "endpoint (at most /30)"
+        )
+
+
 def plan_pool(
     *,
     subnet: str | None,
@@ -135,25 +160,36 @@ def plan_pool(
     reserved: Iterable[IPv4Network] = (),
     with_gateway: bool = True,
     pools: Iterable[tuple[str, int]] = DEFAULT_POOLS,
+    host_addresses: Iterable[str] = (),
+    held: Iterable[tuple[IPv4Network, str]] = (),
 ) -> Pool:
     """Validate the user's IPAM flags against the other networks and return the network's Pool.
 
     ``taken`` are the subnets of the other networks (a new subnet must overlap none of them);
     ``reserved`` are host prefixes avoided only when lowbridge picks the subnet itself, as Docker
-    does.  Raises InvalidInput for malformed or inconsistent values, Conflict for overlaps.
+    does; ``host_addresses`` the host's own, which a gateway must not be (a bridge that takes
+    the host's address breaks the host's own network).  Raises InvalidInput for malformed or
+    inconsistent values, Conflict for overlaps.  ``held`` are (subnet, device) of lowbridge's
+    devices that no network of the store owns (a store lost or replaced): neither chosen nor
+    given, while their devices hold them.
     """
-    taken = list(taken)
+    taken, held = list(taken), list(held)
     if subnet is None:
         if gateway or ip_range or aux_addresses:
             raise InvalidInput("--gateway, --ip-range and --aux-address need --subnet")
-        net = choose_subnet(taken, reserved, pools)
+        net = choose_subnet(taken + [h for h, _ in held], reserved, pools)
     else:
         net = parse_network(subnet, "subnet")
-        if net.prefixlen > 31:
-            raise InvalidInput(f"invalid subnet {subnet}: a /32 has no room for an endpoint")
+        check_usable_subnet(net, subnet)
         for other in taken:
             if net.overlaps(other):
                 raise Conflict(f"subnet {net} overlaps with another network's subnet {other}")
+        for other, device in held:
+            if net.overlaps(other):
+                raise Conflict(
+                    f"subnet {net} overlaps {other}, held by {device}: a device of "
+                    "lowbridge's that its store does not know (was the store lost?)"
+                )
 
     rng = None
     if ip_range is not None:
@@ -177,6 +213,11 @@ def plan_pool(
             raise Conflict(f"gateway {gw} is also an aux-address")
     elif with_gateway:
         gw = lowest_free(net, rng, set(aux.values()))
+    if gw is not None and str(gw) in set(host_addresses):
+        raise Conflict(
+            f"gateway {gw} is an address of this host (subnet {net} is the host's own "
+            "network): choose another --subnet or --gateway"
+        )
     return Pool(subnet=net, gateway=gw, ip_range=rng, aux_addresses=aux)
 
 

@@ -40,7 +40,7 @@ def env(
     child_env: list[str] = (),  # type: ignore[assignment]
 ) -> list[str]:
     """The variables Docker sets for a link, in Docker's order; ``ports`` in link order
-    (:func:`lowbridge.ports.exposed`)."""
+    (:attr:`lowbridge.models.Container.exposed`)."""
     prefix_alias = alias.upper().replace("-", "_")
     out: list[str] = []
     start = end = None

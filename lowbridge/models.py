@@ -1,27 +1,33 @@
-"""The records lowbridge keeps: networks, containers (sandboxes) and endpoints, as plain data.
+"""The records lowbridge keeps -- networks, containers (sandboxes), endpoints -- and a view of them.
 
-They round-trip through JSON documents (``to_doc``/``from_doc``) so any store -- SQLite here, etcd
-later -- keeps them without knowing their fields.  Addresses held by endpoints *are* the IPAM
-leases: there is no second table to drift out of step with them.
+Records are immutable (frozen dataclasses whose collections are tuples and read-only mappings):
+a change makes new records with :func:`dataclasses.replace`, so a record once read can be shared,
+kept and compared by anyone without being changed under them.  They round-trip through JSON
+documents (``to_doc``/``from_doc``), so a store keeps them without knowing their fields.
+Addresses held by endpoints *are* the IPAM leases: there is no second table to drift out of step.
+
+:class:`View` is one consistent reading of the store (what a change plans against).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from functools import cached_property
+from types import MappingProxyType
 
+from lowbridge.errors import InvalidInput, NotFound
 from lowbridge.ipam import Pool
-
-
-def _doc(record: object) -> dict:
-    """A record's fields for json.dumps: a shallow copy, sharing the nested lists and dicts
-    with the record (dataclasses.asdict deep-copies them, ~0.1 ms a sandbox record), so
-    serialize it, do not change it."""
-    return dict(vars(record))
-
+from lowbridge.ports import Exposed, PortMapping
 
 DEFAULT_NETWORK = "bridge"
 PREDEFINED = ("bridge", "host", "none")
+EMPTY: Mapping[str, str] = MappingProxyType({})
+# Docker's option names that more than one module reads.
+OPT_MTU = "com.docker.network.driver.mtu"
+OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"  # an overlay's VXLAN id
 
 
 def now() -> str:
@@ -30,7 +36,26 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
-@dataclass
+def frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
+    """A read-only copy of ``mapping``."""
+    return MappingProxyType(dict(mapping)) if mapping else EMPTY
+
+
+def _doc(record: object) -> dict:
+    """A record's fields for json.dumps: tuples become arrays as they stand, mappings dicts."""
+    out = {}
+    for name in _field_names(type(record)):
+        value = getattr(record, name)
+        out[name] = dict(value) if isinstance(value, MappingProxyType) else value
+    return out
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@dataclass(frozen=True, slots=True)
 class Network:
     """A network: its driver, address pool, options and the kernel device made for it."""
 
@@ -39,8 +64,8 @@ class Network:
     driver: str
     pool: Pool | None = None
     internal: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    options: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    options: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     created: str = field(default_factory=now)
     # Kernel device lowbridge made for the network (bridge name); None for host/none.
     device: str | None = None
@@ -57,11 +82,14 @@ class Network:
 
     @property
     def mtu(self) -> int | None:
-        value = self.options.get("com.docker.network.driver.mtu")
+        value = self.options.get(OPT_MTU)
         return int(value) if value else None
 
+    @property
+    def vni(self) -> str | None:
+        return self.options.get(OPT_VNI)
+
     def to_doc(self) -> dict:
-        """For JSON (see :func:`_doc`)."""
         doc = _doc(self)
         doc["pool"] = self.pool.to_doc() if self.pool else None
         return doc
@@ -70,10 +98,12 @@ class Network:
     def from_doc(cls, doc: dict) -> Network:
         doc = dict(doc)
         doc["pool"] = Pool.from_doc(doc["pool"]) if doc.get("pool") else None
+        doc["labels"] = frozen(doc.get("labels"))
+        doc["options"] = frozen(doc.get("options"))
         return cls(**doc)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Container:
     """A sandbox: a named network namespace, plus what lowbridge started in it."""
 
@@ -82,44 +112,73 @@ class Container:
     netns: str  # path of the bind mount, /run/netns/<name>
     netns_owned: bool = True  # False when adopted with --netns: never delete what we did not make
     created: str = field(default_factory=now)
-    command: list[str] = field(default_factory=list)
+    command: tuple[str, ...] = ()
     pid: int | None = None  # the detached process (run -d), if any
     pid_start: int | None = None  # its start time in clock ticks, to survive pid reuse
     hostname: str = ""
-    network_mode: str = "bridge"  # the network named at create/run time (Docker's HostConfig)
-    ports: list[dict] = field(default_factory=list)  # PortMapping documents (-p)
-    extra_hosts: list[list[str]] = field(default_factory=list)  # [name, ip] (--add-host)
-    dns: list[str] = field(default_factory=list)  # --dns
-    dns_search: list[str] = field(default_factory=list)  # --dns-search
-    dns_options: list[str] = field(default_factory=list)  # --dns-option
-    expose: list[str] = field(default_factory=list)  # --expose PORT/PROTO (Config.ExposedPorts)
-    links: list[list[str]] = field(default_factory=list)  # [container name, alias] (--link)
-    env: list[str] = field(default_factory=list)  # -e KEY=VALUE
-    link_env: list[str] = field(default_factory=list)  # what --link adds (links.env)
-    # The embedded resolver's ports on 127.0.0.11 inside the sandbox ([udp, tcp]); set once the
+    network_mode: str = DEFAULT_NETWORK  # the network named at create/run (Docker's HostConfig)
+    ports: tuple[PortMapping, ...] = ()  # -p, resolved to host ports
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, ip) of --add-host
+    dns: tuple[str, ...] = ()  # --dns
+    dns_search: tuple[str, ...] = ()  # --dns-search
+    dns_options: tuple[str, ...] = ()  # --dns-option
+    expose: tuple[Exposed, ...] = ()  # --expose (Config.ExposedPorts; -p adds its own)
+    links: tuple[tuple[str, str], ...] = ()  # (container name, alias) of --link
+    env: tuple[str, ...] = ()  # -e KEY=VALUE
+    link_env: tuple[str, ...] = ()  # what --link adds (links.env)
+    # The embedded resolver's ports on 127.0.0.11 inside the sandbox (udp, tcp); set once the
     # sandbox first joins a user-defined network (Docker starts its resolver then) and kept, so a
-    # restarted resolver binds the same ports and the DNAT rules stay valid (dns-notes 5.4).
-    dns_ports: list[int] = field(default_factory=list)
+    # restarted resolver binds the same ports and the redirect stays valid (dns-notes 5.4).
+    dns_ports: tuple[int, ...] = ()
+    # An adopted namespace's own default route before lowbridge replaced it (gateway or "",
+    # interface name), put back when lowbridge's last interface there goes.
+    adopted_route: tuple[str, str] | None = None
 
     @property
     def host_network(self) -> bool:
         """``--network host``: no namespace of its own (``netns`` is empty)."""
-        return self.network_mode == "host"
+        return not self.netns
 
     @property
-    def environment(self) -> list[str]:
+    def environment(self) -> tuple[str, ...]:
         """KEY=VALUE for the processes run/exec start: links first, then -e (which wins)."""
-        return [*self.link_env, *self.env]
+        return (*self.link_env, *self.env)
+
+    @property
+    def exposed(self) -> list[Exposed]:
+        """``--expose`` plus the container side of ``-p`` (Docker adds published ports to
+        ExposedPorts), once each, in Docker's link order (TCP first, then by number)."""
+        found = set(self.expose) | {Exposed(m.container_port, m.proto) for m in self.ports}
+        return sorted(found, key=lambda p: (p.proto != "tcp", p.proto, p.port))
 
     def to_doc(self) -> dict:
-        return _doc(self)
+        doc = _doc(self)
+        doc["ports"] = [m.to_doc() for m in self.ports]
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict) -> Container:
+        doc = dict(doc)
+        for key in ("command", "dns", "dns_search", "dns_options", "env", "link_env", "dns_ports"):
+            doc[key] = tuple(doc.get(key, ()))
+        doc["ports"] = tuple(PortMapping.from_doc(d) for d in doc.get("ports", ()))
+        doc["expose"] = tuple(_exposed(e) for e in doc.get("expose", ()))
+        doc["extra_hosts"] = tuple((n, ip) for n, ip in doc.get("extra_hosts", ()))
+        doc["links"] = tuple((n, alias) for n, alias in doc.get("links", ()))
+        route = doc.get("adopted_route")
+        doc["adopted_route"] = tuple(route) if route else None
         return cls(**doc)
 
 
-@dataclass
+def _exposed(item: str | list) -> Exposed:
+    """An exposed port as stored: [port, proto] (or "80/tcp", as stores before 0.2 kept it)."""
+    if isinstance(item, str):
+        port, _, proto = item.partition("/")
+        return Exposed(int(port), proto or "tcp")
+    return Exposed(int(item[0]), item[1])
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One container's attachment to one network."""
 
@@ -132,26 +191,41 @@ class Endpoint:
     gateway: str | None = None
     mac: str | None = None
     host_ifname: str | None = None  # host end of the veth
-    aliases: list[str] = field(default_factory=list)  # --network-alias / connect --alias
+    aliases: tuple[str, ...] = ()  # --network-alias / connect --alias
     # Global-scope (overlay) endpoints are seen by every host: who has it, and its DNS names.
     host: str | None = None  # cluster host id
     vtep: str | None = None  # that host's VXLAN endpoint address
     container_name: str | None = None
-    dns_names: list[str] = field(default_factory=list)
+    dns_names: tuple[str, ...] = ()
 
     @property
-    def address(self) -> IPv4Address | None:
-        return IPv4Address(self.ip) if self.ip else None
+    def key(self) -> tuple[str, str]:
+        """What the store knows it by: (network id, container id)."""
+        return self.network_id, self.container_id
 
     def to_doc(self) -> dict:
         return _doc(self)
 
     @classmethod
     def from_doc(cls, doc: dict) -> Endpoint:
+        doc = dict(doc)
+        doc["aliases"] = tuple(doc.get("aliases", ()))
+        doc["dns_names"] = tuple(doc.get("dns_names", ()))
         return cls(**doc)
 
 
-def gateway_endpoint(eps: list[Endpoint], nets: dict[str, Network]) -> Endpoint | None:
+@dataclass(frozen=True)
+class JournalEntry:
+    """A change under way, as the store's journal keeps it: its operation and its plan (a JSON
+    document the operation reads back to finish or undo the change)."""
+
+    id: str
+    op: str
+    doc: dict
+    created: str = field(default_factory=now)
+
+
+def gateway_endpoint(eps: Iterable[Endpoint], nets: Mapping[str, Network]) -> Endpoint | None:
     """The endpoint that provides the sandbox's default route, by Docker's rule.
 
     moby ``Endpoint.Less`` (sandbox.go): non-internal before internal, then by network name;
@@ -159,3 +233,122 @@ def gateway_endpoint(eps: list[Endpoint], nets: dict[str, Network]) -> Endpoint 
     """
     candidates = [e for e in eps if e.gateway and e.network_id in nets]
     return min(candidates, key=lambda e: nets[e.network_id].name, default=None)
+
+
+class View:
+    """One consistent reading of the store: its records, and lookups over them.
+
+    Immutable like the records; :meth:`changed` gives the view after a commit.  A store may
+    hand a ``loader`` (table name -> records) instead of the records: each table is then read on
+    first use.  The lookups' indexes are built on first use too."""
+
+    def __init__(
+        self,
+        networks: Iterable[Network] = (),
+        containers: Iterable[Container] = (),
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        loader: Callable[[str], tuple] | None = None,
+    ):
+        self._loader = loader
+        if loader is None:
+            self.__dict__.update(
+                networks=tuple(networks), containers=tuple(containers), endpoints=tuple(endpoints)
+            )
+
+    @cached_property
+    def networks(self) -> tuple[Network, ...]:
+        return self._loader("networks")  # type: ignore[misc]
+
+    @cached_property
+    def containers(self) -> tuple[Container, ...]:
+        return self._loader("containers")  # type: ignore[misc]
+
+    @cached_property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self._loader("endpoints")  # type: ignore[misc]
+
+    @cached_property
+    def nets(self) -> dict[str, Network]:
+        """Networks by id."""
+        return {n.id: n for n in self.networks}
+
+    @cached_property
+    def ctrs(self) -> dict[str, Container]:
+        """Containers by id."""
+        return {c.id: c for c in self.containers}
+
+    @cached_property
+    def _by_container(self) -> dict[str, list[Endpoint]]:
+        out: dict[str, list[Endpoint]] = {}
+        for ep in self.endpoints:
+            out.setdefault(ep.container_id, []).append(ep)
+        return out
+
+    def endpoints_of(self, container_id: str) -> list[Endpoint]:
+        return list(self._by_container.get(container_id, ()))
+
+    def endpoints_on(self, network_id: str) -> list[Endpoint]:
+        return [e for e in self.endpoints if e.network_id == network_id]
+
+    def network(self, ref: str) -> Network:
+        return resolve("network", ref, self.networks)
+
+    def container(self, ref: str) -> Container:
+        return resolve("container", ref, self.containers)
+
+    def network_named(self, name: str) -> Network | None:
+        return next((n for n in self.networks if n.name == name), None)
+
+    def changed(
+        self,
+        put: Iterable[Network | Container | Endpoint] = (),
+        gone: Iterable[Network | Container | Endpoint] = (),
+    ) -> View:
+        """The view with records ``put`` (new ones last, replaced ones in place) and without
+        those ``gone`` -- what the store holds after committing that change."""
+        tables = [list(self.networks), list(self.containers), list(self.endpoints)]
+        doomed: list[set] = [set(), set(), set()]
+        for record in gone:
+            i, key = _slot(record)
+            doomed[i].add(key)
+        for i, keys in enumerate(doomed):
+            if keys:
+                tables[i] = [r for r in tables[i] if _slot(r)[1] not in keys]
+        where = [None, None, None]  # key -> index, built for a table on its first put
+        for record in put:
+            i, key = _slot(record)
+            if where[i] is None:
+                where[i] = {_slot(r)[1]: n for n, r in enumerate(tables[i])}
+            n = where[i].get(key)
+            if n is None:
+                where[i][key] = len(tables[i])
+                tables[i].append(record)
+            else:
+                tables[i][n] = record
+        return View(*tables)
+
+
+def _slot(record: Network | Container | Endpoint) -> tuple[int, object]:
+    if isinstance(record, Network):
+        return 0, record.id
+    if isinstance(record, Container):
+        return 1, record.id
+    return 2, record.key
+
+
+def resolve(kind: str, ref: str, items: Iterable):  # noqa: ANN201
+    """Docker's lookup order: full id, then name, then unique id prefix."""
+    items = list(items)
+    for item in items:
+        if item.id == ref:
+            return item
+    for item in items:
+        if item.name == ref:
+            return item
+    matches = [item for item in items if item.id.startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise InvalidInput(f"{kind} {ref} is ambiguous ({len(matches)} matches by id prefix)")
+    raise NotFound(f"{kind} {ref} not found")

@@ -47,7 +47,9 @@ def network_rows(networks: list[Network], no_trunc: bool = False) -> list[list[s
 
 
 def _scope(net: Network) -> str:
-    return "global" if net.driver == "overlay" else "local"
+    from lowbridge import drivers
+
+    return drivers.get(net.driver).scope
 
 
 def container_status(ctr: Container, pids: list[int]) -> str:
@@ -94,7 +96,7 @@ def network_doc(
         "Options": dict(net.options),
         "Labels": dict(net.labels),
         "Device": net.device or "",
-    } | ({"Peers": peers(endpoints, hosts or {})} if net.driver == "overlay" else {})
+    } | ({"Peers": peers(endpoints, hosts or {})} if _scope(net) == "global" else {})
 
 
 def peers(endpoints: list[Endpoint], hosts: dict[str, dict]) -> list[dict]:
@@ -141,7 +143,7 @@ def container_doc(
         }
     settings: dict = {
         "SandboxKey": ctr.netns,
-        "Ports": ports.docker_ports([ports.PortMapping.from_doc(d) for d in ctr.ports]),
+        "Ports": ports.docker_ports(list(ctr.ports)),
         "Networks": nets,
     }
     # docker inspect repeats the default bridge endpoint's values at the top level.
@@ -167,10 +169,7 @@ def container_doc(
             "Hostname": ctr.hostname,
             "Cmd": ctr.command or None,
             "Env": ctr.environment or None,
-            "ExposedPorts": {
-                f"{p}/{proto}": {} for p, proto in ports.exposed(ctr.expose, ctr.ports)
-            }
-            or None,
+            "ExposedPorts": {str(p): {} for p in ctr.exposed} or None,
         },
         "HostConfig": {
             "NetworkMode": ctr.network_mode,
@@ -179,7 +178,7 @@ def container_doc(
             "DnsSearch": list(ctr.dns_search),
             "DnsOptions": list(ctr.dns_options),
             "ExtraHosts": [f"{name}:{ip}" for name, ip in ctr.extra_hosts] or None,
-            "PortBindings": ports.docker_ports([ports.PortMapping.from_doc(d) for d in ctr.ports]),
+            "PortBindings": ports.docker_ports(list(ctr.ports)),
         },
         "NetworkSettings": settings,
         "LowbridgeNetnsOwned": ctr.netns_owned,

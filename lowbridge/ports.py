@@ -13,12 +13,23 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from lowbridge.errors import Conflict, InvalidInput
 from lowbridge.ipam import parse_address
 
 PROTOCOLS = ("tcp", "udp")
 MAX_RANGE = 1024  # one rule per port per table: keep a typo from making 60k rules
+
+
+class Exposed(NamedTuple):
+    """A port the container says it serves (``--expose``, Docker's ExposedPorts key)."""
+
+    port: int
+    proto: str
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.proto}"
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,8 @@ class PortMapping:
 
 
 def _port(text: str, spec: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    # isascii: str.isdigit() and int() also take other scripts' digits ("٨١٨١" is 8181).
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise InvalidInput(f"invalid port {text!r} in publish spec {spec!r}: must be 1-65535")
     return int(text)
 
@@ -150,19 +162,10 @@ def check_free(mapping: PortMapping) -> None:
             raise Conflict(f"Bind for {where} failed: {exc.strerror}") from None
 
 
-def parse_expose(spec: str) -> list[tuple[int, str]]:
-    """``--expose PORT[-END][/PROTO]`` -> [(port, proto)] (Docker's ExposedPorts keys)."""
+def parse_expose(spec: str) -> list[Exposed]:
+    """``--expose PORT[-END][/PROTO]`` -> the exposed ports (Docker's ExposedPorts keys)."""
     rest, _, proto = spec.partition("/")
     proto = (proto or "tcp").lower()
     if proto not in PROTOCOLS:
         raise InvalidInput(f"invalid protocol {proto!r} in --expose {spec!r}: tcp or udp")
-    return [(port, proto) for port in _range(rest, spec)]
-
-
-def exposed(expose: list[str], mappings: list[dict]) -> list[tuple[int, str]]:
-    """A container's exposed ports: ``--expose`` plus the container side of ``-p`` (Docker adds
-    published ports to ExposedPorts), deduplicated, in Docker's link order (TCP first, then by
-    number)."""
-    found = {p for spec in expose for p in parse_expose(spec)}
-    found |= {(d["container_port"], d["proto"]) for d in mappings}
-    return sorted(found, key=lambda p: (p[1] != "tcp", p[1], p[0]))
+    return [Exposed(port, proto) for port in _range(rest, spec)]

@@ -15,8 +15,12 @@ import os
 import signal
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from lowbridge.errors import KernelError
+
+if TYPE_CHECKING:
+    import subprocess
 
 HOSTS_HEADER = (
     "127.0.0.1\tlocalhost\n"
@@ -122,9 +126,13 @@ def write_files(directory: str, files: dict[str, str] | None) -> None:
     if files is None:
         remove_files(directory)
         return
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    # 0755 and 0644: processes in the sandbox read these as any user (ip netns exec binds them
+    # over /etc/hosts and /etc/resolv.conf).
+    from lowbridge.config import private_dir, private_file
+
+    private_dir(directory, 0o755)
     for name, text in files.items():
-        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = private_file(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.truncate()
@@ -171,17 +179,20 @@ def environment(items: Iterable[str]) -> dict[str, str]:
 
 
 def spawn_detached(
-    argv: list[str], log_path: str, env: dict[str, str] | None = None
-) -> tuple[int, int | None]:
-    """Start ``argv`` (see :func:`exec_argv`) detached: own session, output to ``log_path``."""
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "ab") as log:
-        try:
-            import subprocess
+    argv: list[str], log_path: str, env: dict[str, str] | None = None, stdin: int | None = None
+) -> subprocess.Popen:
+    """Start ``argv`` (see :func:`exec_argv`) detached: a session of its own, its output
+    appended to ``log_path`` (root's alone: 0600, never through a symlink)."""
+    import subprocess
 
-            proc = subprocess.Popen(
+    from lowbridge.config import private_file
+
+    fd = private_file(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    with os.fdopen(fd, "ab") as log:
+        try:
+            return subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
@@ -189,7 +200,6 @@ def spawn_detached(
             )
         except OSError as exc:
             raise KernelError.from_os(f"start {argv[0]}", exc) from None
-    return proc.pid, start_time(proc.pid)
 
 
 def running_pids(netns_paths: Iterable[str]) -> dict[str, list[int]]:
@@ -236,9 +246,13 @@ def kill_all(netns_path: str, timeout: float = 5.0) -> None:
 
 
 def kill_group(pid: int) -> None:
-    """SIGKILL the process group led by ``pid`` (a process started with its own session)."""
-    with contextlib.suppress(ProcessLookupError):
+    """SIGKILL the process group led by ``pid`` (a process started with its own session), or
+    ``pid`` alone when it leads none."""
+    try:
         os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     _reap([pid])
 
 

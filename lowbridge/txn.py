@@ -1,67 +1,52 @@
-"""Named steps with an undo stack: every mutation is all-or-nothing.
+"""Named steps with an undo stack: every change is all-or-nothing.
 
-A mutation runs its kernel changes as named steps; the undo of each is registered right after it
-succeeds.  If any later step (or the final persist) fails, the undos run in reverse order, best
-effort, and the original error propagates -- so the kernel, and (because the store is written last,
-in one transaction) the store, are exactly as before.
+A change runs its kernel steps through :meth:`Transaction.run`; the undo of each is registered
+right after it succeeds.  If any later step (or the final commit) fails, the undos run in reverse
+order, best effort, and the original error propagates -- so the kernel, and (because the store is
+written last, in one transaction) the store, are exactly as before.  A change whose process dies
+instead is undone by the next command from its journal entry (lowbridge.controller.journal).
 
-Fault injection, for tests only: with ``LOWBRIDGE_FAIL_AT=<op>:<step>`` in the environment, the
-named step raises :class:`InjectedFailure` *after* it has made its change, which proves that its
-undo (and every earlier one) really restores the previous state.  ``STEPS`` lists every step of
-every operation; :meth:`Transaction.step` refuses names not listed there, so the list that tests
-iterate over cannot fall behind the code.
+Fault injection, for tests only, with ``LOWBRIDGE_FAIL_AT=<op>:<step>[:kill]`` in the environment:
+right *after* the named step has made its change, the step raises :class:`InjectedFailure` --
+which proves that its undo (and every earlier one) restores the previous state -- or, with
+``:kill``, the process SIGKILLs itself, which proves that the next command finishes or undoes what
+it left (``:crash`` raises :class:`Crashed` instead: the in-process stand-in for a kill that the
+unit tests use).  ``LOWBRIDGE_TRACE_STEPS=<file>`` appends each step run as ``<op>:<step>`` to
+the file, which is how the tests learn every step of an operation: there is no list to fall
+behind.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from lowbridge.errors import InjectedFailure, LowbridgeError
+from lowbridge.errors import InjectedFailure
 
 _T = TypeVar("_T")
 FAIL_ENV = "LOWBRIDGE_FAIL_AT"
+TRACE_ENV = "LOWBRIDGE_TRACE_STEPS"
 
-# Every operation's steps, in the order they run.  "persist" is always last.
-STEPS: dict[str, tuple[str, ...]] = {
-    "network-create": (
-        "create-device",
-        "mark-device",
-        "device-address",
-        "device-up",
-        "firewall",
-        "persist",
-    ),
-    "network-connect": (
-        "dns-redirect",  # started first, waited for after etc-files (Controller._connect)
-        "ensure-network",
-        "create-interface",
-        "configure-interface",
-        "default-route",
-        "etc-files",
-        "firewall",
-        "persist",
-    ),
-    "container-create": ("create-netns", "create-uts", "loopback-up", "persist"),
-}
+
+class Crashed(BaseException):
+    """The in-process stand-in for a kill (tests): the change stops where it is, with no
+    rollback and its journal entry left, as if its process had died."""
 
 
 class Transaction:
-    """The undo stack of one mutation (see the module docstring)."""
+    """The undo stack of one change (see the module docstring)."""
 
     def __init__(self, op: str):
-        if op not in STEPS:
-            raise ValueError(f"unknown operation {op}")
         self.op = op
         self._undo: list[tuple[str, Callable[[], object]]] = []
         self._fail_at = os.environ.get(FAIL_ENV)
+        self._trace = os.environ.get(TRACE_ENV)
 
-    def step(self, name: str, do: Callable[[], _T], undo: Callable[[], object] | None = None) -> _T:
+    def run(self, name: str, do: Callable[[], _T], undo: Callable[[], object] | None = None) -> _T:
         """Run ``do``; remember ``undo`` for rollback; then honour the fault-injection switch."""
-        if name not in STEPS[self.op]:
-            raise ValueError(f"step {name} is not declared for {self.op}")
         result = do()
         if undo is not None:
             self._undo.append((name, undo))
@@ -69,7 +54,17 @@ class Transaction:
         return result
 
     def check(self, name: str) -> None:
-        """Raise InjectedFailure if the test switch names this step."""
+        """The test hooks after step ``name`` (see the module docstring)."""
+        if self._trace:
+            with open(self._trace, "a") as f:
+                f.write(f"{self.op}:{name}\n")
+        if self._fail_at is None or not self._fail_at.startswith(f"{self.op}:{name}"):
+            return
+        if self._fail_at == f"{self.op}:{name}:kill":
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self._fail_at == f"{self.op}:{name}:crash":
+            raise Crashed(f"{self.op}: crashed after step {name}")
         if self._fail_at == f"{self.op}:{name}":
             raise InjectedFailure(f"{self.op}: injected failure after step {name}")
 
@@ -86,18 +81,6 @@ class Transaction:
             print(f"lowbridge: warning: rollback of {self.op}: {text}", file=sys.stderr)
         return errors
 
-    def __enter__(self) -> Transaction:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is not None:
-            self.rollback()
-        else:
-            self._undo.clear()
-
-
-def wrap(context: str, exc: BaseException) -> BaseException:
-    """Prefix a LowbridgeError with ``context``; leave other exceptions alone."""
-    if isinstance(exc, LowbridgeError):
-        return exc.within(context)
-    return exc
+    def forget(self) -> None:
+        """The change committed: nothing to undo any more."""
+        self._undo.clear()

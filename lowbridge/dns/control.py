@@ -20,8 +20,8 @@ import os
 import socket
 import sys
 
-from lowbridge.config import Paths
-from lowbridge.errors import KernelError
+from lowbridge.config import Paths, private_file
+from lowbridge.errors import KernelError, LowbridgeError
 
 REPLY_TIMEOUT = 10.0  # a sync re-reads the store and binds sockets: milliseconds, unless wedged
 ADOPT_PER_MESSAGE = 120  # two descriptors each, under SCM_MAX_FD (253)
@@ -42,7 +42,8 @@ def generation_path(paths: Paths) -> str:
 
 def generation_map(paths: Paths) -> mmap.mmap:
     """The resolver's read-only view of the generation counter (8 bytes, created if absent)."""
-    fd = os.open(generation_path(paths), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    paths.run_dir()
+    fd = private_file(generation_path(paths), os.O_RDWR | os.O_CREAT)
     try:
         if os.fstat(fd).st_size < GENERATION_SIZE:
             os.ftruncate(fd, GENERATION_SIZE)
@@ -54,7 +55,7 @@ def generation_map(paths: Paths) -> mmap.mmap:
 def bump(paths: Paths) -> None:
     """Move the generation on (under the host lock, after sending a message not waited for):
     the resolver's next query sees it and takes that message first."""
-    fd = os.open(generation_path(paths), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = private_file(generation_path(paths), os.O_RDWR | os.O_CREAT)
     try:
         old = os.pread(fd, GENERATION_SIZE, 0).ljust(GENERATION_SIZE, b"\0")
         value = (int.from_bytes(old, "little") + 1) % (1 << 64)
@@ -87,7 +88,7 @@ def _connect(paths: Paths) -> socket.socket | None:
 def _start(paths: Paths) -> socket.socket:
     """Start a resolver on a fresh control socket; return a connection to it."""
     path = socket_path(paths)
-    os.makedirs(paths.run, exist_ok=True)
+    paths.run_dir()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a dead resolver's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -98,7 +99,8 @@ def _start(paths: Paths) -> socket.socket:
         argv = [sys.executable, "-m", "lowbridge.dns.server", "--listen-fd",
                 str(listener.fileno())]  # fmt: skip
         argv += ["--state", paths.state, "--run", paths.run]
-        with open(log_path(paths), "ab") as log:
+        log_fd = private_file(log_path(paths), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        with os.fdopen(log_fd, "ab") as log:
             import subprocess
 
             subprocess.Popen(
@@ -184,3 +186,49 @@ def _sync(
             return json.loads(reply)
         # It closed without answering: it was exiting as we connected.  Start a new one.
     raise KernelError("sync the DNS resolver: no answer (see " + log_path(paths) + ")")
+
+
+class Resolver:
+    """The controller's handle on the resolver: binding a sandbox's sockets and redirect, and
+    telling the resolver what changed (the unit tests use a fake)."""
+
+    def __init__(self, paths: Paths):
+        self.paths = paths
+        # Sockets bound by this command (container id -> (udp, tcp)), for the next sync.
+        self.pending: dict[str, tuple[socket.socket, socket.socket]] = {}
+
+    def listen(self, netns: str, backend: str):  # noqa: ANN201 - a kernel.netns.Future
+        """Start binding the resolver's sockets in the sandbox at ``netns`` and redirecting
+        127.0.0.11:53 to them, in the namespace worker; the future gives the (udp, tcp) pair."""
+        from lowbridge.dns import redirect
+        from lowbridge.kernel import netns as ns
+
+        return ns.submit(lambda: redirect.listen(backend), netns)
+
+    def unlisten(self, netns: str, backend: str) -> None:
+        """Remove the redirect from the sandbox at ``netns``."""
+        from lowbridge.dns import redirect
+        from lowbridge.kernel import netns as ns
+
+        ns.run(lambda: redirect.remove(backend), netns)
+
+    def running(self) -> bool:
+        return running(self.paths)
+
+    def sync(self, needed: bool) -> None:
+        """Under the lock, after a change: the resolver in line with the store (started if a
+        sandbox needs it; it exits when none does), handed the sockets bound meanwhile.  Best
+        effort: a failure is a warning, and the next command retries.
+
+        Only a change after which no sandbox needs the resolver waits for its answer (it may
+        be exiting); the others go on while it re-reads the store: it applies pending messages
+        before it answers any query."""
+        adopt, self.pending = self.pending, {}
+        try:
+            sync(self.paths, adopt, start=needed or bool(adopt), wait=not needed)
+        except LowbridgeError as exc:
+            print(f"lowbridge: warning: embedded DNS: {exc}", file=sys.stderr)
+        finally:
+            for pair in adopt.values():
+                for sock in pair:
+                    sock.close()

@@ -23,14 +23,15 @@ from typing import NamedTuple
 
 from lowbridge.models import Container, Endpoint, Network
 
-# Drivers whose networks get the embedded resolver when user-defined (Docker: every driver but
-# host/none; the default bridge is predefined).
-DNS_DRIVERS = frozenset({"bridge", "macvlan", "overlay"})
 MAX_UPSTREAMS = 3  # Docker uses at most three nameservers
 
 
 def dns_enabled(net: Network) -> bool:
-    return not net.predefined and net.driver in DNS_DRIVERS
+    """User-defined networks of drivers that have the resolver get it (Docker: every driver
+    but host/none; the default bridge is predefined)."""
+    from lowbridge import drivers
+
+    return not net.predefined and drivers.get(net.driver).dns
 
 
 def endpoint_names(ctr: Container, ep: Endpoint) -> list[str]:

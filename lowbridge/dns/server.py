@@ -38,12 +38,13 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from lowbridge import netns, sandbox
+from lowbridge import sandbox
 from lowbridge.config import Paths
 from lowbridge.dns import control, records, wire
 from lowbridge.dns.records import REFUSED, SERVFAIL, View
 from lowbridge.dns.redirect import bind_sockets
 from lowbridge.errors import LowbridgeError
+from lowbridge.kernel import netns
 
 log = logging.getLogger("lowbridge-dns")
 FORWARD_TIMEOUT = 4.0  # per upstream server (Docker's extIOTimeout)
@@ -95,12 +96,11 @@ class Resolver:
         from lowbridge.store import open_store
 
         if self.store is None:  # kept open: a sync is on every command's path
-            self.store = open_store(self.paths, memo=True)
-        store = self.store
-        ctrs = store.containers()
+            self.store = open_store(self.paths)
+        view = self.store.view()
         host = [s for s in sandbox.host_nameservers(sandbox.read_host_resolv_conf()) if _valid(s)]
         seen = self.builder.containers  # the records the last sync saw, by id
-        self.views = self.builder.build(store.networks(), ctrs, store.endpoints(), host)
+        self.views = self.builder.build(view.networks, view.containers, view.endpoints, host)
         self.answers.clear()
         by_id = self.builder.containers
         for cid, (u, t) in adopted.items():
@@ -124,7 +124,7 @@ class Resolver:
                 continue
             ctr = by_id[cid]
             try:  # a restart: bind the ports the sandbox's DNAT rule points at
-                u, t = netns.run_in(ctr.netns, lambda c=ctr: bind_sockets(*c.dns_ports))
+                u, t = netns.run(lambda c=ctr: bind_sockets(*c.dns_ports), ctr.netns)
                 self.serve(Bound(cid, ctr.netns, _ino(ctr.netns), u, t))
             except OSError as exc:
                 log.warning("%s: cannot bind %s in %s: %s", ctr.name, ctr.dns_ports, ctr.netns, exc)
@@ -350,7 +350,7 @@ class Resolver:
 
         # --dns servers are queried from the sandbox's namespace (a thread joins it to create
         # the socket; the socket stays there).
-        sock = netns.run_in(ns, make) if ns else make()
+        sock = netns.run(make, ns)
         try:
             await self.loop.sock_connect(sock, (server, 53))
             if tcp:

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+
 from lowbridge.drivers.base import Driver
 from lowbridge.errors import InvalidInput
 
 
-def get(name: str) -> Driver:
-    """The driver called ``name`` (Docker's ``-d/--driver`` values)."""
+@functools.cache
+def _drivers() -> dict[str, Driver]:
     from lowbridge.drivers import bridge, host, macvlan, none, overlay
 
-    drivers: dict[str, Driver] = {
+    return {
         "bridge": bridge.BridgeDriver(),
         "host": host.HostDriver(),
         "macvlan": macvlan.MacvlanDriver(),
         "overlay": overlay.OverlayDriver(),
         "none": none.NoneDriver(),
     }
+
+
+def get(name: str) -> Driver:
+    """The driver called ``name`` (Docker's ``-d/--driver`` values)."""
+    drivers = _drivers()
     if name not in drivers:
         known = ", ".join(sorted(drivers))
         if name in ("ipvlan",):

@@ -1,28 +1,40 @@
-"""The driver protocol: validate / create / delete / connect / disconnect.
+"""The driver protocol: validate / create / delete / connect / disconnect, and the driver's policy.
 
-Drivers are told *what* to build (plain records) and given the kernel sessions and the
-transaction to build it with; they never touch the store, never lock, and never decide policy
-that spans networks (which endpoint provides the default route is the controller's).
+Drivers are told *what* to build (plain records, decided before any kernel change) and given the
+kernel to build it with; they never touch the store, never lock, and decide no policy that spans
+networks (which endpoint provides the default route is the controller's).
 
 * ``validate`` turns a user's request into a :class:`~lowbridge.models.Network` without touching
-  the kernel; everything that can be rejected is rejected here.
-* ``create``/``connect`` make kernel changes only through ``tx.step`` so each is undone on a
-  later failure.
-* ``delete``/``disconnect`` are best effort and idempotent: "already gone" is success.
+  the kernel; everything that can be rejected is rejected here, and ``check_connect`` /
+  ``check_disconnect`` refuse what the driver never allows.
+* ``create_steps`` / ``connect_steps`` return the driver's named :class:`Step`\\ s.  A step's
+  ``undo`` reads nothing but the plan and the kernel -- never what a ``do`` returned -- and is
+  idempotent: a rollback runs the undos of the steps done, and the next command runs the undos of
+  every step of a change whose process died (lowbridge.controller.journal).
+* ``delete`` / ``disconnect`` are best effort and idempotent: "already gone" is success.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from lowbridge.errors import KernelError
+from lowbridge.errors import InvalidInput, KernelError
 
 if TYPE_CHECKING:
-    from lowbridge.models import Endpoint, Network
-    from lowbridge.netlink import Session
-    from lowbridge.txn import Transaction
+    from lowbridge.kernel import Kernel
+    from lowbridge.kernel.rtnl import Session
+    from lowbridge.models import Container, Endpoint, Network
+
+
+class Step(NamedTuple):
+    """One named kernel change and how to take it back (None: it goes with an earlier one)."""
+
+    name: str
+    do: Callable[[], object]
+    undo: Callable[[], object] | None = None
 
 
 @dataclass
@@ -40,103 +52,201 @@ class NetworkRequest:
     options: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class HostView:
-    """What validation may look at: other networks, host devices and host on-link routes."""
+class HostLink(NamedTuple):
+    """A link of the host as validation sees it."""
 
-    networks: list[Network]
-    link_kinds: dict[str, str | None]  # host link name -> kind
-    reserved: list[IPv4Network]
+    kind: str | None
+    alias: str | None
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What validation may look at: other networks, the host's links and the prefixes to avoid
+    (on-link routes, nameservers, subnets held by lowbridge bridges the store does not know)."""
+
+    networks: tuple[Network, ...]
+    links: dict[str, HostLink]
+    reserved: tuple[IPv4Network, ...]
+    addresses: frozenset[str] = frozenset()  # the host's own IPv4 addresses
+    held: tuple[tuple[IPv4Network, str], ...] = ()  # (subnet, device) of lowbridge orphans
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One endpoint to build, decided before any kernel change: the records it will commit and
+    what the driver must know besides."""
+
+    network: Network
+    container: Container
+    endpoint: Endpoint
+    builds_network: bool = False  # the network's device was missing: this endpoint makes it
+    hairpin: bool = False  # the sandbox publishes ports: its bridge port needs hairpin mode
+    vtep: str | None = None  # cluster mode: this host's VXLAN endpoint address
 
 
 @dataclass
 class SandboxRef:
-    """An open sandbox during a connect: its namespace path, an fd on it, its netlink session."""
+    """An open sandbox while steps run: an fd on its namespace and its netlink session."""
 
-    path: str
     fd: int
     nl: Session
-    owned: bool  # lowbridge made the namespace (False: adopted with --netns)
-    hairpin: bool = False  # publishes ports: its bridge ports need hairpin mode
-    vtep: str | None = None  # cluster mode: this host's VXLAN endpoint address
-
-
-def configure_interface(sandbox: SandboxRef, ep: Endpoint) -> int:
-    """Address the endpoint's interface inside the sandbox and bring it up; return its index.
-
-    Docker's setIPv6: an IPv4-only interface gets no IPv6 at all, set before it is up, in a
-    namespace lowbridge adopted (the ones it made have IPv6 off namespace-wide from birth).
-    """
-    from lowbridge import netns
-
-    index = sandbox.nl.index(ep.ifname)
-    if index is None:
-        raise KernelError(f"interface {ep.ifname} is missing in {sandbox.path}")
-    if not sandbox.owned:
-        netns.write_sysctls([(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], sandbox.path)
-    sandbox.nl.add_address(index, ep.ip, ep.prefixlen)
-    sandbox.nl.set_up(index)
-    return index
 
 
 class Driver(Protocol):
     name: str
-    # True when endpoints on this driver's networks get an interface and an address.
-    has_interfaces: bool
+    scope: str  # "local", or "global": the network's records are the cluster store's
+    has_interfaces: bool  # endpoints get an interface and an address
+    dns: bool  # user-defined networks of this driver get the embedded resolver
+    publishes: bool  # ports may be published (-p) on its endpoints
+    routes_out: bool  # its gateway may be a sandbox's default route
+    exclusive: bool  # a sandbox on it may be on no other network
+    shares_host: bool  # sandboxes on it live in the host's own namespaces
+    max_endpoints: int | None  # how many endpoints one network holds at most
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network: ...
+    def check_connect(self, net: Network) -> None: ...
+    def check_disconnect(self, net: Network) -> None: ...
+    def endpoint_names(
+        self, net: Network, container_id: str, ip: str | None
+    ) -> tuple[str | None, str | None]:
+        """(MAC, host-side interface name) of a new endpoint."""
+        ...
 
-    def create(self, net: Network, tx: Transaction, nl: Session) -> None: ...
+    def create_steps(
+        self, net: Network, k: Kernel, nl: Session, device_missing: bool
+    ) -> list[Step]:
+        """The steps that make the network's kernel objects; ``device_missing`` says whether
+        its device was missing when the change was planned (so this change makes it)."""
+        ...
 
-    def ensure(self, net: Network, nl: Session) -> bool:
+    def ensure(self, net: Network, k: Kernel, nl: Session) -> bool:
         """Re-create what the network needs in the kernel if it is missing; True if it did."""
         ...
 
-    def delete(self, net: Network, nl: Session, others: list[Network]) -> None:
+    def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
+        """Whether this host has to make the network's kernel objects before an endpoint can
+        join (the default bridge's device comes with its first sandbox)."""
+        ...
+
+    def egress(self, net: Network) -> bool: ...
+
+    def host_end(self, ep: Endpoint) -> str | None:
+        """The host-side link whose deletion alone removes the endpoint (a teardown deletes
+        many at once), or None: :meth:`disconnect` it."""
+        ...
+
+    def sync_peers(self, net: Network, endpoints: list[Endpoint], host: str) -> None:
+        """Global scope: program this host's forwarding to the other hosts' endpoints."""
+        ...
+
+    def delete(self, net: Network, k: Kernel, nl: Session, others: list[Network]) -> None:
         """Remove the network's kernel objects; ``others`` are the remaining networks (a
         device several networks share stays while one uses it)."""
         ...
 
-    def connect(
-        self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> int | None:
-        """Build the endpoint; return the sandbox-side interface index (None: no interface)."""
+    def connect_steps(
+        self, att: Attachment, k: Kernel, nl: Session, sb: SandboxRef | None
+    ) -> list[Step]:
+        """The steps that build the endpoint (``sb`` is None when only the undos are wanted).
+        The last step's ``do`` returns the sandbox-side interface index (None: no interface)."""
         ...
 
-    def disconnect(
-        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
-    ) -> None:
+    def disconnect(self, net: Network, ep: Endpoint, k: Kernel, nl: Session, sandbox: str) -> None:
         """Remove the endpoint's kernel objects; ``sandbox`` is its namespace path (for links
         that live only there)."""
         ...
 
 
-class NoKernelDriver:
+class Policy:
+    """The defaults of the driver attributes (a driver with interfaces in a local network)."""
+
+    scope = "local"
+    has_interfaces = True
+    dns = True
+    publishes = False
+    routes_out = True
+    exclusive = False
+    shares_host = False
+    max_endpoints: int | None = None
+
+    def check_connect(self, net: Network) -> None:
+        return None
+
+    def check_disconnect(self, net: Network) -> None:
+        return None
+
+    def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
+        return bool(net.device) and nl.link(net.device) is None
+
+    def egress(self, net: Network) -> bool:
+        """Whether a sandbox on ``net`` leaves the host through the cluster's gateway bridge."""
+        return False
+
+    def host_end(self, ep: Endpoint) -> str | None:
+        return None
+
+    def sync_peers(self, net: Network, endpoints: list[Endpoint], host: str) -> None:
+        return None
+
+
+class NoKernelDriver(Policy):
     """Base of the predefined drivers with no kernel objects of their own (host, none)."""
 
     name = ""
     has_interfaces = False
+    dns = False
+    routes_out = False
+    exclusive = True
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
-        from lowbridge.errors import InvalidInput
-
         raise InvalidInput(f'only one instance of "{self.name}" network is allowed')
 
-    def create(self, net: Network, tx: Transaction, nl: Session) -> None:
-        return None
+    def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:
+        return None, None
 
-    def ensure(self, net: Network, nl: Session) -> bool:
+    def create_steps(
+        self, net: Network, k: Kernel, nl: Session, device_missing: bool
+    ) -> list[Step]:
+        return []
+
+    def ensure(self, net: Network, k: Kernel, nl: Session) -> bool:
         return False
 
-    def delete(self, net: Network, nl: Session, others: list[Network]) -> None:
+    def delete(self, net: Network, k: Kernel, nl: Session, others: list[Network]) -> None:
         return None
 
-    def connect(
-        self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> int | None:
+    def connect_steps(
+        self, att: Attachment, k: Kernel, nl: Session, sb: SandboxRef | None
+    ) -> list[Step]:
+        return []
+
+    def disconnect(self, net: Network, ep: Endpoint, k: Kernel, nl: Session, sandbox: str) -> None:
         return None
 
-    def disconnect(
-        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
-    ) -> None:
-        return None
+
+def configure_interface(k: Kernel, sb: SandboxRef, att: Attachment) -> int:
+    """Address the endpoint's interface inside the sandbox and bring it up; return its index.
+
+    Docker's setIPv6: an IPv4-only interface gets no IPv6 at all, set before it is up, in a
+    namespace lowbridge adopted (the ones it made have IPv6 off namespace-wide from birth).
+    """
+    ep, ctr = att.endpoint, att.container
+    index = sb.nl.index(ep.ifname)
+    if index is None:
+        raise KernelError(f"interface {ep.ifname} is missing in {ctr.netns}")
+    if not ctr.netns_owned:
+        k.write_sysctls([(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], ctr.netns)
+    sb.nl.add_address(index, ep.ip, ep.prefixlen)
+    sb.nl.set_up(index)
+    return index
+
+
+def validate_mtu(options: dict[str, str], key: str) -> None:
+    """An MTU option, if given, is a number the kernel takes for an Ethernet link."""
+    if key not in options:
+        return
+    text = options[key]
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidInput(f"invalid {key} {text!r}: not a number")
+    if not 68 <= int(text) <= 65535:
+        raise InvalidInput(f"invalid {key} {text}: must be within 68-65535")

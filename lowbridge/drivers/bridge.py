@@ -15,55 +15,58 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from lowbridge import ipam, names, netns
-from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef, configure_interface
+from lowbridge import ipam, names
+from lowbridge.drivers.base import (
+    Attachment,
+    HostView,
+    NetworkRequest,
+    Policy,
+    SandboxRef,
+    Step,
+    configure_interface,
+    validate_mtu,
+)
 from lowbridge.errors import Conflict, InvalidInput, KernelError
-from lowbridge.models import Network
+from lowbridge.models import OPT_MTU, Network, frozen
 
 if TYPE_CHECKING:
+    from lowbridge.kernel import Kernel
+    from lowbridge.kernel.rtnl import Session
     from lowbridge.models import Endpoint
-    from lowbridge.netlink import Session
-    from lowbridge.txn import Transaction
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
-OPT_MTU = "com.docker.network.driver.mtu"
 BOOL_OPTIONS = (
     "com.docker.network.bridge.enable_icc",
     "com.docker.network.bridge.enable_ip_masquerade",
     "com.docker.network.bridge.default_bridge",
 )
-# A bridge holds at most 1023 ports (BR_MAX_PORTS 1024, port 0 reserved): the 1024th enslave fails
-# with EXFULL (pyroute2-notes 7.5).
-MAX_PORTS = 1023
 
 
 def _validate_options(options: dict[str, str]) -> None:
-    if OPT_MTU in options:
-        try:
-            mtu = int(options[OPT_MTU])
-        except ValueError:
-            raise InvalidInput(f"invalid {OPT_MTU} {options[OPT_MTU]!r}: not a number") from None
-        if not 68 <= mtu <= 65535:
-            raise InvalidInput(f"invalid {OPT_MTU} {mtu}: must be within 68-65535")
+    validate_mtu(options, OPT_MTU)
     for key in BOOL_OPTIONS:
         if key in options and options[key].lower() not in ("true", "false"):
             raise InvalidInput(f"invalid {key} {options[key]!r}: must be true or false")
 
 
-class BridgeDriver:
+class BridgeDriver(Policy):
     name = "bridge"
-    has_interfaces = True
+    publishes = True
+    # A bridge holds at most 1023 ports (BR_MAX_PORTS 1024, port 0 reserved): the 1024th
+    # enslave fails with EXFULL (pyroute2-notes 7.5).
+    max_endpoints = 1023
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
         _validate_options(req.options)
-        others = [n for n in host.networks if n.pool is not None]
         pool = ipam.plan_pool(
             subnet=req.subnet,
             gateway=req.gateway,
             ip_range=req.ip_range,
             aux_addresses=req.aux_addresses,
-            taken=[n.pool.subnet for n in others],
+            taken=[n.pool.subnet for n in host.networks if n.pool is not None],
             reserved=host.reserved,
+            host_addresses=host.addresses,
+            held=host.held,
         )
         device = req.options.get(OPT_BRIDGE_NAME) or names.bridge_device(network_id)
         names.validate_ifname(device)
@@ -71,9 +74,10 @@ class BridgeDriver:
             if other.device == device:
                 raise Conflict(f"bridge name {device} is already used by network {other.name}")
         owned = True
-        if device in host.link_kinds:
+        if device in host.links:
             # Docker uses a pre-existing bridge of that name and never deletes it.
-            if host.link_kinds[device] != "bridge" or OPT_BRIDGE_NAME not in req.options:
+            link = host.links[device]
+            if link.kind != "bridge" or OPT_BRIDGE_NAME not in req.options or _marked(link):
                 raise Conflict(f"a link named {device} already exists and is not ours")
             owned = False
         return Network(
@@ -82,132 +86,140 @@ class BridgeDriver:
             driver=self.name,
             pool=pool,
             internal=req.internal,
-            labels=dict(req.labels),
-            options=dict(req.options),
+            labels=frozen(req.labels),
+            options=frozen(req.options),
             device=device,
             device_owned=owned,
             user_subnet=req.subnet is not None,
         )
 
-    def create(self, net: Network, tx: Transaction, nl: Session) -> None:
-        device = net.device
-        assert device and net.pool and net.pool.gateway
+    def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:
+        # Docker < 28's MAC rule: stable, and unique per bridge.
+        return names.mac_from_ip(ip), names.veth_host_name(net.id, container_id)
+
+    # ------------------------------------------------------------------ network
+    def create_steps(
+        self, net: Network, k: Kernel, nl: Session, device_missing: bool
+    ) -> list[Step]:
+        device, pool = net.device, net.pool
+        assert device and pool and pool.gateway
+        gw, plen = str(pool.gateway), pool.subnet.prefixlen
+        steps = []
         if net.device_owned:
-            tx.step(
-                "create-device",
-                lambda: nl.create_bridge(device, mac=names.random_mac(), mtu=net.mtu),
-                lambda: nl.delete_link(device),
+            steps += [
+                Step(
+                    "create-device",
+                    lambda: nl.create_bridge(device, mac=names.random_mac(), mtu=net.mtu),
+                    lambda: _delete_ours(nl, device),
+                ),
+                Step("mark-device", lambda: _mark(net, k, nl)),
+            ]
+        # A user's bridge keeps its other addresses: only the gateway lowbridge added goes.
+        steps.append(
+            Step(
+                "device-address",
+                lambda: nl.add_address(device, gw, plen),
+                None if net.device_owned else lambda: _del_addr(nl, device, gw, plen),
             )
-            tx.step("mark-device", lambda: self._mark(net, nl))
-        else:
-            tx.step("create-device", lambda: None)
-            tx.step("mark-device", lambda: None)
-        plen = net.pool.subnet.prefixlen
-        gw = str(net.pool.gateway)
-        tx.step(
-            "device-address",
-            lambda: nl.add_address(device, gw, plen),
-            None if net.device_owned else lambda: _del_addr(nl, device, gw, plen),
         )
-        tx.step("device-up", lambda: nl.set_up(device))
+        steps.append(Step("device-up", lambda: nl.set_up(device)))
+        return steps
 
-    @staticmethod
-    def _mark(net: Network, nl: Session) -> None:
-        nl.set_alias(net.device, names.ALIAS_PREFIX + net.id)
-        # Docker's setupDefaultSysctl: a bridge must not autoconfigure from RAs it receives.
-        try:
-            netns.write_sysctls([(f"net/ipv6/conf/{net.device}/accept_ra", "0")])
-        except Exception as exc:  # IPv6 disabled on the host: nothing to turn off
-            if getattr(exc, "errno", None) != 2:
-                raise
-
-    def ensure(self, net: Network, nl: Session) -> bool:
+    def ensure(self, net: Network, k: Kernel, nl: Session) -> bool:
         if nl.link(net.device) is not None:
             return False
-        steps = _LocalSteps()
-        try:
-            self.create(net, steps, nl)  # type: ignore[arg-type]
-        except BaseException:
-            steps.rollback()
-            raise
+        _run_all(self.create_steps(net, k, nl, True))
         return True
 
-    def delete(self, net: Network, nl: Session, others: list[Network] = ()) -> None:  # type: ignore[assignment]
+    def delete(self, net: Network, k: Kernel, nl: Session, others: list[Network]) -> None:
         if not net.device:
             return
         if net.device_owned:
             nl.delete_link(net.device)
         elif net.pool and net.pool.gateway and nl.link(net.device) is not None:
-            # A bridge that was the user's stays; only the gateway address lowbridge put on it
-            # goes.  Already gone is fine.
-            with contextlib.suppress(KernelError):
+            with contextlib.suppress(KernelError):  # already gone is fine
                 _del_addr(nl, net.device, str(net.pool.gateway), net.pool.subnet.prefixlen)
 
-    def connect(
-        self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> int:
-        device = net.device
-        ep.mac = names.mac_from_ip(ep.ip)  # Docker < 28's rule: stable, and unique per bridge
-        ep.host_ifname = names.veth_host_name(net.id, ep.container_id)
-        made: list[bool] = []
+    # ------------------------------------------------------------------ endpoints
+    def connect_steps(
+        self, att: Attachment, k: Kernel, nl: Session, sb: SandboxRef | None
+    ) -> list[Step]:
+        net, ep = att.network, att.endpoint
+        device, host_if = net.device, ep.host_ifname
+        steps = []
+        if att.builds_network:
+            # The default bridge's device is made when its first sandbox joins (Docker makes
+            # docker0 at daemon start), and a bridge whose device vanished is made again.
+            steps.append(
+                Step(
+                    "ensure-network",
+                    lambda: self.ensure(net, k, nl),
+                    lambda: _delete_ours(nl, device),
+                )
+            )
 
-        def ensure() -> int:
-            # The default bridge's device is made when its first sandbox joins (and any bridge
-            # whose device vanished is re-created): Docker makes docker0 at daemon start.
-            index = nl.index(device)
-            if index is None:
-                made.append(self.ensure(net, nl))
-                index = nl.index(device)
-            if index is None:
-                raise KernelError(f"bridge {device} vanished")
-            return index
-
-        bridge_index = tx.step("ensure-network", ensure, lambda: made and self.delete(net, nl))
-        host_if = ep.host_ifname
-        tx.step(
-            "create-interface",
-            lambda: nl.create_veth(
-                host_if,
-                ep.ifname,
-                peer_netns_fd=sandbox.fd,
-                peer_mac=ep.mac,
-                mtu=net.mtu,
-                master=bridge_index,
-            ),
-            lambda: nl.delete_link(host_if),
-        )
-        if sandbox.hairpin:
-            # Docker's proxy-off mode: a container reaching its own published port through the
-            # host is sent back out of the port it came in by (bridge hairpin mode).
-            tx.step("create-interface", lambda: nl.set_hairpin(host_if))
+        def create() -> None:
+            master = nl.index(device)
+            if master is None:
+                raise KernelError(f"bridge {device} of network {net.name} is missing")
+            nl.create_veth(
+                host_if, ep.ifname, peer_netns_fd=sb.fd, peer_mac=ep.mac, mtu=net.mtu, master=master
+            )
+            if att.hairpin:
+                # Docker's proxy-off mode: a container reaching its own published port through
+                # the host is sent back out of the port it came in by (bridge hairpin mode).
+                nl.set_hairpin(host_if)
 
         # The undo of create-interface removes the peer (and its address) with it.
-        return tx.step("configure-interface", lambda: configure_interface(sandbox, ep))
+        steps.append(Step("create-interface", create, lambda: nl.delete_link(host_if)))
+        steps.append(Step("configure-interface", lambda: configure_interface(k, sb, att)))
+        return steps
 
-    def disconnect(
-        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
-    ) -> None:
+    def host_end(self, ep: Endpoint) -> str | None:
+        return ep.host_ifname
+
+    def disconnect(self, net: Network, ep: Endpoint, k: Kernel, nl: Session, sandbox: str) -> None:
         if ep.host_ifname:
             nl.delete_link(ep.host_ifname)
+
+
+def _marked(link) -> bool:  # noqa: ANN001 - a HostLink
+    return (link.alias or "").startswith(names.ALIAS_PREFIX)
+
+
+def _mark(net: Network, k: Kernel, nl: Session) -> None:
+    nl.set_alias(net.device, names.ALIAS_PREFIX + net.id)
+    # Docker's setupDefaultSysctl: a bridge must not autoconfigure from RAs it receives.
+    try:
+        k.write_sysctls([(f"net/ipv6/conf/{net.device}/accept_ra", "0")])
+    except KernelError as exc:  # IPv6 disabled on the host: nothing to turn off
+        if exc.errno != 2:
+            raise
+
+
+def _delete_ours(nl: Session, device: str) -> None:
+    """Delete ``device`` if it is there and lowbridge's (its alias says so, or it was just made:
+    a device made and not yet marked is deleted too, as only lowbridge makes lb- names)."""
+    link = nl.link(device)
+    if link is not None and (_marked(link) or not link.alias):
+        nl.delete_link(device)
 
 
 def _del_addr(nl: Session, device: str, address: str, plen: int) -> None:
     nl.delete_address(device, address, plen)
 
 
-class _LocalSteps:
-    """A bare undo stack for re-creating a missing device outside any user operation."""
-
-    def __init__(self) -> None:
-        self._undo: list = []
-
-    def step(self, name, do, undo=None):  # noqa: ANN001
-        result = do()
-        if undo is not None:
-            self._undo.append(undo)
-        return result
-
-    def rollback(self) -> None:
-        for undo in reversed(self._undo):
-            with contextlib.suppress(Exception):
-                undo()
+def _run_all(steps: list[Step]) -> None:
+    """Run steps outside any change (a device re-created after a reboot), undoing them all if
+    one fails."""
+    done: list[Step] = []
+    try:
+        for step in steps:
+            step.do()
+            done.append(step)
+    except BaseException:
+        for step in reversed(done):
+            if step.undo is not None:
+                with contextlib.suppress(Exception):
+                    step.undo()
+        raise

@@ -1,20 +1,25 @@
-"""The ``host`` driver: no isolation, the host's own namespace (Docker's ``--network host``).
+"""The ``host`` driver: no isolation, the host's own namespaces (Docker's ``--network host``).
 
-Connecting a sandbox to ``host`` is refused, as Docker refuses it.  (Running a command on the host
-network with ``run --network host`` is not implemented yet.)
+A sandbox on ``host`` has no namespace of its own: its processes run in the host's network and
+UTS namespaces and see the host's /etc files (Docker shares all three).  Connecting a sandbox to
+``host``, or disconnecting one from it, is refused, as Docker refuses it.
 """
 
 from __future__ import annotations
 
-from lowbridge.drivers.base import NoKernelDriver, SandboxRef
+from lowbridge.drivers.base import NoKernelDriver
 from lowbridge.errors import InvalidInput
-from lowbridge.models import Endpoint, Network
+from lowbridge.models import Network
+
+REFUSAL = "container cannot be disconnected from host network or connected to host network"
 
 
 class HostDriver(NoKernelDriver):
     name = "host"
+    shares_host = True
 
-    def connect(self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx, nl) -> None:  # noqa: ANN001
-        raise InvalidInput(
-            "container cannot be disconnected from host network or connected to host network"
-        )
+    def check_connect(self, net: Network) -> None:
+        raise InvalidInput(REFUSAL)
+
+    def check_disconnect(self, net: Network) -> None:
+        raise InvalidInput(REFUSAL)

@@ -2,10 +2,10 @@
 
 From moby ``drivers/macvlan`` (shared/reference/docker-mechanics.md 4):
 
-* ``-o parent=IF`` (not ``lo``); ``-o macvlan_mode=bridge|private|vepa|passthru`` (default
-  bridge; a passthru parent serves one network).  ``-o parent=IF.VID`` makes the 802.1q
-  sub-interface when it is missing and removes it with the last network using it, only if
-  lowbridge made it.
+* ``-o parent=IF`` (not ``lo``, not a link of lowbridge's); ``-o macvlan_mode=bridge|private|
+  vepa|passthru`` (default bridge; a passthru parent serves one network).  ``-o parent=IF.VID``
+  makes the 802.1q sub-interface when it is missing and removes it with the last network using
+  it, only if lowbridge made it.
 * With no parent the network is internal, on a parent lowbridge makes.  Docker makes a ``dummy``
   link; the dummy module is not on every kernel (these VMs lack it), so lowbridge makes a bridge
   with no ports instead, which every kernel that runs lowbridge has: a port-less bridge is
@@ -28,21 +28,29 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING
 
-from lowbridge import ipam, names, netns
-from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef, configure_interface
+from lowbridge import ipam, names
+from lowbridge.drivers.base import (
+    Attachment,
+    HostView,
+    NetworkRequest,
+    Policy,
+    SandboxRef,
+    Step,
+    configure_interface,
+    validate_mtu,
+)
 from lowbridge.errors import Conflict, InvalidInput, KernelError
-from lowbridge.models import Network
+from lowbridge.models import OPT_MTU, Network, frozen
 
 if TYPE_CHECKING:
+    from lowbridge.kernel import Kernel
+    from lowbridge.kernel.rtnl import Session
     from lowbridge.models import Endpoint
-    from lowbridge.netlink import Session
-    from lowbridge.txn import Transaction
 
 OPT_PARENT = "parent"
 OPT_MODE = "macvlan_mode"
 OPT_SHIM = "lowbridge.host_shim"
 OPT_SHIM_IP = "lowbridge.host_shim_ip"  # recorded: the shim's address
-OPT_MTU = "com.docker.network.driver.mtu"
 MODES = ("bridge", "private", "vepa", "passthru")
 SHIM_PREFIX = "lbs"
 SHIM_AUX = "lowbridge-host-shim"
@@ -55,52 +63,37 @@ def shim_name(network_id: str) -> str:
 def split_vlan(parent: str) -> tuple[str, int] | None:
     """``eth0.50`` -> ("eth0", 50); None when ``parent`` names no 802.1q sub-interface."""
     base, dot, vid = parent.rpartition(".")
-    if not dot or not base or not vid.isdigit():
+    if not dot or not base or not (vid.isascii() and vid.isdigit()):
         return None
     if not 1 <= int(vid) <= 4094:
         raise InvalidInput(f"invalid parent {parent}: VLAN id {vid} must be within 1-4094")
     return base, int(vid)
 
 
-class MacvlanDriver:
+class MacvlanDriver(Policy):
     name = "macvlan"
-    has_interfaces = True
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
         options = dict(req.options)
         for key in options:
             if key not in (OPT_PARENT, OPT_MODE, OPT_SHIM, OPT_MTU):
                 raise InvalidInput(f"unknown macvlan option {key!r}")
+        validate_mtu(options, OPT_MTU)
         mode = options.setdefault(OPT_MODE, "bridge")
         if mode not in MODES:
             raise InvalidInput(f"invalid macvlan_mode {mode!r}: one of {', '.join(MODES)}")
         shim = options.get(OPT_SHIM, "false").lower()
         if shim not in ("true", "false"):
             ipam.parse_address(shim, f"{OPT_SHIM} (true, false or an address)")
-        parent = options.get(OPT_PARENT, "")
-        internal = req.internal
-        owned = False
-        if not parent:
-            # Docker: no parent means an internal network on a link the driver makes.
-            parent, internal, owned = names.bridge_device(network_id), True, True
-            options[OPT_PARENT] = parent
-        else:
-            names.validate_ifname(parent)
-            if parent == "lo":
-                raise InvalidInput("loopback interface is not a valid macvlan parent link")
-            if parent not in host.link_kinds:
-                vlan = split_vlan(parent)
-                if vlan is None:
-                    raise InvalidInput(f"-o parent interface {parent} was not found on the host")
-                if vlan[0] not in host.link_kinds:
-                    raise InvalidInput(f"-o parent base interface {vlan[0]} was not found")
-                owned = True
+        parent, internal, owned = self._parent(options, network_id, req.internal, host)
         for other in host.networks:
             if other.driver != self.name or other.options.get(OPT_PARENT) != parent:
                 continue
             if "passthru" in (mode, other.options.get(OPT_MODE)):
-                raise Conflict(f"macvlan network {other.name} already uses parent {parent} "
-                               "(passthru mode takes the parent alone)")  # fmt: skip
+                raise Conflict(
+                    f"macvlan network {other.name} already uses parent {parent} "
+                    "(passthru mode takes the parent alone)"
+                )
         pool = ipam.plan_pool(
             subnet=req.subnet,
             gateway=req.gateway,
@@ -109,147 +102,199 @@ class MacvlanDriver:
             taken=[n.pool.subnet for n in host.networks if n.pool is not None],
             reserved=host.reserved,
             with_gateway=req.gateway is not None,  # Docker 29: only a given gateway
-        )
-        net = Network(
-            id=network_id,
-            name=req.name,
-            driver=self.name,
-            pool=pool,
-            internal=internal,
-            labels=dict(req.labels),
-            options=options,
-            device=parent,
-            device_owned=owned,
-            user_subnet=req.subnet is not None,
+            host_addresses=host.addresses,
+            held=host.held,
         )
         if shim != "false":
             # The shim's address: the one given, else the network's first free one (in
             # --ip-range if given); kept as an aux address so IPAM never hands it to an
             # endpoint (and inspect shows it).
             addr = ipam.allocate(pool, (), None if shim == "true" else shim)
-            net.pool = dataclasses.replace(
-                pool, aux_addresses={**pool.aux_addresses, SHIM_AUX: addr}
-            )
+            pool = dataclasses.replace(pool, aux_addresses={**pool.aux_addresses, SHIM_AUX: addr})
             options[OPT_SHIM_IP] = str(addr)
-        return net
+        return Network(
+            id=network_id,
+            name=req.name,
+            driver=self.name,
+            pool=pool,
+            internal=internal,
+            labels=frozen(req.labels),
+            options=frozen(options),
+            device=parent,
+            device_owned=owned,
+            user_subnet=req.subnet is not None,
+        )
+
+    @staticmethod
+    def _parent(
+        options: dict[str, str], network_id: str, internal: bool, host: HostView
+    ) -> tuple[str, bool, bool]:
+        """(parent, internal, lowbridge makes it) for the options given; fills in the parent."""
+        parent = options.get(OPT_PARENT, "")
+        if not parent:
+            # Docker: no parent means an internal network on a link the driver makes.
+            parent = options[OPT_PARENT] = names.bridge_device(network_id)
+            return parent, True, True
+        names.validate_ifname(parent)
+        if parent == "lo":
+            raise InvalidInput("loopback interface is not a valid macvlan parent link")
+        link = host.links.get(parent)
+        if link is not None:
+            if (link.alias or "").startswith(names.ALIAS_PREFIX):
+                raise InvalidInput(
+                    f"-o parent {parent} is a link of lowbridge's own (a network's "
+                    "device or shim), not a LAN interface"
+                )
+            return parent, internal, False
+        vlan = split_vlan(parent)
+        if vlan is None:
+            raise InvalidInput(f"-o parent interface {parent} was not found on the host")
+        if vlan[0] not in host.links:
+            raise InvalidInput(f"-o parent base interface {vlan[0]} was not found")
+        return parent, internal, True
+
+    def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:
+        return names.random_mac(), None
 
     # ------------------------------------------------------------------ network
-    def create(self, net: Network, tx: Transaction, nl: Session) -> None:
-        parent = net.device
-        assert parent
-        if net.device_owned and nl.link(parent) is None:
-            tx.step("create-device", lambda: self._make_parent(net, nl),
-                    lambda: nl.delete_link(parent))  # fmt: skip
-        else:  # the user's link, or a sub-interface another network made (shared)
-            tx.step("create-device", lambda: None)
-        tx.step("mark-device", lambda: None)  # marked as it is made (alias lowbridge:<id>)
+    def create_steps(
+        self, net: Network, k: Kernel, nl: Session, device_missing: bool
+    ) -> list[Step]:
+        steps = []
+        if net.device_owned and device_missing:
+            # (a sub-interface another network made is shared: not this network's to make)
+            steps.append(
+                Step(
+                    "create-parent",
+                    lambda: _make_parent(net, nl),
+                    lambda: _delete_ours(nl, net.device),
+                )
+            )
         if net.options.get(OPT_SHIM_IP):
             shim = shim_name(net.id)
-            tx.step("device-address", lambda: self._make_shim(net, nl),
-                    lambda: nl.delete_link(shim))  # fmt: skip
-        else:
-            tx.step("device-address", lambda: None)
-        tx.step("device-up", lambda: None)  # each link is made up
+            steps.append(
+                Step("create-shim", lambda: _make_shim(net, nl), lambda: nl.delete_link(shim))
+            )
+        return steps
 
-    def _make_parent(self, net: Network, nl: Session) -> None:
-        parent = net.device
-        vlan = None if parent.startswith(names.BRIDGE_PREFIX) else split_vlan(parent)
-        if vlan:
-            nl.create_vlan(parent, *vlan)
-        else:
-            # No MAC given: a port-less bridge then keeps carrier, which macvlan children need
-            # to pass frames between each other.
-            nl.create_bridge(parent, mac=None, mtu=net.mtu)
-        nl.set_alias(parent, names.ALIAS_PREFIX + net.id)
-        nl.set_up(parent)
-
-    def _make_shim(self, net: Network, nl: Session) -> None:
-        shim = shim_name(net.id)
-        nl.create_macvlan(shim, net.device, mode="bridge", mac=names.random_mac())
-        nl.set_alias(shim, names.ALIAS_PREFIX + net.id)
-        nl.add_address(shim, net.options[OPT_SHIM_IP], 32)
-        nl.set_up(shim)
-
-    def ensure(self, net: Network, nl: Session) -> bool:
+    def ensure(self, net: Network, k: Kernel, nl: Session) -> bool:
         """After a reboot: the parent lowbridge made and the shim come back (a user's parent
         that is gone is not lowbridge's to re-create)."""
         made = False
         if nl.link(net.device) is None:
             if not net.device_owned:
                 return False
-            self._make_parent(net, nl)
+            _make_parent(net, nl)
             made = True
         if net.options.get(OPT_SHIM_IP) and nl.link(shim_name(net.id)) is None:
-            self._make_shim(net, nl)
+            _make_shim(net, nl)
             made = True
         return made
 
-    def delete(self, net: Network, nl: Session, others: list[Network]) -> None:
+    def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
+        shim = net.options.get(OPT_SHIM_IP) and nl.link(shim_name(net.id)) is None
+        return nl.link(net.device) is None or bool(shim)
+
+    def delete(self, net: Network, k: Kernel, nl: Session, others: list[Network]) -> None:
         """The shim, then the parent if lowbridge made it (its alias says so) and no other
         network uses it (Docker's delVlanLink rule)."""
         if net.options.get(OPT_SHIM_IP):
             nl.delete_link(shim_name(net.id))
-        shared = any(o.id != net.id and o.driver == self.name and o.device == net.device
-                     for o in others)  # fmt: skip
-        link = nl.link(net.device) if net.device else None
-        ours = link is not None and (link.alias or "").startswith(names.ALIAS_PREFIX)
-        if link is not None and ours and not shared:
-            nl.delete_link(net.device)
+        shared = any(
+            o.id != net.id and o.driver == self.name and o.device == net.device for o in others
+        )
+        if net.device and not shared:
+            _delete_ours(nl, net.device, marked_only=True)
 
     # ------------------------------------------------------------------ endpoints
-    def connect(
-        self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> int:
-        parent = net.device
-        ep.mac = names.random_mac()
-        tx.step("ensure-network", lambda: self.ensure(net, nl))
-        tx.step(
-            "create-interface",
-            lambda: nl.create_macvlan(
-                ep.ifname,
-                parent,
-                mode=net.options[OPT_MODE],
-                mac=ep.mac,
-                netns_fd=sandbox.fd,
-                mtu=net.mtu,
-            ),  # fmt: skip
-            lambda: _delete_in(sandbox.path, ep.ifname),
-        )
+    def connect_steps(
+        self, att: Attachment, k: Kernel, nl: Session, sb: SandboxRef | None
+    ) -> list[Step]:
+        net, ep, ctr = att.network, att.endpoint, att.container
         shim_ip = net.options.get(OPT_SHIM_IP)
-        routed: list[bool] = []
+        steps = []
+        if att.builds_network:
+            steps.append(
+                Step(
+                    "ensure-network",
+                    lambda: self.ensure(net, k, nl),
+                    lambda: self.delete(net, k, nl, []),
+                )
+            )
+        steps.append(
+            Step(
+                "create-interface",
+                lambda: nl.create_macvlan(
+                    ep.ifname,
+                    net.device,
+                    mode=net.options[OPT_MODE],
+                    mac=ep.mac,
+                    netns_fd=sb.fd,
+                    mtu=net.mtu,
+                ),
+                # In a session of its own: the sandbox's may be closed when a later step fails.
+                lambda: _delete_in(k, ctr.netns, ep.ifname),
+            )
+        )
 
         def configure() -> int:
-            index = configure_interface(sandbox, ep)
+            index = configure_interface(k, sb, att)
             if shim_ip:
                 nl.add_route(ep.ip, 32, shim_name(net.id))
-                routed.append(True)
             return index
 
         def unconfigure() -> None:
-            if routed:
-                nl.delete_route(ep.ip, 32, shim_name(net.id))
+            if shim_ip:
+                with contextlib.suppress(KernelError):  # never made, or gone with the shim
+                    nl.delete_route(ep.ip, 32, shim_name(net.id))
 
-        return tx.step("configure-interface", configure, unconfigure)
+        steps.append(Step("configure-interface", configure, unconfigure))
+        return steps
 
-    def disconnect(
-        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
-    ) -> None:
+    def disconnect(self, net: Network, ep: Endpoint, k: Kernel, nl: Session, sandbox: str) -> None:
         """The child lives in the sandbox: delete it there (a namespace that is going away takes
         it along anyway); and its route through the shim."""
-        from lowbridge import netlink
-
         if net.options.get(OPT_SHIM_IP) and ep.ip:
             with contextlib.suppress(KernelError):  # gone with the shim, or never made
                 nl.delete_route(ep.ip, 32, shim_name(net.id))
-        if sandbox and netns.is_netns(sandbox):
-            with netlink.session(sandbox) as snl:
-                snl.delete_link(ep.ifname)
+        _delete_in(k, sandbox, ep.ifname)
 
 
-def _delete_in(path: str, ifname: str) -> None:
-    """Undo of a child made in a sandbox: delete it there, in a session of its own (the
-    connect's sandbox session may be closed by the time a later step fails)."""
-    from lowbridge import netlink
+def _make_parent(net: Network, nl: Session) -> None:
+    parent = net.device
+    vlan = None if parent.startswith(names.BRIDGE_PREFIX) else split_vlan(parent)
+    if vlan:
+        nl.create_vlan(parent, *vlan)
+    else:
+        # No MAC given: a port-less bridge then keeps carrier, which macvlan children need to
+        # pass frames between each other.
+        nl.create_bridge(parent, mac=None, mtu=net.mtu)
+    nl.set_alias(parent, names.ALIAS_PREFIX + net.id)
+    nl.set_up(parent)
 
-    with netlink.session(path) as snl:
+
+def _make_shim(net: Network, nl: Session) -> None:
+    shim = shim_name(net.id)
+    nl.create_macvlan(shim, net.device, mode="bridge", mac=names.random_mac())
+    nl.set_alias(shim, names.ALIAS_PREFIX + net.id)
+    nl.add_address(shim, net.options[OPT_SHIM_IP], 32)
+    nl.set_up(shim)
+
+
+def _delete_ours(nl: Session, device: str, marked_only: bool = False) -> None:
+    """Delete ``device`` if lowbridge's alias marks it (or, unless ``marked_only``, it carries
+    none yet: made by the step being undone, before its alias was set)."""
+    link = nl.link(device)
+    if link is None:
+        return
+    if (link.alias or "").startswith(names.ALIAS_PREFIX) or (not marked_only and not link.alias):
+        nl.delete_link(device)
+
+
+def _delete_in(k: Kernel, path: str, ifname: str) -> None:
+    """Delete a child made in a sandbox, in a session of its own; a namespace already gone
+    took it along."""
+    if not path or not k.is_netns(path):
+        return
+    with k.session(path) as snl:
         snl.delete_link(ifname)

@@ -1,7 +1,7 @@
 """The ``none`` driver: the sandbox keeps only its loopback (Docker's ``--network none``).
 
-Its endpoint has no interface and no address; the controller refuses to add any other network to
-a sandbox on ``none`` (and ``none`` to a sandbox with other networks), as Docker does.
+Its endpoint has no interface and no address; a sandbox on ``none`` may be on no other network
+(``exclusive``), as Docker refuses it.
 """
 
 from __future__ import annotations

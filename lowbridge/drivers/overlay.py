@@ -23,15 +23,25 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from lowbridge import ipam, names, netns
-from lowbridge.drivers.base import HostView, NetworkRequest, SandboxRef, configure_interface
+from lowbridge import ipam, names
+from lowbridge.drivers.base import (
+    Attachment,
+    HostView,
+    NetworkRequest,
+    Policy,
+    SandboxRef,
+    Step,
+    configure_interface,
+    validate_mtu,
+)
 from lowbridge.errors import Conflict, InvalidInput, KernelError
-from lowbridge.models import Network
+from lowbridge.kernel import netns
+from lowbridge.models import OPT_MTU, OPT_VNI, Network, frozen
 
 if TYPE_CHECKING:
+    from lowbridge.kernel import Kernel
+    from lowbridge.kernel.rtnl import Session
     from lowbridge.models import Endpoint
-    from lowbridge.netlink import Session
-    from lowbridge.txn import Transaction
 
 NS_PREFIX = "lbo-"
 BRIDGE, VXLAN = "br0", "vxlan0"
@@ -40,8 +50,6 @@ MTU = 1450
 VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1
 # Docker's global-scope default pool: 10.0.0.0/8 in /24s.
 POOLS = (("10.0.0.0/8", 24),)
-OPT_MTU = "com.docker.network.driver.mtu"
-VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # the VXLAN id (cluster-wide)
 OPT_ATTACHABLE = "lowbridge.attachable"
 
 
@@ -53,26 +61,30 @@ def ns_path(net: Network) -> str:
     return netns.path_of(ns_name(net))
 
 
-class OverlayDriver:
+class OverlayDriver(Policy):
     name = "overlay"
-    has_interfaces = True
+    scope = "global"
+    # An overlay's gateway is no way out (Docker leaves overlay sandboxes through
+    # docker_gwbridge): no default route through it.
+    routes_out = False
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
         options = dict(req.options)
         for k in options:
-            if k not in (VNI_OPTION, OPT_MTU, OPT_ATTACHABLE):
+            if k not in (OPT_VNI, OPT_MTU, OPT_ATTACHABLE):
                 raise InvalidInput(f"unknown overlay option {k!r}")
-        used = {int(n.options[VNI_OPTION]) for n in host.networks if VNI_OPTION in n.options}
-        if VNI_OPTION in options:
-            text = options[VNI_OPTION]
-            if not text.isdigit() or not 1 <= int(text) <= VNI_LAST:
-                raise InvalidInput(f"invalid {VNI_OPTION} {text!r}: a VNI within 1-{VNI_LAST}")
+        validate_mtu(options, OPT_MTU)
+        used = {int(n.vni) for n in host.networks if n.vni}
+        if OPT_VNI in options:
+            text = options[OPT_VNI]
+            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= VNI_LAST:
+                raise InvalidInput(f"invalid {OPT_VNI} {text!r}: a VNI within 1-{VNI_LAST}")
             if int(text) in used:
                 raise Conflict(f"VNI {text} is already used by another overlay network")
             vni = int(text)
         else:
             vni = next(v for v in range(VNI_FIRST, VNI_LAST + 1) if v not in used)
-        options[VNI_OPTION] = str(vni)
+        options[OPT_VNI] = str(vni)
         options.setdefault(OPT_MTU, str(MTU))
         pool = ipam.plan_pool(
             subnet=req.subnet,
@@ -82,6 +94,8 @@ class OverlayDriver:
             taken=[n.pool.subnet for n in host.networks if n.pool is not None],
             reserved=host.reserved,
             pools=POOLS,
+            host_addresses=host.addresses,
+            held=host.held,
         )
         return Network(
             id=network_id,
@@ -89,66 +103,80 @@ class OverlayDriver:
             driver=self.name,
             pool=pool,
             internal=req.internal,
-            labels=dict(req.labels),
-            options=options,
+            labels=frozen(req.labels),
+            options=frozen(options),
             user_subnet=req.subnet is not None,
         )
 
-    # ------------------------------------------------------------------ network
-    def create(self, net: Network, tx: Transaction, nl: Session) -> None:
-        """Nothing in any kernel yet: each host builds its part when a sandbox there joins."""
-        for step in ("create-device", "mark-device", "device-address", "device-up"):
-            tx.step(step, lambda: None)
+    def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:
+        # The address is unique cluster-wide, so is the MAC made from it.
+        return names.mac_from_ip(ip), names.veth_host_name(net.id, container_id)
 
-    def ensure(self, net: Network, nl: Session) -> bool:
+    # ------------------------------------------------------------------ network
+    def create_steps(
+        self, net: Network, k: Kernel, nl: Session, device_missing: bool
+    ) -> list[Step]:
+        """Nothing in any kernel yet: each host builds its part when a sandbox there joins."""
+        return []
+
+    def ensure(self, net: Network, k: Kernel, nl: Session) -> bool:
         return False
 
-    def delete(self, net: Network, nl: Session, others: list[Network]) -> None:
+    def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
+        return not k.is_netns(ns_path(net))  # this host's first sandbox on it
+
+    def egress(self, net: Network) -> bool:
+        return not net.internal  # Docker's docker_gwbridge
+
+    def sync_peers(self, net: Network, endpoints: list[Endpoint], host: str) -> None:
+        sync(net, endpoints, host)
+
+    def delete(self, net: Network, k: Kernel, nl: Session, others: list[Network]) -> None:
         remove_local(net)
 
     # ------------------------------------------------------------------ endpoints
-    def connect(
-        self, net: Network, ep: Endpoint, sandbox: SandboxRef, tx: Transaction, nl: Session
-    ) -> int:
-        from lowbridge import netlink
-
-        vtep = sandbox.vtep
-        if not vtep:
+    def connect_steps(
+        self, att: Attachment, k: Kernel, nl: Session, sb: SandboxRef | None
+    ) -> list[Step]:
+        net, ep = att.network, att.endpoint
+        if not att.vtep:
             raise InvalidInput("overlay networks need the cluster store (--store etcd://…)")
-        ep.mac = names.mac_from_ip(ep.ip)  # the address is unique cluster-wide, so is the MAC
-        ep.host_ifname = names.veth_host_name(net.id, ep.container_id)
-        made: list[bool] = []
-
-        def ensure() -> None:
-            if not netns.is_netns(ns_path(net)):
-                made.append(True)
-                build_local(net, nl, vtep)
-
-        tx.step("ensure-network", ensure, lambda: made and remove_local(net))
+        steps = []
+        if att.builds_network:
+            steps.append(
+                Step(
+                    "ensure-network",
+                    lambda: build_local(net, nl, att.vtep),
+                    lambda: remove_local(net),
+                )
+            )
 
         def create() -> None:
-            with netlink.session(ns_path(net)) as ovl:
+            with k.session(ns_path(net)) as ovl:
                 bridge = ovl.link(BRIDGE).index
-                ovl.create_veth(ep.host_ifname, ep.ifname, peer_netns_fd=sandbox.fd,
-                                peer_mac=ep.mac, mtu=net.mtu, master=bridge)  # fmt: skip
+                ovl.create_veth(
+                    ep.host_ifname,
+                    ep.ifname,
+                    peer_netns_fd=sb.fd,
+                    peer_mac=ep.mac,
+                    mtu=net.mtu,
+                    master=bridge,
+                )
 
         def undo() -> None:
-            with netlink.session(ns_path(net)) as ovl:
-                ovl.delete_link(ep.host_ifname)
+            if k.is_netns(ns_path(net)):
+                with k.session(ns_path(net)) as ovl:
+                    ovl.delete_link(ep.host_ifname)
 
-        tx.step("create-interface", create, undo)
+        steps.append(Step("create-interface", create, undo))
+        steps.append(Step("configure-interface", lambda: configure_interface(k, sb, att)))
+        return steps
 
-        return tx.step("configure-interface", lambda: configure_interface(sandbox, ep))
-
-    def disconnect(
-        self, net: Network, ep: Endpoint, nl: Session, sandbox: str | None = None
-    ) -> None:
+    def disconnect(self, net: Network, ep: Endpoint, k: Kernel, nl: Session, sandbox: str) -> None:
         """The veth's outer end, and the host's overlay namespace once no sandbox uses it."""
-        from lowbridge import netlink
-
-        if not netns.is_netns(ns_path(net)):
+        if not k.is_netns(ns_path(net)):
             return
-        with netlink.session(ns_path(net)) as ovl:
+        with k.session(ns_path(net)) as ovl:
             if ep.host_ifname:
                 ovl.delete_link(ep.host_ifname)
             ports = [link for link in ovl.links() if link.name not in ("lo", BRIDGE, VXLAN)]
@@ -158,19 +186,26 @@ class OverlayDriver:
 
 def build_local(net: Network, nl: Session, vtep: str) -> None:
     """This host's part of an overlay network: namespace, br0 (gateway, MTU), vxlan0."""
-    from lowbridge import netlink
+    from lowbridge.kernel import rtnl
 
-    path, sock = netns.create(ns_name(net))
+    sock = netns.create(ns_name(net)).result()
+    path = ns_path(net)
     try:
-        with netlink.session(path, sock) as ovl:
+        with rtnl.session(path, sock) as ovl:
             ovl.set_up("lo")
             ovl.create_bridge(BRIDGE, mac=names.random_mac(), mtu=net.mtu)
             if net.pool and net.pool.gateway:
                 ovl.add_address(BRIDGE, str(net.pool.gateway), net.pool.subnet.prefixlen)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                nl.create_vxlan(VXLAN, vni=int(net.options[VNI_OPTION]), local=vtep,
-                                port=VXLAN_PORT, mtu=net.mtu or MTU, netns_fd=fd)  # fmt: skip
+                nl.create_vxlan(
+                    VXLAN,
+                    vni=int(net.vni),
+                    local=vtep,
+                    port=VXLAN_PORT,
+                    mtu=net.mtu or MTU,
+                    netns_fd=fd,
+                )
             finally:
                 os.close(fd)
             ovl.set_master(VXLAN, BRIDGE)
@@ -191,14 +226,17 @@ def sync(net: Network, endpoints: list[Endpoint], host: str) -> tuple[int, int]:
     """Make ``vxlan0``'s permanent FDB and neighbour entries exactly the remote endpoints of
     ``net`` (those whose host is not ``host``); returns (added, removed).  No-op when this host
     has no part of the network."""
-    from lowbridge import netlink
+    from lowbridge.kernel import rtnl
 
     if not netns.is_netns(ns_path(net)):
         return 0, 0
-    want = {ep.mac: (ep.ip, ep.vtep) for ep in endpoints
-            if ep.host != host and ep.mac and ep.ip and ep.vtep}  # fmt: skip
+    want = {
+        ep.mac: (ep.ip, ep.vtep)
+        for ep in endpoints
+        if ep.host != host and ep.mac and ep.ip and ep.vtep
+    }
     added = removed = 0
-    with netlink.session(ns_path(net)) as ovl:
+    with rtnl.session(ns_path(net)) as ovl:
         if ovl.link(VXLAN) is None:
             return 0, 0
         fdb, neigh = ovl.fdb_entries(VXLAN), ovl.neighbours(VXLAN)

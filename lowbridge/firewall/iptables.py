@@ -12,6 +12,7 @@ the user's and lowbridge never flushes it.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from lowbridge.firewall import tool
@@ -151,7 +152,7 @@ def script(rules: list[Rule], saved: dict[str, list[str]], forward_drop: bool | 
 class IptablesBackend:
     name = "iptables"
 
-    def show(self, rules: list[Rule]) -> str:
+    def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
         return render(rules)
 
     def apply(self, rules: list[Rule], forward_drop: bool | None) -> None:
@@ -194,3 +195,22 @@ class IptablesBackend:
         """Put the FORWARD policy back to ACCEPT (undo of the DROP set with forwarding)."""
         text = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
         _run(["iptables-restore", "--noflush", "--wait"], text, "reset the FORWARD policy")
+
+    def fingerprint(self) -> object:
+        """iptables-nft is nftables underneath: the ruleset generation; legacy xtables: each
+        table's entry count and size (kernel.netfilter)."""
+        from lowbridge.kernel import netfilter
+
+        if legacy():
+            return netfilter.legacy_tables(TABLES)
+        return netfilter.generation()
+
+
+def legacy() -> bool:
+    """Whether ``iptables-restore`` here is the legacy xtables one (Debian's alternatives link
+    it to xtables-legacy-multi or xtables-nft-multi)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        found = os.path.join(folder, "iptables-restore")
+        if os.access(found, os.X_OK):
+            return "legacy" in os.path.basename(os.path.realpath(found))
+    return False

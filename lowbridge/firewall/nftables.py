@@ -169,8 +169,6 @@ def _library():  # noqa: ANN202
         return None
 
 
-_host_context: list = []  # [context] once made in the process's own network namespace
-
 # libnftables (1.0.6 here, Debian 12) waits on its netlink socket with select(), and glibc's
 # fortified FD_SET aborts the whole process ("bit out of range 0 - FD_SETSIZE on fd_set") when
 # that socket's number is 1024 or more -- which a batch of a few hundred sandboxes, each
@@ -189,27 +187,11 @@ def _low_descriptor_free() -> bool:
     return fd < FD_SETSIZE - _FD_MARGIN
 
 
-def _context():  # noqa: ANN202
-    """A libnftables context for the calling thread's network namespace, or None (run nft).
-
-    The one of the process's own namespace is kept: freeing a context costs ~1.6 ms here and
-    making one ~0.4 ms, per firewall change (bench/firewall.py).  Others (a thread inside a
-    sandbox, for the DNS redirect) get a fresh one: a kept context's socket would hold the
-    sandbox's namespace alive.  None while only high descriptor numbers are free (see
-    FD_SETSIZE)."""
-    own = os.stat("/proc/thread-self/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
-    if not own:
-        return _library() if _low_descriptor_free() else None
-    if not _host_context:
-        if not _low_descriptor_free():
-            return None
-        _host_context.append(_library())
-    return _host_context[0]
-
-
-def run_script(script: str, what: str) -> None:
-    """Run an nft script as one transaction: in-process if possible, else ``nft -f -``."""
-    lib = _context()
+def run_script(script: str, what: str, context=None) -> None:  # noqa: ANN001
+    """Run an nft script as one transaction in the calling thread's namespace: with
+    ``context`` (a libnftables context made in that namespace), else a fresh one, else (no
+    library, or only high descriptor numbers free: see FD_SETSIZE) ``nft -f -``."""
+    lib = context or (_library() if _low_descriptor_free() else None)
     if lib is None:
         tool.run(["nft", "-f", "-"], script, what, "nftables")
         return
@@ -222,13 +204,25 @@ def run_script(script: str, what: str) -> None:
 class NftablesBackend:
     name = "nftables"
 
+    def __init__(self) -> None:
+        self._context = None  # libnftables context of the process's own namespace, kept
+
+    def _run(self, script: str, what: str) -> None:
+        """A script in the process's own namespace, with the context kept for it: freeing a
+        context costs ~1.6 ms here and making one ~0.4 ms, per firewall change
+        (bench/firewall.py).  (Contexts for sandboxes are not kept: a kept context's socket
+        would hold the sandbox's namespace alive.)"""
+        if self._context is None and _low_descriptor_free():
+            self._context = _library()
+        run_script(script, what, self._context)
+
     def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
         return render(rules, forward_drop)
 
     def apply(self, rules: list[Rule], forward_drop: bool | None) -> None:
         # Create-then-delete makes the delete valid whether or not the table existed.
         text = f"table ip {TABLE}\ndelete table ip {TABLE}\n" + render(rules, bool(forward_drop))
-        run_script(text, "apply nftables rules")
+        self._run(text, "apply nftables rules")
 
     def insert(self, inserts: list[tuple[int, Rule]], at_end: list[bool]) -> None:
         """Insert rules at their final indices (ascending per chain), one transaction;
@@ -250,7 +244,7 @@ class NftablesBackend:
                 lines.append(f"insert rule {chain} {_statement(r)}")
         lines += _elements(direct)
         if lines:
-            run_script("\n".join(lines) + "\n", "apply nftables rules")
+            self._run("\n".join(lines) + "\n", "apply nftables rules")
 
     def remove(self, gone: list[Rule], rules: list[Rule]) -> bool:
         """Delete the direct-access set elements of ``gone``; False (nothing done) when other
@@ -266,11 +260,19 @@ class NftablesBackend:
         lines = [f"delete element ip {TABLE} {DIRECT} {{ {pairs} }}"]
         if addrs:
             lines.append(f"delete element ip {TABLE} {DIRECT_ADDRS} {{ {addrs} }}")
-        run_script("\n".join(lines) + "\n", "apply nftables rules")
+        self._run("\n".join(lines) + "\n", "apply nftables rules")
         return True
 
     def clear(self) -> None:
         self.apply([], None)
+
+    def accept_forwarding(self) -> None:
+        """Nothing: the default-deny is the policy of lowbridge's own chain, which goes with it."""
+
+    def fingerprint(self) -> int | None:
+        from lowbridge.kernel import netfilter
+
+        return netfilter.generation()
 
 
 def usable() -> bool:

@@ -27,7 +27,6 @@ masqueraded, and the kernel settings of :func:`settings` go with it.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -149,36 +148,60 @@ def render(model: Model) -> list[Rule]:
     """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network).
 
     The per-endpoint rules come last, in endpoint order, so that a new endpoint's rule extends
-    the previous rendering (:func:`appends` then compares a prefix).  Cost: the rules of
-    networks, ports and links are rendered once per distinct set of them, an endpoint's rule
-    once per endpoint (both kept), and the last rendering is kept whole: a model that extends
-    the last one's endpoints (a connect) costs a comparison of their prefix, in C, plus its new
-    endpoints; any other change a pass over the endpoints (bench/growth.py, bench/firewall.py).
-    """
+    the previous rendering (:func:`appends` then compares a prefix)."""
     if model.empty:
         return []
-    static = _static(tuple(model.networks), tuple(model.ports), tuple(model.links))
-    eps = model.endpoints
-    last_static, last_eps, last_rules, internal = _last
-    # The same static tuple (the lru's own object) means the same networks, so the same internal
-    # ones; then the last endpoints' rules are still right for the same endpoints.
-    same = static is last_static
-    if not same:
-        internal = {n.name for n in model.networks if n.internal}
-    kept = same and eps[: len(last_eps)] == last_eps
-    start = len(last_eps) if kept else 0
-    rules = (last_rules if kept else list(static)) + [
-        _direct(e) for e in eps[start:] if e.network not in internal
-    ]
-    _last[:] = [static, eps, rules, internal]
-    return list(rules)
+    internal = {n.name for n in model.networks if n.internal}
+    static = static_rules(tuple(model.networks), tuple(model.ports), tuple(model.links))
+    return list(static) + [direct(e) for e in model.endpoints if e.network not in internal]
 
 
-_last: list = [None, (), [], set()]  # the last (static rules, endpoints, rendering, internal)
+class Renderer:
+    """:func:`render`, keeping what it rendered: a change renders the firewall twice (before
+    and after), on every command, with every network and endpoint (bench/growth.py,
+    bench/firewall.py).
+
+    The rules of networks, ports and links are kept per distinct set of them, an endpoint's rule
+    per endpoint, and the last rendering whole: a model that extends the last one's endpoints (a
+    connect) costs a comparison of their prefix, in C, plus its new endpoints; any other change
+    a pass over the endpoints.  Keys are the model's records themselves (named tuples: by
+    value)."""
+
+    STATIC_KEPT, DIRECT_KEPT = 4, 8192
+
+    def __init__(self) -> None:
+        self._static: dict[tuple, tuple[Rule, ...]] = {}
+        self._direct: dict[FwEndpoint, Rule] = {}
+        self._last: tuple = (None, (), [], set())  # static key, endpoints, rendering, internal
+
+    def render(self, model: Model) -> list[Rule]:
+        if model.empty:
+            return []
+        key = (tuple(model.networks), tuple(model.ports), tuple(model.links))
+        last_key, last_eps, last_rules, internal = self._last
+        same = key == last_key
+        static = self._static.get(key)
+        if static is None:
+            if len(self._static) >= self.STATIC_KEPT:
+                self._static.clear()
+            static = self._static[key] = static_rules(*key)
+        if not same:
+            internal = {n.name for n in model.networks if n.internal}
+        eps = model.endpoints
+        kept = same and eps[: len(last_eps)] == last_eps
+        start = len(last_eps) if kept else 0
+        if len(self._direct) >= self.DIRECT_KEPT:
+            self._direct.clear()
+        rules = (last_rules if kept else list(static)) + [
+            self._direct.get(e) or self._direct.setdefault(e, direct(e))
+            for e in eps[start:]
+            if e.network not in internal
+        ]
+        self._last = (key, eps, rules, internal)
+        return list(rules)
 
 
-@functools.lru_cache(maxsize=8192)
-def _direct(ep: FwEndpoint) -> Rule:
+def direct(ep: FwEndpoint) -> Rule:
     """Docker 28.2+ filterDirectAccess: nobody reaches a container's address directly from
     outside its bridge (raw PREROUTING, before conntrack)."""
     return Rule("raw", PREROUTING, (("dst", ep.ip), ("!iif", ep.device)), "DROP",
@@ -186,7 +209,7 @@ def _direct(ep: FwEndpoint) -> Rule:
 
 
 def direct_parts(rule: Rule) -> tuple[str, str] | None:
-    """The (address, bridge) of a rule :func:`_direct` made, else None (the nftables backend
+    """The (address, bridge) of a rule :func:`direct` made, else None (the nftables backend
     keeps these as set elements)."""
     match = rule.match
     if rule.chain == PREROUTING and len(match) == 2 and match[0][0] == "dst" \
@@ -195,8 +218,7 @@ def direct_parts(rule: Rule) -> tuple[str, str] | None:
     return None
 
 
-@functools.lru_cache(maxsize=4)
-def _static(
+def static_rules(
     nets: tuple[FwNetwork, ...], ports: tuple[FwPort, ...], links: tuple[FwLink, ...]
 ) -> tuple[Rule, ...]:
     """Every rule but the per-endpoint ones, in apply order."""

@@ -115,7 +115,7 @@ for ns in out["netns"]:
                        if l.startswith("-")] + [run("ip", "netns", "exec", ns, "nft", "-s", "list",
                                                     "table", "ip", "lowbridge_dns")]
 db = sqlite3.connect("/var/lib/lowbridge/lowbridge.db")
-for table in ("networks", "containers", "endpoints"):
+for table in ("networks", "containers", "endpoints", "journal"):
     out["db:" + table] = sorted(r[0] for r in db.execute(f"SELECT doc FROM {table}"))
 print(json.dumps(out))
 """

@@ -355,7 +355,7 @@ ctl = Controller()
 for name in ("a", "b", "c"):
     ctl.container_create(ContainerRequest(name=name, network="del"))
 ctl.container_create(ContainerRequest(name="pub", network="del", publish=["8080:80"]))
-fw = ctl._firewall().backend.__class__
+fw = ctl.firewall.backend.__class__
 applied = []
 real_apply = fw.apply
 fw.apply = lambda self, rules, forward_drop: (applied.append(1), real_apply(self, rules,

@@ -1,4 +1,4 @@
-"""lowbridge's own request/ack path for an attach's netlink messages (netlink.Session._request)
+"""lowbridge's own request/ack path for an attach's netlink messages (rtnl.Session._request)
 against pyroute2's IPRoute: the same topology built both ways must look the same to the kernel
 (``ip -j -d``), and errors must carry the same errno."""
 
@@ -9,7 +9,7 @@ import sys
 
 SCRIPT = r"""
 import errno, json, os, subprocess
-from lowbridge import netlink, netns
+from lowbridge.kernel import netns, rtnl as netlink
 from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -23,8 +23,8 @@ with IPRoute() as ipr:
     ipr.link("set", index=br, state="up")
 paths = {}
 for ns in ("fast", "lib"):
-    paths[ns], sock = netns.create(ns)
-    sock.close()
+    netns.create(ns).result().close()
+    paths[ns] = netns.path_of(ns)
 
 # The fast path, as an attach uses it.
 with netlink.session() as nl, netlink.session(paths["fast"]) as snl:
@@ -134,7 +134,7 @@ def test_fast_requests_build_what_pyroute2_builds(host):
 
 CONNTRACK = r"""
 import json, socket, subprocess
-from lowbridge import netlink
+from lowbridge.kernel import conntrack
 from pyroute2.conntrack import Conntrack
 
 # Turn connection tracking on here (a ruleset that needs it), then make flows on loopback:
@@ -154,15 +154,15 @@ def library():  # what pyroute2 sees
                       for e in ct.dump_entries())
 
 def ours():  # what lowbridge's own dump parses
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER) as s:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, conntrack.NETLINK_NETFILTER) as s:
         return sorted([socket.inet_ntoa(ip), num, int.from_bytes(port or b"", "big")]
-                      for _, ip, num, port in netlink._ct_entries(s))
+                      for _, ip, num, port in conntrack._ct_entries(s))
 
 out = {"before": library(), "ours": ours()}
-out["one"] = netlink.flush_conntrack(dst="127.0.0.3", proto="udp", dport=5002)
+out["one"] = conntrack.flush(dst="127.0.0.3", proto="udp", dport=5002)
 out["after_one"] = library()
-out["none"] = netlink.flush_conntrack(dst="127.0.0.3", proto="tcp")
-out["several"] = netlink.flush_conntrack(dsts=["127.0.0.2", "127.0.0.3", "127.0.0.5"])
+out["none"] = conntrack.flush(dst="127.0.0.3", proto="tcp")
+out["several"] = conntrack.flush(dsts=["127.0.0.2", "127.0.0.3", "127.0.0.5"])
 out["left"] = library()
 print(json.dumps(out))
 """
@@ -179,3 +179,40 @@ def test_the_conntrack_flush_deletes_what_pyroute2_sees_matching(host):
     assert out["one"] == 1 and out["after_one"] == [f for f in every if f[2] != 5002]
     assert out["none"] == 0
     assert out["several"] == 3 and out["left"] == [["127.0.0.4", udp, 5004]]
+
+
+FINGERPRINT = r"""
+import json, subprocess
+from lowbridge.kernel import netfilter
+
+def run(*argv):
+    subprocess.run(argv, check=True, capture_output=True)
+
+out = {"gen": [netfilter.generation()]}
+run("nft", "list", "ruleset")  # reads change nothing
+out["gen"].append(netfilter.generation())
+run("nft", "add", "table", "ip", "t")
+out["gen"].append(netfilter.generation())
+run("iptables-nft", "-A", "FORWARD", "-j", "ACCEPT")  # iptables-nft is nftables underneath
+out["gen"].append(netfilter.generation())
+run("iptables-nft", "-F")
+out["gen"].append(netfilter.generation())
+tables = ("raw", "filter", "nat")
+out["legacy"] = [netfilter.legacy_tables(tables)]
+run("iptables-legacy", "-A", "FORWARD", "-j", "ACCEPT")
+out["legacy"].append(netfilter.legacy_tables(tables))
+run("iptables-legacy", "-F")
+out["legacy"].append(netfilter.legacy_tables(tables))
+print(json.dumps(out))
+"""
+
+
+def test_the_ruleset_fingerprint_moves_with_every_change_and_no_read(host):
+    """What the firewall trusts its record by (lowbridge.kernel.netfilter): the nftables
+    generation moves on with each change, iptables-nft's included, and not with a read; legacy
+    xtables' entry counts move with an added rule and a flush."""
+    out = json.loads(host.run([sys.executable, "-c", FINGERPRINT]).stdout)
+    gen = out["gen"]
+    assert gen[0] == gen[1] and gen[1] < gen[2] < gen[3] < gen[4]
+    before, added, flushed = out["legacy"]
+    assert added[1] != before[1] and flushed[1] == before[1]  # the filter table

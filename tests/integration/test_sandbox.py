@@ -221,7 +221,7 @@ def test_simhost_shell_entry_point():
 
 WORKER_CHECK = r"""
 import json, os, threading
-from lowbridge import netns
+from lowbridge.kernel import netns
 
 def where():
     return [os.stat(f"/proc/thread-self/ns/{k}").st_ino for k in ("net", "uts")]
@@ -229,20 +229,23 @@ def where():
 def home():
     return [os.stat(f"/proc/self/ns/{k}").st_ino for k in ("net", "uts")]
 
+def job(fn):
+    return netns.submit(fn).result()
+
 out = {}
 def wander():  # leave both namespaces, as netns.create and create_uts do
     netns._check(netns._libc.unshare(netns.CLONE_NEWNET | netns.CLONE_NEWUTS), "unshare")
     return where()
-away = netns.in_thread(wander)
+away = job(wander)
 out["moved"] = away != home()
-out["back_home"] = netns.in_thread(where) == home()
-out["same_worker"] = netns.in_thread(threading.get_ident) == netns.in_thread(threading.get_ident)
+out["back_home"] = job(where) == home()
+out["same_worker"] = job(threading.get_ident) == job(threading.get_ident)
 try:
-    netns.in_thread(lambda: 1 / 0)
+    job(lambda: 1 / 0)
 except ZeroDivisionError:
     out["error_raised"] = True
-out["nested"] = netns.in_thread(lambda: netns.in_thread(lambda: 42))
-# A worker that cannot go home breaks; a job queued behind it (start() does not wait) goes on
+out["nested"] = job(lambda: job(lambda: 42))
+# A worker that cannot go home breaks; a job queued behind it (submit() does not wait) goes on
 # to a new worker instead of waiting for ever.
 queued = threading.Event()
 def breaker():
@@ -250,17 +253,17 @@ def breaker():
     w = netns._workers[0]
     w.home[0] = (os.open("/dev/null", os.O_RDONLY), w.home[0][1])  # setns() home fails
     return threading.get_ident()
-first = netns.start(breaker)
-second = netns.start(threading.get_ident)
+first = netns.submit(breaker)
+second = netns.submit(threading.get_ident)
 queued.set()
 try:
-    first()
+    first.result()
 except netns.KernelError:
     out["broken"] = True
-out["handed_on"] = second() not in (None, threading.get_ident())
+out["handed_on"] = second.result() not in (None, threading.get_ident())
 pid = os.fork()
 if pid == 0:  # the child has no worker thread: a new one serves it
-    os._exit(0 if netns.in_thread(where) == home() else 1)
+    os._exit(0 if job(where) == home() else 1)
 out["child"] = os.waitpid(pid, 0)[1] == 0
 print(json.dumps(out))
 """

@@ -2,6 +2,7 @@
 
 from lowbridge import ipam
 from lowbridge.models import Container, Endpoint, Network
+from lowbridge.ports import Exposed, PortMapping
 
 
 def records(net_id: str = "n" * 64, ctr_id: str = "c" * 64):
@@ -10,7 +11,9 @@ def records(net_id: str = "n" * 64, ctr_id: str = "c" * 64):
         subnet="10.1.0.0/24", gateway=None, ip_range=None, aux_addresses=None, taken=[]
     )
     net = Network(id=net_id, name="mynet", driver="bridge", pool=pool, device="lb-nnn")
-    ctr = Container(id=ctr_id, name="web", netns="/run/netns/web", command=["sleep", "9"])
+    ctr = Container(id=ctr_id, name="web", netns="/run/netns/web", command=("sleep", "9"),
+                    ports=(PortMapping("0.0.0.0", 8080, 80, "tcp"),),
+                    expose=(Exposed(53, "udp"),))  # fmt: skip
     ep = Endpoint(
         id="e" * 64,
         network_id=net.id,

@@ -4,13 +4,14 @@ import json
 
 import pytest
 
-from lowbridge import cli, output
+from lowbridge import output
+from lowbridge.cli import commands, parser, startup
 from lowbridge.errors import InvalidInput
 from tests.unit import samples
 
 
 def parse(*argv):
-    return cli.build_parser().parse_args(argv)
+    return parser.build_parser().parse_args(argv)
 
 
 def test_network_create_flags_like_docker():
@@ -34,15 +35,15 @@ def test_network_create_flags_like_docker():
         "com.docker.network.driver.mtu=1400",
         "mynet",
     )
-    assert a.func is cli.cmd_network_create
+    assert a.func is commands.cmd_network_create
     assert (a.name, a.driver, a.subnet, a.internal) == ("mynet", "bridge", ["10.1.0.0/24"], True)
-    assert cli._pairs(a.opt, "-o") == {"com.docker.network.driver.mtu": "1400"}
-    assert cli._pairs(["flag"], "--label", need_value=False) == {"flag": ""}
+    assert commands._pairs(a.opt, "-o") == {"com.docker.network.driver.mtu": "1400"}
+    assert commands._pairs(["flag"], "--label", need_value=False) == {"flag": ""}
 
 
 def test_bad_pairs_are_user_errors():
     with pytest.raises(InvalidInput):
-        cli._pairs(["novalue"], "--opt")
+        commands._pairs(["novalue"], "--opt")
 
 
 def test_run_takes_the_command_after_double_dash():
@@ -50,16 +51,16 @@ def test_run_takes_the_command_after_double_dash():
         "run", "--name", "web", "--network", "n", "--ip", "10.1.0.5", "-d", "--", "sleep", "5"
     )
     assert (a.name, a.network, a.ip, a.detach) == ("web", "n", "10.1.0.5", True)
-    assert cli._command(a) == ["sleep", "5"]
+    assert commands._command(a) == ["sleep", "5"]
     b = parse("exec", "web", "--", "ip", "-br", "addr")
-    assert cli._command(b) == ["ip", "-br", "addr"]
+    assert commands._command(b) == ["ip", "-br", "addr"]
 
 
 def test_docker_aliases():
-    assert parse("ps").func is cli.cmd_container_ls
+    assert parse("ps").func is commands.cmd_container_ls
     assert parse("rm", "-f", "a", "b").containers == ["a", "b"]
-    assert parse("inspect", "a").func is cli.cmd_container_inspect
-    assert parse("network", "ls").func is cli.cmd_network_ls
+    assert parse("inspect", "a").func is commands.cmd_container_inspect
+    assert parse("network", "ls").func is commands.cmd_network_ls
 
 
 def test_missing_arguments_exit_2(capsys):
@@ -114,7 +115,7 @@ LINES = [
     ["network", "list", "-q"],
     ["network", "create", "--subnet", "10.1.0.0/24", "-o", "a=b", "n"],
     ["network", "connect", "--ip", "10.1.0.5", "--alias", "db", "n", "c"],
-    ["network", "disconnect", "-f", "n", "c"],
+    ["network", "disconnect", "n", "c"],
     ["network", "remove", "a", "b"],
     ["--root", "/tmp/x", "--debug", "network", "inspect", "n"],
     ["--firewall-backend", "nftables", "firewall", "reapply"],
@@ -133,8 +134,9 @@ LINES = [
 
 @pytest.mark.parametrize("argv", LINES, ids=" ".join)
 def test_the_parser_built_for_a_command_line_parses_it_as_the_full_one(argv):
-    assert cli._wanted(argv) is not None  # these take the short path
-    assert vars(cli.parser_for(argv).parse_args(argv)) == vars(cli.build_parser().parse_args(argv))
+    assert parser._wanted(argv) is not None  # these take the short path
+    full = parser.build_parser().parse_args(argv)
+    assert vars(parser.parser_for(argv).parse_args(argv)) == vars(full)
 
 
 @pytest.mark.parametrize(
@@ -145,21 +147,21 @@ def test_the_parser_built_for_a_command_line_parses_it_as_the_full_one(argv):
 )  # fmt: skip
 def test_help_and_errors_read_as_with_the_full_parser(argv, capsys):
     outputs = []
-    for parser in (cli.parser_for(argv), cli.build_parser()):
+    for built in (parser.parser_for(argv), parser.build_parser()):
         with pytest.raises(SystemExit) as exc:
-            parser.parse_args(argv)
+            built.parse_args(argv)
         captured = capsys.readouterr()
         outputs.append((exc.value.code, captured.out, captured.err))
     assert outputs[0] == outputs[1]
 
 
 def test_a_deferred_module_loads_at_its_first_attribute(monkeypatch):
-    """cli._Deferred, which stands in for inspect: importing it loads nothing; the first
+    """startup.Deferred, which stands in for inspect: importing it loads nothing; the first
     attribute loads the real module, which then takes the stand-in's place."""
     import sys
 
     monkeypatch.delitem(sys.modules, "tabnanny", raising=False)
-    stand_in = cli._Deferred("tabnanny")
+    stand_in = startup.Deferred("tabnanny")
     monkeypatch.setitem(sys.modules, "tabnanny", stand_in)
     import tabnanny
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from lowbridge import ipam, kv
-from lowbridge.cluster import VNI_OPTION, ClusterStore
+from lowbridge import ipam
 from lowbridge.errors import InvalidInput
-from lowbridge.models import Container, Endpoint, Network
-from lowbridge.store import SQLiteStore
+from lowbridge.models import OPT_VNI, Container, Endpoint, Network, frozen
+from lowbridge.store import etcd as kv
+from lowbridge.store.cluster import ClusterStore
+from lowbridge.store.sqlite import SQLiteStore
 
 
 class FakeKV:
@@ -53,14 +54,27 @@ def _overlay(
 ) -> Network:
     pool = ipam.plan_pool(subnet=subnet, gateway=None, ip_range=None, aux_addresses=None, taken=[])
     return Network(id=nid or name * 8, name=name, driver="overlay", pool=pool,
-                   options={VNI_OPTION: vni})  # fmt: skip
+                   options=frozen({OPT_VNI: vni}))  # fmt: skip
+
+
+def _store(tmp_path, shared, host: str, vtep: str) -> ClusterStore:
+    store = ClusterStore(SQLiteStore(str(tmp_path / f"{host}.db")), shared,
+                         str(tmp_path / f"{host}-id"))  # fmt: skip
+    store.host, store.vtep = host, vtep
+    return store
+
+
+def _ep(eid: str, net: Network, ctr: str, ip: str, store: ClusterStore) -> Endpoint:
+    """An endpoint as the planner makes it for a global network: with its host and VTEP."""
+    return Endpoint(id=eid, network_id=net.id, container_id=ctr, ifname="eth0", ip=ip,
+                    host=store.host, vtep=store.vtep)  # fmt: skip
 
 
 @pytest.fixture
 def stores(tmp_path):
     shared = FakeKV()
-    a = ClusterStore(SQLiteStore(str(tmp_path / "a.db")), shared, "host-a", "10.200.0.1")
-    b = ClusterStore(SQLiteStore(str(tmp_path / "b.db")), shared, "host-b", "10.200.0.2")
+    a = _store(tmp_path, shared, "host-a", "10.200.0.1")
+    b = _store(tmp_path, shared, "host-b", "10.200.0.2")
     yield a, b, shared
     a.local.close()
     b.local.close()
@@ -71,8 +85,8 @@ def test_overlay_records_are_shared_and_local_ones_are_not(stores):
     with a.transaction():
         a.put_network(_overlay())
         a.put_network(Network(id="l" * 64, name="mine", driver="bridge"))
-    assert [n.name for n in b.networks()] == ["ov"]
-    assert {n.name for n in a.networks()} == {"ov", "mine"}
+    assert [n.name for n in b.view().networks] == ["ov"]
+    assert {n.name for n in a.view().networks} == {"ov", "mine"}
 
 
 def test_names_vnis_and_addresses_are_taken_once(stores):
@@ -87,33 +101,39 @@ def test_names_vnis_and_addresses_are_taken_once(stores):
         with store.transaction():
             store.put_container(Container(id=ctr * 32, name=ctr, netns=f"/run/netns/{ctr}"))
     with a.transaction():
-        a.put_endpoint(Endpoint(id="e1", network_id=net.id, container_id="c1" * 32,
-                                ifname="eth0", ip="10.0.0.2"))  # fmt: skip
+        a.put_endpoint(_ep("e1", net, "c1" * 32, "10.0.0.2", a))
     # b took its snapshot before a's lease: its transaction loses and changes nothing.
     with pytest.raises(kv.CasConflict), b.transaction():
         b.put_container(Container(id="c3" * 32, name="c3", netns="/run/netns/c3"))
-        b.put_endpoint(Endpoint(id="e2", network_id=net.id, container_id="c2" * 32,
-                                ifname="eth0", ip="10.0.0.2"))  # fmt: skip
-    assert "c3" not in [c.name for c in b.containers()]
-    assert b.addresses(net.id) == ["10.0.0.2"]
-    seen = b.endpoints(network_id=net.id)
-    assert [(e.host, e.vtep) for e in seen] == [("host-a", "10.200.0.1")]
-    assert b.endpoints(container_id="c1" * 32) == []  # not b's sandbox
+        b.put_endpoint(_ep("e2", net, "c2" * 32, "10.0.0.2", b))
+    view = b.view()
+    assert "c3" not in [c.name for c in view.containers]
+    seen = view.endpoints_on(net.id)
+    assert [(e.ip, e.host, e.vtep) for e in seen] == [("10.0.0.2", "host-a", "10.200.0.1")]
+    assert view.endpoints_of("c2" * 32) == []
 
 
-def test_reads_inside_a_transaction_see_its_writes_and_delete_cleans_up(stores):
+def test_deleting_a_network_deletes_its_leases_and_endpoints(stores):
     a, b, shared = stores
     net = _overlay()
     with a.transaction():
         a.put_network(net)
-        assert any(n.id == net.id for n in a.networks())
-        a.put_endpoint(Endpoint(id="e1", network_id=net.id, container_id="c" * 64,
-                                ifname="eth0", ip="10.0.0.2"))  # fmt: skip
-        assert a.addresses(net.id) == ["10.0.0.2"]
     with a.transaction():
-        a.delete_network(net.id)
-        assert all(n.id != net.id for n in a.networks())
+        a.put_endpoint(_ep("e1", net, "c" * 64, "10.0.0.2", a))
+    assert kv.key("ipam", net.id, "10.0.0.2") in shared.data
+    with a.transaction():
+        a.delete_network(net)
+    assert all(n.id != net.id for n in b.view().networks)
     assert shared.data == {}
+
+
+def test_the_host_id_is_kept_once_the_host_joined(tmp_path):
+    store = ClusterStore(SQLiteStore(str(tmp_path / "s.db")), FakeKV(), str(tmp_path / "id"))
+    assert not (tmp_path / "id").exists()  # a command that never reached etcd leaves nothing
+    store.register_host("10.200.0.9")
+    assert (tmp_path / "id").read_text().strip() == store.host
+    again = ClusterStore(SQLiteStore(str(tmp_path / "t.db")), FakeKV(), str(tmp_path / "id"))
+    assert again.host == store.host
 
 
 def test_store_urls():

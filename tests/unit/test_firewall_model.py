@@ -1,13 +1,16 @@
-"""The firewall's view of the store (lowbridge.firewall.model): kept between calls, the same
-answer as a fresh pass whatever the run of changes."""
+"""The firewall's view of the store (lowbridge.firewall.model): a Modeler keeps its last result
+between calls and gives the same answer as a fresh pass whatever the run of changes -- a
+changed record included, whatever object it is."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from lowbridge import firewall, ipam
+from lowbridge import ipam
 from lowbridge.firewall import rules as R
-from lowbridge.models import Container, Endpoint, Network
+from lowbridge.firewall.model import Modeler
+from lowbridge.models import Container, Endpoint, Network, View, frozen
+from lowbridge.ports import Exposed, PortMapping
 
 
 def _net(name: str, subnet: str, **kw) -> Network:
@@ -26,13 +29,8 @@ def _ep(net: Network, ctr: Container, ip: str) -> Endpoint:
 
 
 def fresh(nets: list, ctrs: list, eps: list) -> R.Model:
-    """model() without what it kept."""
-    kept = list(firewall._kept)
-    firewall._kept[:] = [(), (), (), None]
-    try:
-        return firewall.model(nets, ctrs, eps)
-    finally:
-        firewall._kept[:] = kept
+    """A model from nothing."""
+    return Modeler().model(View(nets, ctrs, eps))
 
 
 def test_a_kept_model_equals_a_fresh_one_through_a_run_of_changes():
@@ -41,8 +39,10 @@ def test_a_kept_model_equals_a_fresh_one_through_a_run_of_changes():
     mac = _net("lan", "192.168.5.0/24", driver="macvlan")
     nets, ctrs, eps = [bridge, front, back, mac], [], []
 
+    modeler = Modeler()
+
     def check() -> R.Model:
-        got = firewall.model(nets, ctrs, eps)
+        got = modeler.model(View(nets, ctrs, eps))
         assert got == fresh(nets, ctrs, eps)
         return got
 
@@ -63,9 +63,9 @@ def test_a_kept_model_equals_a_fresh_one_through_a_run_of_changes():
     assert len(last.endpoints) == 4
 
     # Published ports and a legacy link on the default bridge.
-    port = {"host_ip": "0.0.0.0", "host_port": 8080, "container_port": 80, "proto": "tcp"}
-    pub = _ctr("pub", ports=[port], expose=["80/tcp"])
-    linker = _ctr("linker", links=[["pub", "db"]])
+    port = PortMapping("0.0.0.0", 8080, 80, "tcp")
+    pub = _ctr("pub", ports=(port,), expose=(Exposed(80, "tcp"),))
+    linker = _ctr("linker", links=(("pub", "db"),))
     ctrs += [pub, linker]
     eps += [_ep(bridge, pub, "172.17.0.3"), _ep(bridge, linker, "172.17.0.4")]
     last = check()
@@ -75,11 +75,12 @@ def test_a_kept_model_equals_a_fresh_one_through_a_run_of_changes():
     ]
 
     # A changed record in the middle, a removal, a network replaced: passes over everything.
-    ctrs[0] = dataclasses.replace(ctrs[0], ports=[{**port, "host_port": 8081}])
+    ctrs[0] = dataclasses.replace(ctrs[0], ports=(dataclasses.replace(port, host_port=8081),))
     check()
     eps = [e for e in eps if e.ip != "10.1.0.11"]
     check()
-    nets[1] = dataclasses.replace(front, options={"com.docker.network.bridge.enable_icc": "false"})
+    nets[1] = dataclasses.replace(front, options=frozen({"com.docker.network.bridge.enable_icc":
+                                                         "false"}))  # fmt: skip
     last = check()
     assert not next(n for n in last.networks if n.name == "front").icc
     # ...after which extending works again, sharing the kept records.
@@ -88,3 +89,20 @@ def test_a_kept_model_equals_a_fresh_one_through_a_run_of_changes():
     eps.append(_ep(back, c, "10.2.0.5"))
     again = check()
     assert again.networks is last.networks and again.endpoints[:-1] == last.endpoints
+
+
+def test_a_record_replaced_by_an_equal_copy_or_a_changed_one_reaches_the_model():
+    """The identity-cache bug of issue 17: a network option changed -- here by a new record,
+    as records are immutable -- must reach the next model, whoever holds the old object."""
+    bridge = _net("bridge", "172.17.0.0/16", predefined=True)
+    c = _ctr("web")
+    eps = [_ep(bridge, c, "172.17.0.2")]
+    modeler = Modeler()
+    first = modeler.model(View([bridge], [c], eps))
+    assert first.networks[0].icc
+    off = dataclasses.replace(bridge, options=frozen({"com.docker.network.bridge.enable_icc":
+                                                      "false"}))  # fmt: skip
+    second = modeler.model(View([off], [c], eps))
+    assert not second.networks[0].icc
+    copy = Network.from_doc(off.to_doc())  # equal, another object: extends as the same
+    assert modeler.model(View([copy], [c], eps)) == second

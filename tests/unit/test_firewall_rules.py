@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -232,9 +233,9 @@ def test_rules_round_trip_through_the_record():
 
 
 def test_render_keeps_its_last_rendering_only_while_it_is_still_right():
-    """render() extends its last rendering when the endpoints grow; whatever else changes
+    """A Renderer extends its last rendering when the endpoints grow; whatever else changes
     (an endpoint removed, networks changed, an internal network's endpoints) it renders anew:
-    every result equals a rendering from nothing."""
+    every result equals a rendering from nothing (the pure render())."""
     inner = R.FwNetwork("inner", "lb-3333333333cc", "172.20.0.0/16", internal=True)
     eps = _eps(*((BR1, f"172.18.0.{i}") for i in range(2, 6)))
     inner_eps = _eps((inner, "172.20.0.2"))
@@ -249,12 +250,12 @@ def test_render_keeps_its_last_rendering_only_while_it_is_still_right():
         R.Model([BR1, inner], endpoints=eps[:1] + inner_eps + eps[1:2]),  # grown past it
         R.Model([BR1, BR2], endpoints=eps[:1] + eps[1:2]),
     ]
+    renderer = R.Renderer()
     for model in sequence:
-        kept = R.render(model)
-        R._last[:] = [None, (), [], set()]
+        kept = renderer.render(model)
         assert kept == R.render(model)
-        R.render(model).append("scribbled on")  # the caller's list, not the kept one
-        assert R.render(model) == kept
+        renderer.render(model).append("scribbled on")  # the caller's list, not the kept one
+        assert renderer.render(model) == kept
 
 
 def test_appends_finds_only_plain_additions_at_the_end():
@@ -301,7 +302,7 @@ def test_nftables_deletes_only_direct_access_elements(monkeypatch):
     another bridge's endpoint still has stays in the address set; any other rule makes the
     backend decline (the caller rewrites the table)."""
     sent = []
-    monkeypatch.setattr(nftables, "run_script", lambda script, what: sent.append(script))
+    monkeypatch.setattr(nftables, "run_script", lambda script, what, ctx=None: sent.append(script))
     br2 = R.FwNetwork("other", "lb-2222222222bb", "172.19.0.0/16")
     eps = _eps((BR1, "172.18.0.2"), (BR1, "172.18.0.3"), (br2, "172.18.0.3"))
     rules = R.render(R.Model([BR1, br2], endpoints=eps))
@@ -320,13 +321,28 @@ def test_nftables_deletes_only_direct_access_elements(monkeypatch):
     assert nftables.NftablesBackend().remove(hook_like, rules) is False and sent == []
 
 
-def test_a_whole_record_is_known_by_its_identity_after_the_rename(tmp_path):
+def test_a_whole_record_is_known_by_its_identity_after_the_rename(tmp_path, monkeypatch):
     """The rename that puts a whole rule record in place sets its ctime: the identity kept for
-    it is the one after the rename, so the next change of this process reads nothing back."""
-    import lowbridge.firewall as F
+    it is the one after the rename, so the next change of this object reads nothing back."""
+    from lowbridge.firewall import record
 
-    fw = F.Firewall("nftables", str(tmp_path))
+    rec = record.Record(str(tmp_path))
     rules = R.render(R.Model([BR1], endpoints=_eps((BR1, "172.18.0.2"))))
-    fw._record(rules)
-    assert F._recorded[0] == F._identity(os.stat(tmp_path / "firewall-rules"))
-    assert fw._applied(False) == rules
+    rec.write(rules, "nftables")
+    assert rec._kept[0] == record._identity(os.stat(tmp_path / "firewall-rules"))
+    monkeypatch.setattr(record.json, "loads", lambda *a: 1 / 0)  # nothing is parsed again
+    assert rec.rules("nftables", False) == rules
+    assert stat.S_IMODE(os.stat(tmp_path / "firewall-rules").st_mode) == 0o600
+
+
+def test_a_record_another_process_changed_is_read_again(tmp_path):
+    from lowbridge.firewall import record
+
+    mine, theirs = record.Record(str(tmp_path)), record.Record(str(tmp_path))
+    one = R.render(R.Model([BR1], endpoints=_eps((BR1, "172.18.0.2"))))
+    two = R.render(R.Model([BR1], endpoints=_eps((BR1, "172.18.0.2"), (BR1, "172.18.0.3"))))
+    mine.write(one, "iptables")
+    assert theirs.rules("iptables", False) == one
+    theirs.append(two, two[len(one) :], "iptables", False)
+    assert mine.rules("iptables", False) == two  # the file grew: parsed again
+    assert mine.rules("nftables", False) is None  # another backend's: not known

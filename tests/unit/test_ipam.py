@@ -96,10 +96,51 @@ def test_full_subnet_is_a_conflict():
         ipam.allocate(pool, [IPv4Address("10.9.0.2")])
 
 
-def test_slash_31_uses_both_addresses():
-    pool = plan(subnet="10.9.1.0/31")
-    assert pool.gateway == IPv4Address("10.9.1.0")
-    assert ipam.allocate(pool, []) == IPv4Address("10.9.1.1")
+@pytest.mark.parametrize(
+    "subnet, what",
+    [
+        ("10.9.1.0/31", "no room"),
+        ("10.9.1.0/32", "no room"),
+        ("127.0.0.0/8", "loopback"),
+        ("127.1.0.0/16", "loopback"),
+        ("0.0.0.0/8", "this network"),
+        ("224.0.0.0/24", "multicast"),
+        ("239.1.0.0/16", "multicast"),
+        ("255.255.255.0/24", "reserved"),
+        ("240.0.0.0/4", "reserved"),
+    ],
+)
+def test_subnets_no_network_can_work_in_are_refused(subnet, what):
+    with pytest.raises(InvalidInput, match=what):
+        plan(subnet=subnet)
+
+
+def test_a_gateway_on_the_hosts_own_address_is_refused():
+    """The host's LAN as a bridge subnet: its gateway would be the host's own address."""
+    lan = dict(ip_range=None, aux_addresses=None, taken=[], host_addresses=["192.168.50.1"])
+    with pytest.raises(Conflict, match="address of this host"):
+        ipam.plan_pool(subnet="192.168.50.0/24", gateway=None, **lan)
+    pool = ipam.plan_pool(subnet="192.168.50.0/24", gateway="192.168.50.254", **lan)
+    assert str(pool.gateway) == "192.168.50.254"
+
+
+def test_subnets_lowbridge_devices_hold_are_neither_chosen_nor_given():
+    """A store lost beside live bridges: what they hold is not handed out again."""
+    from ipaddress import IPv4Network
+
+    held = [(IPv4Network("172.18.0.0/16"), "lb-0123456789ab")]
+    pool = ipam.plan_pool(subnet=None, gateway=None, ip_range=None, aux_addresses=None,
+                          taken=[IPv4Network("172.17.0.0/16")], held=held)  # fmt: skip
+    assert str(pool.subnet) == "172.19.0.0/16"
+    with pytest.raises(Conflict, match="held by lb-0123456789ab"):
+        ipam.plan_pool(subnet="172.18.5.0/24", gateway=None, ip_range=None, aux_addresses=None,
+                       taken=[], held=held)  # fmt: skip
+
+
+def test_slash_30_holds_a_gateway_and_one_endpoint():
+    pool = plan(subnet="10.9.1.0/30")
+    assert pool.gateway == IPv4Address("10.9.1.1")
+    assert ipam.allocate(pool, []) == IPv4Address("10.9.1.2")
 
 
 def test_host_bits_error_names_the_canonical_subnet():

@@ -23,8 +23,12 @@ def test_env_for_a_postgres_child_matches_dockers_documentation():
 
 
 def test_env_ranges_tcp_first_and_aliases_with_dashes():
-    published = {"container_port": 9000, "proto": "tcp", "host_ip": "0.0.0.0", "host_port": 1}
-    exposed = ports.exposed(["53/udp", "8000-8002"], [published])
+    from lowbridge.models import Container
+
+    published = ports.PortMapping("0.0.0.0", 1, 9000, "tcp")
+    expose = [p for spec in ("53/udp", "8000-8002") for p in ports.parse_expose(spec)]
+    child = Container(id="c", name="svc", netns="", expose=tuple(expose), ports=(published,))
+    exposed = child.exposed
     assert exposed == [(8000, "tcp"), (8001, "tcp"), (8002, "tcp"), (9000, "tcp"), (53, "udp")]
     env = links.env("app", "my-svc", "10.0.0.2", exposed)
     assert env[0] == "MY_SVC_PORT=tcp://10.0.0.2:8000"

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from lowbridge.drivers.base import HostView, NetworkRequest
+from lowbridge.drivers.base import HostLink, HostView, NetworkRequest
 from lowbridge.drivers.macvlan import MacvlanDriver, split_vlan
 from lowbridge.errors import Conflict, InvalidInput
 
-HOST = HostView(networks=[], link_kinds={"eth0": "veth", "lo": None}, reserved=[])
+HOST = HostView(
+    networks=(),
+    links={
+        "eth0": HostLink("veth", None),
+        "lo": HostLink(None, None),
+        "lb-0123456789ab": HostLink("bridge", "lowbridge:0123456789ab" + "0" * 52),
+    },
+    reserved=(),
+)
 
 
 def _validate(host: HostView = HOST, **kw):
@@ -59,6 +67,10 @@ def test_host_shim_takes_an_address_ipam_keeps_from_endpoints():
         ({"parent": "eth0", "macvlan_mode": "l2"}, InvalidInput),
         ({"parent": "eth0", "lowbridge.host_shim": "yes please"}, InvalidInput),
         ({"parent": "eth0", "ipvlan_mode": "l2"}, InvalidInput),
+        # A link lowbridge made for another network is no LAN to put stations on.
+        ({"parent": "lb-0123456789ab"}, InvalidInput),
+        ({"parent": "eth0", "com.docker.network.driver.mtu": "abc"}, InvalidInput),
+        ({"parent": "eth0", "com.docker.network.driver.mtu": "٩٠٠٠"}, InvalidInput),
     ],
 )
 def test_bad_options(options, error):
@@ -68,7 +80,7 @@ def test_bad_options(options, error):
 
 def test_passthru_takes_the_parent_alone():
     first = _validate(subnet="10.1.0.0/24", options={"parent": "eth0", "macvlan_mode": "passthru"})
-    host = HostView(networks=[first], link_kinds=HOST.link_kinds, reserved=[])
+    host = HostView(networks=(first,), links=HOST.links, reserved=())
     with pytest.raises(Conflict, match="passthru"):
         _validate(host, name="b", subnet="10.2.0.0/24", options={"parent": "eth0"})
     with pytest.raises(Conflict, match="overlaps"):

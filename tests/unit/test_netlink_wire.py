@@ -1,4 +1,4 @@
-"""The hand-encoded requests of lowbridge.netlink, byte for byte against pyroute2's encoding.
+"""The hand-encoded requests of lowbridge.kernel.wire, byte for byte against pyroute2's encoding.
 
 lowbridge builds its attach's netlink requests with struct (pyroute2's classes are ~100x slower
 at it); pyroute2's message classes are the reference for every byte here.  What the kernel does
@@ -14,7 +14,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from lowbridge import netlink as L
+from lowbridge.kernel import wire as L
+from lowbridge.kernel.rtnl import DOOMED_GROUP
 
 
 def _encoded(msg) -> bytes:  # noqa: ANN001
@@ -44,10 +45,10 @@ def test_link_by_name_and_by_index(name):
 
 
 def test_link_attributes():
-    mask = L.link_request("eth0", attrs=L._u32(L.IFLA_EXT_MASK, L.RTEXT_FILTER_SKIP_STATS))
+    mask = L.link_request("eth0", attrs=L.u32(L.IFLA_EXT_MASK, L.RTEXT_FILTER_SKIP_STATS))
     assert mask == _encoded(_link("eth0", attrs=[("IFLA_EXT_MASK", 8)]))
-    group = L.link_request(attrs=L._u32(L.IFLA_GROUP, L.DOOMED_GROUP))
-    assert group == _encoded(_link(attrs=[("IFLA_GROUP", L.DOOMED_GROUP)]))
+    group = L.link_request(attrs=L.u32(L.IFLA_GROUP, DOOMED_GROUP))
+    assert group == _encoded(_link(attrs=[("IFLA_GROUP", DOOMED_GROUP)]))
 
 
 @pytest.mark.parametrize("mtu", [None, 1400, 9000])
@@ -86,3 +87,16 @@ def test_default_route():
     msg["scope"], msg["type"] = 0, 1
     msg["attrs"] = [("RTA_TABLE", 254), ("RTA_GATEWAY", "10.150.0.1"), ("RTA_OIF", 3)]
     assert L.default_route_request("10.150.0.1", 3) == _encoded(msg)
+
+
+def test_the_constants_are_pyroute2s():
+    """The numbers wire.py writes down from the kernel's headers are pyroute2's too."""
+    from pyroute2 import netlink as N
+    from pyroute2.netlink import rtnl as R
+
+    for name in ("NLM_F_REQUEST", "NLM_F_ACK", "NLM_F_REPLACE", "NLM_F_EXCL", "NLM_F_CREATE",
+                 "NLM_F_DUMP", "NLMSG_ERROR", "NLMSG_DONE"):  # fmt: skip
+        assert getattr(L, name) == getattr(N, name), name
+    for name in ("RTM_NEWLINK", "RTM_DELLINK", "RTM_GETLINK", "RTM_SETLINK", "RTM_NEWADDR",
+                 "RTM_NEWROUTE"):  # fmt: skip
+        assert getattr(L, name) == getattr(R, name), name

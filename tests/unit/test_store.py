@@ -1,11 +1,16 @@
-"""The SQLite store: atomic transactions, uniqueness, documents round-trip."""
+"""The SQLite store: atomic transactions, uniqueness, documents round-trip, the view kept per
+generation, the journal, and damaged state reported in one line."""
+
+import json
+import os
+import sqlite3
 
 import pytest
 
 from lowbridge import ipam
 from lowbridge.errors import Conflict, StoreError
-from lowbridge.models import Container, Endpoint, Network
-from lowbridge.store import SQLiteStore
+from lowbridge.models import Container, Endpoint, JournalEntry, Network, frozen
+from lowbridge.store.sqlite import SQLiteStore
 from tests.unit import samples
 
 
@@ -16,11 +21,10 @@ def store(tmp_path):
     s.close()
 
 
-def _net(name="n1"):
-    pool = ipam.plan_pool(
-        subnet="10.1.0.0/24", gateway=None, ip_range=None, aux_addresses=None, taken=[]
-    )
-    return Network(id=name + "-id", name=name, driver="bridge", pool=pool, labels={"a": "b"})
+def _net(name="n1", subnet="10.1.0.0/24"):
+    pool = ipam.plan_pool(subnet=subnet, gateway=None, ip_range=None, aux_addresses=None, taken=[])
+    return Network(id=name + "-id", name=name, driver="bridge", pool=pool,
+                   labels=frozen({"a": "b"}))  # fmt: skip
 
 
 def test_round_trip(store):
@@ -29,17 +33,27 @@ def test_round_trip(store):
         store.put_network(net)
         store.put_container(ctr)
         store.put_endpoint(ep)
-    assert store.networks() == [net]
-    assert store.containers() == [ctr]
-    assert store.endpoints(network_id=net.id) == [ep]
-    assert store.endpoints(container_id="other") == []
+    view = store.view()
+    assert view.networks == (net,) and view.containers == (ctr,)
+    assert view.endpoints_on(net.id) == [ep] and view.endpoints_of("other") == []
+    fresh = SQLiteStore(store.path).view()  # parsed from the file, not kept
+    assert fresh.networks == (net,) and fresh.containers == (ctr,) and fresh.endpoints == (ep,)
+    assert fresh.containers[0].ports == ctr.ports and fresh.containers[0].expose == ctr.expose
+
+
+def test_records_are_immutable():
+    net, ctr, ep = samples.records()
+    with pytest.raises(AttributeError):
+        ctr.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        net.options["x"] = "y"  # type: ignore[index]
 
 
 def test_failed_transaction_changes_nothing(store):
     with pytest.raises(RuntimeError), store.transaction():
         store.put_network(_net())
         raise RuntimeError("boom")
-    assert store.networks() == []
+    assert store.view().networks == ()
 
 
 def test_writes_need_a_transaction(store):
@@ -62,7 +76,7 @@ def test_names_and_addresses_are_unique(store):
         store.put_endpoint(
             Endpoint(id="e2", network_id="n1-id", container_id="c2", ifname="eth0", ip="10.1.0.2")
         )
-    assert len(store.endpoints()) == 1
+    assert len(store.view().endpoints) == 1
 
 
 def test_state_survives_reopen(tmp_path):
@@ -73,26 +87,19 @@ def test_state_survives_reopen(tmp_path):
         s.set_meta("k", "v")
     s.close()
     s2 = SQLiteStore(path)
-    assert [n.name for n in s2.networks()] == ["n1"]
+    assert [n.name for n in s2.view().networks] == ["n1"]
     assert s2.get_meta("k") == "v"
+    assert os.stat(path).st_mode & 0o777 == 0o600
 
 
-def test_the_kept_tables_answer_as_the_database_does(store):
-    """Reads inside cached() (dicts by key, endpoints also by sandbox) match the tables' own
-    answers after upserts, deletions and a rolled-back transaction, order included."""
-    nets = [_net("n1"), _net("n2")]
+def test_the_kept_view_answers_as_the_database_does(store):
+    """The view this process keeps moves on with its own commits (upserts keep their place,
+    deletions go, a rolled-back transaction changes nothing) and equals a fresh read."""
+    nets = [_net("n1"), _net("n2", "10.2.0.0/24")]
     ctrs = [Container(id=f"c{i}", name=f"c{i}", netns=f"/run/netns/c{i}") for i in range(4)]
 
     def ep(net, ctr, ip):  # noqa: ANN001, ANN202
         return Endpoint(f"{net.id}{ctr.id}", net.id, ctr.id, "eth0", ip=ip)
-
-    def answers() -> list:
-        out = [store.networks(), store.containers(), store.endpoints()]
-        for c in ctrs:
-            out.append(store.endpoints(container_id=c.id))
-            out += [store.endpoints(network_id=n.id, container_id=c.id) for n in nets]
-        out += [store.endpoints(network_id=n.id) for n in nets]
-        return out + [sorted(store.addresses(n.id)) for n in nets]  # leases: a set
 
     with store.transaction():
         for n in nets:
@@ -100,20 +107,79 @@ def test_the_kept_tables_answer_as_the_database_does(store):
         for c in ctrs:
             store.put_container(c)
         store.put_endpoint(ep(nets[0], ctrs[0], "10.1.0.2"))
-    with store.cached():
-        store.endpoints()  # loaded here, then written through
-        with store.transaction():
-            store.put_endpoint(ep(nets[1], ctrs[0], "10.1.0.3"))
-            store.put_endpoint(ep(nets[0], ctrs[1], "10.1.0.4"))
-            store.put_endpoint(ep(nets[0], ctrs[2], "10.1.0.5"))
-            store.put_endpoint(ep(nets[0], ctrs[0], "10.1.0.9"))  # upsert: keeps its place
-            store.delete_endpoint(nets[0].id, ctrs[1].id)
-            store.put_container(ctrs[1])
-        written_through = answers()
-        with pytest.raises(RuntimeError), store.transaction():
-            store.put_endpoint(ep(nets[1], ctrs[3], "10.1.0.7"))
-            raise RuntimeError
-        after_rollback = answers()
-    assert written_through == answers()  # outside cached(): straight from the database
-    assert after_rollback == answers()
-    assert [e.ip for e in store.endpoints(container_id="c0")] == ["10.1.0.9", "10.1.0.3"]
+    store.view().endpoints  # noqa: B018 - loaded: later commits move this view on
+    with store.transaction():
+        store.put_endpoint(ep(nets[1], ctrs[0], "10.2.0.3"))
+        store.put_endpoint(ep(nets[0], ctrs[1], "10.1.0.4"))
+        store.put_endpoint(ep(nets[0], ctrs[2], "10.1.0.5"))
+        store.put_endpoint(ep(nets[0], ctrs[0], "10.1.0.9"))  # upsert: keeps its place
+        store.delete_endpoint(ep(nets[0], ctrs[1], "10.1.0.4"))
+        store.put_container(ctrs[1])
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_endpoint(ep(nets[1], ctrs[3], "10.2.0.7"))
+        raise RuntimeError
+    kept, fresh = store.view(), SQLiteStore(store.path).view()
+    for table in ("networks", "containers", "endpoints"):
+        assert getattr(kept, table) == getattr(fresh, table), table
+    assert [e.ip for e in kept.endpoints_of("c0")] == ["10.1.0.9", "10.2.0.3"]
+
+
+def test_another_writer_makes_the_next_view_read_again_keeping_unchanged_records(store):
+    with store.transaction():
+        store.put_network(_net("n1"))
+        store.put_network(_net("n2", "10.2.0.0/24"))
+    first = store.view().networks
+    other = SQLiteStore(store.path)
+    with other.transaction():
+        pool = _net("n2", "10.2.0.0/24").pool.to_doc()
+        other.put_network(Network.from_doc({**_net("n2").to_doc(), "internal": True, "pool": pool}))
+    second = store.view().networks
+    assert second[0] is first[0]  # the same row text: the same record
+    assert second[1].internal and not first[1].internal
+
+
+def test_the_journal_keeps_intents_until_deleted(store):
+    entry = JournalEntry("j1", "container-create", {"claims": {"containers": ["web"]}})
+    with store.transaction():
+        store.put_journal(entry)
+    assert store.journal() == [entry]
+    with store.transaction():
+        store.delete_journal("j1")
+    assert store.journal() == []
+
+
+def test_a_damaged_row_fails_only_its_readers_in_one_line(store):
+    net, ctr, _ = samples.records()
+    with store.transaction():
+        store.put_network(net)
+        store.put_container(ctr)
+    db = sqlite3.connect(store.path)
+    db.execute("UPDATE containers SET doc='{bad' WHERE id=?", (ctr.id,))
+    db.commit()
+    fresh = SQLiteStore(store.path)
+    assert fresh.view().networks == (net,)  # another table: still read
+    with pytest.raises(StoreError) as err:
+        fresh.view().containers  # noqa: B018
+    text = str(err.value)
+    assert store.path in text and "container cccccccccccc" in text and "\n" not in text
+    assert err.value.exit_code == 6
+
+
+def test_an_emptied_store_beside_its_log_is_refused_at_once(store):
+    with store.transaction():
+        store.put_network(_net())
+    assert os.path.getsize(store.path + "-wal") > 0
+    with open(store.path, "w"):
+        pass  # cut to nothing, as a full disk or a careless `>` would
+    with pytest.raises(StoreError, match="empty but its write-ahead log"):
+        SQLiteStore(store.path)
+
+
+def test_documents_of_older_stores_still_read():
+    """Stores written before records were typed kept exposed ports as "80/tcp"."""
+    doc = Container(id="c", name="c", netns="/n").to_doc()
+    doc["expose"] = ["80/tcp", "53/udp"]
+    doc["links"] = [["db", "database"]]
+    ctr = Container.from_doc(json.loads(json.dumps(doc)))
+    assert [str(p) for p in ctr.expose] == ["80/tcp", "53/udp"]
+    assert ctr.links == (("db", "database"),)

@@ -98,10 +98,14 @@ class KV:
             return self._thread.submit(
                 self._loop.run_until_complete, asyncio.wait_for(coro, TIMEOUT * 2)
             ).result()
-        except (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError,
-                asyncio.TimeoutError) as exc:  # fmt: skip
-            raise StoreUnavailable(f"cluster store {self.url} unreachable: {exc or 'timeout'}")\
-                from None  # fmt: skip
+        except (
+            aetcd.exceptions.ConnectionFailedError,
+            aetcd.exceptions.ConnectionTimeoutError,
+            asyncio.TimeoutError,
+        ) as exc:
+            raise StoreUnavailable(
+                f"cluster store {self.url} unreachable: {exc or 'timeout'}"
+            ) from None
 
     def _c(self):  # noqa: ANN202
         """The client, connected to the first endpoint that answers."""

@@ -1,178 +1,75 @@
-"""The kernel layer: the only module that imports pyroute2.
+"""RTNL verbs on one namespace: the kernel layer's only user of pyroute2.
 
-One netlink socket per namespace per operation: :func:`session` opens it (for another namespace
-the socket is created in a thread that joined it, so pyroute2 never forks and never creates a
-namespace by accident -- ``IPRoute(netns=...)`` defaults to ``O_CREAT``, pyroute2-notes pitfall 1),
-and every call on :class:`Session` maps to one RTNL request.  Failures become
+:func:`session` opens one netlink socket in a namespace (for another namespace the socket is made
+by a thread that joined it, :mod:`.netns`, so pyroute2 never forks and never creates a namespace by
+accident -- ``IPRoute(netns=...)`` defaults to ``O_CREAT``, pyroute2-notes pitfall 1), and every
+call on :class:`Session` maps to one RTNL request.  Failures become
 :class:`~lowbridge.errors.KernelError` carrying the errno and what was being done.
+
+The verbs on an attach's path send requests encoded by :mod:`.wire` over the session's socket with
+a plain blocking request/ack; the others go through pyroute2's ``IPRoute``, made on first use over
+the same socket.  pyroute2 runs an asyncio loop around every request: ~0.7-1 ms a call here
+against ~0.1 ms this way, and its set-up costs ~1-2 ms a session (bench/attach.py).
+tests/integration/test_netlink_fast.py checks that both ways leave the kernel in the same state.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import select
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
-from lowbridge import netns
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
 from lowbridge.errors import KernelError
-
-if TYPE_CHECKING:
-    from pyroute2.iproute.linux import IPRoute
-
-
-def _light_pyroute2() -> None:
-    """Let ``import pyroute2.<submodule>`` skip the package's ``__init__`` until something
-    asks the package itself for a name.
-
-    pyroute2/__init__.py imports nearly everything it has (NDB, IPDB, conntrack, WireGuard,
-    ...): ~265 ms of a command's start-up here, where lowbridge needs pyroute2's message
-    classes (~65 ms) and, for some verbs, IPRoute (~100 ms more; imported on first use).
-    The package is registered as a module whose ``__path__`` finds its submodules; its first
-    attribute lookup (``from pyroute2 import NDB`` anywhere) runs the real ``__init__`` in it
-    (PEP 562 module ``__getattr__``), so other users see the usual package."""
-    import importlib
-    import importlib.util
-    import sys
-
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.loader is None or not spec.submodule_search_locations:
-        return
-    pkg = importlib.util.module_from_spec(spec)
-
-    def complete(name: str):  # noqa: ANN202
-        if not name.startswith("__") and importlib.util.find_spec(f"pyroute2.{name}"):
-            return importlib.import_module(f"pyroute2.{name}")  # ``from pyroute2 import config``
-        del pkg.__getattr__
-        spec.loader.exec_module(pkg)
-        return getattr(pkg, name)
-
-    pkg.__getattr__ = complete
-    sys.modules["pyroute2"] = pkg
-
-
-_light_pyroute2()
-from pyroute2.netlink import (  # noqa: E402
+from lowbridge.kernel import netns
+from lowbridge.kernel.wire import (
+    AF_INET,
+    IFF_UP,
+    IFLA_EXT_MASK,
+    IFLA_GROUP,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_EXCL,
     NLM_F_REPLACE,
     NLM_F_REQUEST,
     NLMSG_ERROR,
-)
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
-from pyroute2.netlink.rtnl import (  # noqa: E402
+    NLMSGHDR,
+    RT_SCOPE_LINK,
+    RT_TABLE_MAIN,
+    RTEXT_FILTER_SKIP_STATS,
     RTM_DELLINK,
     RTM_GETLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWROUTE,
     RTM_SETLINK,
+    SEQ,
+    address_request,
+    default_route_request,
+    errno_of,
+    link_request,
+    messages,
+    u32,
+    veth_request,
 )
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
 
-# Our own request sequence numbers, far from pyroute2's (they share a session's socket).
-_SEQ = itertools.count(1 << 24)
-RTPROT_STATIC = 4
-RT_SCOPE_UNIVERSE = 0
-RTN_UNICAST = 1
+if TYPE_CHECKING:
+    from pyroute2.iproute.linux import IPRoute
 
-ENOENT = 2
 ENODEV = 19
 EEXIST = 17
 EOPNOTSUPP = 95
-RT_SCOPE_LINK = 253
-RT_TABLE_MAIN = 254
-AF_INET = socket.AF_INET
-IFF_UP = 0x1
-RTEXT_FILTER_SKIP_STATS = 1 << 3  # linux/rtnetlink.h: no IFLA_STATS(64) in link replies
 # A device group no one else uses: lowbridge host ends about to be deleted together
 # (Session.delete_links); "lbdn".
 DOOMED_GROUP = 0x6C62646E
-
-# -- requests encoded by hand ------------------------------------------------------------------
-# The attach's requests are built with struct: pyroute2's message classes take 0.06-0.4 ms in
-# Python to encode one of them (a veth: ~0.4 ms), struct a few microseconds (bench/lab.py spent
-# ~1 ms a sandbox encoding).  tests/unit/test_netlink_wire.py checks each one byte for byte
-# against pyroute2's encoding of the same message.  Attribute numbers: linux/if_link.h,
-# linux/veth.h, linux/if_addr.h, linux/rtnetlink.h.
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
-IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 27, 28, 29
-IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
-RTA_OIF, RTA_GATEWAY, RTA_TABLE = 4, 5, 15
-_NLMSGHDR = struct.Struct("IHHII")  # length, type, flags, sequence, port
-_IFINFOMSG = struct.Struct("BxHiII")  # family, (pad), type, index, flags, change
-_IFADDRMSG = struct.Struct("BBBBI")  # family, prefix length, flags, scope, index
-_RTMSG = struct.Struct("BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type, flags
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    """One rtattr: length, type, payload, padded to 4 bytes."""
-    size = 4 + len(payload)
-    return struct.pack("HH", size, kind) + payload + bytes(-size % 4)
-
-
-def _u32(kind: int, value: int) -> bytes:
-    return _attr(kind, struct.pack("I", value))
-
-
-def _name(kind: int, text: str) -> bytes:
-    return _attr(kind, text.encode() + b"\0")
-
-
-def _ipv4(kind: int, address: str) -> bytes:
-    return _attr(kind, socket.inet_aton(address))
-
-
-def link_request(
-    name: str | None = None, index: int = 0, flags: int = 0, change: int = 0, attrs: bytes = b""
-) -> bytes:
-    """An ifinfomsg naming its link by index, or by name (IFLA_IFNAME with index 0: the kernel
-    looks the name up itself, rtnl_dev_get), then ``attrs``."""
-    named = _name(IFLA_IFNAME, name) if name is not None else b""
-    return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change) + named + attrs
-
-
-def veth_request(
-    host: str, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int | None, master: int
-) -> bytes:
-    """RTM_NEWLINK of a veth (see :meth:`Session.create_veth`)."""
-    mtu_attr = _u32(IFLA_MTU, mtu) if mtu else b""
-    peer_msg = link_request(
-        peer,
-        attrs=_u32(IFLA_NET_NS_FD, peer_netns_fd)
-        + _attr(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", "")))
-        + mtu_attr,
-    )
-    info = _name(IFLA_INFO_KIND, "veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_msg))
-    attrs = _u32(IFLA_MASTER, master) + mtu_attr + _attr(IFLA_LINKINFO, info)
-    return link_request(host, flags=IFF_UP, change=IFF_UP, attrs=attrs)
-
-
-def address_request(index: int, address: str, prefixlen: int) -> bytes:
-    """RTM_NEWADDR of ``address/prefixlen`` with the broadcast address iproute2 computes."""
-    attrs = _ipv4(IFA_LOCAL, address) + _ipv4(IFA_ADDRESS, address)
-    if prefixlen < 31:
-        net = IPv4Network(f"{address}/{prefixlen}", strict=False)
-        attrs += _ipv4(IFA_BROADCAST, str(net.broadcast_address))
-    return _IFADDRMSG.pack(AF_INET, prefixlen, 0, 0, index) + attrs
-
-
-def default_route_request(gateway: str, oif: int) -> bytes:
-    """RTM_NEWROUTE of ``default via GATEWAY dev OIF`` (main table, protocol static, universe
-    scope, unicast: pyroute2's defaults)."""
-    head = _RTMSG.pack(AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE,
-                       RTN_UNICAST, 0)  # fmt: skip
-    return head + _u32(RTA_TABLE, RT_TABLE_MAIN) + _ipv4(RTA_GATEWAY, gateway) + _u32(RTA_OIF, oif)
 
 
 @dataclass(frozen=True)
@@ -205,15 +102,7 @@ def _link(msg) -> Link:
 
 
 class Session:
-    """RTNL verbs on one namespace.  ``where`` names it in error messages.
-
-    The verbs on an attach's path (link lookup, up, veth, address, default route, deletion)
-    send requests encoded here (see "requests encoded by hand") over the session's socket with
-    a plain blocking request/ack (:meth:`_request`); the others go through ``IPRoute``, made on
-    first use over the same socket.  pyroute2 runs an asyncio loop around every request:
-    ~0.7-1 ms a call here against ~0.1 ms this way, and its set-up costs ~1-2 ms a session
-    (bench/attach.py).  tests/integration/test_netlink_fast.py checks that both ways leave the
-    kernel in the same state."""
+    """RTNL verbs on one namespace.  ``where`` names it in error messages."""
 
     def __init__(self, sock: socket.socket, where: str):
         self._sock = sock
@@ -242,9 +131,9 @@ class Session:
         """Send ``body`` (a message after its nlmsghdr) as RTM type ``kind`` and wait for the
         kernel's acknowledgement; return the raw replies that came before it.  A kernel error
         raises NetlinkError (errno), as pyroute2's calls do."""
-        seq = next(_SEQ)
+        seq = next(SEQ)
         flags |= NLM_F_REQUEST | NLM_F_ACK
-        self._sock.send(_NLMSGHDR.pack(16 + len(body), kind, flags, seq, 0) + body)
+        self._sock.send(NLMSGHDR.pack(16 + len(body), kind, flags, seq, 0) + body)
         replies = []
         while True:
             try:
@@ -255,10 +144,10 @@ class Session:
                 poller.register(self._sock, select.POLLIN)
                 poller.poll()
                 continue
-            for offset, length, mtype, rseq in _messages(data):
+            for offset, length, mtype, rseq in messages(data):
                 if rseq == seq:
                     if mtype == NLMSG_ERROR:
-                        code = _errno(data, offset)
+                        code = errno_of(data, offset)
                         if code:
                             raise NetlinkError(code, os.strerror(code))
                         return replies
@@ -290,7 +179,7 @@ class Session:
         """The index of link ``name``, None if there is none.  Reads the index from the reply's
         header: decoding a whole link message (stats, AF_SPEC, ...) in Python costs more than
         the kernel's lookup (~0.4 ms against ~0.05 ms here)."""
-        body = link_request(name, attrs=_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
+        body = link_request(name, attrs=u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
         try:
             reply = self._request(RTM_GETLINK, body)[0]
         except NetlinkError as exc:
@@ -331,8 +220,9 @@ class Session:
         """(address, prefix length) of a link's IPv4 addresses."""
         with self._doing(f"list addresses of {link} in {self.where}"):
             msgs = self._ipr.get_addr(index=self._ix(link), family=AF_INET)
-        return [(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"])
-                for m in msgs]  # fmt: skip
+        return [
+            (m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"]) for m in msgs
+        ]
 
     def delete_link(self, name: str) -> bool:
         """Delete a link; return False if it was already gone."""
@@ -360,14 +250,14 @@ class Session:
         marked = 0
         for name in names:
             try:
-                self._request(RTM_SETLINK, link_request(name, attrs=_u32(IFLA_GROUP, DOOMED_GROUP)))
+                self._request(RTM_SETLINK, link_request(name, attrs=u32(IFLA_GROUP, DOOMED_GROUP)))
                 marked += 1
             except NetlinkError as exc:
                 if exc.code != ENODEV:
                     raise KernelError.from_os(f"mark link {name} for deletion", exc) from None
         if not marked:
             return
-        body = link_request(attrs=_u32(IFLA_GROUP, DOOMED_GROUP))  # index 0, a group: all
+        body = link_request(attrs=u32(IFLA_GROUP, DOOMED_GROUP))  # index 0, a group: all
         try:
             self._request(RTM_DELLINK, body)
         except NetlinkError as exc:
@@ -403,8 +293,12 @@ class Session:
         """A macvlan child of ``parent`` (a host link), created directly in the namespace of
         ``netns_fd`` with its final name when given (IFLA_NET_NS_FD on RTM_NEWLINK: no move,
         no rename; pyroute2-notes 3)."""
-        args: dict = {"ifname": name, "kind": "macvlan", "link": self._ix(parent),
-                      "macvlan_mode": mode}  # fmt: skip
+        args: dict = {
+            "ifname": name,
+            "kind": "macvlan",
+            "link": self._ix(parent),
+            "macvlan_mode": mode,
+        }
         if mac:
             args["address"] = mac
         if netns_fd is not None:
@@ -443,9 +337,16 @@ class Session:
         ``netns_fd``: Docker's "create in the host, move into the overlay sandbox".  No
         learning; ``proxy`` answers ARP from the static neighbour entries (pyroute2-notes 4,
         S2b), and cannot be changed after creation."""
-        args: dict = {"ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_local": local,
-                      "vxlan_port": port, "vxlan_learning": 0, "vxlan_proxy": 1,
-                      "mtu": mtu}  # fmt: skip
+        args: dict = {
+            "ifname": name,
+            "kind": "vxlan",
+            "vxlan_id": vni,
+            "vxlan_local": local,
+            "vxlan_port": port,
+            "vxlan_learning": 0,
+            "vxlan_proxy": 1,
+            "mtu": mtu,
+        }
         if netns_fd is not None:
             args["net_ns_fd"] = netns_fd
         with self._doing(f"create vxlan {name} (VNI {vni})"):
@@ -471,15 +372,22 @@ class Session:
 
         state = ndmsg.states["permanent"] | ndmsg.states["noarp"]
         with self._doing(f"add fdb {mac} dst {dst} on {link}"):
-            self._ipr.fdb("replace", ifindex=self._ix(link), lladdr=mac, dst=dst,
-                          flags=ndmsg.flags["self"], state=state)  # fmt: skip
+            self._ipr.fdb(
+                "replace",
+                ifindex=self._ix(link),
+                lladdr=mac,
+                dst=dst,
+                flags=ndmsg.flags["self"],
+                state=state,
+            )
 
     def fdb_delete(self, link: str | int, mac: str, dst: str) -> None:
         from pyroute2.netlink.rtnl import ndmsg
 
         with self._doing(f"delete fdb {mac} on {link}"):
-            self._ipr.fdb("del", ifindex=self._ix(link), lladdr=mac, dst=dst,
-                          flags=ndmsg.flags["self"])  # fmt: skip
+            self._ipr.fdb(
+                "del", ifindex=self._ix(link), lladdr=mac, dst=dst, flags=ndmsg.flags["self"]
+            )
 
     def neighbours(self, link: str | int) -> dict[str, str]:
         """IPv4 -> MAC of the device's permanent neighbour entries."""
@@ -496,8 +404,13 @@ class Session:
         from pyroute2.netlink.rtnl import ndmsg
 
         with self._doing(f"add neighbour {ip} on {link}"):
-            self._ipr.neigh("replace", ifindex=self._ix(link), dst=ip, lladdr=mac,
-                            state=ndmsg.states["permanent"])  # fmt: skip
+            self._ipr.neigh(
+                "replace",
+                ifindex=self._ix(link),
+                dst=ip,
+                lladdr=mac,
+                state=ndmsg.states["permanent"],
+            )
 
     def neigh_delete(self, link: str | int, ip: str) -> None:
         with self._doing(f"delete neighbour {ip} on {link}"):
@@ -544,6 +457,24 @@ class Session:
             body = default_route_request(gateway, self._ix(link))
             self._request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_REPLACE)
 
+    def default_route(self) -> tuple[str | None, int] | None:
+        """The main table's IPv4 default route as (gateway or None, output link index); None
+        when there is none."""
+        with self._doing(f"list routes in {self.where}"):
+            for msg in self._ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN):
+                if msg["dst_len"] == 0 and msg.get_attr("RTA_OIF"):
+                    return msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
+        return None
+
+    def addresses(self) -> list[tuple[int, str, int]]:
+        """(link index, address, prefix length) of every IPv4 address in this namespace."""
+        with self._doing(f"list addresses in {self.where}"):
+            msgs = self._ipr.get_addr(family=AF_INET)
+        return [
+            (m["index"], m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"])
+            for m in msgs
+        ]
+
     def onlink_routes(self) -> list[IPv4Network]:
         """IPv4 on-link (scope link), non-default routes of the main table.
 
@@ -560,161 +491,12 @@ class Session:
         return found
 
 
-def _conntrack_count() -> int | None:
-    """Entries in this namespace's conntrack table (/proc/sys/net resolves per namespace)."""
-    try:
-        with open("/proc/sys/net/netfilter/nf_conntrack_count") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def flush_conntrack(
-    *,
-    dst: str | None = None,
-    proto: str | None = None,
-    dport: int | None = None,
-    dsts: Iterable[str] = (),
-) -> int:
-    """Delete the conntrack entries of this namespace whose original direction matches (``dst``,
-    ``proto``, ``dport``; or any of the addresses ``dsts``); return how many went.
-
-    NAT is decided on a flow's first packet: a flow that began before a DNAT rule existed (a UDP
-    "connection" to a port published later, an old flow to a reused container address) keeps
-    bypassing it until its entry expires.  Docker deletes such entries after programming ports
-    (moby clearConntrackEntries; #8795, #44688).
-
-    One dump (it walks the kernel's whole table) matched here, then the deletions in one send.
-    The ctnetlink messages are encoded by hand (:func:`_ct_entries`, :func:`_ct_delete`):
-    importing pyroute2's conntrack module took ~46 ms of every ``rm`` and ``disconnect`` on a
-    host that tracks anything (bench/cli.py); tests/integration/test_netlink_fast.py checks the
-    result against pyroute2's Conntrack.
-    """
-    if _conntrack_count() == 0:
-        return 0  # nothing tracked in this namespace: skip the socket and the dump (~15 ms)
-    wanted = {socket.inet_aton(a) for a in dsts}
-    if dst:
-        wanted.add(socket.inet_aton(dst))
-    number = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}.get(proto or "")
-    port = struct.pack(">H", dport) if dport else None
-    try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                           NETLINK_NETFILTER) as sock:  # fmt: skip
-            doomed = [
-                keys
-                for keys, address, protonum, dest_port in _ct_entries(sock)
-                if (not wanted or address in wanted)
-                and (number is None or protonum == number)
-                and (port is None or dest_port == port)
-            ]
-            return _ct_delete(sock, doomed)
-    except OSError as exc:
-        raise KernelError.from_os("flush conntrack entries", exc) from None
-
-
-# ctnetlink (linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h): a message is an nlmsghdr of
-# type (NFNL_SUBSYS_CTNETLINK << 8) | command, an nfgenmsg (family, version, resource id, big
-# endian), then attributes; an entry's CTA_TUPLE_ORIG nests CTA_TUPLE_IP (CTA_IP_V4_DST) and
-# CTA_TUPLE_PROTO (CTA_PROTO_NUM, CTA_PROTO_DST_PORT, big endian).  A deletion names the entry by
-# its original tuple and zone, sent back as the dump gave them.
-NETLINK_NETFILTER = 12
-_CT_GET, _CT_DELETE = (1 << 8) | 1, (1 << 8) | 2
-CTA_TUPLE_ORIG, CTA_ZONE = 1, 18
-CTA_TUPLE_IP, CTA_TUPLE_PROTO, CTA_IP_V4_DST = 1, 2, 2
-CTA_PROTO_NUM, CTA_PROTO_DST_PORT = 1, 3
-NLM_F_DUMP, NLMSG_DONE = 0x300, 3
-_NFGENMSG = struct.pack("BBH", AF_INET, 0, 0)
-_NLA = struct.Struct("HH")
-
-
-def _nla(data: bytes) -> dict[int, bytes]:
-    """The attributes in ``data`` by type (flags masked off): type -> the whole attribute."""
-    out, offset = {}, 0
-    while offset + 4 <= len(data):
-        size, kind = _NLA.unpack_from(data, offset)
-        if size < 4:
-            break
-        out[kind & 0x3FFF] = data[offset : offset + size]
-        offset += (size + 3) & ~3
-    return out
-
-
-def _ct_entries(sock: socket.socket) -> Iterator[tuple[bytes, bytes, int | None, bytes | None]]:
-    """Dump this namespace's IPv4 conntrack entries: (the attributes that name the entry,
-    original destination address, protocol number, destination port)."""
-    seq = next(_SEQ)
-    sock.send(_NLMSGHDR.pack(20, _CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + _NFGENMSG)
-    while True:
-        data = sock.recv(1 << 20)
-        for offset, length, mtype, rseq in _messages(data):
-            if rseq != seq:
-                continue
-            if mtype == NLMSG_DONE:
-                return
-            if mtype == NLMSG_ERROR:
-                code = _errno(data, offset)
-                if code:
-                    raise OSError(code, os.strerror(code))
-                return
-            attrs = _nla(data[offset + 20 : offset + length])
-            orig = attrs.get(CTA_TUPLE_ORIG)
-            if orig is not None:
-                tup = _nla(orig[4:])
-                ip = _nla(tup.get(CTA_TUPLE_IP, b"")[4:]).get(CTA_IP_V4_DST, b"")[4:8]
-                l4 = _nla(tup.get(CTA_TUPLE_PROTO, b"")[4:])
-                num, dport = l4.get(CTA_PROTO_NUM), l4.get(CTA_PROTO_DST_PORT)
-                yield (orig + attrs.get(CTA_ZONE, b""), ip, num[4] if num else None,
-                       dport[4:6] if dport else None)  # fmt: skip
-
-
-def _ct_delete(sock: socket.socket, doomed: list[bytes]) -> int:
-    """Delete the entries named by ``doomed`` (one send per 256); return how many went (one
-    that expired meanwhile, ENOENT, is not counted)."""
-    count = 0
-    for start in range(0, len(doomed), 256):
-        seqs, parts = set(), []
-        for keys in doomed[start : start + 256]:
-            seq = next(_SEQ)
-            seqs.add(seq)
-            body = _NFGENMSG + keys
-            parts.append(_NLMSGHDR.pack(16 + len(body), _CT_DELETE, NLM_F_REQUEST | NLM_F_ACK,
-                                        seq, 0) + body)  # fmt: skip
-        sock.send(b"".join(parts))
-        while seqs:
-            data = sock.recv(1 << 16)
-            for offset, _, mtype, rseq in _messages(data):
-                if mtype == NLMSG_ERROR and rseq in seqs:
-                    seqs.discard(rseq)
-                    code = _errno(data, offset)
-                    if code == 0:
-                        count += 1
-                    elif code != ENOENT:
-                        raise OSError(code, os.strerror(code))
-    return count
-
-
-def _messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
-    """(offset, length, type, sequence number) of each netlink message in a datagram."""
-    offset = 0
-    while offset + 16 <= len(data):
-        length, mtype, _, rseq, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < 16:
-            return
-        yield offset, length, mtype, rseq
-        offset += (length + 3) & ~3
-
-
-def _errno(data: bytes, offset: int) -> int:
-    """The errno an NLMSG_ERROR message at ``offset`` carries (0: an acknowledgement)."""
-    return -struct.unpack_from("i", data, offset + 16)[0]
-
-
 @contextlib.contextmanager
 def session(netns_path: str | None = None, sock: socket.socket | None = None) -> Iterator[Session]:
     """A netlink session on the namespace at ``netns_path`` (None: the caller's own).
 
     ``sock`` reuses a socket already opened inside that namespace (e.g. by
-    :func:`lowbridge.netns.create`); the session closes it.
+    :func:`.netns.create`); the session closes it.
     """
     if sock is None:
         try:

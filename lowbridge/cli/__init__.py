@@ -1,0 +1,53 @@
+"""The ``lowbridge`` command line: parse, call the controller, render.  Nothing else.
+
+    startup   what the command does first, to start fast (the command's alone)
+    parser    Docker's verbs and flags
+    commands  each verb: a controller call and what it prints
+
+Verbs and flags follow the ``docker`` CLI.  User errors print one line on stderr and exit with the
+error's code (see :mod:`lowbridge.errors`); ``run`` and ``exec`` exit with the command's own status,
+or 125 when lowbridge itself failed, 126 when the command cannot run, 127 when it is not found, as
+``docker run`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from lowbridge.cli import startup
+
+PROG = "lowbridge"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    startup.trim_pyroute2()
+    startup.defer_inspect()
+    from lowbridge.cli.parser import parser_for
+    from lowbridge.errors import LowbridgeError
+
+    args = parser_for(sys.argv[1:] if argv is None else argv).parse_args(argv)
+    try:
+        if os.geteuid() != 0:
+            print(f"{PROG}: error: lowbridge needs root: it changes network namespaces, links and "
+                  "the firewall (run it with sudo)", file=sys.stderr)  # fmt: skip
+            return 1
+        return args.func(args)
+    except LowbridgeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line, unless --debug
+        if args.debug:
+            raise
+        print(
+            f"{PROG}: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""The command line's parser: Docker's verbs and flags (argparse).
+
+:func:`parser_for` builds only the parsers a command line needs (building all ~25 costs every
+command ~5 ms more, bench/cli.py); everything when the command line names no known command, so
+that help and errors read as always.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from lowbridge.cli import commands as C
+from lowbridge.cli.startup import Formatter
+
+PROG = "lowbridge"
+
+
+def _add_network_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="name (default: the short id); also the netns name")
+    p.add_argument("--network", "--net", default="bridge", help="network to join (default: bridge)")
+    p.add_argument("--ip", help="IPv4 address on that network (user-defined networks only)")
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
+        help="publish a container port on the host (ranges: 8000-8010:80-90)",
+    )
+    p.add_argument("--hostname", help="host name seen by processes in the sandbox")
+    p.add_argument(
+        "--add-host",
+        action="append",
+        metavar="NAME:IP",
+        help="add a line to /etc/hosts (IP may be host-gateway)",
+    )
+    p.add_argument("--dns", action="append", metavar="IP", help="nameserver for resolv.conf")
+    p.add_argument("--dns-search", action="append", metavar="DOMAIN", help="search domain")
+    p.add_argument("--dns-option", action="append", metavar="OPT", help="resolv.conf option")
+    p.add_argument(
+        "--network-alias",
+        action="append",
+        metavar="ALIAS",
+        help="another DNS name on the (user-defined) network",
+    )
+    p.add_argument(
+        "--link",
+        action="append",
+        metavar="NAME[:ALIAS]",
+        help="legacy link to another sandbox (hosts entry and environment)",
+    )
+    p.add_argument(
+        "--expose", action="append", metavar="PORT[/PROTO]", help="expose a port (for links)"
+    )
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set a variable")
+
+
+class _Skipped:
+    """Stands in for the parser of a subcommand the command line does not name."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: object) -> None:
+        pass
+
+    def add_subparsers(self, **kwargs: object) -> None:
+        return None
+
+
+class _Group:
+    """A subparsers action (None under a skipped parser) that builds only the parsers ``want``
+    names ("network", "network connect"; None: all), and adds every name it was asked for,
+    aliases included, to ``seen``."""
+
+    def __init__(self, action, path: str, want: set[str] | None, seen: set[str]):  # noqa: ANN001
+        self.action, self.path, self.want, self.seen = action, path, want, seen
+
+    def add_parser(self, name: str, **kwargs):  # noqa: ANN003, ANN201
+        full = f"{self.path} {name}".strip()
+        self.seen.update(f"{self.path} {n}".strip() for n in [name, *kwargs.get("aliases", [])])
+        if self.action is None or (self.want is not None and full not in self.want):
+            return _Skipped()
+        return self.action.add_parser(name, formatter_class=Formatter, **kwargs)
+
+
+_GLOBAL_WITH_VALUE = ("--root", "--store", "--firewall-backend")
+_GROUPS = ("network", "container", "firewall")
+_ALIASES = {"list": "ls", "remove": "rm"}
+
+
+def _wanted(argv: Sequence[str]) -> set[str] | None:
+    """The parsers a command line needs: its command (and subcommand, for a group), or None
+    (every parser) for help, a group without its subcommand, or nothing at all."""
+    words: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in ("-h", "--help"):
+            return None
+        if token in _GLOBAL_WITH_VALUE:
+            next(tokens, None)
+        elif not token.startswith("-"):
+            words.append(token)
+            if len(words) == 2 or words[0] not in _GROUPS:
+                break
+    if not words or (words[0] in _GROUPS and len(words) < 2):
+        return None
+    want = {words[0]}
+    if words[0] in _GROUPS:
+        want.add(f"{words[0]} {_ALIASES.get(words[1], words[1])}")
+    return want
+
+
+def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only its command's parsers are built (building all ~25 costs
+    every command ~5 ms more, bench/cli.py); everything when the command line names no known
+    command, so that help and errors read as always."""
+    want = _wanted(argv)
+    if want is None:
+        return build_parser()
+    seen: set[str] = set()
+    parser = build_parser(want, seen)
+    return parser if want <= seen else build_parser()
+
+
+def build_parser(
+    want: set[str] | None = None, seen: set[str] | None = None
+) -> argparse.ArgumentParser:
+    """The command line's parser; with ``want``, only those subcommands' parsers are built
+    (see :func:`parser_for`), and every subcommand's name goes into ``seen``."""
+    seen = set() if seen is None else seen
+
+    def group(action, path: str) -> _Group:  # noqa: ANN001
+        return _Group(action, path, want, seen)
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Docker's network drivers, built directly in the kernel with pyroute2.",
+        formatter_class=Formatter,
+    )
+    parser.add_argument(
+        "--root",
+        help="state directory (default /var/lib/lowbridge and /run/lowbridge; env LOWBRIDGE_ROOT)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument(
+        "--store",
+        metavar="etcd://HOST:2379[,…]",
+        help="cluster store for overlay networks (env LOWBRIDGE_STORE, config store)",
+    )
+    parser.add_argument(
+        "--firewall-backend",
+        choices=("iptables", "nftables", "auto"),
+        help="default: env LOWBRIDGE_FIREWALL_BACKEND, config, else auto (nftables when usable)",
+    )
+    sub = group(parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True), "")
+
+    # network
+    net = sub.add_parser("network", help="manage networks")
+    nsub = group(
+        net.add_subparsers(dest="network_command", metavar="COMMAND", required=True), "network"
+    )
+    p = nsub.add_parser("create", help="create a network")
+    p.add_argument(
+        "-d", "--driver", default="bridge", help="driver: bridge (default), macvlan or overlay"
+    )
+    p.add_argument(
+        "--attachable", action="store_true", help="(overlay) accepted: sandboxes may always join"
+    )
+    p.add_argument("--subnet", action="append", help="subnet in CIDR format")
+    p.add_argument("--gateway", action="append", help="gateway for the subnet")
+    p.add_argument("--ip-range", action="append", help="allocate endpoint addresses from here")
+    p.add_argument("--aux-address", action="append", metavar="NAME=IP", help="reserve an address")
+    p.add_argument("--internal", action="store_true", help="no outside access")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="set metadata")
+    p.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="driver option, e.g. com.docker.network.bridge.name=br0",
+    )
+    p.add_argument("name", metavar="NETWORK")
+    p.set_defaults(func=C.cmd_network_create)
+
+    p = nsub.add_parser("ls", aliases=["list"], help="list networks")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.set_defaults(func=C.cmd_network_ls)
+
+    p = nsub.add_parser("inspect", help="show networks as JSON")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.set_defaults(func=C.cmd_network_inspect)
+
+    p = nsub.add_parser("rm", aliases=["remove"], help="remove networks")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.set_defaults(func=C.cmd_network_rm)
+
+    p = nsub.add_parser("prune", help="remove all unused user-defined networks")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt (never prompts)")
+    p.set_defaults(func=C.cmd_network_prune)
+
+    p = nsub.add_parser("connect", help="connect a container to a network")
+    p.add_argument("--ip", help="IPv4 address")
+    p.add_argument("--alias", action="append", metavar="ALIAS", help="another DNS name there")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=C.cmd_network_connect)
+
+    p = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=C.cmd_network_disconnect)
+
+    # container
+    ctr = sub.add_parser("container", help="manage containers (sandboxes)")
+    csub = group(
+        ctr.add_subparsers(dest="container_command", metavar="COMMAND", required=True),
+        "container",
+    )
+    p = csub.add_parser("create", help="create a sandbox (a named network namespace)")
+    _add_network_flags(p)
+    p.add_argument(
+        "--netns", metavar="PATH", help="adopt an existing namespace, e.g. /proc/PID/ns/net"
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command recorded for the sandbox")
+    p.set_defaults(func=C.cmd_container_create)
+
+    for parent, name in ((csub, "ls"), (sub, "ps")):
+        aliases = ["list"] if name == "ls" else []
+        p = parent.add_parser(name, help="list containers", aliases=aliases)
+        p.add_argument("-a", "--all", action="store_true", help="(always on: every sandbox)")
+        p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--no-trunc", action="store_true")
+        p.set_defaults(func=C.cmd_container_ls)
+
+    for parent in (csub, sub):
+        p = parent.add_parser("inspect", help="show containers as JSON")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=C.cmd_container_inspect)
+        p = parent.add_parser("rm", help="remove containers")
+        p.add_argument("-f", "--force", action="store_true", help="kill what runs inside first")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=C.cmd_container_rm)
+
+    p = sub.add_parser("run", help="create a sandbox, connect it, run a command in it")
+    _add_network_flags(p)
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=C.cmd_run)
+
+    p = sub.add_parser("exec", help="run a command in a sandbox")
+    p.add_argument("-i", "--interactive", action="store_true", help="(accepted, always on)")
+    p.add_argument("-t", "--tty", action="store_true", help="(accepted; the terminal is shared)")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=C.cmd_exec)
+
+    fw = sub.add_parser("firewall", help="lowbridge's firewall rules")
+    fsub = group(
+        fw.add_subparsers(dest="firewall_command", metavar="COMMAND", required=True), "firewall"
+    )
+    p = fsub.add_parser("show", help="print lowbridge's rules in the backend's syntax")
+    p.set_defaults(func=C.cmd_firewall_show)
+    p = fsub.add_parser("reapply", help="re-apply every rule (after iptables -F, nft flush ...)")
+    p.set_defaults(func=C.cmd_firewall_reapply)
+
+    p = sub.add_parser("_supervise")  # internal: run -d --rm
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=C.cmd_supervise)
+
+    p = sub.add_parser(
+        "agent", help="keep this host's overlay entries in step with the cluster store"
+    )
+    p.set_defaults(func=C.cmd_agent)
+
+    p = sub.add_parser("demo", help="Docker's bridge tutorial in a throwaway simulated host")
+    p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=C.cmd_demo)
+    return parser

@@ -1,0 +1,402 @@
+"""The controller: every lowbridge operation on one host.
+
+    (this module)  Controller: the public verbs -- each one change, or one read
+    change         a change: plan, journal, apply (named steps, an undo stack), commit
+    journal        what a process that died mid-change left: finished or undone
+    reconcile      what every change does first (predefined networks, reboot, reaping, cluster)
+    plan           the draft a change plans against (names, addresses, ports taken)
+    requests       a run/create request, validated into a sandbox's record
+    attach         an endpoint's plan and steps; network connect
+    sandboxes      sandboxes' plans and steps; container create, one or a batch
+    teardown       rm and network disconnect
+    networks       network create and rm
+    processes      the process of run, started once its record names it
+    etc            a sandbox's /etc files
+
+Mutations take the host-wide lock, so two lowbridge processes never interleave; reads take none
+and import no pyroute2 -- unless the journal holds a change to settle, the predefined networks
+are missing or the resolver should run and does not, in which case the read settles that first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from lowbridge import config, drivers, sandbox
+from lowbridge.config import Paths
+from lowbridge.controller import attach, networks, processes, reconcile, sandboxes, teardown
+from lowbridge.controller.change import Change, crashed
+from lowbridge.controller.requests import ContainerRequest
+from lowbridge.drivers.base import NetworkRequest
+from lowbridge.errors import CasConflict, Conflict, InvalidInput, LowbridgeError
+from lowbridge.kernel import Kernel
+from lowbridge.models import PREDEFINED, Container, Endpoint, Network, View
+from lowbridge.store import Store, open_store
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from lowbridge.dns.control import Resolver
+    from lowbridge.firewall import Firewall
+    from lowbridge.kernel.rtnl import Session
+    from lowbridge.models import JournalEntry
+
+__all__ = ["ContainerRequest", "Controller", "NetworkRequest"]
+
+
+def _context(describe: Callable[..., str]) -> Callable:
+    """Prefix any LowbridgeError of the wrapped operation with what it was asked to do
+    ("connect web to mynet: create veth lbv...: File exists")."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            try:
+                return fn(self, *args, **kwargs)
+            except LowbridgeError as exc:
+                raise exc.within(describe(*args, **kwargs)) from None
+
+        return wrapper
+
+    return decorate
+
+
+def _retry_races(fn: Callable) -> Callable:
+    """Cluster mode: run the operation again (up to 5 times) when its etcd transaction lost a
+    race to another host (an address, VNI or name taken meanwhile).  Each failed attempt was
+    rolled back entirely -- kernel, firewall and stores -- so the retry starts clean."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        for attempt in range(5):
+            try:
+                return fn(self, *args, **kwargs)
+            except CasConflict:
+                if attempt == 4:
+                    raise
+                import random  # cluster mode only
+
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+        raise AssertionError("not reached")
+
+    return wrapper
+
+
+class Controller:
+    """lowbridge's operations on one host (see the module docstring).
+
+    ``kernel``, ``firewall`` and ``resolver`` default to the real ones; the unit tests hand in
+    fakes (tests/unit/fakes.py)."""
+
+    def __init__(
+        self,
+        paths: Paths | None = None,
+        store: Store | None = None,
+        firewall_backend: str | None = None,
+        kernel: Kernel | None = None,
+        firewall: Firewall | None = None,
+        resolver: Resolver | None = None,
+    ):
+        from lowbridge.dns.control import Resolver
+        from lowbridge.firewall import Firewall
+
+        self.paths = paths or Paths.resolve()
+        self.store: Store = store or open_store(self.paths)
+        self.kernel = kernel or Kernel()
+        self.firewall = firewall or Firewall(
+            firewall_backend or config.firewall_backend(), self.paths.run
+        )
+        self.resolver = resolver or Resolver(self.paths)
+        self.unsettled: list[JournalEntry] = []  # journal entries a settle could not settle
+        self.settled = False  # this command settled one (the firewall is then rewritten)
+        self._nl: Session | None = None  # the host session while a mutation holds the lock
+        self._dirty = False  # committed since the resolver and the overlays were last told
+
+    @property
+    def cluster(self):  # noqa: ANN201
+        """The cluster store, or None on a single host."""
+        # Only a cluster store can have come from lowbridge.store.cluster: on a single host
+        # that module (and its etcd client, asyncio and grpc) is never imported.
+        mod = sys.modules.get("lowbridge.store.cluster")
+        return self.store if mod is not None and isinstance(self.store, mod.ClusterStore) else None
+
+    # ------------------------------------------------------------------ changes
+    @contextlib.contextmanager
+    def change(self, op: str, forward: bool = False) -> Iterator[Change]:
+        """One change (lowbridge.controller.change), inside a mutation."""
+        with self._mutation() as nl:
+            c = Change(self, op, nl, forward)
+            try:
+                yield c
+            except BaseException as exc:
+                if crashed(exc):
+                    raise
+                note = c.abort()
+                if note and isinstance(exc, LowbridgeError):
+                    raise exc.noting(note) from None
+                raise
+            if c.committed:
+                self._dirty = True
+                self.resolver.pending.update(c.adopt)
+                c.adopt = {}
+            c.finish()
+
+    @contextlib.contextmanager
+    def _mutation(self) -> Iterator[Session]:
+        """The host lock, the host's netlink session, everything reconcile does first; the
+        resolver and the overlay entries told at the end.  Re-entrant."""
+        if self._nl is not None:
+            yield self._nl
+            return
+        with config.host_lock(self.paths), self.kernel.session() as nl:
+            self._nl = nl
+            try:
+                reconcile.prepare(self, nl)
+                yield nl
+            finally:
+                try:
+                    self._tell()
+                finally:
+                    self._nl = None
+
+    def _tell(self) -> None:
+        """Best effort, under the lock: the overlays' forwarding entries and the resolver in
+        line with the store (start it if a sandbox needs it; it exits when none does)."""
+        dirty, self._dirty = self._dirty, False
+        view = self.store.view()
+        if dirty and self.cluster is not None:
+            try:
+                for net in view.networks:
+                    driver = drivers.get(net.driver)
+                    if driver.scope == "global":
+                        driver.sync_peers(net, view.endpoints_on(net.id), self.cluster.host)
+            except LowbridgeError as exc:
+                print(f"lowbridge: warning: sync overlay entries: {exc}", file=sys.stderr)
+        need = any(c.dns_ports for c in view.containers)
+        if dirty or (need and not self.resolver.running()):
+            self.resolver.sync(need)
+
+    # ------------------------------------------------------------------ reads
+    def view(self) -> View:
+        """The committed records, after settling what needs it (see the module docstring)."""
+        view = self.store.view()
+        predefined = {n.name for n in view.networks if n.predefined} >= set(PREDEFINED)
+        if not predefined or self.store.journal() or self._resolver_down(view):
+            try:
+                self.settle()
+            except LowbridgeError as exc:  # a read still answers from the records
+                if not predefined:
+                    raise
+                print(f"lowbridge: warning: {exc}", file=sys.stderr)
+            view = self.store.view()
+        return view
+
+    def settle(self) -> None:
+        """Take the lock and do what every change does first (lowbridge.controller.reconcile):
+        join the cluster, settle the journal, make the predefined networks, reap the dead."""
+        with self._mutation():
+            pass
+
+    def _resolver_down(self, view: View) -> bool:
+        return not self.resolver.running() and any(c.dns_ports for c in view.containers)
+
+    def networks(self) -> list[Network]:
+        return list(self.view().networks)
+
+    def containers(self) -> list[Container]:
+        return list(self.view().containers)
+
+    def network(self, ref: str) -> Network:
+        return self.view().network(ref)
+
+    def container(self, ref: str) -> Container:
+        return self.view().container(ref)
+
+    def endpoints(
+        self, network: Network | None = None, container: Container | None = None
+    ) -> list[Endpoint]:
+        view = self.view()
+        eps = view.endpoints_of(container.id) if container is not None else list(view.endpoints)
+        return [e for e in eps if network is None or e.network_id == network.id]
+
+    def running(self, containers: list[Container]) -> dict[str, list[int]]:
+        """Container id -> pids running in its sandbox (for status columns)."""
+        by_path = sandbox.running_pids(c.netns for c in containers if not c.host_network)
+        out = {c.id: by_path.get(c.netns, []) for c in containers}
+        for c in containers:
+            if c.host_network:  # it shares the host's namespace: only its own process counts
+                alive = c.pid and sandbox.start_time(c.pid) == c.pid_start
+                out[c.id] = [c.pid] if alive else []
+        return out
+
+    # ------------------------------------------------------------------ networks
+    @_context(lambda req: f"create network {req.name}")
+    @_retry_races
+    def network_create(self, req: NetworkRequest) -> Network:
+        with self.change("network-create") as c:
+            return networks.create(c, req)
+
+    @_context(lambda ref: f"remove network {ref}")
+    def network_rm(self, ref: str) -> Network:
+        with self.change("network-rm", forward=True) as c:
+            net = c.view.network(ref)
+            networks.remove(c, net)
+            return net
+
+    def network_prune(self) -> list[Network]:
+        removed = []
+        with self._mutation():
+            view = self.store.view()
+            for net in view.networks:
+                if not net.predefined and not view.endpoints_on(net.id):
+                    with self.change("network-rm", forward=True) as c:
+                        networks.remove(c, net)
+                    removed.append(net)
+        return removed
+
+    @_context(lambda net_ref, ctr_ref, *a, **k: f"connect {ctr_ref} to {net_ref}")
+    @_retry_races
+    def network_connect(
+        self, net_ref: str, ctr_ref: str, ip: str | None = None, aliases: tuple[str, ...] = ()
+    ) -> Endpoint:
+        with self.change("network-connect") as c:
+            net, ctr = c.view.network(net_ref), c.view.container(ctr_ref)
+            return attach.connect(c, net, ctr, ip, tuple(aliases))
+
+    @_context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
+    def network_disconnect(self, net_ref: str, ctr_ref: str) -> None:
+        with self.change("network-disconnect", forward=True) as c:
+            teardown.disconnect(c, c.view.network(net_ref), c.view.container(ctr_ref))
+
+    # ------------------------------------------------------------------ sandboxes
+    @_context(lambda req: f"create container {req.name or ''}".rstrip())
+    @_retry_races
+    def container_create(self, req: ContainerRequest) -> Container:
+        return self._create([req])[0]
+
+    @_context(lambda reqs: f"create {len(reqs)} containers")
+    @_retry_races
+    def container_create_many(self, reqs: list[ContainerRequest]) -> list[Container]:
+        """Create several sandboxes in one change, all or none (a lab's set-up): one lock, one
+        journal entry, one store transaction, one firewall change and one resolver sync for all
+        of them.  Each holds a few descriptors until the change commits (its netlink socket and
+        resolver sockets): the soft descriptor limit is raised towards the hard one when
+        needed.  Overlay networks take one sandbox at a time (their leases are the cluster's)."""
+        if len(reqs) > 1 and self.cluster is not None:
+            raise InvalidInput("in cluster mode containers are created one at a time")
+        _descriptors(4 * len(reqs) + 256)
+        return self._create(reqs)
+
+    def _create(self, reqs: list[ContainerRequest]) -> list[Container]:
+        from lowbridge import names
+
+        with self.change("container-create") as c:
+            plans = []
+            for req in reqs:
+                try:
+                    plans.append(sandboxes.plan(c, req, names.new_id()))
+                except LowbridgeError as exc:
+                    if len(reqs) == 1:
+                        raise
+                    raise exc.within(f"create container {req.name or ''}") from None
+            return sandboxes.create(c, plans)
+
+    def run(
+        self,
+        req: ContainerRequest,
+        command: list[str],
+        detach: bool,
+        wrap: Callable[[Container, list[str]], list[str]] | None = None,
+    ) -> tuple[Container, subprocess.Popen]:
+        """``run``: create the sandbox and start ``command`` in it -- detached (output to its
+        log) or attached -- in one hold of the lock (lowbridge.controller.processes).  ``wrap``
+        may put the command's argv in another's (the ``--rm`` supervisor)."""
+        with self._mutation():
+            ctr = self.container_create(req)
+            self._tell()  # the resolver serves the sandbox before its command starts
+            argv = self.exec_argv(ctr, command)
+            if wrap is not None:
+                argv = wrap(ctr, argv)
+            log = self.paths.logs(ctr.id) if detach else None
+            if log is not None:
+                self.paths.run_dir("containers")
+            proc = processes.start(self, ctr, argv, log)
+        return ctr, proc
+
+    def exec_argv(self, ctr: Container, command: list[str]) -> list[str]:
+        """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""
+        if ctr.host_network:
+            return list(command)
+        return sandbox.exec_argv(ctr.name, command, self.paths.uts(ctr.name))
+
+    @_context(lambda ref, force=False: f"remove container {ref}")
+    def container_rm(self, ref: str, force: bool = False) -> Container:
+        ((_, result),) = self.container_rm_many([ref], force)
+        if isinstance(result, LowbridgeError):
+            raise result
+        return result
+
+    def container_rm_many(
+        self, refs: list[str], force: bool = False
+    ) -> list[tuple[str, Container | LowbridgeError]]:
+        """Remove several sandboxes in one change (``docker rm a b c``): each reference gets
+        its container or the error that kept it (the others go on, as Docker's do); a
+        reference given twice is answered once.  One lock, one firewall change, one conntrack
+        walk and one batch of link deletions for all of them: each deletion costs the kernel
+        RCU grace periods (~17 ms here), a batch pays them once (bench/lab.py)."""
+        with self.change("container-rm", forward=True) as c:
+            found: dict[str, Container | LowbridgeError] = {}
+            chosen: dict[str, Container] = {}
+            for ref in refs:
+                try:
+                    ctr = c.view.container(ref)
+                except LowbridgeError as exc:
+                    found[ref] = exc
+                    continue
+                found[ref] = chosen.setdefault(ctr.id, ctr)
+            busy = {} if force else self._busy(list(chosen.values()))
+            doomed = [x for x in chosen.values() if x.id not in busy]
+            if doomed:
+                teardown.remove(c, doomed, kill=force)
+        return [
+            (ref, busy.get(got.id, got) if isinstance(got, Container) else got)
+            for ref, got in found.items()
+        ]
+
+    def _busy(self, ctrs: list[Container]) -> dict[str, LowbridgeError]:
+        """The sandboxes that run something (``rm`` without ``-f`` keeps them).  An adopted
+        namespace's processes are not lowbridge's: ``rm`` only detaches it."""
+        owned = sandbox.running_pids([x.netns for x in ctrs if x.netns_owned])
+        host = self.running([x for x in ctrs if x.host_network])
+        return {
+            x.id: Conflict(
+                f"cannot remove container {x.name}: it is running (stop it first, or use rm -f)"
+            )
+            for x in ctrs
+            if owned.get(x.netns) or host.get(x.id)
+        }
+
+    # ------------------------------------------------------------------ firewall
+    def firewall_show(self) -> str:
+        return self.firewall.show(self.firewall.model(self.view()))
+
+    def firewall_reapply(self) -> None:
+        """Re-apply every lowbridge rule, e.g. after ``iptables -F`` or ``nft flush ruleset``."""
+        with self._mutation():
+            self.firewall.reapply(self.firewall.model(self.store.view()))
+
+
+def _descriptors(need: int) -> None:
+    """Raise the soft limit on open descriptors towards ``need`` (at most the hard limit), as
+    Go programs and dockerd do at start."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))

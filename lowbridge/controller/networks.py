@@ -1,0 +1,106 @@
+"""Networks: ``network create`` (plan, journal, the driver's steps, commit) and ``network rm``."""
+
+from __future__ import annotations
+
+import contextlib
+from ipaddress import IPv4Network
+from typing import TYPE_CHECKING
+
+from lowbridge import drivers, names, sandbox
+from lowbridge.drivers.base import HostLink, HostView, NetworkRequest
+from lowbridge.errors import Conflict
+from lowbridge.models import Network
+
+if TYPE_CHECKING:
+    from lowbridge.controller.change import Change
+    from lowbridge.kernel.rtnl import Session
+    from lowbridge.models import View
+
+
+def create(c: Change, req: NetworkRequest) -> Network:
+    names.validate_name("network", req.name)
+    driver = drivers.get(req.driver)
+    if any(n.name == req.name for n in c.view.networks):
+        raise Conflict(f"network with name {req.name} already exists")
+    net = driver.validate(req, names.new_id(), host_view(c.view, c.nl))
+    missing = bool(net.device) and c.nl.link(net.device) is None
+    c.journal(
+        {"network": net.to_doc(), "device_missing": missing, "claims": {"networks": [net.name]}}
+    )
+    c.run(driver.create_steps(net, c.kernel, c.nl, missing))
+    c.commit(put=[net])
+    return net
+
+
+def undo_create(c: Change, doc: dict) -> list[str]:
+    """Undo a create whose process died: its steps' undos, newest first."""
+    from lowbridge.controller.journal import undo_all
+
+    net = Network.from_doc(doc["network"])
+    steps = drivers.get(net.driver).create_steps(net, c.kernel, c.nl, doc["device_missing"])
+    return undo_all(steps)
+
+
+def remove(c: Change, net: Network) -> None:
+    """Rules first, then the device (Docker's order), the record last; a removal not finished
+    is finished by the next command."""
+    if net.predefined:
+        raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
+    if c.view.endpoints_on(net.id):
+        raise Conflict(
+            f"error while removing network: network {net.name} id {net.id} has active endpoints"
+        )
+    c.journal({"network": net.to_doc(), "claims": {"networks": [net.name]}})
+    _remove(c, net)
+
+
+def finish_remove(c: Change, doc: dict) -> None:
+    _remove(c, Network.from_doc(doc["network"]))
+
+
+def _remove(c: Change, net: Network) -> None:
+    others = [n for n in c.view.networks if n.id != net.id]
+    driver = drivers.get(net.driver)
+    gone = [net] if net.id in c.view.nets else []
+    c.commit(
+        gone=gone,
+        before_commit=lambda: c.step(
+            "delete-device", lambda: driver.delete(net, c.kernel, c.nl, others)
+        ),
+    )
+
+
+def host_view(view: View, nl: Session) -> HostView:
+    """What a network's validation may look at (see :class:`~lowbridge.drivers.base.HostView`).
+
+    ``held``: subnets on links that carry lowbridge's mark for a network the store does not
+    have (its store was lost or replaced) -- never handed out while those links hold them.  The
+    default bridge's device is not among them: the default bridge's record takes its subnet
+    back (:mod:`.reconcile`)."""
+    links = {link.index: link for link in nl.links()}
+    known = {names.ALIAS_PREFIX + n.id for n in view.networks}
+    addresses = nl.addresses()
+    held = []
+    for index, address, plen in addresses:
+        link = links.get(index)
+        if link is None or link.name == names.DEFAULT_BRIDGE_DEVICE:
+            continue
+        alias = link.alias or ""
+        if alias.startswith(names.ALIAS_PREFIX) and alias not in known:
+            held.append((IPv4Network(f"{address}/{plen}", strict=False), link.name))
+    return HostView(
+        networks=view.networks,
+        links={link.name: HostLink(link.kind, link.alias) for link in links.values()},
+        reserved=tuple(reserved(nl)),
+        addresses=frozenset(address for _, address, _ in addresses),
+        held=tuple(held),
+    )
+
+
+def reserved(nl: Session) -> list[IPv4Network]:
+    """Host prefixes Docker avoids when it picks a subnet: on-link routes and nameservers."""
+    found = nl.onlink_routes()
+    for server in sandbox.host_nameservers(sandbox.read_host_resolv_conf()):
+        with contextlib.suppress(ValueError):
+            found.append(IPv4Network(server))
+    return found

@@ -1,0 +1,102 @@
+"""What a change plans against: the committed view, plus what the change has already planned.
+
+A batch plans its sandboxes one after another; the second must not get the first's name, address
+or host port.  :class:`Draft` answers those questions for the committed records, the records
+planned so far, and what unfinished changes left in the journal still hold (a change whose undo
+failed keeps its names and addresses until the next command finishes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+
+from lowbridge import ipam
+from lowbridge.errors import Conflict
+from lowbridge.models import Container, Endpoint, JournalEntry, Network, View
+from lowbridge.ports import PortMapping
+
+
+class Draft:
+    """Planning state of one change (see the module docstring)."""
+
+    def __init__(self, view: View, unsettled: Iterable[JournalEntry] = ()):
+        self.view = view
+        self.containers: dict[str, Container] = {}  # planned, by id
+        self.endpoints: dict[str, list[Endpoint]] = {}  # planned, by container id
+        self._names = {c.name for c in view.containers}
+        self._netns: set[str] = set()
+        self._addresses: dict[str, set[str]] = {}
+        self._held: dict[str, set[str]] = {}  # network id -> addresses unfinished changes hold
+        self.ports: list[PortMapping] = [m for c in view.containers for m in c.ports]
+        for entry in unsettled:
+            claims = entry.doc.get("claims", {})
+            self._names.update(claims.get("containers", ()))
+            for net_id, ip in claims.get("addresses", ()):
+                self._held.setdefault(net_id, set()).add(ip)
+
+    # -- names
+    def name_taken(self, name: str) -> bool:
+        return name in self._names
+
+    def take_name(self, name: str) -> None:
+        if name in self._names:
+            raise Conflict(f'the container name "{name}" is already in use')
+        self._names.add(name)
+
+    def take_netns(self, path: str) -> bool:
+        """False when an earlier sandbox of this change has that namespace path already."""
+        if path in self._netns:
+            return False
+        self._netns.add(path)
+        return True
+
+    # -- addresses
+    def addresses(self, net: Network) -> set[str]:
+        """The addresses endpoints hold on ``net``: committed, planned, held by the journal."""
+        if net.id not in self._addresses:
+            found = {e.ip for e in self.view.endpoints_on(net.id) if e.ip}
+            self._addresses[net.id] = found | self._held.get(net.id, set())
+        return self._addresses[net.id]
+
+    def allocate(self, net: Network, preferred: str | None) -> IPv4Address:
+        """An address on ``net`` for a new endpoint (``preferred`` if given and free)."""
+        assert net.pool is not None
+        return ipam.allocate(net.pool, self.addresses(net), preferred)
+
+    # -- records
+    def add(self, ctr: Container, eps: Iterable[Endpoint] = ()) -> None:
+        """Record a planned sandbox (or new endpoints of a committed one)."""
+        self.containers[ctr.id] = ctr
+        for ep in eps:
+            self.endpoints.setdefault(ctr.id, []).append(ep)
+            if ep.ip:
+                self.addresses(self.view.nets[ep.network_id]).add(ep.ip)
+        self.ports += [m for m in ctr.ports if m not in self.ports]
+
+    def endpoints_of(self, container_id: str) -> list[Endpoint]:
+        """A sandbox's endpoints: committed, then planned."""
+        return self.view.endpoints_of(container_id) + self.endpoints.get(container_id, [])
+
+    def container_named(self, name: str) -> Container | None:
+        for ctr in self.containers.values():
+            if ctr.name == name:
+                return ctr
+        return next((c for c in self.view.containers if c.name == name), None)
+
+    def container(self, ref: str) -> Container:
+        """A committed sandbox by reference, or one planned earlier by name."""
+        planned = next((c for c in self.containers.values() if ref in (c.name, c.id)), None)
+        return planned or self.view.container(ref)
+
+    def records(self) -> tuple[list[Container], list[Endpoint]]:
+        """Everything planned, to commit."""
+        return list(self.containers.values()), [e for eps in self.endpoints.values() for e in eps]
+
+    def claims(self) -> dict:
+        """The journal's "claims" of this plan: names and addresses it holds until it ends."""
+        ctrs, eps = self.records()
+        return {
+            "containers": [c.name for c in ctrs],
+            "addresses": [[e.network_id, e.ip] for e in eps if e.ip],
+        }

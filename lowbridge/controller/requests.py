@@ -1,0 +1,204 @@
+"""A ``run`` / ``container create`` request, and its validation into a sandbox's record.
+
+Everything the user typed is checked here once, as Docker checks it, and comes out typed: host
+names, ``--add-host`` lines, ``--dns*`` values (no value may carry a line of its own into
+resolv.conf), exposed and published ports (resolved to free host ports), legacy links and their
+environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from lowbridge import ipam, links, names, ports
+from lowbridge.controller.plan import Draft
+from lowbridge.errors import Conflict, InvalidInput, LowbridgeError, NotFound
+from lowbridge.models import DEFAULT_NETWORK, Container, Network
+from lowbridge.ports import PortMapping
+
+
+@dataclass
+class ContainerRequest:
+    """What ``container create`` / ``run`` asks for, as docker's flags say it."""
+
+    name: str | None = None
+    network: str = DEFAULT_NETWORK
+    ip: str | None = None
+    netns: str | None = None  # adopt this namespace instead of creating one
+    command: list[str] | None = None
+    publish: list[str] = field(default_factory=list)  # -p specs
+    hostname: str | None = None
+    add_hosts: list[str] = field(default_factory=list)  # NAME:IP or NAME:host-gateway
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # --network-alias
+    links: list[str] = field(default_factory=list)  # --link NAME[:ALIAS]
+    expose: list[str] = field(default_factory=list)  # --expose PORT[/PROTO]
+    env: list[str] = field(default_factory=list)  # -e KEY=VALUE (or KEY: from our environment)
+
+
+def sandbox_name(req: ContainerRequest, cid: str) -> str:
+    """The name a create gives its sandbox: the short id unless named."""
+    return names.validate_name("container", req.name or names.short_id(cid))
+
+
+def container(
+    req: ContainerRequest, cid: str, name: str, netns: str, net: Network, draft: Draft
+) -> Container:
+    """The record of the sandbox ``req`` asks for (its namespace at ``netns``), on its first
+    network ``net``."""
+    for server in req.dns:
+        ipam.parse_address(server, "--dns server")
+    for flag, values in (("--dns-search", req.dns_search), ("--dns-option", req.dns_options)):
+        for value in values:
+            if not value or not value.isprintable() or any(ch.isspace() for ch in value):
+                raise InvalidInput(f"invalid {flag} {value!r}: one word, no spaces or newlines")
+    expose = tuple(dict.fromkeys(p for spec in req.expose for p in ports.parse_expose(spec)))
+    linked, link_env = _links(req, net, name, draft)
+    return Container(
+        id=cid,
+        name=name,
+        netns=netns,
+        netns_owned=req.netns is None,
+        command=tuple(req.command or ()),
+        hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),
+        network_mode=net.name,
+        ports=tuple(publish(req.publish, draft)),
+        extra_hosts=tuple(extra_host(spec, draft) for spec in req.add_hosts),
+        dns=tuple(req.dns),
+        dns_search=tuple(req.dns_search),
+        dns_options=tuple(req.dns_options),
+        expose=expose,
+        links=linked,
+        env=tuple(env_item(item) for item in req.env),
+        link_env=link_env,
+    )
+
+
+def on_host(req: ContainerRequest, cid: str, name: str, net: Network) -> Container:
+    """``--network host``: no namespace of its own; processes run in the host's network and UTS
+    namespaces and see the host's /etc files (Docker shares all three).  What only a namespace
+    of its own can have is refused, as Docker refuses it."""
+    import socket
+
+    conflicts = {
+        "-p/--publish (Docker discards published ports in host mode; the sandbox's ports are "
+        "the host's)": req.publish,
+        "--ip": req.ip,
+        "--network-alias": req.aliases,
+        "--link": req.links,
+        "--hostname": req.hostname,
+        "--add-host": req.add_hosts,
+        "--dns/--dns-search/--dns-option": req.dns or req.dns_search or req.dns_options,
+        "--netns": req.netns,
+    }
+    for flag, value in conflicts.items():
+        if value:
+            raise InvalidInput(f"conflicting options: {flag} and the network mode host")
+    expose = tuple(dict.fromkeys(p for spec in req.expose for p in ports.parse_expose(spec)))
+    return Container(
+        id=cid,
+        name=name,
+        netns="",
+        netns_owned=False,
+        command=tuple(req.command or ()),
+        hostname=socket.gethostname(),
+        network_mode=net.name,
+        expose=expose,
+        env=tuple(env_item(item) for item in req.env),
+    )
+
+
+def _links(
+    req: ContainerRequest, net: Network, name: str, draft: Draft
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Validate ``--link``s; return (name, alias) pairs and the environment they add (default
+    bridge only; on user-defined networks a link is a sandbox-local DNS alias)."""
+    from lowbridge import drivers
+
+    if req.links and drivers.get(net.driver).exclusive:
+        raise InvalidInput(f"conflicting options: {net.driver} networking can't be used with links")
+    out, env = [], []
+    for spec in req.links:
+        target, alias = links.parse(spec)
+        try:
+            child = draft.container(target)
+        except NotFound:
+            raise InvalidInput(f"could not get container for {target}: no such container") from None
+        if child.name == name:
+            raise InvalidInput(f"cannot link {name} to itself")
+        out.append((child.name, alias))
+        if net.is_default_bridge:
+            ip = next(
+                (
+                    e.ip
+                    for e in draft.endpoints_of(child.id)
+                    if draft.view.nets[e.network_id].is_default_bridge and e.ip
+                ),
+                None,
+            )
+            if ip is None:
+                raise InvalidInput(
+                    f"Cannot link to /{child.name}, as it does not belong to the default network"
+                )
+            env += links.env(name, alias, ip, child.exposed, child.env)
+    return tuple(out), tuple(env)
+
+
+def extra_host(spec: str, draft: Draft) -> tuple[str, str]:
+    """``--add-host NAME:IP`` (or ``NAME=IP``); ``host-gateway`` is the default bridge's
+    gateway address, as Docker resolves it."""
+    sep = "=" if "=" in spec else ":"
+    name, _, ip = spec.partition(sep)
+    if not name or not ip:
+        raise InvalidInput(f"invalid --add-host {spec!r}: expected NAME:IP")
+    names.validate_hostname(name)
+    if ip == "host-gateway":
+        bridge = draft.view.network(DEFAULT_NETWORK)
+        return name, str(bridge.pool.gateway)
+    try:
+        return name, str(ipaddress.ip_address(ip.strip("[]")))
+    except ValueError:
+        raise InvalidInput(f"invalid --add-host {spec!r}: {ip!r} is not an address") from None
+
+
+def env_item(item: str) -> str:
+    """``-e KEY=VALUE`` as given; ``-e KEY`` takes KEY's value from our environment (Docker)."""
+    key, sep, _ = item.partition("=")
+    if not key or " " in key:
+        raise InvalidInput(f"invalid environment variable {item!r}")
+    if sep:
+        return item
+    return f"{key}={os.environ.get(key, '')}"
+
+
+def publish(specs: list[str], draft: Draft) -> list[PortMapping]:
+    """Resolve ``-p`` specs to free host ports (Docker: "port is already allocated"); the draft
+    knows the ports taken, by committed sandboxes and by those planned before."""
+    out: list[PortMapping] = []
+    for spec in specs:
+        for req in ports.parse(spec):
+            out.append(_pick_port(req, draft.ports + out, spec))
+    return out
+
+
+def _pick_port(req: ports.PortRequest, taken: list[PortMapping], spec: str) -> PortMapping:
+    candidates = req.host_ports or ports.ephemeral_range()
+    last_error: LowbridgeError | None = None
+    for port in candidates:
+        mapping = PortMapping(req.host_ip, port, req.container_port, req.proto)
+        if any(mapping.overlaps(t) for t in taken):
+            last_error = Conflict(
+                f"Bind for {req.host_ip}:{port} failed: port is already allocated"
+            )
+            continue
+        try:
+            ports.check_free(mapping)
+        except Conflict as exc:
+            last_error = exc
+            continue
+        return mapping
+    raise (last_error or Conflict(f"no free host port for {spec}")).within(f"publish {spec}")

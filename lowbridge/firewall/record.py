@@ -1,0 +1,120 @@
+"""What the firewall applied, this boot: files in the runtime directory (they go with the kernel
+state they describe).
+
+    firewall-rules        the rules applied: one JSON line with the backend, the forward policy
+                          and the rules, then a line per later change that only appended rules
+    firewall-dirty        present while a change is under way: the kernel may not match the record
+    firewall-fingerprint  the ruleset's fingerprint (kernel.netfilter) after lowbridge's last change
+    firewall-backend      the backend that holds lowbridge's rules
+    firewall-forward      "enabled" when lowbridge turned IPv4 forwarding on
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from lowbridge.config import private_dir, private_file
+from lowbridge.firewall import rules as R
+
+
+class Record:
+    """The firewall's files in ``run_dir`` (see the module docstring).
+
+    The rules' parse is kept with the file's identity -- device, inode, size, ctime -- as this
+    object last wrote or read it: a library user's next change reads nothing back
+    (bench/growth.py, bench/firewall.py).  The identity stands for the content because the record
+    is only ever replaced whole by a rename (a new inode) or grown by appends (a new size).
+    """
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self._kept: tuple | None = None  # (identity, {"backend", "policy", "rules"})
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.run_dir, f"firewall-{key}")
+
+    # -- the rules
+    def rules(self, backend: str, policy: bool) -> list[R.Rule] | None:
+        """The rules last recorded for ``backend`` with this forward policy; None when not known
+        (no record, a change cut short, another backend or policy)."""
+        if os.path.exists(self.path("dirty")):
+            return None
+        try:
+            identity = _identity(os.stat(self.path("rules")))
+            if self._kept is not None and self._kept[0] == identity:
+                doc = self._kept[1]
+            else:
+                with open(self.path("rules"), "rb") as f:
+                    identity, text = _identity(os.fstat(f.fileno())), f.read()
+                first, *appended = text.splitlines()
+                doc = json.loads(first)
+                doc["rules"] = R.from_doc(doc["rules"])
+                for line in appended:
+                    doc["rules"] += R.from_doc(json.loads(line))
+                self._kept = (identity, doc)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError):
+            return None  # a record cut short: not known
+        if doc.get("backend") != backend or doc.get("policy") != policy:
+            return None
+        return doc["rules"]
+
+    def write(self, rules: list[R.Rule] | None, backend: str, policy: bool = False) -> None:
+        """Record ``rules`` whole (None: forget them)."""
+        path = self.path("rules")
+        if rules is None:
+            self._kept = None
+            self.set("rules", None)
+            return
+        doc = {"backend": backend, "policy": policy, "rules": R.to_doc(rules)}
+        private_dir(self.run_dir)
+        fd = private_file(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(doc) + "\n")
+        os.replace(path + ".new", path)  # a new inode
+        # Identified after the rename, which sets the file's ctime (ext4 and tmpfs alike).
+        self._kept = (_identity(os.stat(path)), {**doc, "rules": list(rules)})
+
+    def append(self, rules: list[R.Rule], added: list[R.Rule], backend: str, policy: bool) -> None:
+        """Record ``rules``, which are the rules this object last read or wrote plus ``added``."""
+        path = self.path("rules")
+        try:
+            current = _identity(os.stat(path))
+        except FileNotFoundError:
+            current = None
+        if self._kept is None or self._kept[0] != current:  # not what we read: whole
+            self.write(rules, backend, policy)
+            return
+        fd = private_file(path, os.O_WRONLY | os.O_APPEND)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(R.to_doc(added)) + "\n")
+            f.flush()
+            identity = _identity(os.fstat(f.fileno()))
+        self._kept = (identity, {**self._kept[1], "rules": list(rules)})
+
+    # -- the small state files
+    def get(self, key: str) -> str | None:
+        try:
+            with open(self.path(key)) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+
+    def set(self, key: str, value: str | None) -> None:
+        path = self.path(key)
+        if value is None:
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        private_dir(self.run_dir)
+        fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one record file from another; the change time as well, for file systems that
+    hand a freed inode number out again."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns
