@@ -91,3 +91,11 @@ def _strerror(code: int) -> str:
     import os
 
     return os.strerror(code)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character (newlines, tabs, escapes a user typed into a
+    name) written as its escape, so that an error stays one line on a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     startup.trim_pyroute2()
     startup.defer_inspect()
     from lowbridge.cli.parser import parser_for
-    from lowbridge.errors import LowbridgeError
+    from lowbridge.errors import LowbridgeError, one_line
 
     args = parser_for(sys.argv[1:] if argv is None else argv).parse_args(argv)
     try:
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return args.func(args)
     except LowbridgeError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"{PROG}: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)",
+            f"{PROG}: internal error: {exc.__class__.__name__}: {one_line(str(exc))} "
+            "(rerun with --debug)",
             file=sys.stderr,
         )
         return 70

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lowbridge.cli import commands as C
 from lowbridge.cli.startup import Formatter
@@ -84,6 +85,16 @@ class _Group:
         return self.action.add_parser(name, formatter_class=Formatter, **kwargs)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line as every other error of lowbridge (argparse's own
+    prints the usage first); the subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        from lowbridge.errors import one_line
+
+        self.exit(2, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 _GLOBAL_WITH_VALUE = ("--root", "--store", "--firewall-backend")
 _GROUPS = ("network", "container", "firewall")
 _ALIASES = {"list": "ls", "remove": "rm"}
@@ -133,7 +144,7 @@ def build_parser(
     def group(action, path: str) -> _Group:  # noqa: ANN001
         return _Group(action, path, want, seen)
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Docker's network drivers, built directly in the kernel with pyroute2.",
         formatter_class=Formatter,

@@ -33,7 +33,7 @@ from lowbridge.controller import attach, networks, processes, reconcile, sandbox
 from lowbridge.controller.change import Change, crashed
 from lowbridge.controller.requests import ContainerRequest
 from lowbridge.drivers.base import NetworkRequest
-from lowbridge.errors import CasConflict, Conflict, InvalidInput, LowbridgeError
+from lowbridge.errors import CasConflict, Conflict, InvalidInput, LowbridgeError, one_line
 from lowbridge.kernel import Kernel
 from lowbridge.models import PREDEFINED, Container, Endpoint, Network, View
 from lowbridge.store import Store, open_store
@@ -59,7 +59,7 @@ def _context(describe: Callable[..., str]) -> Callable:
             try:
                 return fn(self, *args, **kwargs)
             except LowbridgeError as exc:
-                raise exc.within(describe(*args, **kwargs)) from None
+                raise exc.within(one_line(describe(*args, **kwargs))) from None
 
         return wrapper
 

@@ -482,3 +482,33 @@ def test_rules_come_back_after_a_reboot():
             h.lb("container", "create", "--name", "back", "--network", "keep")
             assert tcp(h, "back", LAN_IP, 7000) == f"lan-{UPLINK}"  # NAT is back
             assert "10.85.0.0/24" in h.lb("firewall", "show").stdout
+
+
+def _kernel_rules(lab: Lab) -> list[str]:
+    if lab.backend == "iptables":
+        return sorted(
+            ln for ln in lab.host.run("iptables-save").stdout.splitlines() if ln[:1] == "-"
+        )
+    return sorted(lab.host.run("nft -s list table ip lowbridge").stdout.splitlines())
+
+
+def test_a_changed_daemon_setting_is_in_the_kernel_after_one_command(lab):
+    """Issue 17's bug: the record was edited in place while the firewall kept objects by
+    identity, so the next command left the old icc rule; only the one after repaired it."""
+    h = lab.host
+    a = serve(h, "a", "bridge")
+    h.lb("container", "create", "--name", "b")
+    assert tcp(h, "b", a, 80)  # icc on: b reaches a
+    h.env["LOWBRIDGE_ICC"] = "false"  # dockerd restarted with --icc=false
+    h.lb("container", "create", "--name", "c")  # one command
+    assert tcp(h, "b", a, 80) is None and tcp(h, "c", a, 80) is None
+    # The kernel holds what a fresh process renders: re-applying it all changes nothing.
+    kernel = _kernel_rules(lab)
+    h.lb("firewall", "reapply")
+    assert _kernel_rules(lab) == kernel
+    h.env["LOWBRIDGE_ICC"] = "true"
+    h.lb("container", "create", "--name", "d")
+    assert tcp(h, "b", a, 80) and tcp(h, "d", a, 80)
+    kernel = _kernel_rules(lab)
+    h.lb("firewall", "reapply")
+    assert _kernel_rules(lab) == kernel
