@@ -55,7 +55,11 @@ def _grow(records: tuple[list, list, list], k: int) -> None:
 
 
 def inner(n: int) -> dict:
-    from lowbridge.firewall import Firewall, model
+    from lowbridge.firewall import Firewall
+    from lowbridge.models import View
+
+    def model(nets: list, ctrs: list, eps: list):  # noqa: ANN202
+        return fw.model(View(nets, ctrs, eps))
 
     out = {}
     for backend in ("iptables", "nftables"):

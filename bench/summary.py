@@ -54,10 +54,10 @@ def rows() -> list[tuple[str, str, str, str]]:
         own = w["lowbridge's own share of a mutating command"]
         out.append(("CLI: network connect", f"{w['lowbridge network connect (CLI)']} ms",
                     f"import pyroute2 {pyroute2} ms", f"own share {own} ms"))  # fmt: skip
-        if (strict := w.get("the same, against import lowbridge.netlink")) is not None:
-            base = w["python -c 'import lowbridge.netlink'"]
+        if (strict := w.get("the same, against import lowbridge.kernel.rtnl")) is not None:
+            base = w["python -c 'import lowbridge.kernel.rtnl'"]
             cli_ms = w["lowbridge network connect (CLI)"]
-            vs = f"import lowbridge.netlink {base} ms"
+            vs = f"import lowbridge.kernel.rtnl {base} ms"
             out.append(("CLI: network connect", f"{cli_ms} ms", vs, f"own share {strict} ms"))
         out.append(("CLI: network ls", f"{w['lowbridge network ls']} ms",
                     f"python -c pass {w['python -c pass']} ms", ""))  # fmt: skip

@@ -28,6 +28,7 @@ EMPTY: Mapping[str, str] = MappingProxyType({})
 # Docker's option names that more than one module reads.
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"  # an overlay's VXLAN id
+OPT_ICC = "com.docker.network.bridge.enable_icc"
 
 
 def now() -> str:

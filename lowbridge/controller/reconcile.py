@@ -22,7 +22,7 @@ from lowbridge.config import private_file
 from lowbridge.controller import journal, networks, teardown
 from lowbridge.drivers.base import NetworkRequest
 from lowbridge.errors import InvalidInput
-from lowbridge.models import DEFAULT_NETWORK, PREDEFINED, Network, frozen
+from lowbridge.models import DEFAULT_NETWORK, OPT_ICC, PREDEFINED, Network, frozen
 
 if TYPE_CHECKING:
     from lowbridge.controller import Controller
@@ -35,7 +35,6 @@ DEFAULT_BRIDGE_OPTIONS = {
     "com.docker.network.bridge.name": names.DEFAULT_BRIDGE_DEVICE,
     "com.docker.network.driver.mtu": "1500",
 }
-OPT_ICC = "com.docker.network.bridge.enable_icc"
 # Cluster mode's way out for overlay sandboxes (Docker's docker_gwbridge).
 GWBRIDGE, GWBRIDGE_DEVICE = "lowbridge_gwbridge", "lb_gwbridge"
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from lowbridge.firewall import rules as R
-from lowbridge.models import Container, Endpoint, Network, View, gateway_endpoint
+from lowbridge.models import OPT_ICC, Container, Endpoint, Network, View, gateway_endpoint
 
-OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 
 

@@ -120,7 +120,12 @@ def test_outbound_is_masqueraded_and_can_be_turned_off(lab):
     # to it, cannot answer: one-way UDP shows what arrived).
     assert udp(h, "on", LAN_IP, 7001, timeout=1) is None
     assert udp(h, "off", LAN_IP, 7001, timeout=1) is None
-    seen = lab.lan.run(["cat", "/run/udp"]).stdout.split()
+    # The LAN's socat writes each datagram's source from a forked child: wait for both.
+    deadline = time.monotonic() + 5
+    while len(seen := lab.lan.run(["cat", "/run/udp"]).stdout.split()) < 2:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert seen == [UPLINK, ip_of(h, "off", "nat-off")]
     assert "nat-off outbound" not in h.lb("firewall", "show").stdout
 
