@@ -1,14 +1,27 @@
 """lowbridge: Docker's network drivers built directly with pyroute2, without a daemon.
 
-Layers (each imports only those below it):
+Layers, top to bottom (each imports only those below it; the README's code map says more):
 
-    cli          parse, call the controller, render (output)
-    controller   locking, reconcile, validate-then-apply with an undo stack (txn), persist last
-    drivers      bridge / host / none behind one protocol (drivers.base)
-    ipam, names  pure policy: addresses and kernel names
-    netlink      the kernel layer, the only module that imports pyroute2
-    netns        namespaces as files, per-namespace work in throwaway threads
-    store        the state store interface and its SQLite implementation
+    cli          parse Docker's verbs and flags, call the controller, render (output); the
+                 start-up tricks (a trimmed pyroute2, a deferred ``inspect``) live here only
+    controller   the verbs; each mutation one change: plan against a draft of the store's view,
+                 journal the plan, apply named steps with an undo stack, commit the records,
+                 the firewall and the journal's deletion in one store transaction; the next
+                 command undoes or finishes a change whose process died (controller.journal)
+    drivers      bridge, macvlan, overlay, host, none behind one protocol (drivers.base), each
+                 owning its policy: what it refuses, its steps, its DNS and egress
+    firewall     rules rendered as pure data from the records; one atomic apply per change
+                 (iptables-restore --noflush, or one nftables transaction)
+    dns          the embedded resolver (one process per host) and the controller's handle on it
+    store        the records (SQLite; etcd too in cluster mode), the journal, the generation
+    kernel       netlink sessions (rtnl), namespaces as files and the worker that enters them
+                 (netns), conntrack, the packet filter's generation -- the only pyroute2 users
+    models       frozen records and the View over them; ipam, names, ports, links: pure policy
+    txn, errors  named steps with their undos and the test hooks; the error tree and exit codes
+
+Caches belong to the objects that own them (the store's view per generation, the firewall's
+modeler and renderer, the record of what was applied) and are keyed by value or generation; no
+module keeps process-wide state that a second controller would see.
 """
 
 __version__ = "0.1.0"

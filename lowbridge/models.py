@@ -24,6 +24,8 @@ from lowbridge.ports import Exposed, PortMapping
 
 DEFAULT_NETWORK = "bridge"
 PREDEFINED = ("bridge", "host", "none")
+# Cluster mode: the local bridge overlay sandboxes leave by (Docker's docker_gwbridge).
+GWBRIDGE = "lowbridge_gwbridge"
 EMPTY: Mapping[str, str] = MappingProxyType({})
 # Docker's option names that more than one module reads.
 OPT_MTU = "com.docker.network.driver.mtu"

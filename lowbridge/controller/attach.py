@@ -21,7 +21,7 @@ from lowbridge.controller import etc
 from lowbridge.controller.plan import Draft
 from lowbridge.drivers.base import Attachment, SandboxRef, Step
 from lowbridge.errors import Conflict, InvalidInput, KernelError
-from lowbridge.models import Container, Endpoint, Network, gateway_endpoint
+from lowbridge.models import GWBRIDGE, Container, Endpoint, Network, gateway_endpoint
 
 if TYPE_CHECKING:
     from lowbridge.controller.change import Change
@@ -122,8 +122,6 @@ def with_egress(c: Change, p: AttachPlan) -> list[AttachPlan]:
     """``p``, and the cluster's gateway bridge when the network leaves the host through it and
     the sandbox is not on it yet (Docker's docker_gwbridge: the overlay sandbox's way out and
     default route)."""
-    from lowbridge.controller.reconcile import GWBRIDGE
-
     net, ctr = p.att.network, p.att.container
     gw = c.view.network_named(GWBRIDGE) if c.ctl.cluster is not None else None
     if gw is None or not drivers.get(net.driver).egress(net):
@@ -328,7 +326,7 @@ def connect(
 
 def undo_connect(c: Change, doc: dict) -> list[str]:
     """Undo a connect whose process died: its steps' undos, newest first."""
-    from lowbridge.controller.journal import undo_all
+    from lowbridge.drivers.base import undo_all
 
     plans = [AttachPlan.from_doc(d) for d in doc["attaches"]]
     return undo_all([step for p in plans for step in steps(c, p, None)])

@@ -148,22 +148,15 @@ class Change:
                 print(f"lowbridge: warning: {self.op}: {exc}", file=sys.stderr)
 
 
+_KIND = {Network: "network", Container: "container", Endpoint: "endpoint"}
+
+
 def _put(store, record: Record) -> None:  # noqa: ANN001
-    if isinstance(record, Network):
-        store.put_network(record)
-    elif isinstance(record, Container):
-        store.put_container(record)
-    else:
-        store.put_endpoint(record)
+    getattr(store, f"put_{_KIND[type(record)]}")(record)
 
 
 def _delete(store, record: Record) -> None:  # noqa: ANN001
-    if isinstance(record, Network):
-        store.delete_network(record)
-    elif isinstance(record, Container):
-        store.delete_container(record)
-    else:
-        store.delete_endpoint(record)
+    getattr(store, f"delete_{_KIND[type(record)]}")(record)
 
 
 def crashed(exc: BaseException) -> bool:

@@ -20,7 +20,6 @@ from lowbridge.errors import LowbridgeError
 if TYPE_CHECKING:
     from lowbridge.controller import Controller
     from lowbridge.controller.change import Change
-    from lowbridge.drivers.base import Step
     from lowbridge.models import JournalEntry
 
 
@@ -72,16 +71,3 @@ def _settle(ctl: Controller, entry: JournalEntry, handlers: dict) -> None:
         if errors:
             raise LowbridgeError(f"undo {entry.op}: {errors[0]}")
         c.commit()  # deletes the entry; the firewall follows the store again
-
-
-def undo_all(steps: list[Step]) -> list[str]:
-    """Run every step's undo, newest first, whatever the others do; return the errors."""
-    errors = []
-    for step in reversed(steps):
-        if step.undo is None:
-            continue
-        try:
-            step.undo()
-        except Exception as exc:  # best effort: report, continue
-            errors.append(f"{step.name}: {exc}")
-    return errors

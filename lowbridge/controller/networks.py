@@ -34,7 +34,7 @@ def create(c: Change, req: NetworkRequest) -> Network:
 
 def undo_create(c: Change, doc: dict) -> list[str]:
     """Undo a create whose process died: its steps' undos, newest first."""
-    from lowbridge.controller.journal import undo_all
+    from lowbridge.drivers.base import undo_all
 
     net = Network.from_doc(doc["network"])
     steps = drivers.get(net.driver).create_steps(net, c.kernel, c.nl, doc["device_missing"])

@@ -22,7 +22,7 @@ from lowbridge.config import private_file
 from lowbridge.controller import journal, networks, teardown
 from lowbridge.drivers.base import NetworkRequest
 from lowbridge.errors import InvalidInput
-from lowbridge.models import DEFAULT_NETWORK, OPT_ICC, PREDEFINED, Network, frozen
+from lowbridge.models import DEFAULT_NETWORK, GWBRIDGE, OPT_ICC, PREDEFINED, Network, frozen
 
 if TYPE_CHECKING:
     from lowbridge.controller import Controller
@@ -36,7 +36,7 @@ DEFAULT_BRIDGE_OPTIONS = {
     "com.docker.network.driver.mtu": "1500",
 }
 # Cluster mode's way out for overlay sandboxes (Docker's docker_gwbridge).
-GWBRIDGE, GWBRIDGE_DEVICE = "lowbridge_gwbridge", "lb_gwbridge"
+GWBRIDGE_DEVICE = "lb_gwbridge"
 
 
 def prepare(ctl: Controller, nl: Session) -> None:

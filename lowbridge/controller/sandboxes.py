@@ -263,7 +263,7 @@ def _forget_udp_flows(c: Change, ctr: Container) -> None:
 def undo(c: Change, doc: dict) -> list[str]:
     """Undo a create whose process died, from its journal document: every undo of every
     sandbox, newest first (each is idempotent); return the errors."""
-    from lowbridge.controller.journal import undo_all
+    from lowbridge.drivers.base import undo_all
 
     plans = [SandboxPlan.from_doc(d) for d in doc["sandboxes"]]
     return undo_all([step for sp in plans for step in steps(c, sp, None)])

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from lowbridge import drivers, sandbox
 from lowbridge.controller import etc
 from lowbridge.errors import KernelError, LowbridgeError, NotFound
-from lowbridge.models import Container, Endpoint, Network, gateway_endpoint
+from lowbridge.models import GWBRIDGE, Container, Endpoint, Network, gateway_endpoint
 
 if TYPE_CHECKING:
     from lowbridge.controller.change import Change
@@ -199,8 +199,6 @@ def _disconnect(c: Change, ctr: Container, drop: list[Endpoint]) -> None:
 def _egress_leftover(c: Change, ep: Endpoint, eps: list[Endpoint]) -> list[Endpoint]:
     """The gateway-bridge endpoint to remove with ``ep``, if ``ep`` was the sandbox's last
     reason to have it."""
-    from lowbridge.controller.reconcile import GWBRIDGE
-
     nets = c.view.nets
 
     def egresses(e: Endpoint) -> bool:

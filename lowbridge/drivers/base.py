@@ -37,6 +37,20 @@ class Step(NamedTuple):
     undo: Callable[[], object] | None = None
 
 
+def undo_all(steps: list[Step]) -> list[str]:
+    """Run every step's undo, newest first, whatever the others do; return the errors (the
+    undo of a change whose process died: each undo works from the plan alone)."""
+    errors = []
+    for step in reversed(steps):
+        if step.undo is None:
+            continue
+        try:
+            step.undo()
+        except Exception as exc:  # best effort: report, continue
+            errors.append(f"{step.name}: {exc}")
+    return errors
+
+
 @dataclass
 class NetworkRequest:
     """A ``network create`` request as the user typed it (strings, unvalidated)."""
