@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -317,12 +318,13 @@ class View:
             doomed[i].add(key)
         for i, keys in enumerate(doomed):
             if keys:
-                tables[i] = [r for r in tables[i] if _slot(r)[1] not in keys]
+                key_of = _KEYS[i]
+                tables[i] = [r for r in tables[i] if key_of(r) not in keys]
         where = [None, None, None]  # key -> index, built for a table on its first put
         for record in put:
             i, key = _slot(record)
             if where[i] is None:
-                where[i] = {_slot(r)[1]: n for n, r in enumerate(tables[i])}
+                where[i] = {k: n for n, k in enumerate(map(_KEYS[i], tables[i]))}
             n = where[i].get(key)
             if n is None:
                 where[i][key] = len(tables[i])
@@ -330,6 +332,9 @@ class View:
             else:
                 tables[i][n] = record
         return View(*tables)
+
+
+_KEYS = (operator.attrgetter("id"), operator.attrgetter("id"), operator.attrgetter("key"))
 
 
 def _slot(record: Network | Container | Endpoint) -> tuple[int, object]:

@@ -190,7 +190,7 @@ class Policy:
         return None
 
     def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
-        return bool(net.device) and nl.link(net.device) is None
+        return bool(net.device) and nl.index(net.device) is None
 
     def egress(self, net: Network) -> bool:
         """Whether a sandbox on ``net`` leaves the host through the cluster's gateway bridge."""

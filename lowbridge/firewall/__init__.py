@@ -155,7 +155,9 @@ class Firewall:
         changing = forward_drop is not None and not nft
         trusted = self.record.get("fingerprint") == repr(self.backend.fingerprint())
         old = self.record.rules(self.backend.name, policy) if trusted and not changing else None
-        self.record.set("dirty", "")  # until the kernel is known to match the record again
+        # No fingerprint until the kernel is known to match the record again: a change that
+        # dies in between leaves the next one a full rewrite.
+        self.record.set("fingerprint", None)
         if not self._patch(old, rules, policy):
             self.backend.apply(rules, forward_drop)
             self.record.write(rules if rules else None, self.backend.name, policy)
@@ -163,7 +165,6 @@ class Firewall:
         if previous != (now := self.backend.name if not m.empty else None):
             self.record.set("backend", now)
         self.record.set("fingerprint", repr(self.backend.fingerprint()))
-        self.record.set("dirty", None)
 
     def _patch(self, old: list[R.Rule] | None, rules: list[R.Rule], policy: bool) -> bool:
         """The cheapest way from the rules in the kernel (``old``, as recorded) to ``rules``:

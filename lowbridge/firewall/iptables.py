@@ -12,6 +12,7 @@ the user's and lowbridge never flushes it.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -201,9 +202,13 @@ class IptablesBackend:
         table's entry count and size (kernel.netfilter)."""
         from lowbridge.kernel import netfilter
 
-        if legacy():
+        if self._legacy:
             return netfilter.legacy_tables(TABLES)
         return netfilter.generation()
+
+    @functools.cached_property
+    def _legacy(self) -> bool:
+        return legacy()  # a walk of PATH: once per backend, not twice per change
 
 
 def legacy() -> bool:

@@ -3,8 +3,9 @@ state they describe).
 
     firewall-rules        the rules applied: one JSON line with the backend, the forward policy
                           and the rules, then a line per later change that only appended rules
-    firewall-dirty        present while a change is under way: the kernel may not match the record
-    firewall-fingerprint  the ruleset's fingerprint (kernel.netfilter) after lowbridge's last change
+    firewall-fingerprint  the ruleset's fingerprint (kernel.netfilter) after lowbridge's last
+                          change; absent while a change is under way (the kernel may not match
+                          the record then): the record is trusted only while it matches
     firewall-backend      the backend that holds lowbridge's rules
     firewall-forward      "enabled" when lowbridge turned IPv4 forwarding on
 """
@@ -15,6 +16,7 @@ import json
 import os
 
 from lowbridge.config import private_dir, private_file
+from lowbridge.errors import StoreError
 from lowbridge.firewall import rules as R
 
 
@@ -30,6 +32,7 @@ class Record:
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
         self._kept: tuple | None = None  # (identity, {"backend", "policy", "rules"})
+        self._made = False  # run_dir made (and checked) by this object
 
     def path(self, key: str) -> str:
         return os.path.join(self.run_dir, f"firewall-{key}")
@@ -37,9 +40,8 @@ class Record:
     # -- the rules
     def rules(self, backend: str, policy: bool) -> list[R.Rule] | None:
         """The rules last recorded for ``backend`` with this forward policy; None when not known
-        (no record, a change cut short, another backend or policy)."""
-        if os.path.exists(self.path("dirty")):
-            return None
+        (no record, a change cut short, another backend or policy).  The caller has checked
+        the fingerprint."""
         try:
             identity = _identity(os.stat(self.path("rules")))
             if self._kept is not None and self._kept[0] == identity:
@@ -69,7 +71,7 @@ class Record:
             self.set("rules", None)
             return
         doc = {"backend": backend, "policy": policy, "rules": R.to_doc(rules)}
-        private_dir(self.run_dir)
+        self._dir()
         fd = private_file(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(doc) + "\n")
@@ -94,24 +96,39 @@ class Record:
             identity = _identity(os.fstat(f.fileno()))
         self._kept = (identity, {**self._kept[1], "rules": list(rules)})
 
+    def _dir(self) -> None:
+        if not self._made:
+            private_dir(self.run_dir)
+            self._made = True
+
     # -- the small state files
     def get(self, key: str) -> str | None:
+        # os.open/os.read: each change reads three of these (a text file object costs ~4x).
         try:
-            with open(self.path(key)) as f:
-                return f.read().strip()
+            fd = os.open(self.path(key), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        try:
+            return os.read(fd, 4096).decode().strip()
+        finally:
+            os.close(fd)
 
     def set(self, key: str, value: str | None) -> None:
         path = self.path(key)
         if value is None:
-            if os.path.exists(path):
+            try:
                 os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"remove {path}: {exc.strerror}") from None
             return
-        private_dir(self.run_dir)
+        self._dir()
         fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with os.fdopen(fd, "w") as f:
-            f.write(value)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -4,8 +4,9 @@
   exit (``BEGIN IMMEDIATE``: one writer at a time) and rolls everything back if the block raises.
 * An endpoint's address is unique per network, names are unique per table: the store enforces
   both as a last line of defence behind the controller's lock.
-* Every commit moves the ``generation`` meta row on.  :meth:`SQLiteStore.view` is kept per
-  generation, and a commit of this process moves the kept view on by what it wrote, so a
+* Every commit that writes records moves the ``generation`` meta row on (the journal's rows
+  are not the view's).  :meth:`SQLiteStore.view` is kept per generation, and a commit of this
+  process moves the kept view on by what it wrote, so a
   library user's next change reads nothing back; a commit by another process makes the next
   view read the tables again -- reusing the record of every row whose text did not change
   (records are immutable, so they may be shared).
@@ -86,11 +87,13 @@ class SQLiteStore:
         self._writes = []
         try:
             yield
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('generation', '1') ON CONFLICT(key) "
-                "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-            )
-            gen = self.get_meta("generation")
+            gen = start
+            if self._writes:  # records changed (the journal and meta rows are not the view's)
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('generation', '1') ON CONFLICT(key) "
+                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+                gen = self.get_meta("generation")
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._db.execute("ROLLBACK")
@@ -101,7 +104,7 @@ class SQLiteStore:
         else:
             # What this process wrote is all that changed since the kept view, if the view was
             # the one the transaction started from.
-            if self._view is not None and self._view_gen == start:
+            if self._writes and self._view is not None and self._view_gen == start:
                 last = {}  # each record's last write decides
                 for is_put, record in self._writes:
                     last[(type(record), _key(record))] = (is_put, record)
