@@ -189,7 +189,9 @@ def test_a_deleted_store_does_not_give_out_subnets_lowbridge_devices_hold(host):
 
 def test_a_read_only_run_dir_keeps_the_state(host):
     host.lb("network", "create", "--subnet", "10.39.0.0/24", "n1")
-    host.lb("run", "-d", "--name", "k", "--network", "n1", *SLEEP)
+    # A published port: k's address is in the rules (the DNAT), so their removal can be seen.
+    host.lb("run", "-d", "--name", "k", "--network", "n1", "-p", "8080:80", *SLEEP)
+    assert "10.39.0.2" in host.run("iptables-save; nft list ruleset").stdout
     host.run("mount --bind /run/lowbridge /run/lowbridge")
     host.run("mount -o remount,bind,ro /run/lowbridge")
     try:
