@@ -68,7 +68,10 @@ def _numbers(prefix: str, doc: object) -> dict[str, float]:
 
 def _run(root: str, name: str) -> dict[str, float]:
     script = os.path.join(root, "bench", f"{name}.py")
-    subprocess.run([sys.executable, script, *BENCHES[name]], cwd=root, check=True,
+    # PYTHONPATH wins over the venv's editable install (which points at this checkout): every
+    # process a side starts, its CLI commands too, imports that side's lowbridge.
+    env = {**os.environ, "PYTHONPATH": root}
+    subprocess.run([sys.executable, script, *BENCHES[name]], cwd=root, check=True, env=env,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     with open(os.path.join(root, "bench", "results", f"{name}.json")) as f:
         return _numbers(name, json.load(f))

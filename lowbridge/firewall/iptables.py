@@ -204,7 +204,13 @@ class IptablesBackend:
 
         if self._legacy:
             return netfilter.legacy_tables(TABLES)
-        return netfilter.generation()
+        return self._generation()
+
+    @functools.cached_property
+    def _generation(self):  # noqa: ANN202 (a kernel.netfilter.Generation)
+        from lowbridge.kernel import netfilter
+
+        return netfilter.Generation()
 
     @functools.cached_property
     def _legacy(self) -> bool:

@@ -14,6 +14,7 @@ lowbridge's forward base chain.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -270,9 +271,13 @@ class NftablesBackend:
         """Nothing: the default-deny is the policy of lowbridge's own chain, which goes with it."""
 
     def fingerprint(self) -> int | None:
+        return self._generation()
+
+    @functools.cached_property
+    def _generation(self):  # noqa: ANN202 (a kernel.netfilter.Generation)
         from lowbridge.kernel import netfilter
 
-        return netfilter.generation()
+        return netfilter.Generation()
 
 
 def usable() -> bool:

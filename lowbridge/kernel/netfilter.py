@@ -32,26 +32,46 @@ _IPT_GETINFO = 84  # struct ipt_getinfo: name[32], valid_hooks, hook_entry[5], u
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def generation() -> int | None:
-    """The nftables ruleset generation of the caller's network namespace (None: no nftables)."""
-    try:
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-        )
-    except OSError:
-        return None
-    with sock:
+class Generation:
+    """Reads the nftables ruleset generation of the network namespace it was first called in.
+
+    It keeps its netlink socket for its own life: closing a NETLINK_NETFILTER socket runs
+    nf_tables' release notifier (``nft_rcv_nl_event``, nf_tables_api.c), which flushes the
+    destruction work a commit that deleted objects left (an RCU grace period, ~5 ms here), so a
+    socket per reading right after lowbridge's own commit made every network rm wait for it."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+
+    def __call__(self) -> int | None:
+        """The generation now (None: no nftables here)."""
+        if self._sock is None:
+            try:
+                self._sock = socket.socket(
+                    socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+                )
+            except OSError:
+                return None
         seq = next(SEQ)
         body = struct.pack("BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg
         kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
-        sock.send(NLMSGHDR.pack(16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body)
-        data = sock.recv(4096)
-    for offset, length, mtype, rseq in messages(data):
-        if rseq == seq and mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
-            found = attributes(data[offset + 20 : offset + length]).get(NFTA_GEN_ID)
-            if found is not None:
-                return struct.unpack_from(">I", found, 4)[0]
-    return None
+        self._sock.send(NLMSGHDR.pack(16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body)
+        while True:  # skip a late answer to a reading an exception cut short
+            data = self._sock.recv(4096)
+            found = [m for m in messages(data) if m[3] == seq]
+            if found:
+                break
+        for offset, length, mtype, _ in found:
+            if mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+                gen = attributes(data[offset + 20 : offset + length]).get(NFTA_GEN_ID)
+                if gen is not None:
+                    return struct.unpack_from(">I", gen, 4)[0]
+        return None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def legacy_tables(tables: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:

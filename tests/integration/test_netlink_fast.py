@@ -188,16 +188,18 @@ from lowbridge.kernel import netfilter
 def run(*argv):
     subprocess.run(argv, check=True, capture_output=True)
 
-out = {"gen": [netfilter.generation()]}
+generation = netfilter.Generation()  # one socket for every reading
+out = {"gen": [generation()]}
 run("nft", "list", "ruleset")  # reads change nothing
-out["gen"].append(netfilter.generation())
+out["gen"].append(generation())
 run("nft", "add", "table", "ip", "t")
-out["gen"].append(netfilter.generation())
+out["gen"].append(generation())
 run("iptables-nft", "-A", "FORWARD", "-j", "ACCEPT")  # iptables-nft is nftables underneath
-out["gen"].append(netfilter.generation())
+out["gen"].append(generation())
 run("iptables-nft", "-F")
-out["gen"].append(netfilter.generation())
+out["gen"].append(generation())
 tables = ("raw", "filter", "nat")
+out["fresh"] = netfilter.Generation()()  # a new socket reads the same
 out["legacy"] = [netfilter.legacy_tables(tables)]
 run("iptables-legacy", "-A", "FORWARD", "-j", "ACCEPT")
 out["legacy"].append(netfilter.legacy_tables(tables))
@@ -213,6 +215,6 @@ def test_the_ruleset_fingerprint_moves_with_every_change_and_no_read(host):
     xtables' entry counts move with an added rule and a flush."""
     out = json.loads(host.run([sys.executable, "-c", FINGERPRINT]).stdout)
     gen = out["gen"]
-    assert gen[0] == gen[1] and gen[1] < gen[2] < gen[3] < gen[4]
+    assert gen[0] == gen[1] and gen[1] < gen[2] < gen[3] < gen[4] == out["fresh"]
     before, added, flushed = out["legacy"]
     assert added[1] != before[1] and flushed[1] == before[1]  # the filter table
