@@ -129,6 +129,7 @@ class Container:
     expose: tuple[Exposed, ...] = ()  # --expose (Config.ExposedPorts; -p adds its own)
     links: tuple[tuple[str, str], ...] = ()  # (container name, alias) of --link
     env: tuple[str, ...] = ()  # -e KEY=VALUE
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # --label (Config.Labels)
     link_env: tuple[str, ...] = ()  # what --link adds (links.env)
     # The embedded resolver's ports on 127.0.0.11 inside the sandbox (udp, tcp); set once the
     # sandbox first joins a user-defined network (Docker starts its resolver then) and kept, so a
@@ -169,6 +170,7 @@ class Container:
         doc["expose"] = tuple(_exposed(e) for e in doc.get("expose", ()))
         doc["extra_hosts"] = tuple((n, ip) for n, ip in doc.get("extra_hosts", ()))
         doc["links"] = tuple((n, alias) for n, alias in doc.get("links", ()))
+        doc["labels"] = frozen(doc.get("labels"))
         route = doc.get("adopted_route")
         doc["adopted_route"] = tuple(route) if route else None
         return cls(**doc)

@@ -170,6 +170,7 @@ def container_doc(
             "Cmd": ctr.command or None,
             "Env": ctr.environment or None,
             "ExposedPorts": {str(p): {} for p in ctr.exposed} or None,
+            "Labels": dict(ctr.labels),
         },
         "HostConfig": {
             "NetworkMode": ctr.network_mode,

@@ -147,6 +147,7 @@ def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: A
         links=list(args.link or []),
         expose=list(args.expose or []),
         env=list(args.env or []),
+        labels=_pairs(args.label, "--label", need_value=False),
     )
 
 
@@ -184,7 +185,7 @@ def cmd_container_ls(args: argparse.Namespace) -> int:
         rows.append(
             [
                 c.id if args.no_trunc else c.id[:12],
-                json.dumps(cmd),
+                json.dumps(cmd, ensure_ascii=False),  # Go strconv.Quote keeps "…"
                 output.ago(c.created),
                 output.container_status(c, pids[c.id]),
                 ports.docker_ps(list(c.ports)),
@@ -328,3 +329,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+
+
+# ---------------------------------------------------------------------------- labs
+def cmd_apply(args: argparse.Namespace) -> int:
+    from lowbridge.lab import run, show, topology
+    from lowbridge.lab.progress import Progress
+
+    topo = topology.load(args.file)
+    with Progress() as progress:
+        d = run.apply(_controller(args), topo, progress)
+    print(show.summary(d, done=True))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from lowbridge.lab import diff, show, topology
+
+    topo = topology.load(args.file)
+    ctl = _controller(args)
+    view = ctl.view()
+
+    def rules(v) -> str:  # noqa: ANN001 (a View)
+        return ctl.firewall.show(ctl.firewall.model(v))
+
+    print("\n".join(show.plan_lines(diff.diff(topo, view), view, rules)))
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    from lowbridge.lab import run, topology
+    from lowbridge.lab.progress import Progress
+
+    topo = topology.load(args.file)
+    with Progress() as progress:
+        nets, boxes = run.destroy(_controller(args), topo.lab, progress)
+    print(f"lab {topo.lab}: destroyed {boxes} sandboxes and {nets} networks")
+    return 0

@@ -54,6 +54,7 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         "--expose", action="append", metavar="PORT[/PROTO]", help="expose a port (for links)"
     )
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set a variable")
+    p.add_argument("-l", "--label", action="append", metavar="KEY=VALUE", help="set metadata")
 
 
 class _Skipped:
@@ -267,6 +268,15 @@ def build_parser(
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=C.cmd_exec)
+
+    for verb, func, text in (
+        ("apply", C.cmd_apply, "make a lab's topology file so (only the difference)"),
+        ("plan", C.cmd_plan, "print what apply would change, touching nothing"),
+        ("destroy", C.cmd_destroy, "remove what a lab owns"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("-f", "--file", required=True, metavar="FILE", help="topology (YAML)")
+        p.set_defaults(func=func)
 
     fw = sub.add_parser("firewall", help="lowbridge's firewall rules")
     fsub = group(

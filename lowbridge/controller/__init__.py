@@ -116,6 +116,8 @@ class Controller:
         self.settled = False  # this command settled one (the firewall is then rewritten)
         self._nl: Session | None = None  # the host session while a mutation holds the lock
         self._dirty = False  # committed since the resolver and the overlays were last told
+        # Told the name of each sandbox a batch has made or removed (a lab's progress bar).
+        self.progress: Callable[[str], None] | None = None
 
     @property
     def cluster(self):  # noqa: ANN201
@@ -145,6 +147,14 @@ class Controller:
                 self.resolver.pending.update(c.adopt)
                 c.adopt = {}
             c.finish()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold the host lock across several verbs (a lab's apply): no other lowbridge command
+        changes anything in between, and the resolver and the overlays are told once, at the
+        end.  Each verb is still a change of its own (journaled, undone whole on failure)."""
+        with self._mutation():
+            yield
 
     @contextlib.contextmanager
     def _mutation(self) -> Iterator[Session]:
@@ -327,6 +337,17 @@ class Controller:
                 self.paths.run_dir("containers")
             proc = processes.start(self, ctr, argv, log)
         return ctr, proc
+
+    def start_detached(self, ref: str) -> subprocess.Popen:
+        """Start the sandbox's own command (its record's) in the background, output to its log
+        (a lab's sandbox: created in one batch, its command started after)."""
+        with self._mutation():
+            ctr = self.store.view().container(ref)
+            if not ctr.command:
+                raise InvalidInput(f"container {ctr.name} has no command to start")
+            self.paths.run_dir("containers")
+            argv = self.exec_argv(ctr, list(ctr.command))
+            return processes.start(self, ctr, argv, self.paths.logs(ctr.id))
 
     def exec_argv(self, ctr: Container, command: list[str]) -> list[str]:
         """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""

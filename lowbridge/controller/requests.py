@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from lowbridge import ipam, links, names, ports
 from lowbridge.controller.plan import Draft
 from lowbridge.errors import Conflict, InvalidInput, LowbridgeError, NotFound
-from lowbridge.models import DEFAULT_NETWORK, Container, Network
+from lowbridge.models import DEFAULT_NETWORK, Container, Network, frozen
 from lowbridge.ports import PortMapping
 
 
@@ -38,6 +38,7 @@ class ContainerRequest:
     links: list[str] = field(default_factory=list)  # --link NAME[:ALIAS]
     expose: list[str] = field(default_factory=list)  # --expose PORT[/PROTO]
     env: list[str] = field(default_factory=list)  # -e KEY=VALUE (or KEY: from our environment)
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VALUE
 
 
 def sandbox_name(req: ContainerRequest, cid: str) -> str:
@@ -74,6 +75,7 @@ def container(
         expose=expose,
         links=linked,
         env=tuple(env_item(item) for item in req.env),
+        labels=frozen(req.labels),
         link_env=link_env,
     )
 
@@ -109,6 +111,7 @@ def on_host(req: ContainerRequest, cid: str, name: str, net: Network) -> Contain
         network_mode=net.name,
         expose=expose,
         env=tuple(env_item(item) for item in req.env),
+        labels=frozen(req.labels),
     )
 
 

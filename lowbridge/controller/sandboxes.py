@@ -222,6 +222,8 @@ def create(c: Change, plans: list[SandboxPlan]) -> list[Container]:
                         raise exc.within(f"create container {sp.container.name}") from None
                     raise
             made.append(attach.finish(c, sp.attaches[0]) if sp.attaches else sp.container)
+            if c.ctl.progress is not None:
+                c.ctl.progress(sp.container.name)
     except BaseException:
         _drop_ahead(c, ahead)
         raise

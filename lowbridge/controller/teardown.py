@@ -89,6 +89,8 @@ def _remove(c: Change, ctrs: list[Container], eps: list[Endpoint], kill: bool) -
     try:
         for ctr in ctrs:
             _gather(c, errors, ctr, "release-namespace", lambda ctr=ctr: _release(c, ctr))
+            if c.ctl.progress is not None:
+                c.ctl.progress(ctr.name)
         present = {e.key for e in c.view.endpoints} | {x.id for x in c.view.containers}
         gone = [e for e in eps if e.key in present] + [x for x in ctrs if x.id in present]
         c.commit(gone=gone, before_commit=wait)

@@ -1,0 +1,96 @@
+"""``apply`` and ``destroy``: a lab's difference made in one process, under one hold of the lock.
+
+``apply`` takes the entries to change or remove down first (a changed entry keeps its name),
+then makes the additions -- the networks, all the sandboxes in one batch
+(``container_create_many``), their further networks, their commands -- and undoes those
+additions if any of them fails, so a failed ``apply`` leaves what it found less what it had to
+take down.  Every step is a controller change of its own, journaled: a killed ``apply`` leaves
+whole steps, and the next ``apply`` of the same file finds what is missing or not whole
+(:mod:`lowbridge.lab.diff`) and completes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lowbridge.errors import LowbridgeError
+from lowbridge.lab.diff import Diff, diff, owned
+from lowbridge.lab.progress import Progress
+from lowbridge.lab.topology import Topology
+
+if TYPE_CHECKING:
+    from lowbridge.controller import Controller
+    from lowbridge.models import Container, Network
+
+
+def apply(ctl: Controller, topo: Topology, progress: Progress) -> Diff:
+    """Bring lowbridge to ``topo``; return the difference that was made."""
+    with ctl.batch():
+        d = diff(topo, ctl.store.view())
+        if d.empty:
+            return d
+        _take_down(ctl, d.remove_sandboxes, d.remove_networks, progress)
+        undo: list[Callable[[], object]] = []
+        try:
+            _make(ctl, d, progress, undo)
+        except BaseException:
+            for step in reversed(undo):
+                with contextlib.suppress(LowbridgeError):
+                    step()
+            raise
+    return d
+
+
+def destroy(ctl: Controller, lab: str, progress: Progress) -> tuple[int, int]:
+    """Remove what the lab owns (and nothing else); return (networks, sandboxes) removed."""
+    with ctl.batch():
+        nets, boxes = owned(ctl.store.view(), lab)
+        _take_down(ctl, boxes, nets, progress)
+    return len(nets), len(boxes)
+
+
+def _take_down(
+    ctl: Controller, boxes: list[Container], nets: list[Network], progress: Progress
+) -> None:
+    if boxes:
+        progress.phase("remove sandboxes", len(boxes))
+        with _telling(ctl, progress):
+            results = ctl.container_rm_many([c.id for c in boxes], force=True)
+        for _, result in results:
+            if isinstance(result, LowbridgeError):
+                raise result
+    for net in nets:
+        ctl.network_rm(net.id)
+
+
+def _make(ctl: Controller, d: Diff, progress: Progress, undo: list) -> None:
+    for req in d.network_requests():
+        net = ctl.network_create(req)
+        undo.append(lambda net=net: ctl.network_rm(net.id))
+    reqs = d.sandbox_requests()
+    if reqs:
+        progress.phase("create sandboxes", len(reqs))
+        made: list[Container] = []  # what the undo removes: whatever was made, when it runs
+        undo.append(lambda: made and ctl.container_rm_many([c.id for c in made], force=True))
+        with _telling(ctl, progress):
+            if ctl.cluster is None:
+                made += ctl.container_create_many(reqs)
+            else:  # a cluster's leases are taken one sandbox at a time
+                for req in reqs:
+                    made.append(ctl.container_create(req))
+    for c in d.connects():
+        ctl.network_connect(c.network, c.sandbox, c.ip, c.aliases)
+    for name in d.commands():
+        ctl.start_detached(name)
+
+
+@contextlib.contextmanager
+def _telling(ctl: Controller, progress: Progress):  # noqa: ANN202
+    """The controller tells ``progress`` of each sandbox a batch makes or removes."""
+    ctl.progress = progress.step
+    try:
+        yield
+    finally:
+        ctl.progress = None
