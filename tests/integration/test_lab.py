@@ -1,0 +1,227 @@
+"""Labs end to end: the examples applied, proven with packets, re-applied, edited, planned and
+destroyed; bad files and failed applies change nothing; a killed apply is completed by the next.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+
+import pytest
+
+from lowbridge.simhost import SimHost, outside
+from lowbridge.txn import FAIL_ENV, TRACE_ENV
+from tests.integration.conftest import ip_of, lb_json, ping, state
+from tests.unit.test_lab_topology import BAD
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples")
+UPLINK, LAN_IP = "192.168.79.2", "192.168.79.1"
+TIER = ("tier-web", "tier-app", "tier-db")
+
+
+def tcp(h: SimHost, ns: str | None, target: str, timeout: int = 2) -> str | None:
+    """Connect to ``target`` (HOST:PORT) from ``ns`` (None: the host) and read one line."""
+    argv = ["socat", f"-T{timeout}", "-", f"TCP:{target},connect-timeout={timeout}"]
+    if ns:
+        argv = ["ip", "netns", "exec", ns, *argv]
+    proc = h.run(argv, check=False, timeout=timeout + 20, input="")
+    return proc.stdout.strip() or None
+
+
+def wait_for(probe, seconds: float = 5.0):  # noqa: ANN001, ANN201
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        got = probe()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def lab_file(h: SimHost, name: str, text: str | None = None) -> str:
+    """A copy of example ``name`` (or ``text``) in the host's directory."""
+    path = os.path.join(h.dir, name)
+    if text is None:
+        shutil.copy(os.path.join(EXAMPLES, name), path)
+    else:
+        with open(path, "w") as f:
+            f.write(text)
+    return path
+
+
+@pytest.fixture
+def lanhost():
+    with SimHost("lab") as h, outside("lablan") as lan:
+        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
+        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+        lan.popen(["socat", "TCP-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan"])
+        yield h, lan
+
+
+def ids(h: SimHost, *names: str) -> dict[str, str]:
+    return {doc["Name"].lstrip("/"): doc["Id"] for doc in lb_json(h, "inspect", *names)}
+
+
+def test_three_tier_example_apply_reapply_edit_plan_destroy(lanhost):
+    h, lan = lanhost
+    # What is not the lab's, named like the lab's: it must survive everything below.
+    h.lb("network", "create", "tier-extra")
+    h.lb("container", "create", "--name", "tier-keep", "--network", "tier-extra")
+    before = state(h)
+    path = lab_file(h, "three-tier.yaml")
+    plan = h.lb("plan", "-f", path).stdout
+    assert plan.splitlines()[0] == (
+        "lab tier: plan: 5 to add, 0 to change, 0 to remove (0 unchanged)"
+    )
+    assert "+ sandbox tier-db" in plan and "    + veth eth0 on tier-back (10.41.0.50)" in plan
+    assert state(h) == before  # plan touches nothing
+    out = h.lb("apply", "-f", path)
+    assert out.stdout.strip() == "lab tier: 5 added, 0 changed, 0 removed (0 unchanged)"
+    assert "create sandboxes: 3" in out.stderr  # not a terminal: plain progress lines
+
+    # The packets: names and aliases on each network, the internal network's isolation, the
+    # published port from the LAN.
+    assert wait_for(lambda: tcp(h, "tier-web", "app:80")) == "app"
+    assert wait_for(lambda: tcp(h, "tier-app", "db:5432")) == "db"
+    assert tcp(h, "tier-app", "api:80") == "app"
+    assert ip_of(h, "tier-db", "tier-back") == "10.41.0.50"
+    assert tcp(h, "tier-web", "10.41.0.50:5432", timeout=1) is None  # another network
+    assert tcp(h, "tier-web", f"{LAN_IP}:7000") == "lan"  # the front reaches the LAN ...
+    assert tcp(h, "tier-db", f"{LAN_IP}:7000", timeout=1) is None  # ... the internal back not
+    assert wait_for(lambda: tcp(lan, None, f"{UPLINK}:8080")) == "web"
+
+    # The same file again: nothing changes.
+    applied, first = state(h), ids(h, *TIER)
+    assert h.lb("apply", "-f", path).stdout.strip() == (
+        "lab tier: nothing to change (5 entries as the file says)"
+    )
+    assert state(h) == applied and ids(h, *TIER) == first
+
+    # An edit changes only its difference: the database's environment.
+    with open(path) as f:
+        text = f.read()
+    lab_file(h, "three-tier.yaml", text.replace("POSTGRES_DB: shop", "POSTGRES_DB: shop2"))
+    plan = h.lb("plan", "-f", path).stdout
+    assert plan.splitlines()[0] == (
+        "lab tier: plan: 0 to add, 1 to change, 0 to remove (4 unchanged)"
+    )
+    assert "~ sandbox tier-db (its spec changed)" in plan
+    assert "    - netns /run/netns/tier-db" in plan
+    assert h.lb("apply", "-f", path).stdout.strip() == (
+        "lab tier: 0 added, 1 changed, 0 removed (4 unchanged)"
+    )
+    now = ids(h, *TIER)
+    assert now["tier-web"] == first["tier-web"] and now["tier-app"] == first["tier-app"]
+    assert now["tier-db"] != first["tier-db"]
+    env = lb_json(h, "inspect", "tier-db")[0]["Config"]["Env"]
+    assert "POSTGRES_DB=shop2" in env
+    assert wait_for(lambda: tcp(h, "tier-app", "db:5432")) == "db"
+
+    # A removed sandbox goes, with its rules (the plan names them in the backend's syntax).
+    lab_file(h, "three-tier.yaml", text.split("  db:")[0])
+    plan = h.lb("plan", "-f", path).stdout
+    assert "- sandbox tier-db" in plan and "firewall rules that go:" not in plan.split("web")[0]
+    h.lb("apply", "-f", path)
+    assert h.lb("inspect", "tier-db", check=False).returncode != 0
+
+    # destroy removes what the lab owns, only that.
+    out = h.lb("destroy", "-f", path)
+    assert out.stdout.strip() == "lab tier: destroyed 2 sandboxes and 2 networks"
+    assert state(h) == before
+    assert h.lb("destroy", "-f", path).stdout.strip() == (
+        "lab tier: destroyed 0 sandboxes and 0 networks"
+    )
+
+
+def test_standalone_tutorial_example(host):
+    path = lab_file(host, "standalone.yaml")
+    host.lb("apply", "-f", path)
+    # On the user-defined network, names resolve; alpine3 (default bridge only) is not there.
+    assert ping(host, "tut-alpine1", "alpine2") and ping(host, "tut-alpine1", "alpine4")
+    assert ping(host, "tut-alpine1", "tut-alpine4")
+    assert not ping(host, "tut-alpine1", "alpine3")
+    alpine3 = ip_of(host, "tut-alpine3", "bridge")
+    assert not ping(host, "tut-alpine1", alpine3)  # not on the bridge: isolated
+    assert ping(host, "tut-alpine4", alpine3)  # alpine4 is on both
+    assert host.lb("destroy", "-f", path).stdout.strip() == (
+        "lab tut: destroyed 4 sandboxes and 1 networks"
+    )
+
+
+def test_bad_files_are_one_line_exit_2_and_change_nothing(host):
+    host.lb("network", "create", "x-keep")
+    host.lb("container", "create", "--name", "x-box", "--network", "x-keep")
+    before = state(host)
+    path = os.path.join(host.dir, "bad.yaml")
+    for text, line, words in BAD:
+        with open(path, "w") as f:
+            f.write(text)
+        for verb in ("apply", "plan", "destroy") if text == BAD[0][0] else ("apply",):
+            proc = host.lb(verb, "-f", path, check=False)
+            assert proc.returncode == 2, (text, proc.stderr)
+            err = proc.stderr.strip()
+            assert "\n" not in err and err.startswith(f"lowbridge: error: {path}:{line}: "), err
+            assert words in err, err
+    assert state(host) == before
+
+
+def test_a_failed_apply_changes_nothing(host):
+    """The last sandbox's published port is already taken: the networks and sandboxes made
+    before it are taken back."""
+    host.lb("run", "-d", "--name", "holder", "-p", "9090:80", "--", "sleep", "infinity")
+    before = state(host)
+    text = (
+        "lab: f\nnetworks:\n  a: {}\n  b: {}\nsandboxes:\n"
+        "  one: {networks: [a, b], command: sleep infinity}\n"
+        "  two: {networks: [b], ports: ['9090:80']}\n"
+    )
+    path = lab_file(host, "fail.yaml", text)
+    proc = host.lb("apply", "-f", path, check=False)
+    assert proc.returncode != 0 and "9090" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()[-1:]) == 1
+    assert state(host) == before
+
+
+KILL_LAB = """\
+lab: k
+networks:
+  a: {subnet: 10.60.0.0/24}
+  b: {subnet: 10.61.0.0/24}
+sandboxes:
+  s1:
+    networks: {a: {ipv4_address: 10.60.0.10}, b: {}}
+    command: sleep infinity
+  s2:
+    networks: [b]
+    ports: ["8088:80"]
+"""
+
+
+def test_an_apply_killed_after_any_step_is_completed_by_the_next(host):
+    path = lab_file(host, "kill.yaml", KILL_LAB)
+    trace = os.path.join(host.dir, "trace")
+    host.lb("apply", "-f", path, env={**os.environ, TRACE_ENV: trace})
+    host.lb("destroy", "-f", path)
+    before = state(host)  # after one apply: forwarding is on for good, as Docker leaves it
+    with open(trace) as f:
+        steps = list(dict.fromkeys(line.strip() for line in f if line.strip()))
+    assert len(steps) > 10, steps
+    for step in steps:
+        kill = {**os.environ, FAIL_ENV: f"{step}:kill"}
+        proc = host.lb("apply", "-f", path, check=False, env=kill)
+        assert proc.returncode == -signal.SIGKILL, (step, proc.stderr)
+        done = host.lb("apply", "-f", path).stdout
+        assert "removed" in done or "nothing to change" in done, (step, done)
+        again = host.lb("apply", "-f", path).stdout.strip()
+        assert again == "lab k: nothing to change (4 entries as the file says)", (step, again)
+        assert ping(host, "k-s2", "s1") and ip_of(host, "k-s1", "k-a") == "10.60.0.10", step
+        host.lb("destroy", "-f", path)
+        assert state(host) == before, step
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
