@@ -137,19 +137,25 @@ def test_three_tier_example_apply_reapply_edit_plan_destroy(lanhost):
     )
 
 
-def test_standalone_tutorial_example(host):
-    path = lab_file(host, "standalone.yaml")
-    host.lb("apply", "-f", path)
+def test_standalone_tutorial_example(lowbridge_lab):
+    """Through lowbridge's own pytest plugin (lowbridge.testing), as a user's test would."""
+    lab = lowbridge_lab(os.path.join(EXAMPLES, "standalone.yaml"))
     # On the user-defined network, names resolve; alpine3 (default bridge only) is not there.
-    assert ping(host, "tut-alpine1", "alpine2") and ping(host, "tut-alpine1", "alpine4")
-    assert ping(host, "tut-alpine1", "tut-alpine4")
-    assert not ping(host, "tut-alpine1", "alpine3")
-    alpine3 = ip_of(host, "tut-alpine3", "bridge")
-    assert not ping(host, "tut-alpine1", alpine3)  # not on the bridge: isolated
-    assert ping(host, "tut-alpine4", alpine3)  # alpine4 is on both
-    assert host.lb("destroy", "-f", path).stdout.strip() == (
-        "lab tut: destroyed 4 sandboxes and 1 networks"
-    )
+    assert lab.ping("tut-alpine1", "alpine2") and lab.ping("tut-alpine1", "alpine4")
+    assert lab.ping("tut-alpine1", "tut-alpine4")
+    assert not lab.ping("tut-alpine1", "alpine3")
+    alpine3 = ip_of(lab.host, "tut-alpine3", "bridge")
+    assert not lab.ping("tut-alpine1", alpine3)  # not on the bridge: isolated
+    assert lab.ping("tut-alpine4", alpine3)  # alpine4 is on both
+    # The processes the file names run in their sandboxes.
+    assert lab.sh("tut-alpine2", "pgrep -x sleep").stdout.strip()
+
+
+def test_the_plugins_outside_namespace_is_reachable(lowbridge_host, lowbridge_outside):
+    lan = lowbridge_outside(lowbridge_host)
+    lan.popen(["socat", "TCP-LISTEN:7100,fork,reuseaddr", "SYSTEM:echo out"])
+    lowbridge_host.lb("container", "create", "--name", "c")
+    assert wait_for(lambda: tcp(lowbridge_host, "c", "192.168.90.1:7100")) == "out"
 
 
 def test_bad_files_are_one_line_exit_2_and_change_nothing(host):
