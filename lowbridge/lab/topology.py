@@ -89,6 +89,7 @@ class SandboxSpec(_Model):
     environment: list[str] = Field(default_factory=list)
     labels: dict[str, Text] = Field(default_factory=dict)
     command: list[str] = Field(default_factory=list)
+    replicas: int = Field(default=1, ge=1, le=10000, strict=True)  # NAME-1 ... NAME-N
 
     @field_validator("networks", mode="before")
     @classmethod
@@ -172,7 +173,26 @@ def parse(text: str, path: str = "<topology>") -> Topology:
         err = exc.errors()[0]
         raise _error(path, lines, tuple(err["loc"]), _message(err)) from None
     _check(topo, path, lines)
-    return topo
+    return _expand(topo, path, lines)
+
+
+def _expand(topo: Topology, path: str, lines: dict[Path, int]) -> Topology:
+    """Each sandbox with ``replicas: N`` becomes N alike, NAME-1 ... NAME-N."""
+    if all(box.replicas == 1 for box in topo.sandboxes.values()):
+        return topo
+    boxes: dict[str, SandboxSpec] = {}
+    for name, box in topo.sandboxes.items():
+        copies = (
+            [name] if box.replicas == 1 else [f"{name}-{i}" for i in range(1, box.replicas + 1)]
+        )
+        for copy in copies:
+            if copy in boxes or (copy != name and copy in topo.sandboxes):
+                raise _error(path, lines, ("sandboxes", name, "replicas"),
+                             f"replica {copy} has the name of another sandbox")  # fmt: skip
+            boxes[copy] = box.model_copy(update={"replicas": 1})
+    for copy in boxes:
+        names.validate_name("container", topo.sandbox_name(copy))
+    return topo.model_copy(update={"sandboxes": boxes})
 
 
 def _lines(node: yaml.Node, at: Path, lines: dict[Path, int], path: str) -> None:
@@ -283,6 +303,10 @@ def _check_sandbox(topo: Topology, name: str, box: SandboxSpec, fail) -> None:  
         target = link.partition(":")[0]
         if target not in topo.sandboxes:
             fail((*at, "links", i), f"link to {target!r}: no such sandbox in the lab")
+        if topo.sandboxes[target].replicas > 1:
+            fail((*at, "links", i), f"link to {target!r}: it has replicas (link to one of them)")
+    if box.replicas > 1 and any(a.ipv4_address for a in box.networks.values()):
+        fail((*at, "replicas"), "replicas cannot share a static ipv4_address")
     if box.command and box.command[0] == "":
         fail((*at, "command"), "empty command")
     pure = {"ports": ports.parse, "expose": ports.parse_expose}

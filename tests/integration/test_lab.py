@@ -158,6 +158,45 @@ def test_the_plugins_outside_namespace_is_reachable(lowbridge_host, lowbridge_ou
     assert wait_for(lambda: tcp(lowbridge_host, "c", "192.168.90.1:7100")) == "out"
 
 
+def test_macvlan_lan_example(lowbridge_host):
+    """The sandboxes are stations of a LAN (a switch namespace with a LAN host on it)."""
+    h = lowbridge_host
+    with outside("switch") as sw, outside("station") as station:
+        sw.run("ip link add br0 type bridge && ip link set br0 up && "
+               "ip addr add 192.168.77.1/24 dev br0")  # fmt: skip
+        h.wire(sw, "uplink", "sw-host", "192.168.77.2/24")
+        station.wire(sw, "eth0", "sw-lan", "192.168.77.10/24")
+        sw.run("ip link set sw-host master br0 && ip link set sw-lan master br0")
+        path = lab_file(h, "macvlan-lan.yaml")
+        h.lb("apply", "-f", path)
+        laptop = ip_of(h, "lan-laptop", "lan-office")
+        assert laptop.startswith("192.168.77.1") and laptop != "192.168.77.130"
+        assert ping(h, "lan-laptop", "192.168.77.10")  # a LAN station reaches the LAN ...
+        assert wait_for(lambda: tcp(station, None, "192.168.77.130:9100")) == "printer"  # ...
+        assert wait_for(lambda: tcp(h, "lan-laptop", "printer:9100")) == "printer"  # and names
+        h.lb("destroy", "-f", path)
+        assert "macvlan" not in h.run(["ip", "-d", "link"]).stdout
+
+
+def test_scale_example_of_500_sandboxes(host):
+    host.lb("network", "create", "warm")  # forwarding goes on with the first network, for good
+    host.lb("network", "rm", "warm")
+    before = state(host)
+    path = lab_file(host, "scale-500.yaml")
+    out = host.lb("apply", "-f", path)
+    assert out.stdout.strip() == "lab scale: 510 added, 0 changed, 0 removed (0 unchanged)"
+    assert len(host.lb("ps", "-a", "-q").stdout.split()) == 500
+    assert ping(host, "scale-s0-1", "s0-50") and ping(host, "scale-s9-50", "s9-1")
+    assert not ping(host, "scale-s0-1", ip_of(host, "scale-s1-1", "scale-net1"))
+    assert host.lb("apply", "-f", path).stdout.strip() == (
+        "lab scale: nothing to change (510 entries as the file says)"
+    )
+    assert host.lb("destroy", "-f", path).stdout.strip() == (
+        "lab scale: destroyed 500 sandboxes and 10 networks"
+    )
+    assert state(host) == before
+
+
 def test_bad_files_are_one_line_exit_2_and_change_nothing(host):
     host.lb("network", "create", "x-keep")
     host.lb("container", "create", "--name", "x-box", "--network", "x-keep")

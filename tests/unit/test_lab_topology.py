@@ -47,6 +47,25 @@ def test_a_good_file_is_typed_as_the_cli_would_take_it():
 
 # (file text, line, the error's field and words): each must be refused with exactly that.
 BAD = [
+    # replicas
+    ("lab: x\nsandboxes:\n  s:\n    replicas: 0\n", 4, "sandboxes.s.replicas: input should be"),
+    ("lab: x\nsandboxes:\n  s:\n    replicas: '3'\n", 4, "sandboxes.s.replicas: input should"),
+    (
+        "lab: x\nsandboxes:\n  s: {replicas: 2}\n  s-2: {}\n",
+        3,
+        "sandboxes.s.replicas: replica s-2 has the name of another sandbox",
+    ),
+    (
+        "lab: x\nnetworks: {a: {subnet: 10.3.0.0/24}}\nsandboxes:\n  s:\n    replicas: 2\n"
+        "    networks: {a: {ipv4_address: 10.3.0.9}}\n",
+        5,
+        "replicas cannot share",
+    ),
+    (
+        "lab: x\nsandboxes:\n  s: {replicas: 2}\n  t: {links: [s]}\n",
+        4,
+        "sandboxes.t.links.0: link to 's': it has replicas",
+    ),
     # YAML itself
     ("lab: [\n", 2, "YAML syntax error"),
     ("lab: x\n  networks: {}\n", 2, "YAML syntax error"),
@@ -179,6 +198,14 @@ def test_a_bad_file_is_refused_on_one_line_with_its_file_line_and_field(text, li
     assert "\n" not in message and caught.value.exit_code == 2
     assert message.startswith(f"lab.yaml:{line}: "), message
     assert words in message, message
+
+
+def test_replicas_are_sandboxes_alike():
+    topo = topology.parse("lab: x\nsandboxes:\n  s: {replicas: 3, command: sleep 1}\n  t: {}\n")
+    assert list(topo.sandboxes) == ["s-1", "s-2", "s-3", "t"]
+    assert topo.sandboxes["s-2"] == topo.sandboxes["t"].model_copy(
+        update={"command": ["sleep", "1"]}
+    )
 
 
 def test_there_are_at_least_fifty_bad_files():
