@@ -366,3 +366,17 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         nets, boxes = run.destroy(_controller(args), topo.lab, progress)
     print(f"lab {topo.lab}: destroyed {boxes} sandboxes and {nets} networks")
     return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    port, proto = 0, "tcp"
+    if args.port:
+        text, _, proto = args.port.partition("/")
+        proto = proto or "tcp"
+        if not text.isdigit() or not 0 < int(text) < 65536 or proto not in ("tcp", "udp"):
+            raise InvalidInput(f"invalid --port {args.port!r}: PORT[/tcp|udp]")
+        port = int(text)
+    result = _controller(args).explain(args.a, args.b, port, proto)
+    what = f"{args.b}:{port}/{proto}" if port else f"{args.b} (ping)"
+    print("\n".join(result.lines(args.a, what)))
+    return 0 if result.reach else 1

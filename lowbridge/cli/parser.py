@@ -278,6 +278,12 @@ def build_parser(
         p.add_argument("-f", "--file", required=True, metavar="FILE", help="topology (YAML)")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("explain", help="whether A reaches B, and why, step by step")
+    p.add_argument("a", metavar="A", help="a sandbox, 'host' or an outside address")
+    p.add_argument("b", metavar="B", help="a sandbox, a name A resolves, an address or 'host'")
+    p.add_argument("--port", metavar="PORT[/tcp|udp]", help="a TCP or UDP port (default: a ping)")
+    p.set_defaults(func=C.cmd_explain)
+
     fw = sub.add_parser("firewall", help="lowbridge's firewall rules")
     fsub = group(
         fw.add_subparsers(dest="firewall_command", metavar="COMMAND", required=True), "firewall"

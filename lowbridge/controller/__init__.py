@@ -403,6 +403,25 @@ class Controller:
         }
 
     # ------------------------------------------------------------------ firewall
+    def explain(self, a: str, b: str, port: int = 0, proto: str = "tcp"):  # noqa: ANN201
+        """Whether ``a`` reaches ``b`` and why (lowbridge.explain): an Explanation."""
+        from lowbridge import explain
+
+        view = self.view()
+        model = self.firewall.model(view)
+        with self.kernel.session() as nl:
+            host = frozenset(address for _, address, _ in nl.addresses())
+
+            def in_sandbox(ctr: Container, dst: str) -> str | None:
+                with self.kernel.session(ctr.netns) as s:
+                    return s.route_device(dst)
+
+            facts = explain.Facts(
+                view, model, self.firewall.renderer.render(model), self.firewall.forward_drop,
+                host, nl.route_device, nl.route_source, in_sandbox, self.firewall.rule_text,
+            )  # fmt: skip
+            return explain.explain(facts, a, b, port, proto)
+
     def firewall_show(self) -> str:
         return self.firewall.show(self.firewall.model(self.view()))
 

@@ -111,7 +111,18 @@ class Firewall:
         return self.modeler.model(view)
 
     def show(self, m: R.Model) -> str:
-        return self.backend.show(self.renderer.render(m), self.record.get("forward") == "enabled")
+        return self.backend.show(self.renderer.render(m), self.forward_drop)
+
+    @property
+    def forward_drop(self) -> bool:
+        """The forward default-deny is set (lowbridge set it, and keeps it while it is needed)."""
+        return self.record.get("forward") == "enabled"
+
+    def rule_text(self, rule: R.Rule) -> str:
+        """One rule as the backend writes it (``-A …`` / an nft statement)."""
+        text = self.backend.show([rule], False)
+        keep = ("-A ", "\t\t", "add element")
+        return "; ".join(line.strip() for line in text.splitlines() if line.startswith(keep))
 
     def change(self, before: R.Model, after: R.Model) -> Callable[[], None]:
         """Bring the firewall from model ``before`` to ``after``; return the undo (which puts

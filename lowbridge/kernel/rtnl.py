@@ -425,6 +425,16 @@ class Session:
             return None
         return None
 
+    def route_device(self, dst: str) -> str | None:
+        """The link the kernel would send towards ``dst`` by (``ip route get``), or None."""
+        try:
+            for msg in self._ipr.route("get", dst=dst):
+                oif = msg.get_attr("RTA_OIF")
+                return next((link.name for link in self.links() if link.index == oif), None)
+        except NetlinkError:
+            return None
+        return None
+
     def set_hairpin(self, link: str | int) -> None:
         """Hairpin mode on a bridge port (IFLA_BRPORT_MODE, ``bridge link set hairpin on``)."""
         with self._doing(f"set hairpin mode on {link}"):
