@@ -380,3 +380,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
     what = f"{args.b}:{port}/{proto}" if port else f"{args.b} (ping)"
     print("\n".join(result.lines(args.a, what)))
     return 0 if result.reach else 1
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from lowbridge import graph
+
+    view = _controller(args).view()
+    nets, boxes = list(view.networks), list(view.containers)
+    if args.file:
+        from lowbridge.lab import diff, topology
+
+        nets, boxes = diff.owned(view, topology.load(args.file).lab)
+    else:  # the predefined networks only when something is on them
+        used = {e.network_id for e in view.endpoints}
+        nets = [n for n in nets if not n.predefined or n.id in used]
+    g = graph.build(view, nets, boxes)
+    if args.format == "dot":
+        data = g.source.encode()
+    else:
+        import graphviz
+
+        try:
+            data = g.pipe(format=args.format)
+        except graphviz.ExecutableNotFound:
+            raise InvalidInput(
+                f"graph --format {args.format} needs Graphviz's dot (apt-get install graphviz); "
+                "--format dot needs nothing"
+            ) from None
+    if args.output:
+        with open(args.output, "wb") as f:
+            f.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0

@@ -278,6 +278,12 @@ def build_parser(
         p.add_argument("-f", "--file", required=True, metavar="FILE", help="topology (YAML)")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("graph", help="a picture of the networks and sandboxes (Graphviz)")
+    p.add_argument("-f", "--file", metavar="FILE", help="only this lab's (its topology file)")
+    p.add_argument("--format", choices=("dot", "svg", "png"), default="dot")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    p.set_defaults(func=C.cmd_graph)
+
     p = sub.add_parser("explain", help="whether A reaches B, and why, step by step")
     p.add_argument("a", metavar="A", help="a sandbox, 'host' or an outside address")
     p.add_argument("b", metavar="B", help="a sandbox, a name A resolves, an address or 'host'")

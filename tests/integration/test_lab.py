@@ -94,6 +94,18 @@ def test_three_tier_example_apply_reapply_edit_plan_destroy(lanhost):
     assert tcp(h, "tier-db", f"{LAN_IP}:7000", timeout=1) is None  # ... the internal back not
     assert wait_for(lambda: tcp(lan, None, f"{UPLINK}:8080")) == "web"
 
+    # The picture names each network, sandbox, address, veth and published port.
+    dot = h.lb("graph", "-f", path).stdout
+    ep = lb_json(h, "inspect", "tier-db")[0]["NetworkSettings"]["Networks"]["tier-back"]
+    for words in ("tier-front", "10.41.0.0/24", "tier-web", "eth0 10.41.0.50",
+                  "0.0.0.0:8080 -> 80/tcp", "tier-extra"):  # fmt: skip
+        assert (words in dot) == (words != "tier-extra"), words  # not the lab's: not drawn
+    assert ep["IPAddress"] == "10.41.0.50"
+    svg = os.path.join(h.dir, "lab.svg")
+    h.lb("graph", "-f", path, "--format", "svg", "-o", svg)
+    with open(svg) as f:
+        assert "<svg" in f.read()
+
     # The same file again: nothing changes.
     applied, first = state(h), ids(h, *TIER)
     assert h.lb("apply", "-f", path).stdout.strip() == (
