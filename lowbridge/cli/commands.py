@@ -333,22 +333,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- labs
 def cmd_apply(args: argparse.Namespace) -> int:
+    from lowbridge.lab import memo
+
+    ctl = _controller(args)
+    if ctl.cluster is None:
+        ctl.view()  # settles whatever needs it first (a journal entry, the resolver)
+        same = memo.unchanged(ctl.store, ctl.paths, args.file)
+        if same is not None:  # the same bytes, nothing committed since their apply
+            print(memo.nothing(*same))
+            return 0
     from lowbridge.lab import run, show, topology
     from lowbridge.lab.progress import Progress
 
     topo = topology.load(args.file)
     with Progress() as progress:
-        d = run.apply(_controller(args), topo, progress)
+        d = run.apply(ctl, topo, progress, args.file)
     print(show.summary(d, done=True))
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from lowbridge.lab import memo
+
+    ctl = _controller(args)
+    view = ctl.view()
+    same = memo.unchanged(ctl.store, ctl.paths, args.file) if ctl.cluster is None else None
+    if same is not None:
+        print(memo.nothing(*same))
+        return 0
     from lowbridge.lab import diff, show, topology
 
     topo = topology.load(args.file)
-    ctl = _controller(args)
-    view = ctl.view()
 
     def rules(v) -> str:  # noqa: ANN001 (a View)
         return ctl.firewall.show(ctl.firewall.model(v))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lowbridge.errors import LowbridgeError
+from lowbridge.lab import memo
 from lowbridge.lab.diff import Diff, diff, owned
 from lowbridge.lab.progress import Progress
 from lowbridge.lab.topology import Topology
@@ -25,21 +26,24 @@ if TYPE_CHECKING:
     from lowbridge.models import Container, Network
 
 
-def apply(ctl: Controller, topo: Topology, progress: Progress) -> Diff:
-    """Bring lowbridge to ``topo``; return the difference that was made."""
+def apply(ctl: Controller, topo: Topology, progress: Progress, file: str | None = None) -> Diff:
+    """Bring lowbridge to ``topo`` (read from ``file``, whose complete apply is remembered:
+    lowbridge.lab.memo); return the difference that was made."""
     with ctl.batch():
         d = diff(topo, ctl.store.view())
-        if d.empty:
-            return d
-        _take_down(ctl, d.remove_sandboxes, d.remove_networks, progress)
-        undo: list[Callable[[], object]] = []
-        try:
-            _make(ctl, d, progress, undo)
-        except BaseException:
-            for step in reversed(undo):
-                with contextlib.suppress(LowbridgeError):
-                    step()
-            raise
+        if not d.empty:
+            _take_down(ctl, d.remove_sandboxes, d.remove_networks, progress)
+            undo: list[Callable[[], object]] = []
+            try:
+                _make(ctl, d, progress, undo)
+            except BaseException:
+                for step in reversed(undo):
+                    with contextlib.suppress(LowbridgeError):
+                        step()
+                raise
+        if file is not None and ctl.cluster is None:
+            entries = len(topo.networks) + len(topo.sandboxes)
+            memo.remember(ctl.store, ctl.paths, file, topo.lab, entries)
     return d
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lowbridge import drivers
+from lowbridge.lab import memo
 from lowbridge.lab.diff import Diff
 from lowbridge.models import View
 
@@ -18,7 +19,7 @@ def summary(d: Diff, done: bool) -> str:
     """One line: how many entries were (``done``) or would be added, changed and removed, or
     that none is."""
     if d.empty:
-        return f"lab {d.topo.lab}: nothing to change ({d.unchanged} entries as the file says)"
+        return memo.nothing(d.topo.lab, d.unchanged)
     changed = len(d.changed)
     counts = (len(d.add_networks) + len(d.add_sandboxes) - changed, changed,
               len(d.remove_networks) + len(d.remove_sandboxes) - changed)  # fmt: skip

@@ -1,0 +1,64 @@
+"""What the last complete ``apply`` of a file left, so that applying it again unchanged is
+answered without reading the file's schema (pydantic's import alone is ~100 ms here).
+
+After an ``apply`` (or a check that found nothing to change), under the host lock, the memo
+records the file's content digest, the lab and how many entries it has, and the store's
+generation (lowbridge.store: every commit that writes records moves it).  A later ``apply`` of
+the same bytes while the generation has not moved cannot differ -- the difference is computed
+from the store alone (lowbridge.lab.diff) -- so it says "nothing to change" at once.  Anything
+else -- another content, any commit since, a journal entry to settle, cluster mode -- goes the
+whole way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from lowbridge.config import Paths
+
+
+def _path(paths: Paths, file: str) -> str:
+    key = hashlib.sha256(os.path.abspath(file).encode()).hexdigest()[:24]
+    return os.path.join(paths.state, "labs", f"{key}.json")
+
+
+def _digest(file: str) -> str | None:
+    try:
+        with open(file, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def nothing(lab: str, entries: int) -> str:
+    """What ``apply`` and ``plan`` say when there is nothing to do."""
+    return f"lab {lab}: nothing to change ({entries} entries as the file says)"
+
+
+def unchanged(store, paths: Paths, file: str) -> tuple[str, int] | None:  # noqa: ANN001
+    """(lab, entries) when ``file`` was applied whole and nothing was committed since (the
+    caller settles first: a journal entry left means something did not finish)."""
+    try:
+        with open(_path(paths, file)) as f:
+            memo = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if memo.get("file") != _digest(file) or store.journal():
+        return None
+    if memo.get("generation") != store.get_meta("generation"):
+        return None
+    return memo["lab"], int(memo["entries"])
+
+
+def remember(store, paths: Paths, file: str, lab: str, entries: int) -> None:  # noqa: ANN001
+    """Record a complete apply of ``file`` (call it under the host lock, after the apply)."""
+    path = _path(paths, file)
+    doc = {"file": _digest(file), "lab": lab, "entries": entries,
+           "generation": store.get_meta("generation")}  # fmt: skip
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)
