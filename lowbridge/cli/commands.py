@@ -373,13 +373,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    from lowbridge.lab import run, topology
+    from lowbridge.lab import run, yamlfile
     from lowbridge.lab.progress import Progress
 
-    topo = topology.load(args.file)
+    lab = yamlfile.lab_name(args.file)
     with Progress() as progress:
-        nets, boxes = run.destroy(_controller(args), topo.lab, progress)
-    print(f"lab {topo.lab}: destroyed {boxes} sandboxes and {nets} networks")
+        nets, boxes = run.destroy(_controller(args), lab, progress)
+    print(f"lab {lab}: destroyed {boxes} sandboxes and {nets} networks")
     return 0
 
 
@@ -403,9 +403,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
     view = _controller(args).view()
     nets, boxes = list(view.networks), list(view.containers)
     if args.file:
-        from lowbridge.lab import diff, topology
+        from lowbridge.lab import marks, yamlfile
 
-        nets, boxes = diff.owned(view, topology.load(args.file).lab)
+        nets, boxes = marks.owned(view, yamlfile.lab_name(args.file))
     else:  # the predefined networks only when something is on them
         used = {e.network_id for e in view.endpoints}
         nets = [n for n in nets if not n.predefined or n.id in used]

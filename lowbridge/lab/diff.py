@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 
 from lowbridge.controller.requests import ContainerRequest
 from lowbridge.drivers.base import NetworkRequest
+from lowbridge.lab.marks import LAB, SPEC, owned
 from lowbridge.lab.topology import NetworkSpec, SandboxSpec, Topology
 from lowbridge.models import Container, Network, View
-
-LAB = "lowbridge.lab"
-SPEC = "lowbridge.lab.spec"
 
 
 def digest(spec: NetworkSpec | SandboxSpec) -> str:
@@ -78,13 +76,6 @@ class Diff:
         """The sandboxes whose command starts once everything is connected."""
         return [self.topo.sandbox_name(n) for n in self.add_sandboxes
                 if self.topo.sandboxes[n].command]  # fmt: skip
-
-
-def owned(view: View, lab: str) -> tuple[list[Network], list[Container]]:
-    """The lab's networks and sandboxes in the store."""
-    nets = [n for n in view.networks if n.labels.get(LAB) == lab]
-    boxes = [c for c in view.containers if c.labels.get(LAB) == lab]
-    return nets, boxes
 
 
 def diff(topo: Topology, view: View) -> Diff:

@@ -17,18 +17,21 @@ from typing import TYPE_CHECKING
 
 from lowbridge.errors import LowbridgeError
 from lowbridge.lab import memo
-from lowbridge.lab.diff import Diff, diff, owned
+from lowbridge.lab.marks import owned
 from lowbridge.lab.progress import Progress
-from lowbridge.lab.topology import Topology
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the schema (pydantic) is apply's alone: destroy does without it
     from lowbridge.controller import Controller
+    from lowbridge.lab.diff import Diff
+    from lowbridge.lab.topology import Topology
     from lowbridge.models import Container, Network
 
 
 def apply(ctl: Controller, topo: Topology, progress: Progress, file: str | None = None) -> Diff:
     """Bring lowbridge to ``topo`` (read from ``file``, whose complete apply is remembered:
     lowbridge.lab.memo); return the difference that was made."""
+    from lowbridge.lab.diff import diff
+
     with ctl.batch():
         d = diff(topo, ctl.store.view())
         if not d.empty:

@@ -31,11 +31,12 @@ import ipaddress
 import shlex
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from lowbridge import names, ports
 from lowbridge.errors import InvalidInput
+from lowbridge.lab import yamlfile
+from lowbridge.lab.yamlfile import Path
 
 PREDEFINED = ("bridge", "host", "none")  # networks a sandbox may name without declaring them
 
@@ -134,39 +135,14 @@ class Topology(_Model):
 
 
 # ---------------------------------------------------------------------------- loading
-Path = tuple[str | int, ...]
-
-
 def load(path: str) -> Topology:
     """The topology in ``path``, or InvalidInput: ``FILE:LINE: FIELD: what is wrong``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path}: cannot read the topology: {exc}") from None
-    return parse(text, path)
+    return parse(yamlfile.read(path), path)
 
 
 def parse(text: str, path: str = "<topology>") -> Topology:
     """:func:`load` of a file's text (``path`` names it in errors)."""
-    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loader = loader_class(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise InvalidInput(f"{path}:1: the file is empty (it needs at least 'lab: NAME')")
-        lines: dict[Path, int] = {}
-        _lines(node, (), lines, path)
-        data = loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidInput(f"{path}:{line}: YAML syntax error: {problem}") from None
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{path}:1: the top level must be a mapping (lab, networks, sandboxes)")
+    data, lines = yamlfile.parse(text, path)
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
@@ -193,24 +169,6 @@ def _expand(topo: Topology, path: str, lines: dict[Path, int]) -> Topology:
     for copy in boxes:
         names.validate_name("container", topo.sandbox_name(copy))
     return topo.model_copy(update={"sandboxes": boxes})
-
-
-def _lines(node: yaml.Node, at: Path, lines: dict[Path, int], path: str) -> None:
-    """Record the line of every key and item under ``node``; refuse duplicate keys."""
-    lines.setdefault(at, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[object] = set()
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.value)
-            if name in seen:
-                field = ".".join(map(str, (*at, name)))
-                raise InvalidInput(f"{path}:{key.start_mark.line + 1}: {field}: duplicate key")
-            seen.add(name)
-            lines[(*at, name)] = key.start_mark.line + 1
-            _lines(value, (*at, name), lines, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, (*at, i), lines, path)
 
 
 def _message(err: dict) -> str:

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from lowbridge.errors import InvalidInput
-from lowbridge.lab import diff, topology
+from lowbridge.lab import diff, marks, topology
 from lowbridge.models import Container, Endpoint, Network, View
 
 GOOD = """\
@@ -272,11 +272,11 @@ def test_a_sandbox_a_killed_apply_left_unfinished_is_made_again():
 def test_what_another_lab_or_the_user_made_is_not_the_labs():
     topo = topology.parse(GOOD)
     view = _made(topo)
-    mine = diff.owned(view, "tier")
+    mine = marks.owned(view, "tier")
     theirs = View([*view.networks, Network(id="x", name="tier-front2", driver="bridge")],
                   [*view.containers, Container(id="y", name="tier-web2", netns="")],
                   view.endpoints)  # fmt: skip
-    assert diff.owned(theirs, "tier") == mine
+    assert marks.owned(theirs, "tier") == mine
     assert diff.diff(topo, theirs).empty
 
 
@@ -286,6 +286,6 @@ def test_requests_carry_the_labs_names_and_marks():
     web, db = d.sandbox_requests()
     assert (web.name, web.network, web.ip) == ("tier-web", "tier-front", "10.40.0.10")
     assert web.aliases == ["web"] and web.publish == ["8080:80"]
-    assert db.links == ["tier-web:web"] and db.labels[diff.LAB] == "tier"
+    assert db.links == ["tier-web:web"] and db.labels[marks.LAB] == "tier"
     assert d.connects() == [diff.Connect("tier-back", "tier-web", None, ("www", "web"))]
     assert d.commands() == ["tier-web"]
