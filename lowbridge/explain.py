@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lowbridge.dns import records
-from lowbridge.errors import InvalidInput
+from lowbridge.errors import InvalidInput, LowbridgeError
 from lowbridge.firewall.rules import Model, Rule, settings
 from lowbridge.models import Container, Endpoint, View
 
@@ -87,7 +87,7 @@ def _source(f: Facts, a: str) -> Container | str:
         return "host"
     try:
         return f.view.container(a)
-    except Exception:  # noqa: BLE001 - not a sandbox: an address, then
+    except LowbridgeError:  # not a sandbox: an address, then
         pass
     ip = _address(a, "A")
     owner = _owner(f, ip)
@@ -137,7 +137,7 @@ def _target(f: Facts, src: Container | str, b: str, out: Explanation) -> str | N
                 f"/etc/hosts has no {b}")  # fmt: skip
     try:
         ctr = f.view.container(b)
-    except Exception:  # noqa: BLE001
+    except LowbridgeError:
         if not out.steps:
             raise InvalidInput(f"explain: B {b!r} is no sandbox, name, address or 'host'") from None
         return None
