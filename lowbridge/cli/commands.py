@@ -378,8 +378,10 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
     lab = yamlfile.lab_name(args.file)
     with Progress() as progress:
-        nets, boxes = run.destroy(_controller(args), lab, progress)
+        nets, boxes, kept = run.destroy(_controller(args), lab, progress)
     print(f"lab {lab}: destroyed {boxes} sandboxes and {nets} networks")
+    for name in kept:
+        print(f"lab {lab}: kept network {name}: sandboxes of other hosts or labs are on it")
     return 0
 
 

@@ -50,12 +50,19 @@ def apply(ctl: Controller, topo: Topology, progress: Progress, file: str | None 
     return d
 
 
-def destroy(ctl: Controller, lab: str, progress: Progress) -> tuple[int, int]:
-    """Remove what the lab owns (and nothing else); return (networks, sandboxes) removed."""
+def destroy(ctl: Controller, lab: str, progress: Progress) -> tuple[int, int, list[str]]:
+    """Remove what the lab owns (and nothing else): its sandboxes here, and its networks no
+    other sandbox is on (another host's, in cluster mode; the last host's destroy removes
+    them).  Return (networks removed, sandboxes removed, the names of networks kept)."""
     with ctl.batch():
-        nets, boxes = owned(ctl.store.view(), lab)
+        view = ctl.store.view()
+        nets, boxes = owned(view, lab)
+        mine = {c.id for c in boxes}
+        kept = [n for n in nets
+                if any(e.container_id not in mine for e in view.endpoints_on(n.id))]  # fmt: skip
+        nets = [n for n in nets if n not in kept]
         _take_down(ctl, boxes, nets, progress)
-    return len(nets), len(boxes)
+    return len(nets), len(boxes), [n.name for n in kept]
 
 
 def _take_down(

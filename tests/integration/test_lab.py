@@ -220,6 +220,22 @@ def test_scale_example_of_500_sandboxes(host):
     assert state(host) == before
 
 
+def test_destroy_keeps_a_network_another_sandbox_is_on(host):
+    path = lab_file(host, "standalone.yaml")
+    host.lb("apply", "-f", path)
+    host.lb("container", "create", "--name", "visitor", "--network", "tut-alpine-net")
+    assert host.lb("destroy", "-f", path).stdout.strip().splitlines() == [
+        "lab tut: destroyed 4 sandboxes and 0 networks",
+        "lab tut: kept network tut-alpine-net: sandboxes of other hosts or labs are on it",
+    ]
+    net = lb_json(host, "network", "inspect", "tut-alpine-net")[0]  # still whole: its bridge
+    assert ping(host, "visitor", net["IPAM"]["Config"][0]["Gateway"])  # answers the visitor
+    host.lb("rm", "visitor")
+    assert host.lb("destroy", "-f", path).stdout.strip() == (
+        "lab tut: destroyed 0 sandboxes and 1 networks"
+    )
+
+
 def test_bad_files_are_one_line_exit_2_and_change_nothing(host):
     host.lb("network", "create", "x-keep")
     host.lb("container", "create", "--name", "x-box", "--network", "x-keep")
