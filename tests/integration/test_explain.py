@@ -44,8 +44,11 @@ def matrix(request):
         for name, net in (("b", "n1"), ("c", "n2"), ("i2", "inner"), ("x2", "noicc"),
                           ("d", "bridge")):  # fmt: skip
             h.lb("container", "create", "--name", name, "--network", net)
-        deadline = time.monotonic() + 10
-        while not _tcp(h, "b", f"{ip_of(h, 'a', 'n1')}:80") and time.monotonic() < deadline:
+        # Every server up before any case (the host reaches each sandbox's address).
+        servers = [f"{ip_of(h, n, net)}:80" for n, net in (("a", "n1"), ("i1", "inner"),
+                                                           ("x1", "noicc"))]  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not all(_tcp(h, None, s) for s in servers) and time.monotonic() < deadline:
             time.sleep(0.1)
         yield Matrix(h, lan)
 

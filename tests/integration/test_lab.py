@@ -90,7 +90,7 @@ def test_three_tier_example_apply_reapply_edit_plan_destroy(lanhost):
     assert tcp(h, "tier-app", "api:80") == "app"
     assert ip_of(h, "tier-db", "tier-back") == "10.41.0.50"
     assert tcp(h, "tier-web", "10.41.0.50:5432", timeout=1) is None  # another network
-    assert tcp(h, "tier-web", f"{LAN_IP}:7000") == "lan"  # the front reaches the LAN ...
+    assert wait_for(lambda: tcp(h, "tier-web", f"{LAN_IP}:7000")) == "lan"  # the front: LAN ...
     assert tcp(h, "tier-db", f"{LAN_IP}:7000", timeout=1) is None  # ... the internal back not
     assert wait_for(lambda: tcp(lan, None, f"{UPLINK}:8080")) == "web"
 
