@@ -3,6 +3,7 @@
     startup   what the command does first, to start fast (the command's alone)
     parser    Docker's verbs and flags
     commands  each verb: a controller call and what it prints
+    labs      the labs' verbs (apply, plan, destroy), graph and explain
 
 Verbs and flags follow the ``docker`` CLI.  User errors print one line on stderr and exit with the
 error's code (see :mod:`lowbridge.errors`); ``run`` and ``exec`` exit with the command's own status,

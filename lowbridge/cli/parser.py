@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lowbridge.cli import commands as C
+from lowbridge.cli import labs as L
 from lowbridge.cli.startup import Formatter
 
 PROG = "lowbridge"
@@ -270,9 +271,9 @@ def build_parser(
     p.set_defaults(func=C.cmd_exec)
 
     for verb, func, text in (
-        ("apply", C.cmd_apply, "make a lab's topology file so (only the difference)"),
-        ("plan", C.cmd_plan, "print what apply would change, touching nothing"),
-        ("destroy", C.cmd_destroy, "remove what a lab owns"),
+        ("apply", L.cmd_apply, "make a lab's topology file so (only the difference)"),
+        ("plan", L.cmd_plan, "print what apply would change, touching nothing"),
+        ("destroy", L.cmd_destroy, "remove what a lab owns"),
     ):
         p = sub.add_parser(verb, help=text)
         p.add_argument("-f", "--file", required=True, metavar="FILE", help="topology (YAML)")
@@ -282,13 +283,13 @@ def build_parser(
     p.add_argument("-f", "--file", metavar="FILE", help="only this lab's (its topology file)")
     p.add_argument("--format", choices=("dot", "svg", "png"), default="dot")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
-    p.set_defaults(func=C.cmd_graph)
+    p.set_defaults(func=L.cmd_graph)
 
     p = sub.add_parser("explain", help="whether A reaches B, and why, step by step")
     p.add_argument("a", metavar="A", help="a sandbox, 'host' or an outside address")
     p.add_argument("b", metavar="B", help="a sandbox, a name A resolves, an address or 'host'")
     p.add_argument("--port", metavar="PORT[/tcp|udp]", help="a TCP or UDP port (default: a ping)")
-    p.set_defaults(func=C.cmd_explain)
+    p.set_defaults(func=L.cmd_explain)
 
     fw = sub.add_parser("firewall", help="lowbridge's firewall rules")
     fsub = group(

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from lowbridge import config, drivers, sandbox
 from lowbridge.config import Paths
-from lowbridge.controller import attach, networks, processes, reconcile, sandboxes, teardown
+from lowbridge.controller import attach, facts, networks, processes, reconcile, sandboxes, teardown
 from lowbridge.controller.change import Change, crashed
 from lowbridge.controller.requests import ContainerRequest
 from lowbridge.drivers.base import NetworkRequest
@@ -330,12 +330,7 @@ class Controller:
             ctr = self.container_create(req)
             self._tell()  # the resolver serves the sandbox before its command starts
             argv = self.exec_argv(ctr, command)
-            if wrap is not None:
-                argv = wrap(ctr, argv)
-            log = self.paths.logs(ctr.id) if detach else None
-            if log is not None:
-                self.paths.run_dir("containers")
-            proc = processes.start(self, ctr, argv, log)
+            proc = processes.start(self, ctr, wrap(ctr, argv) if wrap else argv, detach)
         return ctr, proc
 
     def start_detached(self, ref: str) -> subprocess.Popen:
@@ -345,9 +340,7 @@ class Controller:
             ctr = self.store.view().container(ref)
             if not ctr.command:
                 raise InvalidInput(f"container {ctr.name} has no command to start")
-            self.paths.run_dir("containers")
-            argv = self.exec_argv(ctr, list(ctr.command))
-            return processes.start(self, ctr, argv, self.paths.logs(ctr.id))
+            return processes.start(self, ctr, self.exec_argv(ctr, list(ctr.command)), True)
 
     def exec_argv(self, ctr: Container, command: list[str]) -> list[str]:
         """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""
@@ -407,20 +400,8 @@ class Controller:
         """Whether ``a`` reaches ``b`` and why (lowbridge.explain): an Explanation."""
         from lowbridge import explain
 
-        view = self.view()
-        model = self.firewall.model(view)
-        with self.kernel.session() as nl:
-            host = frozenset(address for _, address, _ in nl.addresses())
-
-            def in_sandbox(ctr: Container, dst: str) -> str | None:
-                with self.kernel.session(ctr.netns) as s:
-                    return s.route_device(dst)
-
-            facts = explain.Facts(
-                view, model, self.firewall.renderer.render(model), self.firewall.forward_drop,
-                host, nl.route_device, nl.route_source, in_sandbox, self.firewall.rule_text,
-            )  # fmt: skip
-            return explain.explain(facts, a, b, port, proto)
+        with facts.gathered(self) as f:
+            return explain.explain(f, a, b, port, proto)
 
     def firewall_show(self) -> str:
         return self.firewall.show(self.firewall.model(self.view()))

@@ -28,12 +28,13 @@ if TYPE_CHECKING:
 _GATE = 'read -r _ || exit 125; exec "$@" </dev/null'
 
 
-def start(
-    ctl: Controller, ctr: Container, argv: list[str], log: str | None = None
-) -> subprocess.Popen:
-    """Start ``argv`` for ``ctr`` (see the module docstring): detached into ``log`` (a session
-    of its own, output to the file) when given, else attached to our terminal.  The caller holds
-    the host lock."""
+def start(ctl: Controller, ctr: Container, argv: list[str], detach: bool) -> subprocess.Popen:
+    """Start ``argv`` for ``ctr`` (see the module docstring): detached (a session of its own,
+    output to the sandbox's log) or attached to our terminal.  The caller holds the host
+    lock."""
+    log = ctl.paths.logs(ctr.id) if detach else None
+    if log is not None:
+        ctl.paths.run_dir("containers")
     hooks = Transaction("container-start")  # no undos: only the tests' kill/trace hooks
     read_end, write_end = os.pipe()
     gated = ["sh", "-c", _GATE, "lowbridge-start", *argv]

@@ -160,7 +160,7 @@ class Firewall:
         # nftables carries the policy in lowbridge's own chain, on every apply; iptables sets the
         # builtin FORWARD policy once, when forwarding is enabled (a full apply).
         nft = self.backend.name == "nftables"
-        if nft and self.record.get("forward") == "enabled":
+        if nft and self.forward_drop:
             forward_drop = True
         policy = bool(forward_drop) and nft
         changing = forward_drop is not None and not nft
@@ -219,7 +219,7 @@ class Firewall:
             other.clear()
             self.record.set("backend", None)
             undo.append(lambda: self.record.set("backend", previous))
-            if self.record.get("forward") == "enabled":
+            if self.forward_drop:
                 other.accept_forwarding()
                 forward_drop = True
         if need.ip_forward and netns.read_sysctl("net/ipv4/ip_forward") == "0":

@@ -430,7 +430,7 @@ class Session:
         try:
             for msg in self._ipr.route("get", dst=dst):
                 oif = msg.get_attr("RTA_OIF")
-                return next((link.name for link in self.links() if link.index == oif), None)
+                return self._ipr.link("get", index=oif)[0].get_attr("IFLA_IFNAME") if oif else None
         except NetlinkError:
             return None
         return None

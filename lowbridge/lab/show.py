@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lowbridge import drivers
+from lowbridge.firewall.rules import Rule
 from lowbridge.lab import memo
 from lowbridge.lab.diff import Diff
 from lowbridge.models import View
@@ -28,10 +29,12 @@ def summary(d: Diff, done: bool) -> str:
     return f"lab {d.topo.lab}: {'' if done else 'plan: '}{said} ({d.unchanged} unchanged)"
 
 
-def plan_lines(d: Diff, view: View, rules: Callable[[View], str]) -> list[str]:
+def plan_lines(
+    d: Diff, view: View, rules: Callable[[View], list[Rule]], text: Callable[[Rule], str]
+) -> list[str]:
     """The plan: ``+`` added, ``-`` removed, ``~`` changed (removed, then made again), each
     with its kernel objects; then the firewall rules that go.  ``rules(view)`` renders the
-    firewall for a view."""
+    firewall's rules for a view, ``text(rule)`` writes one as the backend does."""
     topo, out = d.topo, [summary(d, done=False)]
     changed = d.changed
     for net in d.remove_networks:
@@ -74,7 +77,7 @@ def plan_lines(d: Diff, view: View, rules: Callable[[View], str]) -> list[str]:
             out.append(f"    + DNAT -p {port}")
         if box.command:
             out.append(f"    + process {' '.join(box.command)}")
-    out += _rules_gone(d, view, rules)
+    out += _rules_gone(d, view, rules, text)
     return out
 
 
@@ -82,8 +85,10 @@ def _subnet(net) -> str:  # noqa: ANN001
     return str(net.pool.subnet) if net.pool else "no subnet"
 
 
-def _rules_gone(d: Diff, view: View, rules: Callable[[View], str]) -> list[str]:
-    """The firewall lines the removals take away, in the active backend's syntax."""
+def _rules_gone(d: Diff, view: View, rules: Callable[[View], list[Rule]],
+                text: Callable[[Rule], str]) -> list[str]:  # fmt: skip
+    """The rules the removals take away (as data: the rendering without them, compared), each
+    in the active backend's syntax."""
     if not (d.remove_networks or d.remove_sandboxes):
         return []
     gone_nets = {n.id for n in d.remove_networks}
@@ -94,7 +99,6 @@ def _rules_gone(d: Diff, view: View, rules: Callable[[View], str]) -> list[str]:
         [e for e in view.endpoints
          if e.network_id not in gone_nets and e.container_id not in gone_boxes],
     )  # fmt: skip
-    keep = set(rules(after).splitlines())
-    lines = [f"    - {line.strip()}" for line in rules(view).splitlines()
-             if line.strip() and line not in keep]  # fmt: skip
+    keep = set(rules(after))
+    lines = [f"    - {text(rule)}" for rule in rules(view) if rule not in keep]
     return ["firewall rules that go:", *lines] if lines else []
