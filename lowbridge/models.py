@@ -257,6 +257,8 @@ class View:
         loader: Callable[[str], tuple] | None = None,
     ):
         self._loader = loader
+        # Per table, key -> position of the records: handed on by changed(), else built there.
+        self._index: list[dict | None] = [None, None, None]
         if loader is None:
             self.__dict__.update(
                 networks=tuple(networks), containers=tuple(containers), endpoints=tuple(endpoints)
@@ -312,28 +314,41 @@ class View:
         gone: Iterable[Network | Container | Endpoint] = (),
     ) -> View:
         """The view with records ``put`` (new ones last, replaced ones in place) and without
-        those ``gone`` -- what the store holds after committing that change."""
+        those ``gone`` -- what the store holds after committing that change.
+
+        A table that loses no record hands its key -> position index on (copied before it
+        grows), so a chain of changes -- one per create -- does not key every record again."""
         tables = [list(self.networks), list(self.containers), list(self.endpoints)]
         doomed: list[set] = [set(), set(), set()]
         for record in gone:
             i, key = _slot(record)
             doomed[i].add(key)
+        index: list[dict | None] = [
+            None if keys else self._index[i] for i, keys in enumerate(doomed)
+        ]
         for i, keys in enumerate(doomed):
             if keys:
                 key_of = _KEYS[i]
                 tables[i] = [r for r in tables[i] if key_of(r) not in keys]
-        where = [None, None, None]  # key -> index, built for a table on its first put
+        copied = [False, False, False]
         for record in put:
             i, key = _slot(record)
-            if where[i] is None:
-                where[i] = {k: n for n, k in enumerate(map(_KEYS[i], tables[i]))}
-            n = where[i].get(key)
+            if not copied[i]:
+                index[i] = dict(index[i]) if index[i] is not None else _positions(tables[i], i)
+                copied[i] = True
+            n = index[i].get(key)
             if n is None:
-                where[i][key] = len(tables[i])
+                index[i][key] = len(tables[i])
                 tables[i].append(record)
             else:
                 tables[i][n] = record
-        return View(*tables)
+        after = View(*tables)
+        after._index = index
+        return after
+
+
+def _positions(table: list, i: int) -> dict:
+    return {k: n for n, k in enumerate(map(_KEYS[i], table))}
 
 
 _KEYS = (operator.attrgetter("id"), operator.attrgetter("id"), operator.attrgetter("key"))

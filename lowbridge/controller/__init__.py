@@ -163,7 +163,7 @@ class Controller:
         if self._nl is not None:
             yield self._nl
             return
-        with config.host_lock(self.paths), self.kernel.session() as nl:
+        with config.host_lock(self.paths), self.store.exclusive(), self.kernel.session() as nl:
             self._nl = nl
             try:
                 reconcile.prepare(self, nl)

@@ -164,7 +164,7 @@ class Firewall:
             forward_drop = True
         policy = bool(forward_drop) and nft
         changing = forward_drop is not None and not nft
-        trusted = self.record.get("fingerprint") == repr(self.backend.fingerprint())
+        trusted = self.record.matches(repr(self.backend.fingerprint()))
         old = self.record.rules(self.backend.name, policy) if trusted and not changing else None
         # No fingerprint until the kernel is known to match the record again: a change that
         # dies in between leaves the next one a full rewrite.

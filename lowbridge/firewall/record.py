@@ -33,9 +33,10 @@ class Record:
         self.run_dir = run_dir
         self._kept: tuple | None = None  # (identity, {"backend", "policy", "rules"})
         self._made = False  # run_dir made (and checked) by this object
+        self._fingerprint: str | None = None  # the fingerprint this object last recorded
 
     def path(self, key: str) -> str:
-        return os.path.join(self.run_dir, f"firewall-{key}")
+        return f"{self.run_dir}/firewall-{key}"
 
     # -- the rules
     def rules(self, backend: str, policy: bool) -> list[R.Rule] | None:
@@ -101,6 +102,15 @@ class Record:
             private_dir(self.run_dir)
             self._made = True
 
+    def matches(self, fingerprint: str) -> bool:
+        """Whether the record describes the kernel whose ruleset fingerprint is
+        ``fingerprint``.  What this object last recorded answers without reading the file while
+        the kernel still shows it: no other change -- of lowbridge's or anyone's -- came since,
+        or the fingerprint would differ."""
+        if self._fingerprint is not None and self._fingerprint == fingerprint:
+            return True
+        return self.get("fingerprint") == fingerprint
+
     # -- the small state files
     def get(self, key: str) -> str | None:
         # os.open/os.read: each change reads three of these (a text file object costs ~4x).
@@ -115,6 +125,8 @@ class Record:
 
     def set(self, key: str, value: str | None) -> None:
         path = self.path(key)
+        if key == "fingerprint":
+            self._fingerprint = None  # until written
         if value is None:
             try:
                 os.unlink(path)
@@ -129,6 +141,8 @@ class Record:
             os.write(fd, value.encode())
         finally:
             os.close(fd)
+        if key == "fingerprint":
+            self._fingerprint = value
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:

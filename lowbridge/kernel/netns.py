@@ -390,8 +390,8 @@ def identity(path: str) -> tuple[int, int] | None:
 
 def listed() -> set[str]:
     """The paths of the named namespaces (one listing of /run/netns)."""
-    try:
-        return {path_of(name) for name in os.listdir(NETNS_RUN_DIR)}
+    try:  # every change lists them: one format per name, not an os.path.join
+        return {f"{NETNS_RUN_DIR}/{name}" for name in os.listdir(NETNS_RUN_DIR)}
     except OSError:
         return set()
 

@@ -73,6 +73,10 @@ class ClusterStore:
             finally:
                 self._ops = None
 
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """The embedded part's (the cluster's records are read from etcd each time)."""
+        return self.local.exclusive()
+
     def _writing(self) -> etcd.Ops:
         if self._ops is None:
             raise StoreError("store write outside a transaction")

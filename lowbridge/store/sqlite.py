@@ -69,10 +69,24 @@ class SQLiteStore:
         self._writes: list | None = None  # (put?, record) of the open transaction
         self._view: View | None = None
         self._view_gen: str | None = None
+        # Inside exclusive() once checked: the kept view is the database's (no other writer).
+        self._exclusive = False
+        self._checked = False
         self._parsed: dict[str, dict[str, object]] = {}  # table -> row text -> record
 
     def close(self) -> None:
         self._db.close()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """While the caller holds the host lock, which every writer takes: after one check of
+        the generation, :meth:`view` answers from the view this store keeps current with its
+        own commits, without reading the database (a change reads its view ~6 times)."""
+        self._exclusive, self._checked = True, False
+        try:
+            yield
+        finally:
+            self._exclusive = False
 
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
@@ -111,6 +125,8 @@ class SQLiteStore:
                 put = [r for is_put, r in last.values() if is_put]
                 gone = [r for is_put, r in last.values() if not is_put]
                 self._view, self._view_gen = self._view.changed(put, gone), gen
+            elif self._writes:
+                self._checked = False  # the kept view is not the one committed
         finally:
             self._writes = None
 
@@ -130,9 +146,12 @@ class SQLiteStore:
     def view(self) -> View:
         """The committed records (see the module docstring); tables are read on first use, so
         a damaged row only fails the readers of its table."""
+        if self._exclusive and self._checked and self._view is not None:
+            return self._view
         gen = self.get_meta("generation")
         if self._view is None or gen is None or gen != self._view_gen:
             self._view, self._view_gen = View(loader=self._load), gen
+        self._checked = self._exclusive and gen is not None
         return self._view
 
     def _load(self, table: str) -> tuple:

@@ -346,3 +346,22 @@ def test_a_record_another_process_changed_is_read_again(tmp_path):
     theirs.append(two, two[len(one) :], "iptables", False)
     assert mine.rules("iptables", False) == two  # the file grew: parsed again
     assert mine.rules("nftables", False) is None  # another backend's: not known
+
+
+def test_the_fingerprint_last_recorded_answers_while_the_kernel_shows_it(tmp_path, monkeypatch):
+    """A record that wrote the fingerprint reads no file while the kernel still has it; another
+    fingerprint (anyone's later change) sends it to the file, and a change under way (its
+    fingerprint removed) forgets it."""
+    from lowbridge.firewall import record
+
+    mine, theirs = record.Record(str(tmp_path)), record.Record(str(tmp_path))
+    mine.set("fingerprint", "7")
+    assert theirs.matches("7") and not theirs.matches("8")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(record.os, "open", lambda *a: opened.append(a[0]) or real_open(*a))
+    assert mine.matches("7") and opened == []
+    theirs.set("fingerprint", "8")  # their change moved the kernel on
+    assert mine.matches("8") and opened  # read from the file
+    mine.set("fingerprint", None)
+    assert not mine.matches("7") and not mine.matches("8")

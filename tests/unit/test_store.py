@@ -138,6 +138,54 @@ def test_another_writer_makes_the_next_view_read_again_keeping_unchanged_records
     assert second[1].internal and not first[1].internal
 
 
+def test_an_exclusive_hold_checks_once_then_follows_its_own_commits(store):
+    """Under the host lock (store.exclusive) the first view reads the generation another
+    writer left; later views ask the database nothing, yet show this process's commits."""
+    with store.transaction():
+        store.put_network(_net("n1"))
+    store.view()
+    other = SQLiteStore(store.path)
+    with other.transaction():  # before the hold: the first view inside must see it
+        other.put_network(_net("n2", "10.2.0.0/24"))
+    statements = []
+    store._db.set_trace_callback(statements.append)
+    with store.exclusive():
+        assert [n.name for n in store.view().networks] == ["n1", "n2"]
+        with store.transaction():
+            store.put_network(_net("n3", "10.3.0.0/24"))
+        statements.clear()
+        for _ in range(3):
+            assert [n.name for n in store.view().networks] == ["n1", "n2", "n3"]
+        assert statements == []
+    store._db.set_trace_callback(None)
+    with other.transaction():  # after the hold: read again
+        other.delete_network(_net("n1"))
+    assert [n.name for n in store.view().networks] == ["n2", "n3"]
+
+
+def test_a_chain_of_changes_equals_the_records_built_at_once():
+    """View.changed hands its key index on from view to view: many creates, an upsert, a
+    removal and creates after it give exactly the tables a fresh view of the same records has."""
+    from lowbridge.models import View
+
+    net = _net("n1")
+    ctrs = [Container(id=f"c{i}", name=f"c{i}", netns=f"/run/netns/c{i}") for i in range(6)]
+    eps = [Endpoint(f"e{i}", net.id, c.id, "eth0", ip=f"10.1.0.{i + 2}") for i, c in
+           enumerate(ctrs)]  # fmt: skip
+    view = View([net])
+    for c, e in zip(ctrs[:4], eps[:4], strict=True):
+        view = view.changed([c, e])
+    moved = Endpoint("e1", net.id, "c1", "eth0", ip="10.1.0.99")
+    view = view.changed([moved])  # in place
+    view = view.changed(gone=[eps[2], ctrs[2]])
+    for c, e in zip(ctrs[4:], eps[4:], strict=True):
+        view = view.changed([c, e])
+    view = view.changed([ctrs[0]])  # an upsert after the removal: still in place
+    want = View([net], [ctrs[i] for i in (0, 1, 3, 4, 5)], [eps[0], moved, eps[3], eps[4], eps[5]])
+    assert (view.networks, view.containers, view.endpoints) == (
+        want.networks, want.containers, want.endpoints)  # fmt: skip
+
+
 def test_the_journal_keeps_intents_until_deleted(store):
     entry = JournalEntry("j1", "container-create", {"claims": {"containers": ["web"]}})
     with store.transaction():
