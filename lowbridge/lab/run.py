@@ -2,11 +2,12 @@
 
 ``apply`` takes the entries to change or remove down first (a changed entry keeps its name),
 then makes the additions -- the networks, all the sandboxes in one batch
-(``container_create_many``), their further networks, their commands -- and undoes those
-additions if any of them fails, so a failed ``apply`` leaves what it found less what it had to
-take down.  Every step is a controller change of its own, journaled: a killed ``apply`` leaves
-whole steps, and the next ``apply`` of the same file finds what is missing or not whole
-(:mod:`lowbridge.lab.diff`) and completes it.
+(``container_create_many``), their further networks, their commands.  If any of them fails it
+undoes those additions and makes what it took down again from the records
+(:mod:`lowbridge.lab.restore`), so a failed ``apply`` leaves what it found.  Every step is a
+controller change of its own, journaled: a killed ``apply`` leaves whole steps, and the next
+``apply`` of the same file finds what is missing or not whole (:mod:`lowbridge.lab.diff`) and
+completes it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lowbridge.errors import LowbridgeError
-from lowbridge.lab import memo
+from lowbridge.lab import memo, restore
 from lowbridge.lab.marks import owned
 from lowbridge.lab.progress import Progress
 
@@ -35,9 +36,11 @@ def apply(ctl: Controller, topo: Topology, progress: Progress, file: str | None 
     with ctl.batch():
         d = diff(topo, ctl.store.view())
         if not d.empty:
-            _take_down(ctl, d.remove_sandboxes, d.remove_networks, progress)
+            before = ctl.store.view()
             undo: list[Callable[[], object]] = []
             try:
+                undo.append(lambda: restore.put_back(ctl, before, *_gone(ctl, d)))
+                _take_down(ctl, d.remove_sandboxes, d.remove_networks, progress)
                 _make(ctl, d, progress, undo)
             except BaseException:
                 for step in reversed(undo):
@@ -48,6 +51,14 @@ def apply(ctl: Controller, topo: Topology, progress: Progress, file: str | None 
             entries = len(topo.networks) + len(topo.sandboxes)
             memo.remember(ctl.store, ctl.paths, file, topo.lab, entries)
     return d
+
+
+def _gone(ctl: Controller, d: Diff) -> tuple[list[Network], list[Container]]:
+    """What ``d`` took down and is not there (by name) now that the additions are undone."""
+    view = ctl.store.view()
+    nets = [n for n in d.remove_networks if view.network_named(n.name) is None]
+    names = {c.name for c in view.containers}
+    return nets, [c for c in d.remove_sandboxes if c.name not in names]
 
 
 def destroy(ctl: Controller, lab: str, progress: Progress) -> tuple[int, int, list[str]]:

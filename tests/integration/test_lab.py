@@ -282,6 +282,63 @@ def test_a_failed_apply_changes_nothing(host):
     assert state(host) == before
 
 
+EDIT_LAB = """\
+lab: e
+networks:
+  a: {subnet: 10.62.0.0/24}
+  b: {}
+sandboxes:
+  web:
+    networks: {a: {ipv4_address: 10.62.0.10}, b: {aliases: [www]}}
+    ports: ["8091:80"]
+    command: socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:"echo web"
+  db:
+    networks: [b]
+    command: sleep infinity
+"""
+
+
+def test_a_failed_apply_of_an_edit_puts_back_what_it_took_down(host):
+    """The edit changes web (so it is taken down and made again) and removes db, and a new
+    sandbox's port is taken: the failure puts web and db back as they were -- addresses,
+    names, published port, command -- and the first file is again the lab's exact state."""
+    host.lb("run", "-d", "--name", "holder", "-p", "9091:80", "--", "sleep", "infinity")
+    first = lab_file(host, "edit.yaml", EDIT_LAB)
+    host.lb("apply", "-f", first)
+
+    def looks() -> dict:
+        docs = lb_json(host, "inspect", "e-web", "e-db")
+        return {
+            d["Name"]: (
+                {
+                    n: (v["IPAddress"], sorted(v["Aliases"] or []))
+                    for n, v in d["NetworkSettings"]["Networks"].items()
+                },  # fmt: skip
+                d["NetworkSettings"]["Ports"],
+                d["Config"]["Labels"],
+                d["Config"]["Cmd"],
+            )
+            for d in docs
+        }
+
+    was = looks()
+    edited = EDIT_LAB.replace('SYSTEM:"echo web"', 'SYSTEM:"echo web2"').replace(
+        "  db:\n    networks: [b]\n    command: sleep infinity\n",
+        "  two:\n    networks: [b]\n    ports: ['9091:80']\n",
+    )
+    second = lab_file(host, "edit2.yaml", edited)
+    proc = host.lb("apply", "-f", second, check=False)
+    assert proc.returncode != 0 and "9091" in proc.stderr.splitlines()[-1]
+    assert looks() == was
+    listed = [line.split()[-1] for line in host.lb("ps").stdout.splitlines()[1:]]
+    assert sorted(listed) == ["e-db", "e-web", "holder"]
+    again = host.lb("apply", "-f", first).stdout.strip()
+    assert again == "lab e: nothing to change (4 entries as the file says)"
+    # Packets: web's command answers on its published port again; db reaches it by its alias.
+    assert wait_for(lambda: tcp(host, None, "127.0.0.1:8091")) == "web"
+    assert ping(host, "e-db", "www") and ping(host, "e-web", "e-db")
+
+
 KILL_LAB = """\
 lab: k
 networks:
