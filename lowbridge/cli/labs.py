@@ -13,6 +13,10 @@ from lowbridge.errors import InvalidInput
 def cmd_apply(args: argparse.Namespace) -> int:
     from lowbridge.lab import memo
 
+    same = _quick(args)
+    if same is not None:
+        print(memo.nothing(*same))
+        return 0
     ctl = _controller(args)
     if ctl.cluster is None:
         ctl.view()  # settles whatever needs it first (a journal entry, the resolver)
@@ -30,9 +34,23 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quick(args: argparse.Namespace) -> tuple[str, int] | None:
+    """The memo's answer before the controller is imported (lowbridge.lab.memo.quick)."""
+    from lowbridge import config
+    from lowbridge.lab import memo
+
+    if args.store or config.store_url():
+        return None  # cluster mode: the cluster's records are not in the local store
+    return memo.quick(config.Paths.resolve(args.root), args.file)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from lowbridge.lab import memo
 
+    same = _quick(args)
+    if same is not None:
+        print(memo.nothing(*same))
+        return 0
     ctl = _controller(args)
     view = ctl.view()
     same = memo.unchanged(ctl.store, ctl.paths, args.file) if ctl.cluster is None else None

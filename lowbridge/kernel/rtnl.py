@@ -37,26 +37,35 @@ from lowbridge.kernel.wire import (
     IFLA_GROUP,
     NLM_F_ACK,
     NLM_F_CREATE,
+    NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REPLACE,
     NLM_F_REQUEST,
+    NLMSG_DONE,
     NLMSG_ERROR,
     NLMSGHDR,
     RT_SCOPE_LINK,
     RT_TABLE_MAIN,
     RTEXT_FILTER_SKIP_STATS,
     RTM_DELLINK,
+    RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWROUTE,
     RTM_SETLINK,
     SEQ,
+    address_dump_request,
+    address_of,
     address_request,
     default_route_request,
     errno_of,
+    link_name_of,
     link_request,
     messages,
+    route_get_request,
+    route_of,
     u32,
     veth_request,
 )
@@ -129,8 +138,8 @@ class Session:
 
     def _request(self, kind: int, body: bytes, flags: int = 0) -> list[bytes]:
         """Send ``body`` (a message after its nlmsghdr) as RTM type ``kind`` and wait for the
-        kernel's acknowledgement; return the raw replies that came before it.  A kernel error
-        raises NetlinkError (errno), as pyroute2's calls do."""
+        kernel's acknowledgement (a dump's end); return the raw replies that came before it.  A
+        kernel error raises NetlinkError (errno), as pyroute2's calls do."""
         seq = next(SEQ)
         flags |= NLM_F_REQUEST | NLM_F_ACK
         self._sock.send(NLMSGHDR.pack(16 + len(body), kind, flags, seq, 0) + body)
@@ -146,7 +155,9 @@ class Session:
                 continue
             for offset, length, mtype, rseq in messages(data):
                 if rseq == seq:
-                    if mtype == NLMSG_ERROR:
+                    # A dump (NLM_F_DUMP) ends with NLMSG_DONE, not an acknowledgement; both
+                    # carry an errno (netlink_dump_done, netlink_ack in net/netlink/af_netlink.c).
+                    if mtype in (NLMSG_ERROR, NLMSG_DONE):
                         code = errno_of(data, offset)
                         if code:
                             raise NetlinkError(code, os.strerror(code))
@@ -418,22 +429,26 @@ class Session:
 
     def route_source(self, dst: str) -> str | None:
         """The source address the kernel would use towards ``dst`` (``ip route get``)."""
-        try:
-            for msg in self._ipr.route("get", dst=dst):
-                return msg.get_attr("RTA_PREFSRC")
-        except NetlinkError:
-            return None
-        return None
+        found = self._route(dst)
+        return found[1] if found else None
 
     def route_device(self, dst: str) -> str | None:
         """The link the kernel would send towards ``dst`` by (``ip route get``), or None."""
+        found = self._route(dst)
+        if not found or not found[0]:
+            return None
+        body = link_request(index=found[0], attrs=u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
         try:
-            for msg in self._ipr.route("get", dst=dst):
-                oif = msg.get_attr("RTA_OIF")
-                return self._ipr.link("get", index=oif)[0].get_attr("IFLA_IFNAME") if oif else None
+            return link_name_of(self._request(RTM_GETLINK, body)[0])
         except NetlinkError:
             return None
-        return None
+
+    def _route(self, dst: str) -> tuple[int | None, str | None] | None:
+        try:
+            replies = self._request(RTM_GETROUTE, route_get_request(dst))
+        except NetlinkError:  # no route (ENETUNREACH), or not an address the kernel takes
+            return None
+        return route_of(replies[0]) if replies else None
 
     def set_hairpin(self, link: str | int) -> None:
         """Hairpin mode on a bridge port (IFLA_BRPORT_MODE, ``bridge link set hairpin on``)."""
@@ -479,11 +494,8 @@ class Session:
     def addresses(self) -> list[tuple[int, str, int]]:
         """(link index, address, prefix length) of every IPv4 address in this namespace."""
         with self._doing(f"list addresses in {self.where}"):
-            msgs = self._ipr.get_addr(family=AF_INET)
-        return [
-            (m["index"], m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"])
-            for m in msgs
-        ]
+            replies = self._request(RTM_GETADDR, address_dump_request(), NLM_F_DUMP)
+        return [address_of(reply) for reply in replies]
 
     def onlink_routes(self) -> list[IPv4Network]:
         """IPv4 on-link (scope link), non-default routes of the main table.

@@ -25,7 +25,7 @@ NLM_F_DUMP = 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 # linux/rtnetlink.h
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
-RTM_NEWADDR, RTM_NEWROUTE = 20, 24
+RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
 RTPROT_STATIC = 4
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST = 1
@@ -37,7 +37,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 1
 IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 27, 28, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
-RTA_OIF, RTA_GATEWAY, RTA_TABLE = 4, 5, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 AF_INET = socket.AF_INET
 
 NLMSGHDR = struct.Struct("IHHII")  # length, type, flags, sequence, port
@@ -140,3 +140,36 @@ def attributes(data: bytes) -> dict[int, bytes]:
         out[kind & 0x3FFF] = data[offset : offset + size]
         offset += (size + 3) & ~3
     return out
+
+
+# -- what explain asks the kernel (read-only): requests and the replies' few fields
+def address_dump_request() -> bytes:
+    """RTM_GETADDR (with NLM_F_DUMP) of every IPv4 address."""
+    return _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)
+
+
+def route_get_request(dst: str) -> bytes:
+    """RTM_GETROUTE of ``dst``/32 (``ip route get DST``)."""
+    return _RTMSG.pack(AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + _ipv4(RTA_DST, dst)
+
+
+def address_of(reply: bytes) -> tuple[int, str, int]:
+    """(link index, address, prefix length) of an RTM_NEWADDR reply (nlmsghdr included): the
+    local address, else the peer's (as ``ip addr`` shows it)."""
+    _, prefixlen, _, _, index = _IFADDRMSG.unpack_from(reply, 16)
+    found = attributes(reply[16 + _IFADDRMSG.size :])
+    raw = found.get(IFA_LOCAL) or found[IFA_ADDRESS]
+    return index, socket.inet_ntoa(raw[4:8]), prefixlen
+
+
+def route_of(reply: bytes) -> tuple[int | None, str | None]:
+    """(output link index, preferred source address) of an RTM_NEWROUTE reply."""
+    found = attributes(reply[16 + _RTMSG.size :])
+    oif, src = found.get(RTA_OIF), found.get(RTA_PREFSRC)
+    return (struct.unpack_from("I", oif, 4)[0] if oif else None,
+            socket.inet_ntoa(src[4:8]) if src else None)  # fmt: skip
+
+
+def link_name_of(reply: bytes) -> str:
+    """IFLA_IFNAME of an RTM_NEWLINK reply."""
+    return attributes(reply[16 + _IFINFOMSG.size :])[IFLA_IFNAME][4:].split(b"\0", 1)[0].decode()

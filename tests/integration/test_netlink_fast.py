@@ -218,3 +218,48 @@ def test_the_ruleset_fingerprint_moves_with_every_change_and_no_read(host):
     assert gen[0] == gen[1] and gen[1] < gen[2] < gen[3] < gen[4] == out["fresh"]
     before, added, flushed = out["legacy"]
     assert added[1] != before[1] and flushed[1] == before[1]  # the filter table
+
+
+READERS = r"""
+import json, subprocess
+from lowbridge.kernel import rtnl
+from pyroute2.iproute.linux import IPRoute
+
+def sh(cmd):
+    subprocess.run(cmd, shell=True, check=True)
+
+# Addresses on several links (a /32, a peer address), routes through two of them.
+sh("ip link set lo up && ip link add r0 type veth peer name r0p && ip link add r1 type veth "
+   "peer name r1p && ip link set r0 up && ip link set r0p up && ip link set r1 up && "
+   "ip link set r1p up")
+sh("ip addr add 10.7.0.1/24 dev r0 && ip addr add 10.7.1.1/30 dev r1 && "
+   "ip addr add 10.7.2.9/32 dev r1 && ip addr add 10.7.3.1 peer 10.7.3.2 dev r0")
+sh("ip route add 10.8.0.0/16 via 10.7.1.2 src 10.7.2.9")
+targets = ["10.7.0.5", "10.8.4.4", "10.7.1.2", "127.0.0.1", "10.99.0.1", "10.7.3.2"]
+with IPRoute() as ipr:
+    lib = {"addrs": sorted([m["index"], m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"),
+                            m["prefixlen"]] for m in ipr.get_addr(family=2))}
+    for dst in targets:
+        try:
+            got = ipr.route("get", dst=dst)[0]
+            oif = got.get_attr("RTA_OIF")
+            name = ipr.link("get", index=oif)[0].get_attr("IFLA_IFNAME") if oif else None
+            lib[dst] = [name, got.get_attr("RTA_PREFSRC")]
+        except Exception:
+            lib[dst] = [None, None]
+with rtnl.session() as nl:
+    ours = {"addrs": sorted(list(a) for a in nl.addresses())}
+    for dst in targets:
+        ours[dst] = [nl.route_device(dst), nl.route_source(dst)]
+print(json.dumps({"lib": lib, "ours": ours}))
+"""
+
+
+def test_explains_readers_see_what_pyroute2_sees(host):
+    """Addresses (a dump), ``ip route get`` and the link's name, read by lowbridge's own
+    requests, against IPRoute's answers for the same kernel."""
+    out = json.loads(host.run([sys.executable, "-c", READERS]).stdout)
+    assert out["ours"] == out["lib"]
+    assert out["ours"]["10.8.4.4"] == ["r1", "10.7.2.9"]  # the route's own source
+    assert out["ours"]["10.99.0.1"] == [None, None]  # no route there (no default here)
+    assert len(out["ours"]["addrs"]) == 5  # lo's and the four above

@@ -100,3 +100,40 @@ def test_the_constants_are_pyroute2s():
     for name in ("RTM_NEWLINK", "RTM_DELLINK", "RTM_GETLINK", "RTM_SETLINK", "RTM_NEWADDR",
                  "RTM_NEWROUTE"):  # fmt: skip
         assert getattr(L, name) == getattr(R, name), name
+
+
+def test_explains_read_only_requests():
+    """The address dump and ``ip route get`` as pyroute2 encodes them."""
+    dump = ifaddrmsg()
+    dump["family"] = socket.AF_INET
+    assert L.address_dump_request() == _encoded(dump)
+    get = rtmsg()
+    get["family"], get["dst_len"], get["attrs"] = socket.AF_INET, 32, [("RTA_DST", "10.1.2.3")]
+    assert L.route_get_request("10.1.2.3") == _encoded(get)
+
+
+def _reply(msg) -> bytes:  # noqa: ANN001 - a pyroute2 message, as the kernel would send it
+    msg.encode()
+    return bytes(msg.data)
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_an_address_reply_read_as_pyroute2_reads_it(local):
+    msg = ifaddrmsg()
+    msg["family"], msg["prefixlen"], msg["index"] = socket.AF_INET, 24, 7
+    peer = [("IFA_ADDRESS", "10.9.0.1")]
+    msg["attrs"] = [("IFA_LOCAL", "10.9.0.5"), *peer] if local else peer
+    assert L.address_of(_reply(msg)) == (7, "10.9.0.5" if local else "10.9.0.1", 24)
+
+
+def test_a_route_and_a_link_reply_read_as_pyroute2_reads_them():
+    msg = rtmsg()
+    msg["family"], msg["dst_len"] = socket.AF_INET, 32
+    msg["attrs"] = [("RTA_TABLE", 254), ("RTA_DST", "10.1.2.3"), ("RTA_OIF", 12),
+                    ("RTA_PREFSRC", "10.1.2.1")]  # fmt: skip
+    assert L.route_of(_reply(msg)) == (12, "10.1.2.1")
+    bare = rtmsg()
+    bare["family"], bare["attrs"] = socket.AF_INET, [("RTA_DST", "10.1.2.3")]
+    assert L.route_of(_reply(bare)) == (None, None)
+    link = _link("lbv0123456789a", index=12, attrs=[("IFLA_MTU", 1500)])
+    assert L.link_name_of(_reply(link)) == "lbv0123456789a"
