@@ -253,21 +253,25 @@ class Controller:
 
     @_context(lambda ref: f"remove network {ref}")
     def network_rm(self, ref: str) -> Network:
+        return self._network_rm([ref])[0]
+
+    @_context(lambda refs: f"remove networks {', '.join(refs)}")
+    def network_rm_many(self, refs: list[str]) -> list[Network]:
+        """Remove the networks ``refs`` name in one change (their devices in one batch)."""
+        return self._network_rm(refs)
+
+    def _network_rm(self, refs: list[str]) -> list[Network]:
         with self.change("network-rm", forward=True) as c:
-            net = c.view.network(ref)
-            networks.remove(c, net)
-            return net
+            nets = list({n.id: n for n in (c.view.network(ref) for ref in refs)}.values())
+            networks.remove(c, nets)
+            return nets
 
     def network_prune(self) -> list[Network]:
-        removed = []
         with self._mutation():
             view = self.store.view()
-            for net in view.networks:
-                if not net.predefined and not view.endpoints_on(net.id):
-                    with self.change("network-rm", forward=True) as c:
-                        networks.remove(c, net)
-                    removed.append(net)
-        return removed
+            unused = [n.id for n in view.networks
+                      if not n.predefined and not view.endpoints_on(n.id)]  # fmt: skip
+            return self._network_rm(unused) if unused else []
 
     @_context(lambda net_ref, ctr_ref, *a, **k: f"connect {ctr_ref} to {net_ref}")
     @_retry_races

@@ -41,32 +41,43 @@ def undo_create(c: Change, doc: dict) -> list[str]:
     return undo_all(steps)
 
 
-def remove(c: Change, net: Network) -> None:
-    """Rules first, then the device (Docker's order), the record last; a removal not finished
-    is finished by the next command."""
-    if net.predefined:
-        raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
-    if c.view.endpoints_on(net.id):
-        raise Conflict(
-            f"error while removing network: network {net.name} id {net.id} has active endpoints"
-        )
-    c.journal({"network": net.to_doc(), "claims": {"networks": [net.name]}})
-    _remove(c, net)
+def remove(c: Change, nets: list[Network]) -> None:
+    """Rules first, then the devices (Docker's order), the records last, for all of ``nets`` in
+    one change; a removal not finished is finished by the next command."""
+    for net in nets:
+        if net.predefined:
+            raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
+        if c.view.endpoints_on(net.id):
+            raise Conflict(
+                f"error while removing network: network {net.name} id {net.id} has active endpoints"
+            )
+    c.journal(
+        {"networks": [n.to_doc() for n in nets], "claims": {"networks": [n.name for n in nets]}}
+    )
+    _remove(c, nets)
 
 
 def finish_remove(c: Change, doc: dict) -> None:
-    _remove(c, Network.from_doc(doc["network"]))
+    docs = doc["networks"] if "networks" in doc else [doc["network"]]  # (one, before 0.4)
+    _remove(c, [Network.from_doc(d) for d in docs])
 
 
-def _remove(c: Change, net: Network) -> None:
-    others = [n for n in c.view.networks if n.id != net.id]
-    driver = drivers.get(net.driver)
-    gone = [net] if net.id in c.view.nets else []
+def _remove(c: Change, nets: list[Network]) -> None:
+    ids = {n.id for n in nets}
+    others = [n for n in c.view.networks if n.id not in ids]
+
+    def delete() -> None:
+        # The devices that go whole go in one unregister batch (rtnl.Session.delete_links):
+        # each bridge deleted alone waits ~45 ms for its RCU grace periods here.
+        doomed = [d for n in nets if (d := drivers.get(n.driver).doomed_device(n))]
+        c.nl.delete_links(doomed)
+        for net in nets:
+            if not drivers.get(net.driver).doomed_device(net):
+                drivers.get(net.driver).delete(net, c.kernel, c.nl, others)
+
     c.commit(
-        gone=gone,
-        before_commit=lambda: c.step(
-            "delete-device", lambda: driver.delete(net, c.kernel, c.nl, others)
-        ),
+        gone=[n for n in nets if n.id in c.view.nets],
+        before_commit=lambda: c.step("delete-device", delete),
     )
 
 

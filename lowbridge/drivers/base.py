@@ -149,6 +149,11 @@ class Driver(Protocol):
         many at once), or None: :meth:`disconnect` it."""
         ...
 
+    def doomed_device(self, net: Network) -> str | None:
+        """The link whose deletion alone removes the network's kernel objects (a removal of
+        several deletes them at once), or None: :meth:`delete` it."""
+        ...
+
     def sync_peers(self, net: Network, endpoints: list[Endpoint], host: str) -> None:
         """Global scope: program this host's forwarding to the other hosts' endpoints."""
         ...
@@ -197,6 +202,9 @@ class Policy:
         return False
 
     def host_end(self, ep: Endpoint) -> str | None:
+        return None
+
+    def doomed_device(self, net: Network) -> str | None:
         return None
 
     def sync_peers(self, net: Network, endpoints: list[Endpoint], host: str) -> None:

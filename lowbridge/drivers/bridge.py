@@ -131,6 +131,9 @@ class BridgeDriver(Policy):
         _run_all(self.create_steps(net, k, nl, True))
         return True
 
+    def doomed_device(self, net: Network) -> str | None:
+        return net.device if net.device and net.device_owned else None
+
     def delete(self, net: Network, k: Kernel, nl: Session, others: list[Network]) -> None:
         if not net.device:
             return

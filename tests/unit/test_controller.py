@@ -111,6 +111,7 @@ def test_a_failed_firewall_change_is_undone_too(world):
 
 
 N3 = NetworkRequest(name="n3", subnet="10.3.0.0/24")
+N4 = NetworkRequest(name="n4", subnet="10.4.0.0/24")
 VERBS = {
     "container-create": lambda ctl: ctl.container_create(ContainerRequest(name="k", network="n1")),
     "network-connect": lambda ctl: ctl.network_connect("n2", "a"),
@@ -153,6 +154,8 @@ def test_a_create_that_crashed_after_any_step_is_undone_by_the_next_command(worl
          lambda ctl: ctl.network_disconnect("n2", "a")),
         ("network-rm", lambda ctl: ctl.network_create(N3),
          lambda ctl: ctl.network_rm("n3")),
+        ("network-rm", lambda ctl: [ctl.network_create(N3), ctl.network_create(N4)],
+         lambda ctl: ctl.network_rm_many(["n3", "n4"])),
     ],
 )  # fmt: skip
 def test_a_teardown_that_crashed_after_any_step_is_finished_by_the_next_command(
@@ -171,6 +174,22 @@ def test_a_teardown_that_crashed_after_any_step_is_finished_by_the_next_command(
         monkeypatch.delenv(FAIL_ENV)
         world().view()  # finished
         assert _everything(world) == before, step
+
+
+def test_networks_removed_together_go_in_one_batch_or_not_at_all(world):
+    """network_rm_many: a network with an endpoint refuses the whole change; without it, every
+    bridge goes in one deletion and every record with it."""
+    _setup(world)
+    before = _everything(world)
+    world().network_create(N3)
+    world().network_create(N4)
+    with_n3 = _everything(world)
+    with pytest.raises(Conflict, match="n1 id .* has active endpoints"):
+        world().network_rm_many(["n3", "n1", "n4"])
+    assert _everything(world) == with_n3
+    removed = world().network_rm_many(["n3", "n4", "n3"])
+    assert [n.name for n in removed] == ["n3", "n4"]
+    assert _everything(world) == before
 
 
 def test_a_changed_daemon_setting_reaches_the_rules_in_one_command(world, monkeypatch):
