@@ -10,20 +10,31 @@ from lowbridge.cli.commands import _controller
 from lowbridge.errors import InvalidInput
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def _unless_unchanged(args: argparse.Namespace):  # noqa: ANN202 - a Controller or None
+    """None, having said "nothing to change", when the file's last complete apply still stands
+    (lowbridge.lab.memo: asked first without the controller, then with it, settled); else the
+    controller."""
+    from lowbridge import config
     from lowbridge.lab import memo
 
-    same = _quick(args)
+    local = not (args.store or config.store_url())  # cluster records are not in the memo's store
+    same = memo.quick(config.Paths.resolve(args.root), args.file) if local else None
+    ctl = None
+    if same is None:
+        ctl = _controller(args)
+        ctl.view()  # settles whatever needs it first (a journal entry, the resolver)
+        if ctl.cluster is None:
+            same = memo.unchanged(ctl.store, ctl.paths, args.file)
     if same is not None:
         print(memo.nothing(*same))
+        return None
+    return ctl
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    ctl = _unless_unchanged(args)
+    if ctl is None:
         return 0
-    ctl = _controller(args)
-    if ctl.cluster is None:
-        ctl.view()  # settles whatever needs it first (a journal entry, the resolver)
-        same = memo.unchanged(ctl.store, ctl.paths, args.file)
-        if same is not None:  # the same bytes, nothing committed since their apply
-            print(memo.nothing(*same))
-            return 0
     from lowbridge.lab import run, show, topology
     from lowbridge.lab.progress import Progress
 
@@ -34,29 +45,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quick(args: argparse.Namespace) -> tuple[str, int] | None:
-    """The memo's answer before the controller is imported (lowbridge.lab.memo.quick)."""
-    from lowbridge import config
-    from lowbridge.lab import memo
-
-    if args.store or config.store_url():
-        return None  # cluster mode: the cluster's records are not in the local store
-    return memo.quick(config.Paths.resolve(args.root), args.file)
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
-    from lowbridge.lab import memo
-
-    same = _quick(args)
-    if same is not None:
-        print(memo.nothing(*same))
+    ctl = _unless_unchanged(args)
+    if ctl is None:
         return 0
-    ctl = _controller(args)
     view = ctl.view()
-    same = memo.unchanged(ctl.store, ctl.paths, args.file) if ctl.cluster is None else None
-    if same is not None:
-        print(memo.nothing(*same))
-        return 0
     from lowbridge.lab import diff, show, topology
 
     topo = topology.load(args.file)

@@ -69,10 +69,10 @@ def _remove(c: Change, nets: list[Network]) -> None:
     def delete() -> None:
         # The devices that go whole go in one unregister batch (rtnl.Session.delete_links):
         # each bridge deleted alone waits ~45 ms for its RCU grace periods here.
-        doomed = [d for n in nets if (d := drivers.get(n.driver).doomed_device(n))]
-        c.nl.delete_links(doomed)
+        devices = {n.id: drivers.get(n.driver).doomed_device(n) for n in nets}
+        c.nl.delete_links([d for d in devices.values() if d])
         for net in nets:
-            if not drivers.get(net.driver).doomed_device(net):
+            if not devices[net.id]:
                 drivers.get(net.driver).delete(net, c.kernel, c.nl, others)
 
     c.commit(
