@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 from lowbridge.config import Paths, host_lock
 from lowbridge.models import Endpoint, Network
@@ -38,8 +39,15 @@ class Agent:
         self.syncs = 0  # completed reconciliations (for tests and logs)
 
     # ------------------------------------------------------------------ kernel side
-    def reconcile(self, rows: list[tuple[bytes, bytes]]) -> None:
-        """Bring every local overlay network in line with a listing of the whole prefix."""
+    def reconcile(
+        self, rows: list[tuple[bytes, bytes]], fresh: Callable[[], list[Network]] | None = None
+    ) -> None:
+        """Bring every local overlay network in line with a listing of the whole prefix.
+
+        ``fresh()`` reads the networks from etcd anew: a namespace of a network the listing
+        lacks is removed only if that read, made under the host lock, lacks it too.  The
+        listing may be older than the lock: a command holding it may have made a network's
+        namespace and committed the network meanwhile, its watch event not here yet."""
         from lowbridge.dns import control
         from lowbridge.drivers import overlay
 
@@ -58,23 +66,31 @@ class Agent:
             for net in nets.values():
                 a, r = overlay.sync(net, eps.get(net.id, []), self.host)
                 added, removed = added + a, removed + r
-            self._gc(nets)
+            self._gc(nets, fresh)
             with contextlib.suppress(Exception):  # the resolver may not run: fine
                 control.sync(self.paths)
         self.syncs += 1
         if added or removed:
             log.info("synced %d networks: +%d -%d entries", len(nets), added, removed)
 
-    def _gc(self, nets: dict[str, Network]) -> None:
+    def _gc(self, nets: dict[str, Network], fresh: Callable[[], list[Network]] | None) -> None:
         """Remove this host's overlay namespaces of networks deleted elsewhere."""
         from lowbridge.drivers import overlay
         from lowbridge.kernel import netns
 
-        live = {overlay.ns_name(n) for n in nets.values()}
         if not os.path.isdir(netns.NETNS_RUN_DIR):
             return
-        for name in os.listdir(netns.NETNS_RUN_DIR):
-            if name.startswith(overlay.NS_PREFIX) and name not in live:
+        live = {overlay.ns_name(n) for n in nets.values()}
+        gone = [name for name in os.listdir(netns.NETNS_RUN_DIR)
+                if name.startswith(overlay.NS_PREFIX) and name not in live]  # fmt: skip
+        if gone and fresh is not None:
+            try:
+                live |= {overlay.ns_name(n) for n in fresh()}
+            except Exception as exc:  # noqa: BLE001 - unsure: keep them, the next sync decides
+                log.warning("cluster store: %s; kept %s", exc, ", ".join(gone))
+                return
+        for name in gone:
+            if name not in live:
                 log.info("network of %s is gone: removing it", name)
                 with contextlib.suppress(Exception):
                     netns.remove(os.path.join(netns.NETNS_RUN_DIR, name))
@@ -111,7 +127,13 @@ class Agent:
 
         listing = await client.get_prefix(kv.PREFIX)
         rows = [(item.key, item.value) for item in listing]
-        await loop.run_in_executor(None, self.reconcile, rows)
+
+        def fresh() -> list[Network]:  # from the worker thread, by this loop's client
+            read = client.get_prefix(kv.key("networks", ""))
+            got = asyncio.run_coroutine_threadsafe(read, loop).result(kv.TIMEOUT * 2)
+            return [Network.from_doc(json.loads(item.value)) for item in got]
+
+        await loop.run_in_executor(None, self.reconcile, rows, fresh)
         state = dict(rows)
         watch = await client.watch_prefix(kv.PREFIX, start_revision=listing.header.revision + 1)
         queue: asyncio.Queue = asyncio.Queue()
@@ -143,7 +165,7 @@ class Agent:
                         state[event.kv.key] = event.kv.value
                     else:
                         state.pop(event.kv.key, None)
-                await loop.run_in_executor(None, self.reconcile, list(state.items()))
+                await loop.run_in_executor(None, self.reconcile, list(state.items()), fresh)
         finally:
             stopper.cancel()
             reader.cancel()

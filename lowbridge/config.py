@@ -51,6 +51,7 @@ def firewall_backend() -> str:
 ICC_ENV = "LOWBRIDGE_ICC"
 STORE_ENV = "LOWBRIDGE_STORE"
 VTEP_ENV = "LOWBRIDGE_VTEP"
+HOST_NAME_ENV = "LOWBRIDGE_HOST_NAME"
 
 
 def store_url() -> str | None:
@@ -63,6 +64,14 @@ def vtep_address() -> str | None:
     """This host's VXLAN endpoint address (LOWBRIDGE_VTEP or config ``vtep``); None: the
     source address of the route towards the cluster store."""
     return setting("vtep", VTEP_ENV, "") or None
+
+
+def host_name() -> str:
+    """This host's name in a cluster, and the ``host:`` a lab's sandbox names to be made here
+    (LOWBRIDGE_HOST_NAME or config ``host_name``; default the system's host name)."""
+    import socket
+
+    return setting("host_name", HOST_NAME_ENV, "") or socket.gethostname()
 
 
 def default_bridge_icc() -> bool:

@@ -2,7 +2,8 @@
 
 The underlay is a switch namespace (bridge ``under``, 10.200.0.0/24); etcd (Debian's
 etcd-server, data in a temporary directory) listens on 10.200.0.100:2379; host ``i`` has
-10.200.0.``i`` on its uplink and ``LOWBRIDGE_STORE`` pointing at etcd.
+10.200.0.``i`` on its uplink, ``LOWBRIDGE_STORE`` pointing at etcd and ``LOWBRIDGE_HOST_NAME``
+``h<i>`` (a lab's ``host:``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class Cluster:
         self.start_etcd()
         self.hosts: list[SimHost] = []
         for i in range(1, size + 1):
-            h = self._stack.enter_context(SimHost(f"h{i}", env={"LOWBRIDGE_STORE": STORE}))
+            h = self._stack.enter_context(
+                SimHost(f"h{i}", env={"LOWBRIDGE_STORE": STORE, "LOWBRIDGE_HOST_NAME": f"h{i}"})
+            )
             self._plug(h, "uplink", f"10.200.0.{i}/24", f"p-h{i}")
             self.hosts.append(h)
 

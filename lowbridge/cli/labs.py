@@ -31,6 +31,19 @@ def _unless_unchanged(args: argparse.Namespace):  # noqa: ANN202 - a Controller 
     return ctl
 
 
+def _here(topo):  # noqa: ANN001, ANN202 - a Topology in, the part this host makes out
+    """The part of ``topo`` an apply on this host makes, having named the sandboxes placed on
+    other hosts."""
+    from lowbridge import config
+
+    host = config.host_name()
+    away = topo.elsewhere(host)
+    if away:
+        print(f"lab {topo.lab}: left to other hosts: " + ", ".join(
+            f"{name} ({topo.sandboxes[name].host})" for name in away))  # fmt: skip
+    return topo.here(host)
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     ctl = _unless_unchanged(args)
     if ctl is None:
@@ -38,7 +51,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from lowbridge.lab import run, show, topology
     from lowbridge.lab.progress import Progress
 
-    topo = topology.load(args.file)
+    topo = _here(topology.load(args.file))
     with Progress() as progress:
         d = run.apply(ctl, topo, progress, args.file)
     print(show.summary(d, done=True))
@@ -52,7 +65,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     view = ctl.view()
     from lowbridge.lab import diff, show, topology
 
-    topo = topology.load(args.file)
+    topo = _here(topology.load(args.file))
 
     fw = ctl.firewall
 

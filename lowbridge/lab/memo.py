@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 
+from lowbridge import config
 from lowbridge.config import Paths
 
 
@@ -83,7 +84,9 @@ def _read(paths: Paths, file: str) -> dict | None:
             memo = json.load(f)
     except (OSError, ValueError):
         return None
-    return memo if memo.get("file") == _digest(file) else None
+    if memo.get("file") != _digest(file) or memo.get("host") != config.host_name():
+        return None  # another file, or the same applied as another host (its placements)
+    return memo
 
 
 def unchanged(store, paths: Paths, file: str) -> tuple[str, int] | None:  # noqa: ANN001
@@ -102,7 +105,7 @@ def remember(store, paths: Paths, file: str, lab: str, entries: int) -> None:  #
     path = _path(paths, file)
     resolver = any(c.dns_ports for c in store.view().containers)
     doc = {"file": _digest(file), "lab": lab, "entries": entries, "resolver": resolver,
-           "generation": store.get_meta("generation")}  # fmt: skip
+           "host": config.host_name(), "generation": store.get_meta("generation")}  # fmt: skip
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}"
     with open(tmp, "w") as f:

@@ -22,7 +22,9 @@ The file::
 
 A sandbox's networks are a list of names or a mapping to ``ipv4_address`` and ``aliases``; the
 first one is the one it is created on.  Every sandbox is also known by its short name (``web``)
-on its user-defined networks, as a Compose service is.
+on its user-defined networks, as a Compose service is.  In cluster mode a sandbox's ``host:``
+places it: each host's ``apply`` of the same file makes the networks and the sandboxes placed on
+it (or on no host in particular), and leaves the others' to them.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class SandboxSpec(_Model):
     labels: dict[str, Text] = Field(default_factory=dict)
     command: list[str] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=1, le=10000, strict=True)  # NAME-1 ... NAME-N
+    host: str | None = None  # made only by an apply on this host (config.host_name); None: any
 
     @field_validator("networks", mode="before")
     @classmethod
@@ -132,6 +135,19 @@ class Topology(_Model):
 
     def sandbox_name(self, name: str) -> str:
         return f"{self.lab}-{name}"
+
+    def elsewhere(self, host: str) -> list[str]:
+        """The sandboxes placed on other hosts than ``host`` (``host:`` in the file)."""
+        return [n for n, box in self.sandboxes.items() if box.host not in (None, host)]
+
+    def here(self, host: str) -> Topology:
+        """The lab as an apply on ``host`` makes it: its networks, and the sandboxes placed on
+        ``host`` or on no host in particular (those of other hosts are theirs to make)."""
+        away = self.elsewhere(host)
+        if not away:
+            return self
+        boxes = {n: box for n, box in self.sandboxes.items() if n not in away}
+        return self.model_copy(update={"sandboxes": boxes})
 
 
 # ---------------------------------------------------------------------------- loading
@@ -263,6 +279,8 @@ def _check_sandbox(topo: Topology, name: str, box: SandboxSpec, fail) -> None:  
             fail((*at, "links", i), f"link to {target!r}: no such sandbox in the lab")
         if topo.sandboxes[target].replicas > 1:
             fail((*at, "links", i), f"link to {target!r}: it has replicas (link to one of them)")
+        if topo.sandboxes[target].host != box.host:  # a link is an /etc/hosts line of one host
+            fail((*at, "links", i), f"link to {target!r}: it is not placed on the same host")
     if box.replicas > 1 and any(a.ipv4_address for a in box.networks.values()):
         fail((*at, "replicas"), "replicas cannot share a static ipv4_address")
     if box.command and box.command[0] == "":
@@ -278,6 +296,11 @@ def _check_sandbox(topo: Topology, name: str, box: SandboxSpec, fail) -> None:  
         host, sep, address = line.partition(":")
         if not host or not sep or not address:
             fail((*at, "extra_hosts", i), f"invalid extra host {line!r}: expected NAME:IP")
+    if box.host is not None:
+        try:
+            names.validate_hostname(box.host)
+        except InvalidInput as exc:
+            fail((*at, "host"), str(exc))
     if box.hostname is not None:
         try:
             names.validate_hostname(box.hostname)

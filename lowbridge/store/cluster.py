@@ -26,10 +26,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
+from lowbridge import config
 from lowbridge.errors import StoreError
 from lowbridge.models import Container, Endpoint, JournalEntry, Network, View
 from lowbridge.store import etcd
@@ -179,7 +179,7 @@ class ClusterStore:
     def register_host(self, vtep: str) -> None:
         """Announce this host and its VTEP (shown by ``network inspect``); the host id is kept
         from then on."""
-        doc = {"name": socket.gethostname(), "vtep": vtep}
+        doc = {"name": config.host_name(), "vtep": vtep}
         self.kv.put(etcd.key("hosts", self.host), json.dumps(doc).encode())
         self.vtep = vtep
         if read_host_id(self._host_id_file) is None:

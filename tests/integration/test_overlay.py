@@ -205,3 +205,39 @@ def test_egress_through_the_gwbridge_and_none_for_internal_overlays(cluster):
     )
     h1.lb("network", "disconnect", "ov1", "sealed")
     assert set(lb_json(h1, "inspect", "sealed")[0]["NetworkSettings"]["Networks"]) == {"ovi"}
+
+
+def test_two_host_lab_each_host_makes_its_part_and_they_talk(cluster):
+    """examples/overlay-two-hosts.yaml applied on every host: each makes what ``host:`` places
+    on it; the sandboxes talk across hosts by address and name; destroy keeps the network
+    while another host's sandbox is on it."""
+    from tests.integration.test_lab import EXAMPLES, tcp
+
+    h1, h2, h3 = cluster.hosts
+    lab = os.path.join(EXAMPLES, "overlay-two-hosts.yaml")
+    first = h1.lb("apply", "-f", lab).stdout
+    assert "left to other hosts: client (h2)" in first and "2 added" in first
+    assert "1 added" in h2.lb("apply", "-f", lab).stdout  # the network is found, not made again
+    assert "nothing to change" in h3.lb("apply", "-f", lab).stdout  # nothing is placed on h3
+    names = [
+        {line.split()[-1] for line in h.lb("ps").stdout.splitlines()[1:] if "ovl-" in line}
+        for h in (h1, h2, h3)
+    ]
+    assert names == [{"ovl-web"}, {"ovl-client"}, set()]
+    assert ip_of(h1, "ovl-web", "ovl-mesh") == "10.60.0.10"
+    # (the agent on h1 once removed the fresh network's namespace here: tests/unit/test_agent)
+    assert eventually(lambda: ping(h2, "ovl-client", "10.60.0.10"))
+    # by the short name and the alias (the cluster's DNS records), to the web's command
+    assert tcp(h2, "ovl-client", "web:80") == "web on h1"
+    assert tcp(h2, "ovl-client", "www:80") == "web on h1"
+    client = ip_of(h2, "ovl-client", "ovl-mesh")
+    assert ping(h1, "ovl-web", client)
+    for h in (h1, h2):
+        assert "nothing to change" in h.lb("apply", "-f", lab).stdout
+    out = h1.lb("destroy", "-f", lab).stdout
+    assert "destroyed 1 sandboxes and 0 networks" in out and "kept network ovl-mesh" in out
+    assert "ovl-mesh" in h3.lb("network", "ls").stdout
+    assert "destroyed 1 sandboxes and 1 networks" in h2.lb("destroy", "-f", lab).stdout
+    for h in (h1, h2, h3):
+        assert "ovl-mesh" not in h.lb("network", "ls").stdout
+        assert "ovl-" not in h.run("ip -o link; ip netns list").stdout

@@ -44,6 +44,14 @@ def test_other_bytes_or_a_commit_since(world):
     assert memo.quick(paths, lab) is None and memo.unchanged(store, paths, lab) is None
 
 
+def test_the_same_file_applied_as_another_host(world, monkeypatch):
+    """A host's apply makes the sandboxes placed on it: under another name it is another
+    apply."""
+    paths, store, lab = world
+    monkeypatch.setenv("LOWBRIDGE_HOST_NAME", "elsewhere")
+    assert memo.quick(paths, lab) is None and memo.unchanged(store, paths, lab) is None
+
+
 def test_a_journal_entry_or_a_reboot_needs_the_controller(world):
     paths, store, lab = world
     with store.transaction():

@@ -187,6 +187,12 @@ BAD = [
         "sandboxes.s.hostname: invalid hostname",
     ),
     ("lab: x\nsandboxes:\n  s:\n    command: ['']\n", 4, "sandboxes.s.command: empty command"),
+    ("lab: x\nsandboxes:\n  s:\n    host: no_such!\n", 4, "sandboxes.s.host: invalid hostname"),
+    (
+        "lab: x\nsandboxes:\n  s: {host: h1}\n  t:\n    host: h2\n    links: [s]\n",
+        6,
+        "sandboxes.t.links.0: link to 's': it is not placed on the same host",
+    ),
 ]
 
 
@@ -206,6 +212,20 @@ def test_replicas_are_sandboxes_alike():
     assert topo.sandboxes["s-2"] == topo.sandboxes["t"].model_copy(
         update={"command": ["sleep", "1"]}
     )
+
+
+def test_each_host_makes_the_networks_and_the_sandboxes_placed_on_it():
+    topo = topology.parse(
+        "lab: x\nnetworks: {ov: {driver: overlay}}\nsandboxes:\n"
+        "  a: {host: h1, networks: [ov]}\n  b: {host: h2, networks: [ov], replicas: 2}\n"
+        "  c: {networks: [ov]}\n"
+    )
+    assert topo.elsewhere("h1") == ["b-1", "b-2"]
+    assert list(topo.here("h1").sandboxes) == ["a", "c"]
+    assert list(topo.here("h2").sandboxes) == ["b-1", "b-2", "c"]
+    assert list(topo.here("h3").sandboxes) == ["c"] and topo.here("h3").networks == topo.networks
+    one = topology.parse("lab: x\nsandboxes: {a: {}}\n")
+    assert one.here("anywhere") is one
 
 
 def test_there_are_at_least_fifty_bad_files():
