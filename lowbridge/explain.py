@@ -40,6 +40,8 @@ class Facts:
 
 @dataclass
 class Packet:
+    """One packet as the firewall sees it (a ping when ``proto`` is icmp)."""
+
     src: str
     dst: str
     proto: str
@@ -51,6 +53,8 @@ class Packet:
 
 @dataclass
 class Explanation:
+    """The verdict, and the steps that lead to it, in order."""
+
     reach: bool = False
     steps: list[str] = field(default_factory=list)
 

@@ -26,7 +26,6 @@ from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from lowbridge.errors import KernelError
 from lowbridge.kernel import netns
@@ -177,6 +176,8 @@ class Session:
             return [_link(m) for m in self._ipr.link("dump")]
 
     def link(self, name: str) -> Link | None:
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # ~18 ms: not every command's
+
         try:
             msg = ifinfmsg(self._request(RTM_GETLINK, link_request(name))[0])
             msg.decode()

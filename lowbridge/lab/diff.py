@@ -10,8 +10,6 @@ network it should be on, its static address or its started command missing: what
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 from lowbridge.controller.requests import ContainerRequest
@@ -19,12 +17,6 @@ from lowbridge.drivers.base import NetworkRequest
 from lowbridge.lab.marks import LAB, SPEC, owned
 from lowbridge.lab.topology import NetworkSpec, SandboxSpec, Topology
 from lowbridge.models import Container, Network, View
-
-
-def digest(spec: NetworkSpec | SandboxSpec) -> str:
-    """A short digest of ``spec``'s content (its fields in a fixed order)."""
-    text = json.dumps(spec.model_dump(), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ def diff(topo: Topology, view: View) -> Diff:
     have_nets = {n.name: n for n in nets}
     for name, spec in topo.networks.items():
         net = have_nets.pop(topo.network_name(name), None)
-        if net is not None and net.labels.get(SPEC) == digest(spec):
+        if net is not None and net.labels.get(SPEC) == spec.digest:
             d.unchanged += 1
             continue
         if net is not None:
@@ -114,7 +106,7 @@ def _stale(
     topo: Topology, spec: SandboxSpec, ctr: Container, view: View, remade: set[str]
 ) -> str | None:
     """Why an existing sandbox must be made again (None: it is as the file asks)."""
-    if ctr.labels.get(SPEC) != digest(spec):
+    if ctr.labels.get(SPEC) != spec.digest:
         return "its spec changed"
     on = {view.nets[e.network_id].name: e for e in view.endpoints_of(ctr.id)
           if e.network_id in view.nets}  # fmt: skip
@@ -144,7 +136,7 @@ def _network_request(topo: Topology, name: str, spec: NetworkSpec) -> NetworkReq
         ip_range=spec.ip_range,
         aux_addresses=dict(spec.aux_addresses),
         internal=spec.internal,
-        labels={**spec.labels, LAB: topo.lab, SPEC: digest(spec)},
+        labels={**spec.labels, LAB: topo.lab, SPEC: spec.digest},
         options=dict(spec.options),
     )
 
@@ -179,5 +171,5 @@ def _sandbox_request(topo: Topology, name: str) -> ContainerRequest:
         links=links,
         expose=list(spec.expose),
         env=list(spec.environment),
-        labels={**spec.labels, LAB: topo.lab, SPEC: digest(spec)},
+        labels={**spec.labels, LAB: topo.lab, SPEC: spec.digest},
     )

@@ -29,8 +29,11 @@ it (or on no host in particular), and leaves the others' to them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import shlex
+from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -55,6 +58,14 @@ Text = Annotated[str, BeforeValidator(_text)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @cached_property
+    def digest(self) -> str:
+        """A short digest of the content: the fields that differ from their defaults, in a
+        fixed order (a field added to the schema later leaves the digests of what was made
+        before as they were)."""
+        text = json.dumps(self.model_dump(exclude_defaults=True), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class NetworkSpec(_Model):
@@ -177,11 +188,12 @@ def _expand(topo: Topology, path: str, lines: dict[Path, int]) -> Topology:
         copies = (
             [name] if box.replicas == 1 else [f"{name}-{i}" for i in range(1, box.replicas + 1)]
         )
+        one = box.model_copy(update={"replicas": 1})  # shared: its digest is computed once
         for copy in copies:
             if copy in boxes or (copy != name and copy in topo.sandboxes):
                 raise _error(path, lines, ("sandboxes", name, "replicas"),
                              f"replica {copy} has the name of another sandbox")  # fmt: skip
-            boxes[copy] = box.model_copy(update={"replicas": 1})
+            boxes[copy] = one
     for copy in boxes:
         names.validate_name("container", topo.sandbox_name(copy))
     return topo.model_copy(update={"sandboxes": boxes})
