@@ -72,7 +72,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     def rules(v):  # noqa: ANN001, ANN202 (a View in, its rules out)
         return fw.renderer.render(fw.model(v))
 
-    print("\n".join(show.plan_lines(diff.diff(topo, view), view, rules, fw.rule_text)))
+    d = diff.diff(topo, view)
+    pv = ctl.preview(d.remove_networks, d.remove_sandboxes, d.network_requests(),
+                     d.sandbox_requests(), d.connects())  # fmt: skip
+    print("\n".join(show.plan_lines(d, view, pv, rules, fw.rule_text)))
     return 0
 
 

@@ -399,6 +399,13 @@ class Controller:
             if owned.get(x.netns) or host.get(x.id)
         }
 
+    def preview(self, gone_networks, gone_sandboxes, net_reqs, box_reqs, joins=()):  # noqa: ANN001, ANN201
+        """What removing and then making these would leave, touching nothing
+        (lowbridge.controller.preview): a Preview."""
+        from lowbridge.controller import preview
+
+        return preview.preview(self, gone_networks, gone_sandboxes, net_reqs, box_reqs, joins)
+
     # ------------------------------------------------------------------ firewall
     def explain(self, a: str, b: str, port: int = 0, proto: str = "tcp"):  # noqa: ANN201
         """Whether ``a`` reaches ``b`` and why (lowbridge.explain): an Explanation."""

@@ -17,12 +17,17 @@ if TYPE_CHECKING:
     from lowbridge.models import View
 
 
-def create(c: Change, req: NetworkRequest) -> Network:
+def plan(c: Change, req: NetworkRequest) -> Network:
+    """Validate ``req`` against the change's view and decide the network (touching nothing)."""
     names.validate_name("network", req.name)
-    driver = drivers.get(req.driver)
     if any(n.name == req.name for n in c.view.networks):
         raise Conflict(f"network with name {req.name} already exists")
-    net = driver.validate(req, names.new_id(), host_view(c.view, c.nl))
+    return drivers.get(req.driver).validate(req, names.new_id(), host_view(c.view, c.nl))
+
+
+def create(c: Change, req: NetworkRequest) -> Network:
+    net = plan(c, req)
+    driver = drivers.get(net.driver)
     missing = bool(net.device) and c.nl.link(net.device) is None
     c.journal(
         {"network": net.to_doc(), "device_missing": missing, "claims": {"networks": [net.name]}}

@@ -20,8 +20,13 @@ from lowbridge.ports import PortMapping
 class Draft:
     """Planning state of one change (see the module docstring)."""
 
-    def __init__(self, view: View, unsettled: Iterable[JournalEntry] = ()):
+    def __init__(
+        self, view: View, unsettled: Iterable[JournalEntry] = (), freed: Iterable[str] = ()
+    ):
+        """``freed``: namespace paths of sandboxes taken down before this plan is applied
+        (a preview of a lab's edit: lowbridge.controller.preview)."""
         self.view = view
+        self.freed = frozenset(freed)
         self.containers: dict[str, Container] = {}  # planned, by id
         self.endpoints: dict[str, list[Endpoint]] = {}  # planned, by container id
         self._names = {c.name for c in view.containers}

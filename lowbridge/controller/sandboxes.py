@@ -85,7 +85,7 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
     if req.publish and not driver.publishes:
         raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
     path = c.kernel.netns_path(name)
-    if not draft.take_netns(path) or os.path.lexists(path):
+    if not draft.take_netns(path) or (os.path.lexists(path) and path not in draft.freed):
         raise Conflict(f"network namespace {name} already exists (not lowbridge's)")
     ctr = requests.container(req, cid, name, path, net, draft)
     adopt, lo, ifnames = None, (True, ()), None

@@ -12,21 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lowbridge.controller.preview import Join
 from lowbridge.controller.requests import ContainerRequest
 from lowbridge.drivers.base import NetworkRequest
 from lowbridge.lab.marks import LAB, SPEC, owned
 from lowbridge.lab.topology import NetworkSpec, SandboxSpec, Topology
 from lowbridge.models import Container, Network, View
-
-
-@dataclass(frozen=True)
-class Connect:
-    """A sandbox on one more network, after it is created on its first."""
-
-    network: str
-    sandbox: str
-    ip: str | None
-    aliases: tuple[str, ...]
 
 
 @dataclass
@@ -55,13 +46,13 @@ class Diff:
     def sandbox_requests(self) -> list[ContainerRequest]:
         return [_sandbox_request(self.topo, name) for name in self.add_sandboxes]
 
-    def connects(self) -> list[Connect]:
+    def connects(self) -> list[Join]:
         out = []
         for name in self.add_sandboxes:
             box = self.topo.sandboxes[name]
             for net, attach in list(box.networks.items())[1:]:
                 full = self.topo.network_name(net), self.topo.sandbox_name(name)
-                out.append(Connect(*full, attach.ipv4_address, _aliases(self.topo, name, net)))
+                out.append(Join(*full, attach.ipv4_address, _aliases(self.topo, name, net)))
         return out
 
     def commands(self) -> list[str]:

@@ -1,15 +1,18 @@
 """What ``plan`` prints: the difference, and the kernel objects and firewall rules it adds or
-removes (pure: a Diff, the store's View and the firewall's renderings in, lines out).
+removes (pure: a Diff, the store's View, the controller's Preview and the firewall's renderings
+in, lines out).
 
 Objects that exist are named as the kernel knows them (the bridge's device, the veths' host ends,
-the namespace's path, the rules in the active backend's syntax); objects still to be made are
-named by what they will be, since their devices are named after ids not yet drawn."""
+the namespace's path, the rules in the active backend's syntax).  Objects still to be made carry
+the subnets and addresses the preview planned; a bridge still to be made is named by its network
+(``<bridge of NET>``), since its device is named after an id drawn at apply."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from lowbridge import drivers
+from lowbridge.controller.preview import Preview
 from lowbridge.firewall.rules import Rule
 from lowbridge.lab import memo
 from lowbridge.lab.diff import Diff
@@ -30,11 +33,16 @@ def summary(d: Diff, done: bool) -> str:
 
 
 def plan_lines(
-    d: Diff, view: View, rules: Callable[[View], list[Rule]], text: Callable[[Rule], str]
+    d: Diff,
+    view: View,
+    pv: Preview,
+    rules: Callable[[View], list[Rule]],
+    text: Callable[[Rule], str],
 ) -> list[str]:
     """The plan: ``+`` added, ``-`` removed, ``~`` changed (removed, then made again), each
-    with its kernel objects; then the firewall rules that go.  ``rules(view)`` renders the
-    firewall's rules for a view, ``text(rule)`` writes one as the backend does."""
+    with its kernel objects; then the firewall rules that go and those that come.  ``pv`` is
+    the controller's preview of the difference; ``rules(view)`` renders the firewall's rules
+    for a view, ``text(rule)`` writes one as the backend does."""
     topo, out = d.topo, [summary(d, done=False)]
     changed = d.changed
     for net in d.remove_networks:
@@ -55,50 +63,53 @@ def plan_lines(
             end = drivers.get(net.driver).host_end(ep) if net else None
             if end:
                 out.append(f"    - link {end} ({ep.ip} on {net.name})")
+    made = {c.name: c for c in pv.after.containers}
     for name in d.add_networks:
-        spec = topo.networks[name]
-        out.append(f"+ network {topo.network_name(name)}: {spec.driver}, "
-                   f"{spec.subnet or 'a free subnet from the default pools'}")  # fmt: skip
-        if spec.driver == "bridge":
-            out.append("    + link lb-<id> (bridge, the gateway's address), its NAT and isolation"
-                       " rules")  # fmt: skip
+        net = pv.after.network_named(topo.network_name(name))
+        out.append(f"+ network {net.name}: {net.driver}, {_subnet(net)}")
+        if net.device and net.device_owned:
+            gateway = net.pool.gateway if net.pool else None
+            out.append(f"    + link <bridge of {net.name}> (bridge, {gateway or 'no address'})")
     for name in d.add_sandboxes:
         box = topo.sandboxes[name]
-        full = topo.sandbox_name(name)
-        out.append(f"+ sandbox {full}" if f"sandbox {name}" not in changed else
-                   f"    (sandbox {full} made again)")  # fmt: skip
-        out.append(f"    + netns /run/netns/{full}")
-        for i, (net, attach) in enumerate(box.networks.items()):
-            if net in ("host", "none"):
-                continue
-            where = attach.ipv4_address or "the next free address"
-            out.append(f"    + veth eth{i} on {topo.network_name(net)} ({where})")
+        ctr = made[topo.sandbox_name(name)]
+        out.append(f"+ sandbox {ctr.name}" if f"sandbox {name}" not in changed else
+                   f"    (sandbox {ctr.name} made again)")  # fmt: skip
+        if ctr.netns_owned:
+            out.append(f"    + netns {ctr.netns}")
+        for ep in pv.after.endpoints_of(ctr.id):
+            if ep.ifname:
+                net = pv.after.nets[ep.network_id]
+                out.append(f"    + veth {ep.ifname} on {net.name} ({ep.ip or 'no address'})")
         for port in box.ports:
             out.append(f"    + DNAT -p {port}")
         if box.command:
             out.append(f"    + process {' '.join(box.command)}")
-    out += _rules_gone(d, view, rules, text)
-    return out
+    return out + _rules(view, pv, rules, text)
 
 
 def _subnet(net) -> str:  # noqa: ANN001
     return str(net.pool.subnet) if net.pool else "no subnet"
 
 
-def _rules_gone(d: Diff, view: View, rules: Callable[[View], list[Rule]],
-                text: Callable[[Rule], str]) -> list[str]:  # fmt: skip
-    """The rules the removals take away (as data: the rendering without them, compared), each
-    in the active backend's syntax."""
-    if not (d.remove_networks or d.remove_sandboxes):
-        return []
-    gone_nets = {n.id for n in d.remove_networks}
-    gone_boxes = {c.id for c in d.remove_sandboxes}
-    after = View(
-        [n for n in view.networks if n.id not in gone_nets],
-        [c for c in view.containers if c.id not in gone_boxes],
-        [e for e in view.endpoints
-         if e.network_id not in gone_nets and e.container_id not in gone_boxes],
-    )  # fmt: skip
-    keep = set(rules(after))
-    lines = [f"    - {text(rule)}" for rule in rules(view) if rule not in keep]
-    return ["firewall rules that go:", *lines] if lines else []
+def _rules(
+    view: View, pv: Preview, rules: Callable[[View], list[Rule]], text: Callable[[Rule], str]
+) -> list[str]:
+    """The rules that go and those that come (the renderings before and after, compared), each
+    in the active backend's syntax; a bridge still to be made is named by its network, since
+    its device is named after an id drawn at apply."""
+    before, after = rules(view), rules(pv.after)
+    gone, kept = set(before) - set(after), set(before)
+
+    def written(rule: Rule) -> str:
+        line = text(rule)
+        for net in pv.made:
+            if net.device:
+                line = line.replace(net.device, f"<bridge of {net.name}>")
+        return line
+
+    went = [f"    - {line}" for line in map(written, [r for r in before if r in gone]) if line]
+    came = [f"    + {line}" for line in map(written, [r for r in after if r not in kept]) if line]
+    return (["firewall rules that go:", *went] if went else []) + (
+        ["firewall rules that come:", *came] if came else []
+    )

@@ -62,6 +62,18 @@ def lanhost():
         yield h, lan
 
 
+def _shown(part: str, shown: str) -> bool:
+    """Whether ``part`` of a rule's text is in ``firewall show``'s: an nft set's elements may
+    be written there together, in one ``add element`` line."""
+    if not part.startswith("add element "):
+        return part in shown
+    head, _, elems = part.partition(" { ")
+    have = [line.partition(" { ")[2].rstrip(" }") for line in shown.splitlines()
+            if line.startswith(head + " { ")]  # fmt: skip
+    listed = {e.strip() for line in have for e in line.split(",")}
+    return all(e.strip() in listed for e in elems.rstrip(" }").split(","))
+
+
 def ids(h: SimHost, *names: str) -> dict[str, str]:
     return {doc["Name"].lstrip("/"): doc["Id"] for doc in lb_json(h, "inspect", *names)}
 
@@ -78,9 +90,19 @@ def test_three_tier_example_apply_reapply_edit_plan_destroy(lanhost):
         "lab tier: plan: 5 to add, 0 to change, 0 to remove (0 unchanged)"
     )
     assert "+ sandbox tier-db" in plan and "    + veth eth0 on tier-back (10.41.0.50)" in plan
+    assert "    + veth eth0 on tier-front (10.40.0.2)" in plan  # web: the next free address
+    assert "+ network tier-front: bridge, 10.40.0.0/24" in plan
     assert state(h) == before  # plan touches nothing
+    come = [line[6:] for line in plan.split("firewall rules that come:\n")[1].splitlines()]
+    assert any("8080" in r and "10.40.0.2" in r for r in come), come  # web's DNAT
+    assert any("<bridge of tier-back>" in r for r in come), come  # the internal network's
     out = h.lb("apply", "-f", path)
     assert out.stdout.strip() == "lab tier: 5 added, 0 changed, 0 removed (0 unchanged)"
+    # The rules the plan said would come are the kernel's now (the bridges by their devices).
+    shown = h.lb("firewall", "show").stdout
+    for doc in lb_json(h, "network", "inspect", "tier-front", "tier-back"):
+        come = [r.replace(f"<bridge of {doc['Name']}>", doc["Device"]) for r in come]
+    assert [part for r in come for part in r.split("; ") if not _shown(part, shown)] == []
     assert "create sandboxes: 3" in out.stderr  # not a terminal: plain progress lines
 
     # The packets: names and aliases on each network, the internal network's isolation, the

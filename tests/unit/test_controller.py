@@ -229,3 +229,34 @@ def test_a_namespace_deleted_by_hand_is_reaped_and_its_address_reused(world):
     b = world().container_create(ContainerRequest(name="b", network="n1"))
     assert [c.name for c in world().containers()] == ["b"]
     assert [e.ip for e in world().endpoints(container=b)] == ["10.1.0.2"]
+
+
+def test_preview_plans_what_the_changes_would_make_and_makes_nothing(world):
+    """A lab's plan: removals first (a changed sandbox keeps its name, namespace and static
+    address), then the additions, with the subnets and addresses apply would draw."""
+    from lowbridge.controller.preview import Join
+
+    ctl = world()
+    ctl.network_create(NetworkRequest(name="old", subnet="10.9.0.0/24"))
+    ctl.container_create(ContainerRequest(name="keep", network="old", ip="10.9.0.7"))
+    before = _everything(world)
+    view = ctl.store.view()
+    pv = ctl.preview(
+        [], [view.container("keep")],
+        [NetworkRequest(name="new")],  # no subnet: the first free one of the default pools
+        [ContainerRequest(name="keep", network="old", ip="10.9.0.7"),
+         ContainerRequest(name="web", network="new", publish=["8080:80"])],
+        [Join("old", "web", None, ("www",))],
+    )  # fmt: skip
+    assert _everything(world) == before  # nothing made, nothing written
+    after = pv.after
+    assert [n.name for n in pv.made] == ["new"]
+    subnet = pv.made[0].pool.subnet  # the default bridge has 172.17/16
+    on = {(c.name, after.nets[e.network_id].name): e.ip
+          for c in after.containers for e in after.endpoints_of(c.id)}  # fmt: skip
+    assert on == {("keep", "old"): "10.9.0.7", ("web", "new"): str(subnet[2]),
+                  ("web", "old"): "10.9.0.2"}  # fmt: skip
+    # What the changes then draw is what the preview said.
+    assert ctl.network_create(NetworkRequest(name="new")).pool.subnet == subnet
+    made = ctl.container_create(ContainerRequest(name="web", network="new"))
+    assert ctl.store.view().endpoints_of(made.id)[0].ip == str(subnet[2])

@@ -307,5 +307,5 @@ def test_requests_carry_the_labs_names_and_marks():
     assert (web.name, web.network, web.ip) == ("tier-web", "tier-front", "10.40.0.10")
     assert web.aliases == ["web"] and web.publish == ["8080:80"]
     assert db.links == ["tier-web:web"] and db.labels[marks.LAB] == "tier"
-    assert d.connects() == [diff.Connect("tier-back", "tier-web", None, ("www", "web"))]
+    assert d.connects() == [diff.Join("tier-back", "tier-web", None, ("www", "web"))]
     assert d.commands() == ["tier-web"]
