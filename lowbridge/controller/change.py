@@ -142,10 +142,14 @@ class Change:
     def finish(self) -> None:
         """After the commit: the best-effort work (conntrack flushes)."""
         for fn in self.after:
-            try:
-                fn()
-            except LowbridgeError as exc:
-                print(f"lowbridge: warning: {self.op}: {exc}", file=sys.stderr)
+            self.best_effort(fn)
+
+    def best_effort(self, fn: Callable[[], object]) -> None:
+        """Run ``fn``; a failure is a warning, not the change's."""
+        try:
+            fn()
+        except LowbridgeError as exc:
+            print(f"lowbridge: warning: {self.op}: {exc}", file=sys.stderr)
 
 
 _KIND = {Network: "network", Container: "container", Endpoint: "endpoint"}

@@ -79,8 +79,14 @@ def _remove(c: Change, ctrs: list[Container], eps: list[Endpoint], kill: bool) -
     # socket of its own: sessions are not shared between threads).
     deleter = threading.Thread(target=_delete_links, args=(c, batched, errors))
     deleter.start()
+    addresses = [e.ip for e in eps if e.ip]
 
     def wait() -> None:  # before the store commits: nothing is forgotten before it is gone
+        # Flows to the released addresses are forgotten now, after the firewall change: the
+        # conntrack walk (~15 ms even when the table is empty) needs no rtnl lock, so it runs
+        # while the kernel deletes the links.  A later failure only means it runs again.
+        if addresses:
+            c.best_effort(lambda: c.kernel.flush_conntrack(dsts=addresses))
         deleter.join()
         c.tx.check("delete-interfaces")
         if errors:
@@ -96,9 +102,6 @@ def _remove(c: Change, ctrs: list[Container], eps: list[Endpoint], kill: bool) -
         c.commit(gone=gone, before_commit=wait)
     finally:
         deleter.join()
-    addresses = [e.ip for e in eps if e.ip]
-    if addresses:
-        c.after.append(lambda: c.kernel.flush_conntrack(dsts=addresses))
 
 
 def _kill(c: Change, ctr: Container) -> None:
