@@ -56,13 +56,18 @@ from lowbridge.kernel.wire import (
     RTM_SETLINK,
     SEQ,
     address_dump_request,
+    address_fields_of,
     address_of,
     address_request,
+    default_route_of,
     default_route_request,
     errno_of,
+    link_dump_request,
+    link_fields_of,
     link_name_of,
     link_request,
     messages,
+    route_dump_request,
     route_get_request,
     route_of,
     u32,
@@ -92,21 +97,6 @@ class Link:
     mac: str | None
     mtu: int
     up: bool
-
-
-def _link(msg) -> Link:
-    info = msg.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-    return Link(
-        index=msg["index"],
-        name=msg.get_attr("IFLA_IFNAME"),
-        kind=kind,
-        master=msg.get_attr("IFLA_MASTER"),
-        alias=msg.get_attr("IFLA_IFALIAS"),
-        mac=msg.get_attr("IFLA_ADDRESS"),
-        mtu=msg.get_attr("IFLA_MTU"),
-        up=bool(msg["flags"] & IFF_UP),
-    )
 
 
 class Session:
@@ -173,15 +163,13 @@ class Session:
     # -- links
     def links(self) -> list[Link]:
         with self._doing(f"list links in {self.where}"):
-            return [_link(m) for m in self._ipr.link("dump")]
+            replies = self._request(RTM_GETLINK, link_dump_request(), NLM_F_DUMP)
+        return [Link(*link_fields_of(reply)) for reply in replies]
 
     def link(self, name: str) -> Link | None:
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # ~18 ms: not every command's
-
+        body = link_request(name, attrs=u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
         try:
-            msg = ifinfmsg(self._request(RTM_GETLINK, link_request(name))[0])
-            msg.decode()
-            return _link(msg)
+            return Link(*link_fields_of(self._request(RTM_GETLINK, body)[0]))
         except NetlinkError as exc:
             if exc.code == ENODEV:
                 return None
@@ -487,16 +475,21 @@ class Session:
         """The main table's IPv4 default route as (gateway or None, output link index); None
         when there is none."""
         with self._doing(f"list routes in {self.where}"):
-            for msg in self._ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN):
-                if msg["dst_len"] == 0 and msg.get_attr("RTA_OIF"):
-                    return msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
-        return None
+            replies = self._request(RTM_GETROUTE, route_dump_request(), NLM_F_DUMP)
+        return next(filter(None, map(default_route_of, replies)), None)
 
     def addresses(self) -> list[tuple[int, str, int]]:
         """(link index, address, prefix length) of every IPv4 address in this namespace."""
         with self._doing(f"list addresses in {self.where}"):
             replies = self._request(RTM_GETADDR, address_dump_request(), NLM_F_DUMP)
         return [address_of(reply) for reply in replies]
+
+    def labelled_addresses(self) -> list[tuple[int, str, str, int]]:
+        """(link index, label, address, prefix length) of every IPv4 address here: the label is
+        the link's name, so one dump tells which link holds what (no link dump)."""
+        with self._doing(f"list addresses in {self.where}"):
+            replies = self._request(RTM_GETADDR, address_dump_request(), NLM_F_DUMP)
+        return [address_fields_of(reply) for reply in replies]
 
     def onlink_routes(self) -> list[IPv4Network]:
         """IPv4 on-link (scope link), non-default routes of the main table.

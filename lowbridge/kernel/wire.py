@@ -34,9 +34,9 @@ RTEXT_FILTER_SKIP_STATS = 1 << 3  # no IFLA_STATS(64) in link replies
 IFF_UP = 0x1
 # linux/if_link.h, linux/veth.h, linux/if_addr.h, linux/rtnetlink.h attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
-IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 27, 28, 29
+IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 20, 27, 28, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 AF_INET = socket.AF_INET
 
@@ -156,10 +156,19 @@ def route_get_request(dst: str) -> bytes:
 def address_of(reply: bytes) -> tuple[int, str, int]:
     """(link index, address, prefix length) of an RTM_NEWADDR reply (nlmsghdr included): the
     local address, else the peer's (as ``ip addr`` shows it)."""
+    index, _, address, prefixlen = address_fields_of(reply)
+    return index, address, prefixlen
+
+
+def address_fields_of(reply: bytes) -> tuple[int, str, str, int]:
+    """(link index, label, address, prefix length) of an RTM_NEWADDR reply; an IPv4 address's
+    label is its link's name unless someone gave it another (``ip addr add … label eth0:1``)."""
     _, prefixlen, _, _, index = _IFADDRMSG.unpack_from(reply, 16)
     found = attributes(reply[16 + _IFADDRMSG.size :])
     raw = found.get(IFA_LOCAL) or found[IFA_ADDRESS]
-    return index, socket.inet_ntoa(raw[4:8]), prefixlen
+    label = found.get(IFA_LABEL)
+    name = label[4:].split(b"\0", 1)[0].decode() if label else ""
+    return index, name, socket.inet_ntoa(raw[4:8]), prefixlen
 
 
 def route_of(reply: bytes) -> tuple[int | None, str | None]:
@@ -168,6 +177,52 @@ def route_of(reply: bytes) -> tuple[int | None, str | None]:
     oif, src = found.get(RTA_OIF), found.get(RTA_PREFSRC)
     return (struct.unpack_from("I", oif, 4)[0] if oif else None,
             socket.inet_ntoa(src[4:8]) if src else None)  # fmt: skip
+
+
+def route_dump_request() -> bytes:
+    """RTM_GETROUTE (with NLM_F_DUMP) of every IPv4 route."""
+    return _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def default_route_of(reply: bytes) -> tuple[str | None, int] | None:
+    """(gateway or None, output link index) of an RTM_NEWROUTE reply if it is the main table's
+    default route through a link, else None."""
+    _, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(reply, 16)
+    found = attributes(reply[16 + _RTMSG.size :])
+    if RTA_TABLE in found:
+        table = struct.unpack_from("I", found[RTA_TABLE], 4)[0]
+    oif, gateway = found.get(RTA_OIF), found.get(RTA_GATEWAY)
+    if dst_len or table != RT_TABLE_MAIN or not oif:
+        return None
+    return (socket.inet_ntoa(gateway[4:8]) if gateway else None,
+            struct.unpack_from("I", oif, 4)[0])  # fmt: skip
+
+
+def link_dump_request() -> bytes:
+    """RTM_GETLINK (with NLM_F_DUMP) of every link, without statistics."""
+    return link_request(attrs=u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
+
+
+def link_fields_of(reply: bytes) -> tuple[int, str, str | None, int | None, str | None,
+                                           str | None, int, bool]:  # fmt: skip
+    """(index, name, kind, master index, alias, MAC, MTU, up) of an RTM_NEWLINK reply."""
+    _, _, index, flags, _ = _IFINFOMSG.unpack_from(reply, 16)
+    found = attributes(reply[16 + _IFINFOMSG.size :])
+
+    def text(kind: int, where: dict[int, bytes] = found) -> str | None:
+        raw = where.get(kind)
+        return raw[4:].split(b"\0", 1)[0].decode() if raw else None
+
+    def number(kind: int) -> int | None:
+        raw = found.get(kind)
+        return struct.unpack_from("I", raw, 4)[0] if raw else None
+
+    info = found.get(IFLA_LINKINFO)
+    kind = text(IFLA_INFO_KIND, attributes(info[4:])) if info else None
+    mac = found.get(IFLA_ADDRESS)
+    return (index, text(IFLA_IFNAME) or "", kind, number(IFLA_MASTER), text(IFLA_IFALIAS),
+            ":".join(f"{b:02x}" for b in mac[4:]) if mac else None, number(IFLA_MTU) or 0,
+            bool(flags & IFF_UP))  # fmt: skip
 
 
 def link_name_of(reply: bytes) -> str:

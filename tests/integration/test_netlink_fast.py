@@ -263,3 +263,53 @@ def test_explains_readers_see_what_pyroute2_sees(host):
     assert out["ours"]["10.8.4.4"] == ["r1", "10.7.2.9"]  # the route's own source
     assert out["ours"]["10.99.0.1"] == [None, None]  # no route there (no default here)
     assert len(out["ours"]["addrs"]) == 5  # lo's and the four above
+
+
+LISTINGS = r"""
+import json, os, subprocess
+from lowbridge.kernel import netns, rtnl
+from pyroute2.iproute.linux import IPRoute
+
+def sh(cmd):
+    subprocess.run(cmd, shell=True, check=True)
+
+sh("ip link add br9 type bridge && ip link set br9 alias 'lowbridge:n1' && ip link set br9 up")
+sh("ip link add v9 mtu 1400 type veth peer name v9p")
+sh("ip link set v9 master br9 && ip link set v9 up")
+sh("ip addr add 10.9.9.1/24 dev br9 && ip route add default via 10.9.9.254 dev br9")
+sh("ip route add 10.77.0.0/16 via 10.9.9.2 table 100")  # not the main table's default
+lib = {}
+with IPRoute() as ipr:
+    for m in ipr.link("dump"):
+        info = m.get_attr("IFLA_LINKINFO")
+        lib[m["index"]] = [m["index"], m.get_attr("IFLA_IFNAME"),
+                           info.get_attr("IFLA_INFO_KIND") if info else None,
+                           m.get_attr("IFLA_MASTER"), m.get_attr("IFLA_IFALIAS"),
+                           m.get_attr("IFLA_ADDRESS"), m.get_attr("IFLA_MTU"), bool(m["flags"] & 1)]
+    routes = [r for r in ipr.route("dump", family=2, table=254) if r["dst_len"] == 0]
+    lib_default = [routes[0].get_attr("RTA_GATEWAY"), routes[0].get_attr("RTA_OIF")]
+with rtnl.session() as nl:
+    ours = {link.index: [getattr(link, f) for f in link.__dataclass_fields__]
+            for link in nl.links()}
+    one = nl.link("v9")
+    default = list(nl.default_route())
+netns.create("empty").result().close()
+with rtnl.session(netns.path_of("empty")) as snl:
+    none = snl.default_route()
+print(json.dumps({"lib": lib, "ours": ours, "one": [one.name, one.kind, one.master, one.mtu],
+                  "default": [lib_default, default], "none": none}))
+"""
+
+
+def test_link_and_route_listings_see_what_pyroute2_sees(host):
+    """The link dump (name, kind, master, alias, MAC, MTU, up) and the default route, read by
+    lowbridge's own requests, against IPRoute's answers for the same kernel."""
+    out = json.loads(host.run([sys.executable, "-c", LISTINGS]).stdout)
+    assert out["ours"] == out["lib"]
+    kinds = {row[1]: row[2] for row in out["ours"].values()}
+    assert kinds["br9"] == "bridge" and kinds["v9"] == "veth" and kinds["lo"] is None
+    br9 = next(row for row in out["ours"].values() if row[1] == "br9")
+    assert br9[4] == "lowbridge:n1"
+    assert out["one"] == ["v9", "veth", br9[0], 1400]
+    assert out["default"][0] == out["default"][1] == ["10.9.9.254", br9[0]]
+    assert out["none"] is None
