@@ -97,6 +97,15 @@ def veth_host_name(network_id: str, container_id: str) -> str:
     return VETH_PREFIX + digest[: IFNAMSIZ - len(VETH_PREFIX)]
 
 
+_VETH_RE = re.compile(rf"^{VETH_PREFIX}[0-9a-f]{{{IFNAMSIZ - len(VETH_PREFIX)}}}$")
+
+
+def is_veth_host_name(name: str) -> bool:
+    """Whether ``name`` is shaped as :func:`veth_host_name` makes them (lowbridge's mark on the
+    host ends of its veths)."""
+    return bool(_VETH_RE.match(name))
+
+
 def mac_from_ip(ip: str) -> str:
     """``02:42:`` followed by the four IPv4 bytes (Docker <= 27 and its overlay driver).
 

@@ -58,19 +58,42 @@ def cmd_network_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_network_ls(args: argparse.Namespace) -> int:
-    from lowbridge import output
+def _write_rows(rows: list, fmt: str, titles: dict[str, str]) -> None:
+    from lowbridge.cli import formats
 
-    nets = _controller(args).networks()
+    sys.stdout.write(formats.rows(rows, fmt, titles))
+
+
+def _write_docs(docs: list[dict], fmt: str | None) -> None:
+    if fmt:
+        from lowbridge.cli import formats
+
+        sys.stdout.write(formats.documents(docs, fmt))
+    else:
+        _print_json(docs)
+
+
+def cmd_network_ls(args: argparse.Namespace) -> int:
+    from lowbridge import filters, output
+
+    want = filters.parse(args.filter, filters.NETWORK_KEYS)
+    view = _controller(args).view()
+    used = {e.network_id for e in view.endpoints}
+    rows = [
+        output.NetworkRow(n, trunc=not args.no_trunc)
+        for n in view.networks
+        if not want
+        or filters.network(want, id=n.id, name=n.name, driver=n.driver, scope=output.scope(n),
+                           labels=n.labels, predefined=n.predefined, in_use=n.id in used)
+    ]  # fmt: skip
     if args.quiet:
-        for n in nets:
-            print(n.id if args.no_trunc else n.id[:12])
-        return 0
-    print(
-        output.table(
-            ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], output.network_rows(nets, args.no_trunc)
-        )
-    )
+        for r in rows:
+            print(r.ID)
+    elif args.format:
+        _write_rows(rows, args.format, output.NetworkRow.HEADERS)
+    else:
+        table = [[r.ID, r.Name, r.Driver, r.Scope] for r in rows]
+        print(output.table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], table))
     return 0
 
 
@@ -85,7 +108,7 @@ def cmd_network_inspect(args: argparse.Namespace) -> int:
         scope = drivers.get(net.driver).scope
         hosts = ctl.cluster.hosts() if ctl.cluster and scope == "global" else None
         docs.append(output.network_doc(net, view.endpoints_on(net.id), view.ctrs, hosts))
-    _print_json(docs)
+    _write_docs(docs, args.format)
     return 0
 
 
@@ -165,36 +188,33 @@ def cmd_container_create(args: argparse.Namespace) -> int:
 
 
 def cmd_container_ls(args: argparse.Namespace) -> int:
-    from lowbridge import output, ports
+    from lowbridge import filters, output
 
+    want = filters.parse(args.filter, filters.CONTAINER_KEYS)
     ctl = _controller(args)
-    ctrs = ctl.containers()
-    if args.quiet:
-        for c in ctrs:
-            print(c.id if args.no_trunc else c.id[:12])
-        return 0
-    pids = ctl.running(ctrs)
     view = ctl.view()
-    nets = {n.id: n.name for n in view.networks}
+    ctrs = list(view.containers)
+    pids = ctl.running(ctrs)
+    every = args.all or "status" in want  # docker: a status filter looks at every container
     rows = []
     for c in ctrs:
-        eps = view.endpoints_of(c.id)
-        cmd = " ".join(c.command)
-        if not args.no_trunc and len(cmd) > 20:
-            cmd = cmd[:19] + "…"
-        rows.append(
-            [
-                c.id if args.no_trunc else c.id[:12],
-                json.dumps(cmd, ensure_ascii=False),  # Go strconv.Quote keeps "…"
-                output.ago(c.created),
-                output.container_status(c, pids[c.id]),
-                ports.docker_ps(list(c.ports)),
-                ",".join(nets.get(e.network_id, "?") for e in eps),
-                c.name,
-            ]
-        )
-    headers = ["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NETWORKS", "NAMES"]
-    print(output.table(headers, rows))
+        state = output.container_status(c, pids[c.id])
+        nets = {view.nets[e.network_id].name: e.network_id for e in view.endpoints_of(c.id)
+                if e.network_id in view.nets}  # fmt: skip
+        if (every or state == "running") and filters.container(
+            want, id=c.id, name=c.name, state=state, labels=c.labels, networks=nets
+        ):
+            rows.append(output.ContainerRow(c, list(nets), state, trunc=not args.no_trunc))
+    if args.quiet:
+        for r in rows:
+            print(r.ID)
+    elif args.format:
+        _write_rows(rows, args.format, output.ContainerRow.HEADERS)
+    else:
+        headers = ["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NETWORKS", "NAMES"]
+        table = [[r.ID, r.Command, r.RunningFor, r.Status, r.Ports, r.Networks, r.Names]
+                 for r in rows]  # fmt: skip
+        print(output.table(headers, table))
     return 0
 
 
@@ -208,7 +228,7 @@ def cmd_container_inspect(args: argparse.Namespace) -> int:
         ctr = view.container(ref)
         pids = ctl.running([ctr])[ctr.id]
         docs.append(output.container_doc(ctr, view.endpoints_of(ctr.id), view.nets, pids))
-    _print_json(docs)
+    _write_docs(docs, args.format)
     return 0
 
 

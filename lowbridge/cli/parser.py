@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from lowbridge.cli import commands as C
 from lowbridge.cli import labs as L
+from lowbridge.cli import ops as O
 from lowbridge.cli.startup import Formatter
 
 PROG = "lowbridge"
@@ -56,6 +57,13 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set a variable")
     p.add_argument("-l", "--label", action="append", metavar="KEY=VALUE", help="set metadata")
+
+
+def _add_format(p: argparse.ArgumentParser, example: str, short: bool = False) -> None:
+    """docker's ``--format`` (``-f`` too where docker has it: inspect's)."""
+    flags = ("-f", "--format") if short else ("--format",)
+    p.add_argument(*flags, metavar="FORMAT",
+                   help=f"a Go template (e.g. '{example}'), or json")  # fmt: skip
 
 
 class _Skipped:
@@ -197,11 +205,20 @@ def build_parser(
     p.set_defaults(func=C.cmd_network_create)
 
     p = nsub.add_parser("ls", aliases=["list"], help="list networks")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the ids")
+    p.add_argument("--no-trunc", action="store_true", help="whole ids")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        metavar="KEY=VALUE",
+        help="driver, id, label, name, scope, type (custom|builtin), dangling",
+    )
+    _add_format(p, "table {{.ID}}\\t{{.Name}}")
     p.set_defaults(func=C.cmd_network_ls)
 
     p = nsub.add_parser("inspect", help="show networks as JSON")
+    _add_format(p, "{{.IPAM.Config}}", short=True)
     p.add_argument("networks", nargs="+", metavar="NETWORK")
     p.set_defaults(func=C.cmd_network_inspect)
 
@@ -242,13 +259,22 @@ def build_parser(
     for parent, name in ((csub, "ls"), (sub, "ps")):
         aliases = ["list"] if name == "ls" else []
         p = parent.add_parser(name, help="list containers", aliases=aliases)
-        p.add_argument("-a", "--all", action="store_true", help="(always on: every sandbox)")
-        p.add_argument("-q", "--quiet", action="store_true")
-        p.add_argument("--no-trunc", action="store_true")
+        p.add_argument("-a", "--all", action="store_true", help="also those that exited")
+        p.add_argument("-q", "--quiet", action="store_true", help="only the ids")
+        p.add_argument("--no-trunc", action="store_true", help="whole ids and commands")
+        p.add_argument(
+            "-f",
+            "--filter",
+            action="append",
+            metavar="KEY=VALUE",
+            help="id, label, name, network, status",
+        )
+        _add_format(p, "table {{.Names}}\\t{{.Networks}}")
         p.set_defaults(func=C.cmd_container_ls)
 
     for parent in (csub, sub):
         p = parent.add_parser("inspect", help="show containers as JSON")
+        _add_format(p, "{{.NetworkSettings.IPAddress}}", short=True)
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=C.cmd_container_inspect)
         p = parent.add_parser("rm", help="remove containers")
@@ -290,6 +316,15 @@ def build_parser(
     p.add_argument("b", metavar="B", help="a sandbox, a name A resolves, an address or 'host'")
     p.add_argument("--port", metavar="PORT[/tcp|udp]", help="a TCP or UDP port (default: a ping)")
     p.set_defaults(func=L.cmd_explain)
+
+    p = sub.add_parser("check", help="what differs between lowbridge's records and this host")
+    p.add_argument(
+        "--json", action="store_true", help="as JSON (what, where, expected, found, fix)"
+    )
+    p.set_defaults(func=O.cmd_check)
+    p = sub.add_parser("gc", help="settle, remove lowbridge's orphans, make missing things again")
+    p.add_argument("--dry-run", action="store_true", help="only say what it would do")
+    p.set_defaults(func=O.cmd_gc)
 
     fw = sub.add_parser("firewall", help="lowbridge's firewall rules")
     fsub = group(

@@ -41,6 +41,7 @@ from lowbridge.store import Store, open_store
 if TYPE_CHECKING:
     import subprocess
 
+    from lowbridge.controller.audit import Drift
     from lowbridge.dns.control import Resolver
     from lowbridge.firewall import Firewall
     from lowbridge.kernel.rtnl import Session
@@ -405,6 +406,36 @@ class Controller:
         from lowbridge.controller import preview
 
         return preview.preview(self, gone_networks, gone_sandboxes, net_reqs, box_reqs, joins)
+
+    # ------------------------------------------------------------------ operations
+    def check(self) -> list[Drift]:
+        """What differs between the records and this host (lowbridge.controller.audit), read
+        under the host lock and settling nothing: a killed command's leftovers show as they
+        are."""
+        from lowbridge.controller import audit
+
+        with config.host_lock(self.paths), self.store.exclusive(), self.kernel.session() as nl:
+            return audit.survey(self, nl)
+
+    def gc(self) -> tuple[list[str], list[str]]:
+        """Settle what dead processes left, remove lowbridge's objects that no record owns and
+        make again what the records say should exist (lowbridge.controller.audit); return the
+        lines of what was mended and of what is left (with why)."""
+        from lowbridge.controller import audit
+
+        found = self.check()
+        if not found:
+            return [], []
+        with self._mutation() as nl:  # settles the journal, reaps, remakes after a reboot
+            _, failed = audit.mend(audit.survey(self, nl))
+        left = {d.line() for d in self.check()}
+        done = [f"{d.line()}: {d.fix}" for d in found if d.line() not in left]
+        return done, failed or sorted(left)
+
+    def repair_endpoint(self, ep: Endpoint) -> None:
+        """Make an endpoint's interface again as recorded (lowbridge.controller.attach.repair)."""
+        with self.change("network-connect") as c:
+            attach.repair(c, ep)
 
     # ------------------------------------------------------------------ firewall
     def explain(self, a: str, b: str, port: int = 0, proto: str = "tcp"):  # noqa: ANN201

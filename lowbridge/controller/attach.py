@@ -324,6 +324,41 @@ def connect(
     return plans[0].endpoint
 
 
+def repair(c: Change, ep: Endpoint) -> None:
+    """Make an endpoint's interface again as its record says (``gc``: it was deleted, or lost
+    its address, by hand): what is left of it goes, then the driver's steps, the default route
+    if it has it, the files -- same names, address and MAC.  Journaled as a connect: a process
+    killed meanwhile leaves it as broken as it found it."""
+    view = c.view
+    net, ctr = view.nets[ep.network_id], view.ctrs[ep.container_id]
+    driver = drivers.get(net.driver)
+    gw = gateway_endpoint(view.endpoints_of(ctr.id), view.nets)
+    att = Attachment(
+        net,
+        ctr,
+        ep,
+        builds_network=driver.network_missing(net, c.kernel, c.nl),
+        hairpin=bool(ctr.ports),
+        vtep=c.ctl.cluster.vtep if c.ctl.cluster else None,
+    )
+    p = AttachPlan(att, route=gw is not None and gw.key == ep.key)
+    c.journal({"attaches": [p.to_doc()], "claims": {}})
+    fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with c.kernel.session(ctr.netns) as snl:
+
+            def clear() -> None:
+                driver.disconnect(net, ep, c.kernel, c.nl, ctr.netns)
+                if snl.index(ep.ifname) is not None:
+                    snl.delete_link(ep.ifname)
+
+            c.step("delete-interface", clear)
+            c.run(steps(c, p, SandboxRef(fd, snl)))
+    finally:
+        os.close(fd)
+    c.commit(put=[ep])
+
+
 def undo_connect(c: Change, doc: dict) -> list[str]:
     """Undo a connect whose process died: its steps' undos, newest first."""
     from lowbridge.drivers.base import undo_all

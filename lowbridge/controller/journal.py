@@ -37,6 +37,11 @@ def _handlers() -> dict[str, tuple[str, Callable[[Change, dict], object]]]:
     }
 
 
+def kind_of(op: str) -> str:
+    """What settling a change of ``op`` does to it: "undo" or "finish"."""
+    return _handlers().get(op, ("undo", None))[0]
+
+
 def settle(ctl: Controller) -> None:
     """Settle every journal entry (see the module docstring); ``ctl.unsettled`` gets those
     that could not be, ``ctl.settled`` whether any was."""

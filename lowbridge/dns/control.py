@@ -188,6 +188,27 @@ def _sync(
     raise KernelError("sync the DNS resolver: no answer (see " + log_path(paths) + ")")
 
 
+def status(paths: Paths) -> list[str] | None:
+    """The sandboxes (container ids) the running resolver serves, asked without a re-read of
+    the store; None when none runs."""
+    conn = _connect(paths)
+    if conn is None:
+        return None
+    with conn:
+        conn.settimeout(REPLY_TIMEOUT)
+        try:
+            conn.sendall(json.dumps({"op": "status"}).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return None  # it was exiting
+                reply += chunk
+        except OSError as exc:
+            raise KernelError.from_os("ask the DNS resolver", exc) from None
+    return list(json.loads(reply).get("sandboxes", []))
+
+
 class Resolver:
     """The controller's handle on the resolver: binding a sandbox's sockets and redirect, and
     telling the resolver what changed (the unit tests use a fake)."""
@@ -214,6 +235,10 @@ class Resolver:
 
     def running(self) -> bool:
         return running(self.paths)
+
+    def serving(self) -> list[str] | None:
+        """The container ids the resolver serves; None when it does not run."""
+        return status(self.paths)
 
     def sync(self, needed: bool) -> None:
         """Under the lock, after a change: the resolver in line with the store (started if a

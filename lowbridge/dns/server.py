@@ -191,6 +191,14 @@ class Resolver:
             pending.append((conn, msg))
         if not pending:
             return
+        if not adopted and all(msg.get("op") == "status" for _, msg in pending):
+            # Only asked what it serves (``lowbridge check``): no re-read, no binding.
+            reply = {"ok": True, "pid": os.getpid(), "sandboxes": sorted(self.bound)}
+            for conn, _ in pending:
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+                conn.close()
+            return
         try:
             try:
                 self.sync(adopted)

@@ -85,6 +85,17 @@ class HostView:
     held: tuple[tuple[IPv4Network, str], ...] = ()  # (subnet, device) of lowbridge orphans
 
 
+class LinkWant(NamedTuple):
+    """A host link a network needs on this host, as ``check`` compares it with the kernel."""
+
+    name: str
+    kind: str | None  # None: whatever kind (a user's macvlan parent)
+    master: str | None = None  # the link it is a port of
+    alias: str | None = None  # lowbridge's mark on it
+    address: tuple[str, int] | None = None  # an address it carries (address, prefix length)
+    ours: bool = True  # lowbridge makes it (else only the user can bring it back)
+
+
 @dataclass(frozen=True)
 class Attachment:
     """One endpoint to build, decided before any kernel change: the records it will commit and
@@ -196,6 +207,14 @@ class Policy:
 
     def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
         return bool(net.device) and nl.index(net.device) is None
+
+    def host_links(self, net: Network, local: list[Endpoint]) -> list[LinkWant]:
+        """The host links the network and its endpoints on this host (``local``) need."""
+        return []
+
+    def host_namespaces(self, net: Network, local: list[Endpoint]) -> list[str]:
+        """The namespaces (paths) of the network's own this host needs."""
+        return []
 
     def egress(self, net: Network) -> bool:
         """Whether a sandbox on ``net`` leaves the host through the cluster's gateway bridge."""

@@ -19,6 +19,7 @@ from lowbridge import ipam, names
 from lowbridge.drivers.base import (
     Attachment,
     HostView,
+    LinkWant,
     NetworkRequest,
     Policy,
     SandboxRef,
@@ -133,6 +134,17 @@ class BridgeDriver(Policy):
 
     def doomed_device(self, net: Network) -> str | None:
         return net.device if net.device and net.device_owned else None
+
+    def host_links(self, net: Network, local: list[Endpoint]) -> list[LinkWant]:
+        # The default bridge's device comes with its first sandbox (Docker's at start-up).
+        if not net.device or (net.is_default_bridge and not local):
+            return []
+        pool = net.pool
+        gateway = (str(pool.gateway), pool.subnet.prefixlen) if pool and pool.gateway else None
+        mark = names.ALIAS_PREFIX + net.id if net.device_owned else None
+        bridge = LinkWant(net.device, "bridge", alias=mark, address=gateway, ours=net.device_owned)
+        ports = [LinkWant(e.host_ifname, "veth", net.device) for e in local if e.host_ifname]
+        return [bridge, *ports]
 
     def delete(self, net: Network, k: Kernel, nl: Session, others: list[Network]) -> None:
         if not net.device:

@@ -32,6 +32,7 @@ from lowbridge import ipam, names
 from lowbridge.drivers.base import (
     Attachment,
     HostView,
+    LinkWant,
     NetworkRequest,
     Policy,
     SandboxRef,
@@ -190,6 +191,15 @@ class MacvlanDriver(Policy):
             _make_shim(net, nl)
             made = True
         return made
+
+    def host_links(self, net: Network, local: list[Endpoint]) -> list[LinkWant]:
+        # A parent lowbridge made may carry another network's mark (networks share it).
+        out = [LinkWant(net.device, None, ours=net.device_owned)] if net.device else []
+        shim_ip = net.options.get(OPT_SHIM_IP)
+        if shim_ip:  # a /32 and a route per endpoint (_make_shim)
+            mark = names.ALIAS_PREFIX + net.id
+            out.append(LinkWant(shim_name(net.id), "macvlan", alias=mark, address=(shim_ip, 32)))
+        return out
 
     def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
         shim = net.options.get(OPT_SHIM_IP) and nl.link(shim_name(net.id)) is None

@@ -125,6 +125,9 @@ class OverlayDriver(Policy):
     def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
         return not k.is_netns(ns_path(net))  # this host's first sandbox on it
 
+    def host_namespaces(self, net: Network, local: list[Endpoint]) -> list[str]:
+        return [ns_path(net)] if local else []
+
     def egress(self, net: Network) -> bool:
         return not net.internal  # Docker's docker_gwbridge
 

@@ -75,6 +75,12 @@ class Backend(Protocol):
     def fingerprint(self) -> object:
         """The kernel ruleset's state, as cheaply as the backend can read it."""
 
+    def listing(self, forward_drop: bool) -> list[str]:
+        """lowbridge's part of the kernel's rule set, as the backend's tool lists it."""
+
+    def readback(self, rules: list[R.Rule], forward_drop: bool) -> list[str]:
+        """``rules`` as :meth:`listing` would list them once applied."""
+
 
 def backend(name: str) -> Backend:
     """The backend called ``name``; ``auto`` is nftables when nft works here, else iptables."""
@@ -117,6 +123,16 @@ class Firewall:
     def forward_drop(self) -> bool:
         """The forward default-deny is set (lowbridge set it, and keeps it while it is needed)."""
         return self.record.get("forward") == "enabled"
+
+    def drift(self, m: R.Model) -> tuple[list[str], list[str]]:
+        """(lines the kernel lacks, lines it has that ``m`` does not make) of lowbridge's part
+        of the rule set, as the backend's own listing prints it: ``m``'s rules are applied in
+        a scratch namespace and listed the same way, so both sides are written alike."""
+        from collections import Counter
+
+        want = Counter(self.backend.readback(self.renderer.render(m), self.forward_drop))
+        have = Counter(self.backend.listing(self.forward_drop))
+        return list((want - have).elements()), list((have - want).elements())
 
     def rule_text(self, rule: R.Rule) -> str:
         """One rule as the backend writes it (``-A …`` / an nft statement)."""

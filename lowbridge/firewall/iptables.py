@@ -75,10 +75,40 @@ def render(rules: list[Rule]) -> str:
 
 def _saved() -> dict[str, list[str]]:
     """iptables-save output, split per table."""
-    proc = _run(["iptables-save"], None, "read the iptables rule set")
+    return _split(_run(["iptables-save"], None, "read the iptables rule set").stdout)
+
+
+def _ours(saved: dict[str, list[str]], forward_drop: bool) -> list[str]:
+    """lowbridge's lines of an iptables-save, in order: its chains, their rules and the hooks
+    that jump to them (``LOWBRIDGE-USER``'s rules are the user's), and the FORWARD policy when
+    lowbridge set it."""
+    out = []
+    for table in TABLES:
+        for line in saved.get(table, []):
+            parts = line.split()
+            if line.startswith(":"):
+                chain = parts[0][1:]
+                if chain in CHAINS[table] or (forward_drop and table == "filter" and
+                                              chain == "FORWARD"):  # fmt: skip
+                    out.append(f"{table} {' '.join(parts[:2])}")
+            elif (
+                parts[:1] == ["-A"]
+                and parts[1] != USER
+                and (
+                    parts[1] in CHAINS[table]
+                    or parts[-2:-1] == ["-j"]
+                    and parts[-1] in CHAINS[table]
+                )
+            ):
+                out.append(f"{table} {line}")
+    return out
+
+
+def _split(text: str) -> dict[str, list[str]]:
+    """iptables-save output, per table."""
     tables: dict[str, list[str]] = {}
     current = None
-    for line in proc.stdout.splitlines():
+    for line in text.splitlines():
         if line.startswith("*"):
             current = line[1:]
             tables[current] = []
@@ -188,6 +218,18 @@ class IptablesBackend:
             _run(["iptables-restore", "--noflush", "--wait"], "\n".join(lines) + "\n",
                  "apply iptables rules")  # fmt: skip
         return True
+
+    def listing(self, forward_drop: bool) -> list[str]:
+        """lowbridge's part of the kernel's rule set, as iptables-save prints it."""
+        return _ours(_saved(), forward_drop)
+
+    def readback(self, rules: list[Rule], forward_drop: bool) -> list[str]:
+        """``rules`` as :meth:`listing` would print them once applied (in a scratch namespace,
+        so that iptables-save writes both alike)."""
+        text = script(rules, {}, forward_drop or None)
+        out = tool.in_scratch("iptables-restore --noflush; iptables-save", text,
+                              "read back iptables rules", "iptables")  # fmt: skip
+        return _ours(_split(out), forward_drop)
 
     def clear(self) -> None:
         self.apply([], None)

@@ -264,6 +264,27 @@ class NftablesBackend:
         self._run("\n".join(lines) + "\n", "apply nftables rules")
         return True
 
+    def listing(self, forward_drop: bool) -> list[str]:
+        """lowbridge's table as ``nft -s list`` prints it (nothing when it has none)."""
+        try:
+            text = tool.run(["nft", "-s", "list", "table", "ip", TABLE], None,
+                            "read the nftables rule set", "nftables").stdout  # fmt: skip
+        except KernelError as exc:
+            if "No such file or directory" in str(exc):
+                return []
+            raise
+        return _lines(text)
+
+    def readback(self, rules: list[Rule], forward_drop: bool) -> list[str]:
+        """``rules`` as :meth:`listing` would print them once applied (in a scratch namespace,
+        so that nft writes both alike)."""
+        text = render(rules, forward_drop)
+        if not text:
+            return []
+        out = tool.in_scratch(f"nft -f -; nft -s list table ip {TABLE}", text,
+                              "read back nftables rules", "nftables")  # fmt: skip
+        return _lines(out)
+
     def clear(self) -> None:
         self.apply([], None)
 
@@ -278,6 +299,19 @@ class NftablesBackend:
         from lowbridge.kernel import netfilter
 
         return netfilter.Generation()
+
+
+def _lines(listing: str) -> list[str]:
+    """An ``nft list`` as lines to compare: a set's elements in one sorted line (the kernel
+    lists a hash set in its own order, over several lines)."""
+    import re
+
+    def one(m: re.Match) -> str:
+        items = sorted(i.strip() for i in m.group(1).replace("\n", " ").split(",") if i.strip())
+        return "elements = { " + ", ".join(items) + " }"
+
+    text = re.sub(r"elements = \{([^}]*)\}", one, listing)
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def usable() -> bool:

@@ -49,3 +49,10 @@ def run(argv: list[str], stdin: str | None, what: str, package: str) -> subproce
         reason = [ln for ln in (err or out).strip().splitlines() if ln.strip()]
         raise KernelError(f"{what}: {argv[0]} failed: {reason[0] if reason else proc.returncode}")
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def in_scratch(commands: str, stdin: str, what: str, package: str) -> str:
+    """Run shell ``commands`` in a new, empty network namespace (``unshare --net``: its own
+    firewall, gone with the process) and return their output: how the kernel reads back
+    rules it was given, for ``check`` to compare with the host's."""
+    return run(["unshare", "--net", "sh", "-ec", commands], stdin, what, package).stdout

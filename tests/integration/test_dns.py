@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from lowbridge.sandbox import RESOLV_HEADER
 from lowbridge.simhost import SimHost, outside
 from tests.integration.conftest import ip_of
 
@@ -89,10 +90,10 @@ def test_names_resolve_on_the_sandboxs_networks_only(lab):
     assert dig(h, "client", "web.back") == ("NXDOMAIN", [])
     assert getent(h, "other", "web").returncode == 2
     assert getent(h, "old", "web").returncode == 2
-    assert h.run("cat /etc/netns/old/resolv.conf").stdout == (
+    assert h.run("cat /etc/netns/old/resolv.conf").stdout == RESOLV_HEADER + (
         f"nameserver {UPSTREAM}\nsearch lab.test\n"
     )
-    assert h.run("cat /etc/netns/client/resolv.conf").stdout == (
+    assert h.run("cat /etc/netns/client/resolv.conf").stdout == RESOLV_HEADER + (
         "nameserver 127.0.0.11\nsearch lab.test\noptions ndots:0\n"
     )
     # A name that exists has no AAAA: NODATA, answered locally.
@@ -307,7 +308,9 @@ def test_dns_servers_are_queried_from_the_sandbox(lab):
     h, _ = lab
     h.lb("network", "create", "front")
     h.lb("container", "create", "--name", "c", "--network", "front", "--dns", "127.0.0.1")
-    assert h.run("cat /etc/netns/c/resolv.conf").stdout.startswith("nameserver 127.0.0.11\n")
+    assert h.run("cat /etc/netns/c/resolv.conf").stdout.startswith(
+        RESOLV_HEADER + "nameserver 127.0.0.11\n"
+    )
     own = _start_server(h, ["ip", "netns", "exec", "c", sys.executable, SERVER, "127.0.0.1",
                             "example.test=192.0.2.77"])  # fmt: skip
     try:

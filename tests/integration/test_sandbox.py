@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from lowbridge.sandbox import RESOLV_HEADER
 from tests.integration.conftest import ip_of, lb_json, ping
 
 
@@ -40,13 +41,13 @@ def test_hostname_extra_hosts_and_dns_flags(host):
     out = host.lb("run", "--name", "w", "--network", "dn", *flags, "--", "sh", "-c", script).stdout
     lines = out.splitlines()
     assert lines[0] == "web1"
-    assert lines[-6:] == [
-        "10.1.2.3\tdb", "172.17.0.1\tgw", "172.18.0.2\tweb1",
+    assert lines[-7:] == [
+        "10.1.2.3\tdb", "172.17.0.1\tgw", "172.18.0.2\tweb1", RESOLV_HEADER.strip(),
         # A user-defined network: the embedded resolver, which forwards to 10.9.9.9.
         "nameserver 127.0.0.11", "search lab.example", "options ndots:2",
     ]  # fmt: skip
     out = host.lb("run", "--rm", "--dns", "10.9.9.9", "--", "cat", "/etc/resolv.conf").stdout
-    assert out == "nameserver 10.9.9.9\n"  # the default bridge: the servers themselves
+    assert out == RESOLV_HEADER + "nameserver 10.9.9.9\n"  # the default bridge: the servers
     # exec sees the same host name; the host's own is untouched.
     assert host.lb("exec", "w", "--", "hostname").stdout.strip() == "web1"
     assert host.run(["hostname"]).stdout.strip() != "web1"

@@ -107,7 +107,7 @@ def test_ago():
     now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
     assert output.ago("2026-01-01T11:59:55+00:00", now) == "5 seconds ago"
     assert output.ago("2026-01-01T11:58:00+00:00", now) == "2 minutes ago"
-    assert output.ago("2026-01-01T11:00:00+00:00", now) == "1 hour ago"
+    assert output.ago("2026-01-01T11:00:00+00:00", now) == "About an hour ago"
 
 
 LINES = [

@@ -1,5 +1,7 @@
 from lowbridge import sandbox
 
+H = sandbox.RESOLV_HEADER
+
 
 def test_hosts_file_like_docker():
     text = sandbox.render_hosts("93150eabb70d", ["172.18.0.3"])
@@ -11,14 +13,16 @@ HOST = "# managed\nsearch lab\nnameserver 127.0.0.53\nnameserver 10.200.53.53\no
 
 
 def test_resolv_conf_drops_loopback_servers_and_keeps_the_rest():
-    assert sandbox.render_resolv_conf(HOST) == (
+    assert sandbox.render_resolv_conf(HOST) == H + (
         "nameserver 10.200.53.53\nsearch lab\noptions edns0\n"
     )
 
 
 def test_resolv_conf_flags_override_the_hosts_values():
     text = sandbox.render_resolv_conf(HOST, ["10.9.9.9", "10.9.9.8"], ["a.example"], ["ndots:2"])
-    assert text == ("nameserver 10.9.9.9\nnameserver 10.9.9.8\nsearch a.example\noptions ndots:2\n")
+    assert text == H + (
+        "nameserver 10.9.9.9\nnameserver 10.9.9.8\nsearch a.example\noptions ndots:2\n"
+    )
     assert "search" not in sandbox.render_resolv_conf(HOST, search=["."])
 
 
@@ -28,7 +32,7 @@ def test_hosts_extra_entries_come_before_the_sandboxs_own():
 
 
 def test_resolv_conf_falls_back_to_dockers_servers():
-    assert sandbox.render_resolv_conf("nameserver 127.0.0.1\n") == (
+    assert sandbox.render_resolv_conf("nameserver 127.0.0.1\n") == H + (
         "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
     )
 
@@ -47,9 +51,9 @@ def test_write_files_in_place_keeps_the_inode(tmp_path):
 
 def test_resolv_conf_on_user_networks_points_at_the_embedded_resolver():
     # moby TransformForIntNS: 127.0.0.11 only, the host's search and options, ndots:0 added.
-    assert sandbox.render_resolv_conf(HOST, embedded=True) == (
+    assert sandbox.render_resolv_conf(HOST, embedded=True) == H + (
         "nameserver 127.0.0.11\nsearch lab\noptions edns0 ndots:0\n"
     )
     # --dns servers become the resolver's upstreams, not resolv.conf lines; a chosen ndots stays.
     text = sandbox.render_resolv_conf(HOST, ["10.9.9.9"], [], ["ndots:3"], embedded=True)
-    assert text == "nameserver 127.0.0.11\nsearch lab\noptions ndots:3\n"
+    assert text == H + "nameserver 127.0.0.11\nsearch lab\noptions ndots:3\n"
