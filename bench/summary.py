@@ -85,6 +85,13 @@ def rows() -> list[tuple[str, str, str, str]]:
             doc = lab[how]
             out.append((f"lab of {lab['n']} sandboxes ({how})", f"up {doc['up_s']} s",
                         f"down {doc['down_s']} s", ""))  # fmt: skip
+    if ops := _load("ops"):
+        for backend, res in ops["ms"].items():
+            ls = statistics.median(res["network ls"])
+            for what in ("check", "gc"):
+                ms = statistics.median(res[what])
+                out.append((f"{what} at {ops['n']} sandboxes ({backend})", f"{ms:.0f} ms",
+                            f"network ls {ls:.0f} ms", f"{ms / ls:.1f}×"))  # fmt: skip
     if dp := _load("datapath"):
         g = dp["gbps"]
 

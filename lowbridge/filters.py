@@ -28,20 +28,27 @@ def parse(values: Iterable[str] | None, accepted: Iterable[str]) -> Filters:
     for item in values or ():
         key, sep, value = item.partition("=")
         if not sep:
-            raise InvalidInput(f"bad format of filter (expected name=value): {item!r}")
+            raise InvalidInput(
+                f'invalid argument "{item}" for "-f, --filter" flag: bad format of filter '
+                "(expected name=value)"
+            )
         key = key.strip().lower()
         if key not in accepted:
-            raise InvalidInput(f"invalid filter '{key}'")
+            raise InvalidInput(f"Invalid filter '{key}'")
         out.setdefault(key, []).append(value)
+    # The daemon's words (Docker 20.10), each its own.
     for value in out.get("status", ()):
         if value not in STATES:
-            raise InvalidInput(f"invalid filter 'status={value}'")
+            raise InvalidInput(f"Invalid filter 'status={value}'")
     for value in out.get("type", ()):
         if value not in ("custom", "builtin"):
-            raise InvalidInput(f"invalid filter 'type={value}'")
+            raise InvalidInput(f"invalid filter: 'type'='{value}'")
     for value in out.get("dangling", ()):
         if value.lower() not in ("true", "false", "1", "0"):
-            raise InvalidInput(f"invalid filter 'dangling={value}'")
+            raise InvalidInput(
+                'invalid value for filter \'dangling\', must be "true" (or "1"), or '
+                '"false" (or "0")'
+            )
     return out
 
 

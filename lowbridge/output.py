@@ -241,6 +241,7 @@ class Row:
 
     go_type = ""
     HEADERS: dict[str, str] = {}
+    ERRORS = ("template parsing error", "template parsing error")  # docker's words (parse, run)
 
     def __init__(self, labels: object):
         self._labels = dict(labels)  # type: ignore[call-overload]
@@ -257,7 +258,7 @@ class Row:
 class NetworkRow(Row):
     """A network in ``network ls`` (docker's networkContext)."""
 
-    go_type = "*formatter.networkContext"
+    go_type = "*network.networkContext"
     HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
                "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS", "Label": "LABEL",
                "CreatedAt": "CREATED AT"}  # fmt: skip
@@ -274,6 +275,7 @@ class ContainerRow(Row):
     """A sandbox in ``ps`` (docker's ContainerContext; no images, mounts or sizes here)."""
 
     go_type = "*formatter.ContainerContext"
+    ERRORS = ("failed to parse template", "failed to execute template")
     HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
                "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
                "State": "STATE", "Status": "STATUS", "Size": "SIZE", "Names": "NAMES",

@@ -23,6 +23,10 @@ PROG = "lowbridge"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (lowbridge.cli.completion)
+        from lowbridge.cli import completion, parser
+
+        completion.complete(parser.build_parser())
     startup.trim_pyroute2()
     startup.defer_inspect()
     from lowbridge.cli.parser import parser_for
@@ -30,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser_for(sys.argv[1:] if argv is None else argv).parse_args(argv)
     try:
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 and not getattr(args, "rootless", False):
             print(f"{PROG}: error: lowbridge needs root: it changes network namespaces, links and "
                   "the firewall (run it with sudo)", file=sys.stderr)  # fmt: skip
             return 1

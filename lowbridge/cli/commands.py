@@ -342,6 +342,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return agent.main(Paths.resolve(args.root), url)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from lowbridge.cli import completion
+
+    sys.stdout.write(completion.script(args.shell))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lowbridge import demo
 

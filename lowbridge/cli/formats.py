@@ -70,18 +70,25 @@ def _nil(name: str) -> str:
     return "map[]" if name in _NIL_MAPS else "[]"
 
 
-def _parse(text: str, funcs: dict[str, Callable] = FUNCS) -> gotemplate.Template:
+# docker's words for a template that does not parse, or does not execute (its list commands
+# differ: ps has its own).
+ERRORS = ("template parsing error", "template parsing error")
+
+
+def _parse(text: str, errors: tuple[str, str] = ERRORS) -> gotemplate.Template:
     try:
-        return gotemplate.parse(text, funcs)
+        return gotemplate.parse(text, FUNCS)
     except gotemplate.TemplateError as exc:
-        raise InvalidInput(f"template parsing error: {exc}") from None
+        raise InvalidInput(f"{errors[0]}: {exc}") from None
 
 
-def _execute(tmpl: gotemplate.Template, data: object, **kw: object) -> str:
+def _execute(
+    tmpl: gotemplate.Template, data: object, errors: tuple[str, str] = ERRORS, **kw: object
+) -> str:
     try:
         return tmpl.execute(data, **kw)  # type: ignore[arg-type]
     except gotemplate.TemplateError as exc:
-        raise InvalidInput(f"template parsing error: {exc}") from None
+        raise InvalidInput(f"{errors[1]}: {exc}") from None
 
 
 class _Header:
@@ -102,8 +109,9 @@ def rows(items: list[output.Row], fmt: str, titles: dict[str, str]) -> str:
     table = fmt.startswith("table")
     text = "{{json .}}" if fmt == "json" else fmt[5:] if table else fmt
     text = text.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
-    tmpl = _parse(text)
-    body = "".join(_execute(tmpl, row) + "\n" for row in items)
+    errors = items[0].ERRORS if items else ERRORS
+    tmpl = _parse(text, errors)
+    body = "".join(_execute(tmpl, row, errors) + "\n" for row in items)
     if not table:
         return body
     try:

@@ -345,6 +345,10 @@ def build_parser(
     )
     p.set_defaults(func=C.cmd_agent)
 
+    p = sub.add_parser("completion", help="print the shell completion script (bash or zsh)")
+    p.add_argument("shell", choices=("bash", "zsh"), help="source <(lowbridge completion bash)")
+    p.set_defaults(func=C.cmd_completion, rootless=True)
+
     p = sub.add_parser("demo", help="Docker's bridge tutorial in a throwaway simulated host")
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=C.cmd_demo)

@@ -227,12 +227,14 @@ class Parser:
                 return Chain(t.pos, inner, tuple(tokens[j].text.split(".")[1:])), j + 1
             return inner, j
         if t.kind == "field":
-            return Field(t.pos, () if t.text == "." else tuple(t.text.split(".")[1:])), i + 1
+            names = () if t.text == "." else tuple(t.text.split(".")[1:])
+            return Field(_chained(t.pos, names), names), i + 1
         if t.kind == "var":
             name, *rest = t.text.split(".")
             if name not in self.vars:
                 raise self.error(t.pos, f'undefined variable "{name}"')
-            return Variable(t.pos, name, tuple(rest)), i + 1
+            pos = t.pos + len(name) if rest else t.pos
+            return Variable(pos, name, tuple(rest)), i + 1
         if t.kind in ("str", "raw", "char"):
             return Literal(t.pos, _unquote(t.text), t.text), i + 1
         if t.kind == "num":
@@ -244,6 +246,12 @@ class Parser:
         if t.kind == "word":
             raise self.error(t.pos, f'function "{t.text}" not defined')
         raise self.error(t.pos, f"unexpected {t.text!r} in operand")
+
+
+def _chained(pos: int, names: tuple[str, ...]) -> int:
+    """Where Go's parser puts a field chain (``.A.B``): at its second field, where the chain
+    it builds begins (text/template/parse: operand)."""
+    return pos + 1 + len(names[0]) if len(names) > 1 else pos
 
 
 def _unquote(text: str) -> object:

@@ -96,11 +96,14 @@ def test_inspect_formats_as_docker_documents_them(fmt, want):
     ("fmt", "error"),
     [
         ("{{.Foo}}", 'template: :1:2: executing "" at <.Foo>: map has no entry for key "Foo"'),
-        ("{{.NetworkSettings.Nope}}", 'template: :1:2: executing "" at <.NetworkSettings.Nope>: '
+        # Go places a chain at its second field (docker: <.Config.Nope> is :1:9)
+        ("{{.NetworkSettings.Nope}}", 'template: :1:18: executing "" at <.NetworkSettings.Nope>: '
+         'map has no entry for key "Nope"'),
+        ("{{.Config.Nope}}", 'template: :1:9: executing "" at <.Config.Nope>: '
          'map has no entry for key "Nope"'),
         ("x\n{{index .Args 5}}", 'template: :2:2: executing "" at <index .Args 5>: error calling '
          "index: index out of range: 5"),
-        ("{{.Name.Foo}}", 'template: :1:2: executing "" at <.Name.Foo>: can\'t evaluate field '
+        ("{{.Name.Foo}}", 'template: :1:7: executing "" at <.Name.Foo>: can\'t evaluate field '
          "Foo in type string"),
         ("{{nosuch .Name}}", 'template: :1: function "nosuch" not defined'),
         ("{{.Name", "template: :1: unclosed action"),
@@ -174,9 +177,20 @@ def test_a_table_header_names_each_column_and_columns_line_up():
 def test_an_unknown_field_of_a_list_is_dockers_error():
     with pytest.raises(InvalidInput) as exc:
         formats.rows(_rows(), "{{.Bogus}}", output.ContainerRow.HEADERS)
+    # docker 20.10's words for ps (network ls says "template parsing error" for both)
     assert str(exc.value) == (
-        'template parsing error: template: :1:2: executing "" at <.Bogus>: can\'t evaluate field '
-        "Bogus in type *formatter.ContainerContext"
+        'failed to execute template: template: :1:2: executing "" at <.Bogus>: can\'t evaluate '
+        "field Bogus in type *formatter.ContainerContext"
+    )
+    with pytest.raises(InvalidInput) as exc:
+        formats.rows(_rows(), "{{.ID", output.ContainerRow.HEADERS)
+    assert str(exc.value) == "failed to parse template: template: :1: unclosed action"
+    net = output.NetworkRow(samples.records()[0])
+    with pytest.raises(InvalidInput) as exc:
+        formats.rows([net], "{{.Foo}}", output.NetworkRow.HEADERS)
+    assert str(exc.value) == (
+        'template parsing error: template: :1:2: executing "" at <.Foo>: can\'t evaluate field '
+        "Foo in type *network.networkContext"
     )
 
 
@@ -284,11 +298,22 @@ def test_container_filters_as_dockers(flags, names):
 @pytest.mark.parametrize(
     ("flags", "keys", "error"),
     [
-        (["bogus=1"], filters.NETWORK_KEYS, "invalid filter 'bogus'"),
-        (["driver"], filters.NETWORK_KEYS, "bad format of filter (expected name=value): 'driver'"),
-        (["type=weird"], filters.NETWORK_KEYS, "invalid filter 'type=weird'"),
-        (["status=sleeping"], filters.CONTAINER_KEYS, "invalid filter 'status=sleeping'"),
-        (["driver=bridge"], filters.CONTAINER_KEYS, "invalid filter 'driver'"),
+        # docker 20.10's words, each asked of it
+        (["bogus=1"], filters.NETWORK_KEYS, "Invalid filter 'bogus'"),
+        (
+            ["driver"],
+            filters.NETWORK_KEYS,
+            'invalid argument "driver" for "-f, --filter" flag: '
+            "bad format of filter (expected name=value)",
+        ),
+        (["type=weird"], filters.NETWORK_KEYS, "invalid filter: 'type'='weird'"),
+        (
+            ["dangling=maybe"],
+            filters.NETWORK_KEYS,
+            'invalid value for filter \'dangling\', must be "true" (or "1"), or "false" (or "0")',
+        ),
+        (["status=sleeping"], filters.CONTAINER_KEYS, "Invalid filter 'status=sleeping'"),
+        (["driver=bridge"], filters.CONTAINER_KEYS, "Invalid filter 'driver'"),
     ],
 )
 def test_bad_filters_are_one_line_errors(flags, keys, error):
