@@ -7,7 +7,8 @@ Layers, top to bottom (each imports only those below it; the README's code map s
     controller   the verbs; each mutation one change: plan against a draft of the store's view,
                  journal the plan, apply named steps with an undo stack, commit the records,
                  the firewall and the journal's deletion in one store transaction; the next
-                 command undoes or finishes a change whose process died (controller.journal)
+                 command undoes or finishes a change whose process died (controller.journal);
+                 check and gc compare the records with the host and mend (controller.audit)
     drivers      bridge, macvlan, overlay, host, none behind one protocol (drivers.base), each
                  owning its policy: what it refuses, its steps, its DNS and egress
     firewall     rules rendered as pure data from the records; one atomic apply per change
@@ -16,7 +17,8 @@ Layers, top to bottom (each imports only those below it; the README's code map s
     store        the records (SQLite; etcd too in cluster mode), the journal, the generation
     kernel       netlink sessions (rtnl), namespaces as files and the worker that enters them
                  (netns), conntrack, the packet filter's generation -- the only pyroute2 users
-    models       frozen records and the View over them; ipam, names, ports, links: pure policy
+    models       frozen records and the View over them; ipam, names, ports, links, filters,
+                 output, gotemplate (docker's --format): pure policy and rendering
     txn, errors  named steps with their undos and the test hooks; the error tree and exit codes
 
 Caches belong to the objects that own them (the store's view per generation, the firewall's
