@@ -1,8 +1,11 @@
 """Before/after: this checkout's benchmarks against an earlier commit's, side by side in one run.
 
-    sudo .venv/bin/python bench/versus.py [--base 47b33cf] [--rounds 2] [--only attach,cli]
+    sudo .venv/bin/python bench/versus.py [--base 47b33cf] [--after HEAD] [--rounds 2]
+                                          [--only attach,cli]
 
-The base commit is checked out once into a worktree (/tmp/lowbridge-versus-<sha>); each
+The base commit is checked out once into a worktree (/tmp/lowbridge-versus-<sha>), and so is
+``--after`` when given (else the after side is this checkout, as it is on disk: edits made
+while the run goes are measured too); each
 benchmark then runs from each checkout in turn, round by round, the order swapped every round
 (so the VM's drift hits both alike), each side with its own scripts and its own library.  The
 result compares the medians over rounds: for times, ``after / before`` (over 1 is slower); for
@@ -80,11 +83,12 @@ def _run(root: str, name: str) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="47b33cf", help="the commit to compare against")
+    parser.add_argument("--after", help="a commit for the after side (default: this checkout)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", help="comma-separated benchmarks (default: all)")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHES)
-    sides = {"before": _worktree(args.base), "after": ROOT}
+    sides = {"before": _worktree(args.base), "after": _worktree(args.after) if args.after else ROOT}
     samples: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     for name in names:
         for r in range(args.rounds):
@@ -113,10 +117,11 @@ def main() -> int:
     rows += [f"| {k} (new) | | {statistics.median(samples['after'][k]):g} | |" for k in new]
     write(
         "versus",
-        f"Before ({args.base}) and after, medians of {args.rounds} rounds each, turn about",
+        f"Before ({args.base}) and after ({args.after or 'this checkout'}), medians of "
+        f"{args.rounds} rounds each, turn about",
         "| row | before | after | worse (over 1: slower) |\n|---|---|---|---|",
         rows,
-        {"base": args.base, "rounds": args.rounds, "rows": doc},
+        {"base": args.base, "after": args.after, "rounds": args.rounds, "rows": doc},
     )
     return 0
 
