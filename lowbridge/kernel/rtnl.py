@@ -43,8 +43,6 @@ from lowbridge.kernel.wire import (
     NLMSG_DONE,
     NLMSG_ERROR,
     NLMSGHDR,
-    RT_SCOPE_LINK,
-    RT_TABLE_MAIN,
     RTEXT_FILTER_SKIP_STATS,
     RTM_DELLINK,
     RTM_GETADDR,
@@ -67,6 +65,7 @@ from lowbridge.kernel.wire import (
     link_name_of,
     link_request,
     messages,
+    onlink_route_of,
     route_dump_request,
     route_get_request,
     route_of,
@@ -496,15 +495,9 @@ class Session:
 
         Docker reserves these when it picks a subnet by itself (moby InferReservedNetworks).
         """
-        found = []
         with self._doing(f"list routes in {self.where}"):
-            for msg in self._ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN):
-                if msg["scope"] != RT_SCOPE_LINK or msg["dst_len"] == 0:
-                    continue
-                dst = msg.get_attr("RTA_DST")
-                if dst:
-                    found.append(IPv4Network(f"{dst}/{msg['dst_len']}", strict=False))
-        return found
+            replies = self._request(RTM_GETROUTE, route_dump_request(), NLM_F_DUMP)
+        return [net for net in map(onlink_route_of, replies) if net is not None]
 
 
 @contextlib.contextmanager

@@ -184,6 +184,19 @@ def route_dump_request() -> bytes:
     return _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
+def onlink_route_of(reply: bytes) -> IPv4Network | None:
+    """The destination of an RTM_NEWROUTE reply if it is an on-link (scope link), non-default
+    route of the main table, else None."""
+    _, dst_len, _, _, table, _, scope, _, _ = _RTMSG.unpack_from(reply, 16)
+    found = attributes(reply[16 + _RTMSG.size :])
+    if RTA_TABLE in found:
+        table = struct.unpack_from("I", found[RTA_TABLE], 4)[0]
+    dst = found.get(RTA_DST)
+    if scope != RT_SCOPE_LINK or not dst_len or table != RT_TABLE_MAIN or dst is None:
+        return None
+    return IPv4Network(f"{socket.inet_ntoa(dst[4:8])}/{dst_len}", strict=False)
+
+
 def default_route_of(reply: bytes) -> tuple[str | None, int] | None:
     """(gateway or None, output link index) of an RTM_NEWROUTE reply if it is the main table's
     default route through a link, else None."""

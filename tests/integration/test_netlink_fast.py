@@ -288,16 +288,21 @@ with IPRoute() as ipr:
                            m.get_attr("IFLA_ADDRESS"), m.get_attr("IFLA_MTU"), bool(m["flags"] & 1)]
     routes = [r for r in ipr.route("dump", family=2, table=254) if r["dst_len"] == 0]
     lib_default = [routes[0].get_attr("RTA_GATEWAY"), routes[0].get_attr("RTA_OIF")]
+    lib_onlink = sorted(f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
+                        for r in ipr.route("dump", family=2, table=254)
+                        if r["scope"] == 253 and r["dst_len"] and r.get_attr("RTA_DST"))
 with rtnl.session() as nl:
     ours = {link.index: [getattr(link, f) for f in link.__dataclass_fields__]
             for link in nl.links()}
     one = nl.link("v9")
     default = list(nl.default_route())
+    onlink = sorted(str(n) for n in nl.onlink_routes())
 netns.create("empty").result().close()
 with rtnl.session(netns.path_of("empty")) as snl:
     none = snl.default_route()
 print(json.dumps({"lib": lib, "ours": ours, "one": [one.name, one.kind, one.master, one.mtu],
-                  "default": [lib_default, default], "none": none}))
+                  "default": [lib_default, default], "none": none,
+                  "onlink": [lib_onlink, onlink]}))
 """
 
 
@@ -313,3 +318,4 @@ def test_link_and_route_listings_see_what_pyroute2_sees(host):
     assert out["one"] == ["v9", "veth", br9[0], 1400]
     assert out["default"][0] == out["default"][1] == ["10.9.9.254", br9[0]]
     assert out["none"] is None
+    assert out["onlink"][0] == out["onlink"][1] == ["10.9.9.0/24"]  # table 100's is not main's
