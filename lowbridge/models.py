@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
+from typing import NamedTuple
 
 from lowbridge.errors import InvalidInput, NotFound
 from lowbridge.ipam import Pool
@@ -79,6 +80,8 @@ class Network:
     predefined: bool = False
     # The subnet was given with --subnet: only then may endpoints ask for a static --ip (Docker).
     user_subnet: bool = False
+    user_gateway: bool = False  # --gateway given (docker's IPAM entry shows it then)
+    attachable: bool = False  # --attachable
 
     @property
     def is_default_bridge(self) -> bool:
@@ -105,6 +108,18 @@ class Network:
         doc["labels"] = frozen(doc.get("labels"))
         doc["options"] = frozen(doc.get("options"))
         return cls(**doc)
+
+
+CREATED, RUNNING, EXITED = "created", "running", "exited"
+
+
+class Join(NamedTuple):
+    """A network an exited sandbox joins again when it starts, with what was asked for there:
+    an address given with --ip (a dynamic one is drawn again) and the aliases."""
+
+    network_id: str
+    ip: str | None = None
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +153,19 @@ class Container:
     # An adopted namespace's own default route before lowbridge replaced it (gateway or "",
     # interface name), put back when lowbridge's last interface there goes.
     adopted_route: tuple[str, str] | None = None
+    # Lifecycle, as Docker's State: "created" (its command not started yet), "running" (it
+    # stands: its namespace up, its networks joined), "exited" (it left its networks and its
+    # namespace went; the record stays, with what start needs to make it again).
+    state: str = RUNNING
+    exit_code: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    restart_count: int = 0
+    restart: str = "no"  # --restart: no, on-failure[:N], always, unless-stopped
+    auto_remove: bool = False  # --rm
+    stopped: bool = False  # stopped or killed by hand (unless-stopped then stays down)
+    mac_address: str | None = None  # --mac-address: its first network's interface's
+    joins: tuple[Join, ...] = ()  # exited: the networks start joins again, first one first
 
     @property
     def host_network(self) -> bool:
@@ -173,6 +201,7 @@ class Container:
         doc["labels"] = frozen(doc.get("labels"))
         route = doc.get("adopted_route")
         doc["adopted_route"] = tuple(route) if route else None
+        doc["joins"] = tuple(Join(n, ip, tuple(a)) for n, ip, a in doc.get("joins", ()))
         return cls(**doc)
 
 
@@ -203,6 +232,7 @@ class Endpoint:
     vtep: str | None = None  # that host's VXLAN endpoint address
     container_name: str | None = None
     dns_names: tuple[str, ...] = ()
+    requested_ip: str | None = None  # the address asked for with --ip (Docker's IPAMConfig)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -376,4 +406,4 @@ def resolve(kind: str, ref: str, items: Iterable):  # noqa: ANN201
         return matches[0]
     if len(matches) > 1:
         raise InvalidInput(f"{kind} {ref} is ambiguous ({len(matches)} matches by id prefix)")
-    raise NotFound(f"{kind} {ref} not found")
+    raise NotFound(f"No such {kind}: {ref}")  # docker's words

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from lowbridge import ports
-from lowbridge.models import Container, Endpoint, Network
+from lowbridge.models import DEFAULT_NETWORK, Container, Endpoint, Network
 
 if TYPE_CHECKING:
     import datetime as _dt
+
+    from lowbridge.config import Paths
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -85,10 +88,47 @@ def scope(net: Network) -> str:
 
 
 def container_status(ctr: Container, pids: list[int]) -> str:
-    """docker's ``State.Status`` of a sandbox: "running" while it stands -- its namespace is
-    the container, as a pause container is, whether or not a command runs in it -- and
-    "exited" once the command it was started with has ended."""
-    return "exited" if ctr.pid and not pids else "running"
+    """docker's ``State.Status`` of a sandbox (lowbridge.controller.lifecycle): "created",
+    "running" while it stands -- its namespace is the container, as a pause container is,
+    whether or not a command runs in it -- or "exited"."""
+    return ctr.state
+
+
+def status_text(ctr: Container, now: _dt.datetime | None = None) -> str:
+    """docker ps's STATUS: ``Up 5 seconds``, ``Exited (4) 3 seconds ago``, ``Created``."""
+    import datetime
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+
+    def since(stamp: str | None) -> str:
+        then = datetime.datetime.fromisoformat(stamp) if stamp else now
+        return human_duration((now - then).total_seconds())
+
+    if ctr.state == "running":
+        return f"Up {since(ctr.started_at or ctr.created)}"
+    if ctr.state == "exited":
+        return f"Exited ({ctr.exit_code}) {since(ctr.finished_at)} ago"
+    return "Created"
+
+
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as docker prints an unset one
+
+
+def rfc3339(stamp: str | None) -> str:
+    """A stored time as docker's JSON writes it (Go's RFC 3339 with nanoseconds: trailing
+    zeros of the fraction dropped, UTC as ``Z``)."""
+    if not stamp:
+        return ZERO_TIME
+    import datetime
+
+    t = datetime.datetime.fromisoformat(stamp).astimezone(datetime.timezone.utc)
+    frac = f".{t.microsecond:06d}".rstrip("0").rstrip(".")
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+
+
+def driver_name(net: Network) -> str:
+    """The driver as docker names it: the ``none`` network's is ``null``."""
+    return "null" if net.driver == "none" else net.driver
 
 
 def network_doc(
@@ -111,17 +151,17 @@ def network_doc(
     return {
         "Name": net.name,
         "Id": net.id,
-        "Created": net.created,
+        "Created": rfc3339(net.created),
         "Scope": scope(net),
-        "Driver": net.driver,
+        "Driver": driver_name(net),
         "EnableIPv6": False,
         "IPAM": {
             "Driver": "default",
             "Options": None if net.predefined else {},
-            "Config": [net.pool.to_doc()] if net.pool else [],
+            "Config": [_ipam_config(net)] if net.pool else [],
         },
         "Internal": net.internal,
-        "Attachable": False,
+        "Attachable": net.attachable,
         "Ingress": False,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
@@ -130,6 +170,15 @@ def network_doc(
         "Labels": dict(net.labels),
         "Device": net.device or "",
     } | ({"Peers": peers(endpoints, hosts or {})} if scope(net) == "global" else {})
+
+
+def _ipam_config(net: Network) -> dict:
+    """The network's IPAM entry as docker keeps it: what the user gave (a gateway only when
+    given, or when docker chose the subnet too; never for the default bridge)."""
+    doc = net.pool.to_doc()  # type: ignore[union-attr]
+    if net.is_default_bridge or (net.user_subnet and not net.user_gateway):
+        doc.pop("Gateway", None)
+    return doc
 
 
 def peers(endpoints: list[Endpoint], hosts: dict[str, dict]) -> list[dict]:
@@ -154,69 +203,129 @@ def container_doc(
     endpoints: list[Endpoint],
     networks: dict[str, Network],
     pids: list[int],
+    paths: Paths | None = None,
 ) -> dict:
-    """``docker inspect`` shape for one container (the parts lowbridge has)."""
-    status = container_status(ctr, pids)
+    """``docker inspect`` shape for one container: docker 20.10's fields, in its order, for
+    what lowbridge has (no image, mounts or cgroups); ``paths`` places its files."""
     nets = {}
     for ep in endpoints:
         net = networks.get(ep.network_id)
-        if net is None:
-            continue
-        nets[net.name] = {
-            "NetworkID": net.id,
-            "EndpointID": ep.id,
-            "Gateway": ep.gateway or "",
-            "IPAddress": ep.ip or "",
-            "IPPrefixLen": ep.prefixlen or 0,
-            "MacAddress": ep.mac or "",
-            "Interface": ep.ifname,
-            "HostInterface": ep.host_ifname or "",
-            "Aliases": list(ep.aliases) or None,
-            "DNSNames": dns_names(ctr, ep, net),
-        }
+        if net is not None:
+            nets[net.name] = _endpoint_doc(ctr, ep, net)
+    by_id = {e.network_id for e in endpoints}
+    for j in ctr.joins:  # an exited sandbox: its networks, their addresses released
+        net = networks.get(j.network_id)
+        if net is not None and j.network_id not in by_id:
+            nets[net.name] = _endpoint_doc(ctr, None, net, j.ip, j.aliases)
+    default = nets.get(DEFAULT_NETWORK) if ctr.state == "running" else None
+    running = ctr.state == "running"
+    name, _, count = ctr.restart.partition(":")
+    etc = paths.etc_dir(ctr.name) if paths and ctr.netns else ""
     settings: dict = {
-        "SandboxKey": ctr.netns,
-        "Ports": ports.docker_ports(list(ctr.ports)),
-        "Networks": nets,
+        "Bridge": "",
+        "SandboxID": ctr.id if running and ctr.netns else "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports.docker_ports(list(ctr.ports), list(ctr.exposed)) if running else {},
+        "SandboxKey": ctr.netns if running else "",
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
     }
-    # docker inspect repeats the default bridge endpoint's values at the top level.
-    default = nets.get("bridge")
-    settings.update(
-        Gateway=default["Gateway"] if default else "",
-        IPAddress=default["IPAddress"] if default else "",
-        IPPrefixLen=default["IPPrefixLen"] if default else 0,
-        MacAddress=default["MacAddress"] if default else "",
-    )
+    for key, value in (("EndpointID", ""), ("Gateway", ""), ("GlobalIPv6Address", ""),
+                       ("GlobalIPv6PrefixLen", 0), ("IPAddress", ""), ("IPPrefixLen", 0),
+                       ("IPv6Gateway", ""), ("MacAddress", "")):  # fmt: skip
+        # docker repeats the default bridge endpoint's values at the top level.
+        settings[key] = default[key] if default else value
+    settings["Networks"] = nets
     return {
         "Id": ctr.id,
-        "Created": ctr.created,
+        "Created": rfc3339(ctr.created),
         "Path": ctr.command[0] if ctr.command else "",
-        "Args": ctr.command[1:],
+        "Args": list(ctr.command[1:]),
         "State": {
-            "Status": status,
-            "Running": status == "running",
-            "Pid": pids[0] if pids else 0,
+            "Status": ctr.state,
+            "Running": running,
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": False,
+            "Dead": False,
+            "Pid": pids[0] if pids and running else 0,
+            "ExitCode": ctr.exit_code,
+            "Error": "",
+            "StartedAt": rfc3339(ctr.started_at),
+            "FinishedAt": rfc3339(ctr.finished_at),
         },
+        "Image": "",
+        "ResolvConfPath": os.path.join(etc, "resolv.conf") if etc else "",
+        "HostnamePath": os.path.join(etc, "hostname") if etc else "",
+        "HostsPath": os.path.join(etc, "hosts") if etc else "",
+        "LogPath": paths.logs(ctr.id) if paths else "",
         "Name": "/" + ctr.name,
-        "Config": {
-            "Hostname": ctr.hostname,
-            "Cmd": ctr.command or None,
-            "Env": ctr.environment or None,
-            "ExposedPorts": {str(p): {} for p in ctr.exposed} or None,
-            "Labels": dict(ctr.labels),
-        },
+        "RestartCount": ctr.restart_count,
+        "Platform": "linux",
         "HostConfig": {
             "NetworkMode": ctr.network_mode,
-            "Links": [f"/{name}:/{ctr.name}/{alias}" for name, alias in ctr.links] or None,
+            "PortBindings": ports.docker_bindings(list(ctr.ports)),
+            "RestartPolicy": {"Name": name, "MaximumRetryCount": int(count or 0)},
+            "AutoRemove": ctr.auto_remove,
             "Dns": list(ctr.dns),
-            "DnsSearch": list(ctr.dns_search),
             "DnsOptions": list(ctr.dns_options),
-            "ExtraHosts": [f"{name}:{ip}" for name, ip in ctr.extra_hosts] or None,
-            "PortBindings": ports.docker_ports(list(ctr.ports)),
+            "DnsSearch": list(ctr.dns_search),
+            "ExtraHosts": [f"{host}:{ip}" for host, ip in ctr.extra_hosts] or None,
+            "Links": [f"/{name}:/{ctr.name}/{alias}" for name, alias in ctr.links] or None,
+            "PublishAllPorts": False,
+        },
+        "Mounts": [],
+        "Config": {
+            "Hostname": ctr.hostname,
+            "Domainname": "",
+            "User": "",
+            **({"ExposedPorts": {str(p): {} for p in ctr.exposed}} if ctr.exposed else {}),
+            "Tty": False,
+            "OpenStdin": False,
+            "Env": list(ctr.environment) or None,
+            "Cmd": list(ctr.command) or None,
+            "Image": "",
+            "Labels": dict(ctr.labels),
         },
         "NetworkSettings": settings,
         "LowbridgeNetnsOwned": ctr.netns_owned,
     }
+
+
+def _endpoint_doc(
+    ctr: Container,
+    ep: Endpoint | None,
+    net: Network,
+    ip: str | None = None,
+    aliases: tuple[str, ...] = (),
+) -> dict:
+    """One of ``NetworkSettings.Networks`` (``ep`` None: an exited sandbox's, released)."""
+    requested = ep.requested_ip if ep else ip
+    names = list(ep.aliases if ep else aliases)
+    if not net.predefined:  # docker 20.10 lists the short id among a user network's aliases
+        names.append(ctr.id[:12])
+    doc = {
+        "IPAMConfig": {"IPv4Address": requested} if requested else None,
+        "Links": None,
+        "Aliases": names or None,
+        "NetworkID": net.id,
+        "EndpointID": ep.id if ep else "",
+        "Gateway": (ep.gateway or "") if ep else "",
+        "IPAddress": (ep.ip or "") if ep else "",
+        "IPPrefixLen": (ep.prefixlen or 0) if ep else 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": (ep.mac or "") if ep else "",
+        "DriverOpts": None,
+    }
+    if ep is not None:  # lowbridge's own: docker 26's DNSNames, and the interfaces
+        doc["DNSNames"] = dns_names(ctr, ep, net)
+        doc["Interface"] = ep.ifname
+        doc["HostInterface"] = ep.host_ifname or ""
+    return doc
 
 
 # ------------------------------------------------------------------ rows for --format
@@ -266,7 +375,7 @@ class NetworkRow(Row):
     def __init__(self, net: Network, trunc: bool = True):
         super().__init__(net.labels)
         self.ID = net.id[:12] if trunc else net.id
-        self.Name, self.Driver, self.Scope = net.name, net.driver, scope(net)
+        self.Name, self.Driver, self.Scope = net.name, driver_name(net), scope(net)
         self.IPv6, self.Internal = "false", "true" if net.internal else "false"
         self.CreatedAt = go_time(net.created)
 
@@ -300,6 +409,7 @@ class ContainerRow(Row):
         self.Command = json.dumps(command, ensure_ascii=False)  # Go's strconv.Quote keeps "…"
         self.CreatedAt = go_time(ctr.created, fraction=False)
         self.RunningFor = ago(ctr.created)
-        self.Ports = ports.docker_ps(list(ctr.ports))
-        self.State = self.Status = state
+        standing = ctr.state == "running"
+        self.Ports = ports.docker_ps(list(ctr.ports), list(ctr.exposed)) if standing else ""
+        self.State, self.Status = state, status_text(ctr)
         self.Networks = ",".join(sorted(networks))

@@ -111,22 +111,73 @@ def parse(spec: str) -> list[PortRequest]:
     )
 
 
-def docker_ports(mappings: list[PortMapping]) -> dict[str, list[dict[str, str]]]:
-    """``NetworkSettings.Ports`` as docker inspect shows it."""
+def docker_ports(
+    mappings: list[PortMapping], exposed: list[Exposed] | None = None
+) -> dict[str, list[dict[str, str]] | None]:
+    """``NetworkSettings.Ports`` as docker inspect shows it: each published port's bindings,
+    and an exposed port that is not published as null."""
+    out: dict[str, list[dict[str, str]] | None] = {}
+    for m in sorted(mappings, key=lambda m: (m.container_port, m.proto, m.host_port)):
+        out.setdefault(f"{m.container_port}/{m.proto}", []).append(  # type: ignore[union-attr]
+            {"HostIp": m.host_ip, "HostPort": str(m.host_port)}
+        )
+    for e in exposed or ():
+        out.setdefault(str(e), None)
+    return out
+
+
+def docker_bindings(mappings: list[PortMapping]) -> dict[str, list[dict[str, str]]]:
+    """``HostConfig.PortBindings``: what was asked for (docker keeps an address that was not
+    given as "")."""
     out: dict[str, list[dict[str, str]]] = {}
     for m in sorted(mappings, key=lambda m: (m.container_port, m.proto, m.host_port)):
+        host_ip = "" if m.host_ip == "0.0.0.0" else m.host_ip
         out.setdefault(f"{m.container_port}/{m.proto}", []).append(
-            {"HostIp": m.host_ip, "HostPort": str(m.host_port)}
+            {"HostIp": host_ip, "HostPort": str(m.host_port)}
         )
     return out
 
 
-def docker_ps(mappings: list[PortMapping]) -> str:
-    """The PORTS column of ``docker ps``: ``0.0.0.0:8080->80/tcp, ...``."""
-    return ", ".join(
-        f"{m.host_ip}:{m.host_port}->{m.container_port}/{m.proto}"
-        for m in sorted(mappings, key=lambda m: (m.container_port, m.proto, m.host_port))
-    )
+def docker_ps(mappings: list[PortMapping], exposed: list[Exposed] | None = None) -> str:
+    """The PORTS column of ``docker ps`` (docker/cli DisplayablePorts): ports published on the
+    same number grouped into ranges per address and protocol (``0.0.0.0:7000-7002->7000-7002/
+    tcp``), exposed ones alone likewise (``9000/tcp``), then the mappings to other numbers."""
+    entries = [(m.container_port, m.host_ip, m.host_port, m.proto) for m in mappings]
+    mapped = {(m.container_port, m.proto) for m in mappings}
+    entries += [(e.port, "", 0, e.proto) for e in exposed or () if (e.port, e.proto) not in mapped]
+    groups: dict[str, list[int]] = {}  # key -> [first, last], in the order keys appear
+    result, other = [], []
+    for port, ip, public, proto in sorted(entries):
+        if ip and public != port:
+            other.append(f"{ip}:{public}->{port}/{proto}")
+            continue
+        key = f"{ip}/{proto}" if ip else proto
+        group = groups.get(key)
+        if group is not None and port == group[1] + 1:
+            group[1] = port
+            continue
+        if group is not None:
+            result.append(_group(key, *group))
+        groups[key] = [port, port]
+    result += [_group(key, first, last) for key, (first, last) in groups.items()]
+    return ", ".join(result + other)
+
+
+def _group(key: str, first: int, last: int) -> str:
+    ip, _, proto = key.rpartition("/")
+    span = str(first) if first == last else f"{first}-{last}"
+    return f"{ip}:{span}->{span}/{proto}" if ip else f"{span}/{proto}"
+
+
+def docker_port_lines(mappings: list[PortMapping], which: str | None = None) -> list[str]:
+    """What ``docker port`` prints: ``80/tcp -> 0.0.0.0:8080`` a mapping; for one port
+    (``80`` or ``80/udp``), its host sides only."""
+    ordered = sorted(mappings, key=lambda m: (m.container_port, m.proto, m.host_port))
+    if which is None:
+        return [f"{m.container_port}/{m.proto} -> {m.host_ip}:{m.host_port}" for m in ordered]
+    port, _, proto = which.partition("/")
+    return [f"{m.host_ip}:{m.host_port}" for m in ordered
+            if str(m.container_port) == port and m.proto == (proto or "tcp")]  # fmt: skip
 
 
 def ephemeral_range() -> range:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 
-from lowbridge.errors import InvalidInput, LowbridgeError
+from lowbridge.errors import Conflict, InvalidInput, LowbridgeError
 
 PROG = "lowbridge"
 
@@ -52,6 +51,7 @@ def cmd_network_create(args: argparse.Namespace) -> int:
         internal=args.internal,
         labels=_pairs(args.label, "--label", need_value=False),
         options=_pairs(args.opt, "--opt"),
+        attachable=args.attachable,
     )
     net = _controller(args).network_create(req)
     print(net.id)
@@ -81,10 +81,11 @@ def cmd_network_ls(args: argparse.Namespace) -> int:
     used = {e.network_id for e in view.endpoints}
     rows = [
         output.NetworkRow(n, trunc=not args.no_trunc)
-        for n in view.networks
+        for n in sorted(view.networks, key=lambda n: n.name)
         if not want
-        or filters.network(want, id=n.id, name=n.name, driver=n.driver, scope=output.scope(n),
-                           labels=n.labels, predefined=n.predefined, in_use=n.id in used)
+        or filters.network(want, id=n.id, name=n.name, driver=output.driver_name(n),
+                           scope=output.scope(n), labels=n.labels, predefined=n.predefined,
+                           in_use=n.id in used)
     ]  # fmt: skip
     if args.quiet:
         for r in rows:
@@ -102,14 +103,17 @@ def cmd_network_inspect(args: argparse.Namespace) -> int:
 
     ctl = _controller(args)
     view = ctl.view()
-    docs = []
+    docs, missing = [], []
     for ref in args.networks:
-        net = view.network(ref)
+        try:
+            net = view.network(ref)
+        except LowbridgeError:
+            missing.append(f"No such network: {ref}")
+            continue
         scope = drivers.get(net.driver).scope
         hosts = ctl.cluster.hosts() if ctl.cluster and scope == "global" else None
         docs.append(output.network_doc(net, view.endpoints_on(net.id), view.ctrs, hosts))
-    _write_docs(docs, args.format)
-    return 0
+    return _documents(docs, missing, args.format)
 
 
 def _each(refs: list[str], fn) -> int:  # noqa: ANN001
@@ -130,6 +134,10 @@ def cmd_network_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_network_prune(args: argparse.Namespace) -> int:
+    question = ("WARNING! This will remove all custom networks not used by at least one "
+                "container.\nAre you sure you want to continue?")  # fmt: skip
+    if not args.force and not _confirm(question):
+        return 0
     removed = _controller(args).network_prune()
     if removed:
         print("Deleted Networks:")
@@ -171,6 +179,8 @@ def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: A
         expose=list(args.expose or []),
         env=list(args.env or []),
         labels=_pairs(args.label, "--label", need_value=False),
+        restart=getattr(args, "restart", None) or "no",
+        auto_remove=getattr(args, "rm", False),
     )
 
 
@@ -191,45 +201,69 @@ def cmd_container_ls(args: argparse.Namespace) -> int:
     from lowbridge import filters, output
 
     want = filters.parse(args.filter, filters.CONTAINER_KEYS)
-    ctl = _controller(args)
-    view = ctl.view()
-    ctrs = list(view.containers)
-    pids = ctl.running(ctrs)
+    view = _controller(args).view()
     every = args.all or "status" in want  # docker: a status filter looks at every container
     rows = []
-    for c in ctrs:
-        state = output.container_status(c, pids[c.id])
+    for c in sorted(view.containers, key=lambda c: c.created, reverse=True):  # newest first
         nets = {view.nets[e.network_id].name: e.network_id for e in view.endpoints_of(c.id)
                 if e.network_id in view.nets}  # fmt: skip
-        if (every or state == "running") and filters.container(
-            want, id=c.id, name=c.name, state=state, labels=c.labels, networks=nets
+        if (every or c.state == "running") and filters.container(
+            want, id=c.id, name=c.name, state=c.state, labels=c.labels, networks=nets
         ):
-            rows.append(output.ContainerRow(c, list(nets), state, trunc=not args.no_trunc))
+            rows.append(output.ContainerRow(c, list(nets), c.state, trunc=not args.no_trunc))
     if args.quiet:
         for r in rows:
             print(r.ID)
     elif args.format:
         _write_rows(rows, args.format, output.ContainerRow.HEADERS)
     else:
-        headers = ["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NETWORKS", "NAMES"]
-        table = [[r.ID, r.Command, r.RunningFor, r.Status, r.Ports, r.Networks, r.Names]
+        headers = ["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORKS"]
+        table = [[r.ID, r.Command, r.RunningFor, r.Status, r.Ports, r.Names, r.Networks]
                  for r in rows]  # fmt: skip
         print(output.table(headers, table))
     return 0
 
 
 def cmd_container_inspect(args: argparse.Namespace) -> int:
-    from lowbridge import output
+    """``inspect``: sandboxes (and, as docker's, networks of that name when no sandbox has it;
+    ``--type`` chooses); what is found is printed, then what is not, one error each."""
+    from lowbridge import drivers, output
 
     ctl = _controller(args)
     view = ctl.view()
-    docs = []
+    kind = getattr(args, "type", None) or ("container" if args.command_name == "container"
+                                             else None)  # fmt: skip
+    docs, missing = [], []
     for ref in args.containers:
-        ctr = view.container(ref)
-        pids = ctl.running([ctr])[ctr.id]
-        docs.append(output.container_doc(ctr, view.endpoints_of(ctr.id), view.nets, pids))
-    _write_docs(docs, args.format)
-    return 0
+        try:
+            if kind != "network":
+                try:
+                    ctr = view.container(ref)
+                except LowbridgeError:
+                    if kind == "container":
+                        raise
+                else:
+                    pids = ctl.running([ctr])[ctr.id]
+                    eps = view.endpoints_of(ctr.id)
+                    docs.append(output.container_doc(ctr, eps, view.nets, pids, ctl.paths))
+                    continue
+            net = view.network(ref)
+            hosts = ctl.cluster.hosts() if ctl.cluster and drivers.get(net.driver).scope == (
+                "global") else None  # fmt: skip
+            docs.append(output.network_doc(net, view.endpoints_on(net.id), view.ctrs, hosts))
+        except LowbridgeError:
+            missing.append(f"No such object: {ref}" if kind is None else f"No such {kind}: {ref}")
+    return _documents(docs, missing, args.format)
+
+
+def _documents(docs: list[dict], missing: list[str], fmt: str | None) -> int:
+    """What docker's inspects print: the documents found, then an error for each not found
+    (exit 1 if any)."""
+    if docs or not missing:
+        _write_docs(docs, fmt)
+    for text in missing:
+        print(f"{PROG}: error: {text}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def cmd_container_rm(args: argparse.Namespace) -> int:
@@ -244,81 +278,102 @@ def cmd_container_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lowbridge import sandbox
+    from lowbridge.cli import terminal
+    from lowbridge.controller.lifecycle import exited_with
+
     command = _command(args)
     if not command:
         raise InvalidInput("run needs a command after '--' (container create makes a bare sandbox)")
-    ctl = _controller(args)
-    wrap = None
-    if args.detach and args.rm:
-        # Docker's run -d --rm: a small supervisor waits for the command, then removes the
-        # sandbox.  It lives in the host's namespaces; the command in the sandbox.
-        def wrap(ctr, argv: list[str]) -> list[str]:  # noqa: ANN001
-            return [sys.executable, "-m", "lowbridge", *_global_args(args), "_supervise",
-                    ctr.id, "--", *argv]  # fmt: skip
-
+    if args.detach and (args.tty or args.interactive):
+        raise InvalidInput("-i and -t are for a command run attached: a detached one gets no "
+                           "terminal here (exec -it gives one to a running sandbox)")  # fmt: skip
+    req = _container_request(args, command)
     try:
-        ctr, proc = ctl.run(_container_request(args, command), command, args.detach, wrap)
-    except LowbridgeError as exc:
-        exc.exit_code = 125
+        terminal.check_command(command, sandbox.environment(req.env))
+    except terminal.CannotRun as exc:
+        exc.exit_code = 126 if "permission denied" in str(exc) else 127  # docker run's codes
         raise
+    ctl = _controller(args)
+    made: list = []
+
+    def start(stdio, tty):  # noqa: ANN001, ANN202
+        try:
+            ctr, proc = ctl.run(req, command, args.detach, stdio=stdio, tty=tty)
+        except LowbridgeError as exc:
+            exc.exit_code = 125  # docker run's code for its own failures
+            raise
+        made.append(ctr)
+        return proc
+
     if args.detach:
-        print(ctr.id)
+        start(None, False)
+        print(made[0].id)
         return 0
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        code = proc.wait()
-    if args.rm:
-        ctl.container_rm(ctr.id, force=True)
+    proc, code = terminal.attached(start, args.interactive, args.tty)
+    code = exited_with(code)
+    if ctl.command_exited(made[0].id, code, proc.pid):
+        ctl.container_start(made[0].id)  # the restart policy: its supervisor runs it from now on
     return code
 
 
-def _global_args(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.root:
-        out += ["--root", args.root]
-    if args.firewall_backend:
-        out += ["--firewall-backend", args.firewall_backend]
-    if args.store:
-        out += ["--store", args.store]
-    return out
-
-
-def cmd_supervise(args: argparse.Namespace) -> int:
-    """(internal) Run the command; when it exits, remove its sandbox (run -d --rm)."""
-    command = _command(args)
-    try:
-        import subprocess
-
-        code = subprocess.call(command)
-    except OSError as exc:
-        code = _spawn_failure(exc)
-    with contextlib.suppress(LowbridgeError):  # removed meanwhile (rm -f): nothing left to do
-        _controller(args).container_rm(args.container, force=True)
-    return code
-
-
-def _spawn_failure(exc: OSError) -> int:
-    print(f"{PROG}: error: {exc}", file=sys.stderr)
-    return 127 if isinstance(exc, FileNotFoundError) else 126
+def _confirm(question: str) -> bool:
+    """docker's prompt: y or yes (any case) goes on; anything else, or no answer, does not."""
+    print(f"{question} [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     from lowbridge import sandbox
+    from lowbridge.cli import terminal
 
     command = _command(args)
     if not command:
         raise InvalidInput("exec needs a command after the container name")
     ctl = _controller(args)
     ctr = ctl.container(args.container)
-    argv = ctl.exec_argv(ctr, command)
-    sys.stdout.flush()
+    if ctr.state != "running":
+        raise Conflict(f"Container {ctr.id} is not running")
+    env = sandbox.environment([*ctr.environment, *_env_items(args.env)])
     try:
-        os.execvpe(argv[0], argv, sandbox.environment(ctr.environment))
-    except OSError as exc:
-        return _spawn_failure(exc)
+        terminal.check_command(command, env)
+    except terminal.CannotRun as exc:
+        exc.exit_code = 126  # docker exec's code whatever the reason
+        raise
+    if args.workdir and not os.path.isdir(args.workdir):
+        raise InvalidInput(f"chdir to cwd ({args.workdir!r}): no such file or directory")
+    argv = ctl.exec_argv(ctr, command)
+    if args.detach:
+        import subprocess
+
+        subprocess.Popen(argv, env=env, cwd=args.workdir, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)  # fmt: skip
+        return 0
+    if args.tty:
+        import subprocess
+
+        def start(stdio, tty):  # noqa: ANN001, ANN202
+            return subprocess.Popen(["setsid", "--ctty", *argv], env=env, cwd=args.workdir,
+                                    stdin=stdio[0], stdout=stdio[1], stderr=stdio[2])  # fmt: skip
+
+        return terminal.attached(start, args.interactive, True)[1]
+    if args.workdir:
+        os.chdir(args.workdir)
+    if not args.interactive:  # docker's exec without -i: the command reads nothing
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
     return 0  # not reached
+
+
+def _env_items(values: list[str] | None) -> list[str]:
+    from lowbridge.controller.requests import env_item
+
+    return [env_item(v) for v in values or ()]
 
 
 def cmd_firewall_show(args: argparse.Namespace) -> int:

@@ -11,8 +11,10 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
+from lowbridge import __version__
 from lowbridge.cli import commands as C
 from lowbridge.cli import labs as L
+from lowbridge.cli import lifecycle as LC
 from lowbridge.cli import ops as O
 from lowbridge.cli.startup import Formatter
 
@@ -57,6 +59,14 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set a variable")
     p.add_argument("-l", "--label", action="append", metavar="KEY=VALUE", help="set metadata")
+    p.add_argument("--restart", metavar="POLICY", default="no",
+                   help="no (default), on-failure[:N], always, unless-stopped")  # fmt: skip
+    p.add_argument("--rm", action="store_true", help="remove the sandbox when its command exits")
+
+
+def _add_terminal(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    p.add_argument("-t", "--tty", action="store_true", help="a terminal of its own (a pty)")
 
 
 def _add_format(p: argparse.ArgumentParser, example: str, short: bool = False) -> None:
@@ -144,6 +154,42 @@ def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser if want <= seen else build_parser()
 
 
+def _lifecycle(sub: _Group, csub: _Group) -> None:
+    """start, stop, restart, kill, wait, port, logs: both ``lowbridge VERB`` and ``lowbridge
+    container VERB``, as docker has them; ``container prune``."""
+    for parent in (sub, csub):
+        p = parent.add_parser("start", help="start stopped sandboxes (their networks, command)")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=LC.cmd_start)
+        for verb, text in (("stop", "stop sandboxes: their command, then their networks"),
+                           ("restart", "stop, then start sandboxes")):  # fmt: skip
+            p = parent.add_parser(verb, help=text)
+            p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS",
+                           help="seconds to wait before killing it (default 10)")  # fmt: skip
+            p.add_argument("containers", nargs="+", metavar="CONTAINER")
+            p.set_defaults(func=LC.cmd_stop if verb == "stop" else LC.cmd_restart)
+        p = parent.add_parser("kill", help="send a signal to sandboxes' commands")
+        p.add_argument("-s", "--signal", default="KILL", help="signal (default KILL)")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=LC.cmd_kill)
+        p = parent.add_parser("wait", help="wait until sandboxes exit; print their exit codes")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=LC.cmd_wait)
+        p = parent.add_parser("port", help="list a sandbox's published ports")
+        p.add_argument("container", metavar="CONTAINER")
+        p.add_argument("port", nargs="?", metavar="PORT[/PROTO]")
+        p.set_defaults(func=LC.cmd_port)
+        p = parent.add_parser("logs", help="what a detached sandbox's command wrote")
+        p.add_argument("-f", "--follow", action="store_true", help="follow, until it exits")
+        p.add_argument("--tail", default="all", metavar="N", help="the last N lines only")
+        p.add_argument("-t", "--timestamps", action="store_true", help="with their times")
+        p.add_argument("container", metavar="CONTAINER")
+        p.set_defaults(func=LC.cmd_logs)
+    p = csub.add_parser("prune", help="remove every stopped sandbox")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask first")
+    p.set_defaults(func=LC.cmd_container_prune)
+
+
 def build_parser(
     want: set[str] | None = None, seen: set[str] | None = None
 ) -> argparse.ArgumentParser:
@@ -164,6 +210,7 @@ def build_parser(
         help="state directory (default /var/lib/lowbridge and /run/lowbridge; env LOWBRIDGE_ROOT)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--version", action="version", version=f"lowbridge version {__version__}")
     parser.add_argument(
         "--store",
         metavar="etcd://HOST:2379[,…]",
@@ -186,7 +233,7 @@ def build_parser(
         "-d", "--driver", default="bridge", help="driver: bridge (default), macvlan or overlay"
     )
     p.add_argument(
-        "--attachable", action="store_true", help="(overlay) accepted: sandboxes may always join"
+        "--attachable", action="store_true", help="marked attachable (sandboxes may always join)"
     )
     p.add_argument("--subnet", action="append", help="subnet in CIDR format")
     p.add_argument("--gateway", action="append", help="gateway for the subnet")
@@ -227,7 +274,7 @@ def build_parser(
     p.set_defaults(func=C.cmd_network_rm)
 
     p = nsub.add_parser("prune", help="remove all unused user-defined networks")
-    p.add_argument("-f", "--force", action="store_true", help="do not prompt (never prompts)")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask first")
     p.set_defaults(func=C.cmd_network_prune)
 
     p = nsub.add_parser("connect", help="connect a container to a network")
@@ -275,6 +322,8 @@ def build_parser(
     for parent in (csub, sub):
         p = parent.add_parser("inspect", help="show containers as JSON")
         _add_format(p, "{{.NetworkSettings.IPAddress}}", short=True)
+        if parent is sub:
+            p.add_argument("--type", choices=("container", "network"), help="only of this kind")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=C.cmd_container_inspect)
         p = parent.add_parser("rm", help="remove containers")
@@ -285,13 +334,17 @@ def build_parser(
     p = sub.add_parser("run", help="create a sandbox, connect it, run a command in it")
     _add_network_flags(p)
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
-    p.add_argument("--rm", action="store_true", help="remove the sandbox when the command exits")
+    _add_terminal(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=C.cmd_run)
 
+    _lifecycle(sub, csub)
+
     p = sub.add_parser("exec", help="run a command in a sandbox")
-    p.add_argument("-i", "--interactive", action="store_true", help="(accepted, always on)")
-    p.add_argument("-t", "--tty", action="store_true", help="(accepted; the terminal is shared)")
+    _add_terminal(p)
+    p.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set a variable")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="the command's working directory")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=C.cmd_exec)
@@ -335,10 +388,14 @@ def build_parser(
     p = fsub.add_parser("reapply", help="re-apply every rule (after iptables -F, nft flush ...)")
     p.set_defaults(func=C.cmd_firewall_reapply)
 
-    p = sub.add_parser("_supervise")  # internal: run -d --rm
+    p = sub.add_parser("_supervise")  # internal: a detached command's supervisor
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=C.cmd_supervise)
+    p.set_defaults(func=LC.cmd_supervise)
+    p = sub.add_parser("_boot")  # internal: systemd/lowbridge-restore.service
+    p.set_defaults(func=LC.cmd_boot)
+    p = sub.add_parser("version", help="lowbridge's version")
+    p.set_defaults(func=LC.cmd_version, rootless=True)
 
     p = sub.add_parser(
         "agent", help="keep this host's overlay entries in step with the cluster store"

@@ -21,6 +21,7 @@ are missing or the resolver should run and does not, in which case the read sett
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import sys
 import time
@@ -29,13 +30,29 @@ from typing import TYPE_CHECKING
 
 from lowbridge import config, drivers, sandbox
 from lowbridge.config import Paths
-from lowbridge.controller import attach, facts, networks, processes, reconcile, sandboxes, teardown
+from lowbridge.controller import (
+    attach,
+    facts,
+    lifecycle,
+    networks,
+    processes,
+    reconcile,
+    sandboxes,
+    teardown,
+)
 from lowbridge.controller.change import Change, crashed
 from lowbridge.controller.requests import ContainerRequest
 from lowbridge.drivers.base import NetworkRequest
-from lowbridge.errors import CasConflict, Conflict, InvalidInput, LowbridgeError, one_line
+from lowbridge.errors import (
+    CasConflict,
+    Conflict,
+    InvalidInput,
+    LowbridgeError,
+    NotFound,
+    one_line,
+)
 from lowbridge.kernel import Kernel
-from lowbridge.models import PREDEFINED, Container, Endpoint, Network, View
+from lowbridge.models import EXITED, PREDEFINED, RUNNING, Container, Endpoint, Network, View, now
 from lowbridge.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -326,16 +343,17 @@ class Controller:
         req: ContainerRequest,
         command: list[str],
         detach: bool,
-        wrap: Callable[[Container, list[str]], list[str]] | None = None,
+        stdio: tuple[int | None, int | None, int | None] | None = None,
+        tty: bool = False,
     ) -> tuple[Container, subprocess.Popen]:
-        """``run``: create the sandbox and start ``command`` in it -- detached (output to its
-        log) or attached -- in one hold of the lock (lowbridge.controller.processes).  ``wrap``
-        may put the command's argv in another's (the ``--rm`` supervisor)."""
+        """``run``: create the sandbox and start ``command`` in it -- detached (under its
+        supervisor, output to its log) or attached (``stdio``, ``tty``: see
+        lowbridge.controller.processes.start) -- in one hold of the lock."""
         with self._mutation():
             ctr = self.container_create(req)
             self._tell()  # the resolver serves the sandbox before its command starts
             argv = self.exec_argv(ctr, command)
-            proc = processes.start(self, ctr, wrap(ctr, argv) if wrap else argv, detach)
+            proc = processes.start(self, ctr, argv, detach, stdio=stdio, tty=tty)
         return ctr, proc
 
     def start_detached(self, ref: str) -> subprocess.Popen:
@@ -346,6 +364,107 @@ class Controller:
             if not ctr.command:
                 raise InvalidInput(f"container {ctr.name} has no command to start")
             return processes.start(self, ctr, self.exec_argv(ctr, list(ctr.command)), True)
+
+    # ------------------------------------------------------------------ lifecycle
+    @_context(lambda ref: f"start container {ref}")
+    def container_start(self, ref: str) -> Container:
+        """``start``: an exited sandbox joins its networks again; its command starts, detached
+        (lowbridge.controller.lifecycle).  A sandbox that runs is left as it is."""
+        with self._mutation():
+            ctr = self.store.view().container(ref)
+            if ctr.state == EXITED:
+                with self.change("container-start") as c:
+                    (ctr,) = sandboxes.create(c, [lifecycle.replan(c, ctr)])
+                self._tell()
+            if ctr.command and not lifecycle.alive(ctr):
+                processes.start(self, ctr, self.exec_argv(ctr, list(ctr.command)), True)
+            return self.store.view().ctrs[ctr.id]
+
+    @_context(lambda ref, timeout=10: f"stop container {ref}")
+    def container_stop(self, ref: str, timeout: float = 10) -> Container:
+        """``stop``: SIGTERM to its command, SIGKILL after ``timeout`` seconds; then it leaves
+        its networks (lowbridge.controller.lifecycle)."""
+        with self._mutation():
+            ctr = self.store.view().container(ref)
+            if ctr.state == EXITED:
+                return ctr
+            self._put(dataclasses.replace(ctr, stopped=True, pid=None, pid_start=None))
+        code = lifecycle.terminate(self, ctr, timeout)  # no lock held: others go on meanwhile
+        with self.change("container-stop", forward=True) as c:
+            current = c.view.ctrs.get(ctr.id)
+            if current is not None and current.state != EXITED:
+                lifecycle.leave(c, [(current, code)])
+        return self.store.view().container(ctr.id)
+
+    @_context(lambda ref, sig=9: f"kill container {ref}")
+    def container_kill(self, ref: str, sig: int = 9) -> Container:
+        """``kill [-s SIG]``: the signal to its command (which its supervisor then reports and
+        the restart policy answers); a sandbox without a command leaves its networks."""
+        with self._mutation():
+            ctr = self.store.view().container(ref)
+            if ctr.state != RUNNING or (ctr.command and not lifecycle.alive(ctr)):
+                raise Conflict(f"Container {ctr.id} is not running")
+            self._put(dataclasses.replace(ctr, stopped=True))
+            if ctr.command:
+                lifecycle.signal(self, ctr, sig)
+                return ctr
+            with self.change("container-stop", forward=True) as c:
+                lifecycle.leave(c, [(c.view.ctrs[ctr.id], 128 + sig)])
+            return self.store.view().ctrs[ctr.id]
+
+    def container_wait(self, ref: str) -> int:
+        """``wait``: until the sandbox has exited; its exit code."""
+        cid = self.container(ref).id
+        while True:
+            ctr = self.view().ctrs.get(cid)
+            if ctr is None:
+                raise NotFound(f"No such container: {ref}")
+            if ctr.state == EXITED:
+                return ctr.exit_code
+            time.sleep(0.1)
+
+    def container_prune(self) -> list[Container]:
+        """``container prune``: remove every exited sandbox."""
+        with self._mutation():
+            down = [c.id for c in self.store.view().containers if c.state == EXITED]
+            done = self.container_rm_many(down) if down else []
+        return [got for _, got in done if isinstance(got, Container)]
+
+    def command_exited(self, cid: str, code: int, owner: int) -> bool:
+        """The command ``owner`` (its supervisor, or the attached ``run``) ran for sandbox
+        ``cid`` ended with ``code``: record it; True when the restart policy runs it again,
+        else the sandbox is removed (--rm) or leaves its networks.  Nothing when the record is
+        no longer the owner's (a stop or an rm took it)."""
+        with self._mutation():
+            ctr = self.store.view().ctrs.get(cid)
+            if ctr is None or ctr.pid != owner or ctr.state != RUNNING:
+                return False
+            if lifecycle.policy(ctr, code):
+                count = ctr.restart_count + 1
+                self._put(dataclasses.replace(ctr, exit_code=code, restart_count=count,
+                                              finished_at=now(), started_at=now()))  # fmt: skip
+                return True
+            if ctr.auto_remove:
+                self.container_rm(ctr.id, force=True)
+                return False
+            with self.change("container-stop", forward=True) as c:
+                # (the owner is the caller: it is not killed with the sandbox's processes)
+                done = dataclasses.replace(c.view.ctrs[cid], pid=None, pid_start=None)
+                lifecycle.leave(c, [(done, code)])
+            return False
+
+    def boot(self) -> list[Container]:
+        """After a reboot (the systemd unit lowbridge-restore.service): the networks back, the
+        sandboxes whose namespace died exited (255), and those whose restart policy says so
+        started again."""
+        with self._mutation():
+            back = [c for c in self.store.view().containers if lifecycle.on_boot(c)]
+            return [self.container_start(c.id) for c in back]
+
+    def _put(self, ctr: Container) -> None:
+        """Write one record (a lifecycle mark that no kernel object follows)."""
+        with self.store.transaction():
+            self.store.put_container(ctr)
 
     def exec_argv(self, ctr: Container, command: list[str]) -> list[str]:
         """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""

@@ -77,9 +77,11 @@ def plan(
     ip: str | None = None,
     aliases: tuple[str, ...] = (),
     ifnames: set[str] | None = None,
+    mac: str | None = None,
 ) -> AttachPlan:
     """Validate attaching ``ctr`` to ``net`` and decide the endpoint; the draft gains it.
-    ``ifnames``: the interface names in use in the sandbox (default: its endpoints')."""
+    ``ifnames``: the interface names in use in the sandbox (default: its endpoints');
+    ``mac``: its interface's MAC (--mac-address), else the driver's."""
     draft = c.draft
     driver = drivers.get(net.driver)
     eps = draft.endpoints_of(ctr.id)
@@ -96,7 +98,7 @@ def plan(
     )
     ep = dataclasses.replace(ep, dns_names=tuple(_dns_names(ctr, ep)))
     if driver.has_interfaces:
-        ep = _addressed(draft, driver, net, ep, ip, c.ctl.cluster)
+        ep = _addressed(draft, driver, net, ep, ip, c.ctl.cluster, mac)
     previous = gateway_endpoint(eps, nets)
     route = ep.gateway is not None and gateway_endpoint([*eps, ep], nets) is ep
     builds = driver.has_interfaces and driver.network_missing(net, c.kernel, c.nl)
@@ -157,15 +159,16 @@ def _check(driver, net, ctr, eps, nets, ip, aliases) -> None:  # noqa: ANN001
         names.validate_hostname(alias)
 
 
-def _addressed(draft: Draft, driver, net: Network, ep: Endpoint, ip, cluster) -> Endpoint:  # noqa: ANN001
-    """The endpoint with its address, MAC, host-side name and gateway."""
+def _addressed(draft: Draft, driver, net: Network, ep: Endpoint, ip, cluster, mac) -> Endpoint:  # noqa: ANN001
+    """The endpoint with its address (``ip``: asked for), MAC (``mac``: asked for), host-side
+    name and gateway."""
     if driver.max_endpoints is not None and len(draft.addresses(net)) >= driver.max_endpoints:
         raise Conflict(
             f"network {net.name} is full: a {driver.name} network holds at most "
             f"{driver.max_endpoints} endpoints"
         )
     address = str(draft.allocate(net, ip))
-    mac, host_ifname = driver.endpoint_names(net, ep.container_id, address)
+    made_mac, host_ifname = driver.endpoint_names(net, ep.container_id, address)
     gateway = net.pool.gateway
     no_route = net.internal or gateway is None or not driver.routes_out
     host = vtep = None
@@ -176,8 +179,9 @@ def _addressed(draft: Draft, driver, net: Network, ep: Endpoint, ip, cluster) ->
         ip=address,
         prefixlen=net.pool.subnet.prefixlen,
         gateway=None if no_route else str(gateway),
-        mac=mac,
+        mac=mac or made_mac,
         host_ifname=host_ifname,
+        requested_ip=address if ip else None,
         host=host,
         vtep=vtep,
     )

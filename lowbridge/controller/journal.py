@@ -31,6 +31,8 @@ def _handlers() -> dict[str, tuple[str, Callable[[Change, dict], object]]]:
         "network-create": ("undo", networks.undo_create),
         "network-connect": ("undo", attach.undo_connect),
         "container-create": ("undo", sandboxes.undo),
+        "container-start": ("undo", sandboxes.undo),
+        "container-stop": ("finish", teardown.finish_remove),
         "network-rm": ("finish", networks.finish_remove),
         "network-disconnect": ("finish", teardown.finish_disconnect),
         "container-rm": ("finish", teardown.finish_remove),

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 
 from lowbridge import ipam
 from lowbridge.errors import Conflict
-from lowbridge.models import Container, Endpoint, JournalEntry, Network, View
+from lowbridge.models import EXITED, Container, Endpoint, JournalEntry, Network, View
 from lowbridge.ports import PortMapping
 
 
@@ -33,7 +33,10 @@ class Draft:
         self._netns: set[str] = set()
         self._addresses: dict[str, set[str]] = {}
         self._held: dict[str, set[str]] = {}  # network id -> addresses unfinished changes hold
-        self.ports: list[PortMapping] = [m for c in view.containers for m in c.ports]
+        # Host ports held: an exited sandbox holds none (it takes its own again at start).
+        self.ports: list[PortMapping] = [
+            m for c in view.containers if c.state != EXITED for m in c.ports
+        ]
         for entry in unsettled:
             claims = entry.doc.get("claims", {})
             self._names.update(claims.get("containers", ()))

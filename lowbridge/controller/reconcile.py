@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from lowbridge import config, drivers, ipam, names
 from lowbridge.config import private_file
-from lowbridge.controller import journal, networks, teardown
+from lowbridge.controller import journal, lifecycle, networks, teardown
 from lowbridge.drivers.base import NetworkRequest
 from lowbridge.errors import InvalidInput
-from lowbridge.models import DEFAULT_NETWORK, GWBRIDGE, OPT_ICC, PREDEFINED, Network, frozen
+from lowbridge.models import DEFAULT_NETWORK, EXITED, GWBRIDGE, OPT_ICC, PREDEFINED, Network, frozen
 
 if TYPE_CHECKING:
     from lowbridge.controller import Controller
@@ -173,11 +173,20 @@ def _boot_and_reap(ctl: Controller, nl: Session) -> None:
     dead = [
         c
         for c in view.containers
-        if not c.host_network and c.netns not in known and not ctl.kernel.is_netns(c.netns)
+        if c.state != EXITED
+        and not c.host_network
+        and c.netns not in known
+        and not ctl.kernel.is_netns(c.netns)
     ]
-    if dead:
+    # Their namespace died (a reboot, an ip netns del): they exited, as Docker's containers do
+    # when the daemon finds them dead (255); those made with --rm go.
+    gone = [c for c in dead if c.auto_remove]
+    if gone:
         with ctl.change("container-rm", forward=True) as c:
-            teardown.remove(c, dead, kill=False)
+            teardown.remove(c, gone, kill=False)
+    if len(gone) < len(dead):
+        with ctl.change("container-stop", forward=True) as c:
+            lifecycle.leave(c, [(x, 255) for x in dead if not x.auto_remove])
     if booted or dead or ctl.settled:
         ctl.firewall.apply(ctl.firewall.model(ctl.store.view()))
     if booted:

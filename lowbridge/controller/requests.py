@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from lowbridge import ipam, links, names, ports
 from lowbridge.controller.plan import Draft
 from lowbridge.errors import Conflict, InvalidInput, LowbridgeError, NotFound
-from lowbridge.models import DEFAULT_NETWORK, Container, Network, frozen
+from lowbridge.models import CREATED, DEFAULT_NETWORK, RUNNING, Container, Network, frozen, now
 from lowbridge.ports import PortMapping
 
 
@@ -39,6 +39,8 @@ class ContainerRequest:
     expose: list[str] = field(default_factory=list)  # --expose PORT[/PROTO]
     env: list[str] = field(default_factory=list)  # -e KEY=VALUE (or KEY: from our environment)
     labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VALUE
+    restart: str = "no"  # --restart
+    auto_remove: bool = False  # --rm
 
 
 def sandbox_name(req: ContainerRequest, cid: str) -> str:
@@ -60,6 +62,7 @@ def container(
     expose = tuple(dict.fromkeys(p for spec in req.expose for p in ports.parse_expose(spec)))
     linked, link_env = _links(req, net, name, draft)
     return Container(
+        **_life(req),
         id=cid,
         name=name,
         netns=netns,
@@ -78,6 +81,19 @@ def container(
         labels=frozen(req.labels),
         link_env=link_env,
     )
+
+
+def _life(req: ContainerRequest) -> dict:
+    """The lifecycle fields of a new sandbox: ``created`` until its command starts (a sandbox
+    without one stands at once), its restart policy, --rm."""
+    from lowbridge.controller.lifecycle import parse_policy
+
+    policy = parse_policy(req.restart)
+    if req.auto_remove and policy != "no":
+        raise InvalidInput("conflicting options: cannot both remove and restart containers")
+    stands = not req.command
+    return {"state": RUNNING if stands else CREATED, "started_at": now() if stands else None,
+            "restart": policy, "auto_remove": req.auto_remove}  # fmt: skip
 
 
 def on_host(req: ContainerRequest, cid: str, name: str, net: Network) -> Container:
@@ -102,6 +118,7 @@ def on_host(req: ContainerRequest, cid: str, name: str, net: Network) -> Contain
             raise InvalidInput(f"conflicting options: {flag} and the network mode host")
     expose = tuple(dict.fromkeys(p for spec in req.expose for p in ports.parse_expose(spec)))
     return Container(
+        **_life(req),
         id=cid,
         name=name,
         netns="",

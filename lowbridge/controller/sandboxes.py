@@ -221,7 +221,9 @@ def create(c: Change, plans: list[SandboxPlan]) -> list[Container]:
                     if len(plans) > 1:
                         raise exc.within(f"create container {sp.container.name}") from None
                     raise
-            made.append(attach.finish(c, sp.attaches[0]) if sp.attaches else sp.container)
+            # The sandbox's record with its resolver's ports, if a network of it has them bound.
+            resolver = next((p for p in sp.attaches if p.redirect), None)
+            made.append(attach.finish(c, resolver) if resolver else sp.container)
             if c.ctl.progress is not None:
                 c.ctl.progress(sp.container.name)
     except BaseException:

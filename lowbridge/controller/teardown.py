@@ -24,28 +24,36 @@ if TYPE_CHECKING:
 
 
 # ------------------------------------------------------------------ rm
-def remove(c: Change, ctrs: list[Container], kill: bool) -> None:
-    """Remove sandboxes entirely (their processes too, with ``kill``)."""
+def remove(
+    c: Change, ctrs: list[Container], kill: bool, keep: dict[str, Container] | None = None
+) -> None:
+    """Remove sandboxes' kernel objects and endpoints (their processes too, with ``kill``), and
+    their records -- except those ``keep`` replaces (a sandbox that exited keeps its record:
+    lowbridge.controller.lifecycle)."""
     eps = [e for ctr in ctrs for e in c.view.endpoints_of(ctr.id)]
     c.journal(
         {
             "containers": [x.to_doc() for x in ctrs],
             "endpoints": [e.to_doc() for e in eps],
             "kill": kill,
+            "keep": [x.to_doc() for x in (keep or {}).values()],
             "claims": _claims(ctrs, eps),
         }
     )
-    _remove(c, ctrs, eps, kill)
+    _remove(c, ctrs, eps, kill, keep or {})
 
 
 def finish_remove(c: Change, doc: dict) -> None:
     """Run a removal again that a process did not finish (from its journal entry)."""
     ctrs = [Container.from_doc(d) for d in doc["containers"]]
     eps = [Endpoint.from_doc(d) for d in doc["endpoints"]]
-    _remove(c, ctrs, eps, doc["kill"])
+    keep = {x.id: x for x in map(Container.from_doc, doc.get("keep", ()))}
+    _remove(c, ctrs, eps, doc["kill"], keep)
 
 
-def _remove(c: Change, ctrs: list[Container], eps: list[Endpoint], kill: bool) -> None:
+def _remove(
+    c: Change, ctrs: list[Container], eps: list[Endpoint], kill: bool, keep: dict[str, Container]
+) -> None:
     errors: list[str] = []
     nets = c.view.nets
     batched: list[str] = []  # host ends deleted together, in a thread of their own
@@ -98,8 +106,10 @@ def _remove(c: Change, ctrs: list[Container], eps: list[Endpoint], kill: bool) -
             if c.ctl.progress is not None:
                 c.ctl.progress(ctr.name)
         present = {e.key for e in c.view.endpoints} | {x.id for x in c.view.containers}
-        gone = [e for e in eps if e.key in present] + [x for x in ctrs if x.id in present]
-        c.commit(gone=gone, before_commit=wait)
+        gone = [e for e in eps if e.key in present]
+        gone += [x for x in ctrs if x.id in present and x.id not in keep]
+        kept = [x for x in keep.values() if x.id in present]
+        c.commit(put=kept, gone=gone, before_commit=wait)
     finally:
         deleter.join()
 

@@ -64,6 +64,7 @@ class NetworkRequest:
     internal: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+    attachable: bool = False  # --attachable: inspect says so (any sandbox may join any network)
 
 
 class HostLink(NamedTuple):

@@ -92,6 +92,8 @@ class BridgeDriver(Policy):
             device=device,
             device_owned=owned,
             user_subnet=req.subnet is not None,
+            user_gateway=req.gateway is not None,
+            attachable=req.attachable,
         )
 
     def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:

@@ -124,6 +124,8 @@ class MacvlanDriver(Policy):
             device=parent,
             device_owned=owned,
             user_subnet=req.subnet is not None,
+            user_gateway=req.gateway is not None,
+            attachable=req.attachable,
         )
 
     @staticmethod

@@ -106,6 +106,8 @@ class OverlayDriver(Policy):
             labels=frozen(req.labels),
             options=frozen(options),
             user_subnet=req.subnet is not None,
+            user_gateway=req.gateway is not None,
+            attachable=req.attachable,
         )
 
     def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:

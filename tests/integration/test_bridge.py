@@ -167,7 +167,7 @@ def test_rm_of_several_sandboxes_is_one_batch_and_reports_each_failure(host):
     assert proc.stdout.split() == ["a", "b", "c"]
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 2
-    assert "remove container nosuch" in errors[0] and "not found" in errors[0]
+    assert "remove container nosuch" in errors[0] and "No such container" in errors[0]
     assert "remove container busy" in errors[1] and "it is running" in errors[1]
 
     # Only the survivors' host ends are left (on both bridges), none carries the "about to be
@@ -230,7 +230,7 @@ def test_a_batch_of_sandboxes_is_one_change_all_or_none(host):
     before = state(host)
     # A bad request anywhere, a name twice, a failure at the last step: nothing is left.
     bad = _batch(host, [["l1", "lab"], ["l2", "nosuch"], ["l3", "lab"]])
-    assert bad["error"].startswith("create 3 containers: create container l2: network nosuch")
+    assert bad["error"] == "create 3 containers: create container l2: No such network: nosuch"
     twice = _batch(host, [["d", "lab"], ["d", "lab"]])
     assert 'the container name "d" is already in use' in twice["error"]
     # e1 fails after it has started e2's namespace (made ahead): that one goes too.

@@ -204,7 +204,7 @@ def test_network_host_runs_in_the_hosts_namespace(lan):
     assert h.lb("run", "--rm", "--network", "host", "--", "ping", "-c1", "-W2", LAN_HOST,
                 check=False).returncode == 0  # fmt: skip
     h.lb("run", "-d", "--name", "hd", "--network", "host", "--", "sleep", "300")
-    assert "running" in h.lb("ps").stdout
+    assert h.lb("ps", "--format", "{{.Names}} {{.State}}").stdout == "hd running\n"
     for argv, words in (
         (["run", "--network", "host", "-p", "8080:80", "--", "true"], "publish"),
         (["network", "connect", "bridge", "hd"], "cannot be connected"),

@@ -220,7 +220,7 @@ def test_two_host_lab_each_host_makes_its_part_and_they_talk(cluster):
     assert "1 added" in h2.lb("apply", "-f", lab).stdout  # the network is found, not made again
     assert "nothing to change" in h3.lb("apply", "-f", lab).stdout  # nothing is placed on h3
     names = [
-        {line.split()[-1] for line in h.lb("ps").stdout.splitlines()[1:] if "ovl-" in line}
+        {name for name in h.lb("ps", "--format", "{{.Names}}").stdout.split() if "ovl-" in name}
         for h in (h1, h2, h3)
     ]
     assert names == [{"ovl-web"}, {"ovl-client"}, set()]

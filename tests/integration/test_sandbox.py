@@ -38,7 +38,8 @@ def test_hostname_extra_hosts_and_dns_flags(host):
              "gw:host-gateway", "--dns", "10.9.9.9", "--dns-search", "lab.example",
              "--dns-option", "ndots:2"]  # fmt: skip
     script = "hostname; cat /etc/hosts /etc/resolv.conf"
-    out = host.lb("run", "--name", "w", "--network", "dn", *flags, "--", "sh", "-c", script).stdout
+    host.lb("container", "create", "--name", "w", "--network", "dn", *flags)
+    out = host.lb("exec", "w", "--", "sh", "-c", script).stdout
     lines = out.splitlines()
     assert lines[0] == "web1"
     assert lines[-7:] == [
@@ -87,7 +88,7 @@ def test_detached_run_exec_and_rm_force(host):
     server_ip = ip_of(host, "server", "svc")
     out = host.lb("exec", "client", "--", "ping", "-c1", "-w3", server_ip, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "running" in host.lb("ps").stdout
+    assert "Up " in host.lb("ps").stdout
     doc = lb_json(host, "inspect", "server")[0]
     assert doc["State"]["Running"] and doc["State"]["Pid"] > 0
     refused = host.lb("rm", "server", check=False)

@@ -96,7 +96,8 @@ def test_inspect_documents_have_dockers_keys():
         "10.1.0.1",
         24,
     )
-    assert cdoc["State"] == {"Status": "running", "Running": True, "Pid": 42}
+    assert {k: cdoc["State"][k] for k in ("Status", "Running", "Pid")} == {
+        "Status": "running", "Running": True, "Pid": 42}  # fmt: skip
     assert cdoc["Name"] == "/web"
     json.dumps([ndoc, cdoc])
 

@@ -223,11 +223,14 @@ def test_reads_touch_nothing_when_there_is_nothing_to_settle(world):
     assert (len(world.kernel.calls), world.firewall.changes) == (calls, changes)
 
 
-def test_a_namespace_deleted_by_hand_is_reaped_and_its_address_reused(world):
+def test_a_namespace_deleted_by_hand_exits_its_sandbox_and_frees_its_address(world):
     _setup(world)
     world.kernel.remove_ns(world.kernel.netns_path("a"))
     b = world().container_create(ContainerRequest(name="b", network="n1"))
-    assert [c.name for c in world().containers()] == ["b"]
+    a = world().container("a")
+    assert (a.state, a.exit_code) == ("exited", 255)  # as Docker's, found dead
+    assert [j.network_id for j in a.joins] == [world().network("n1").id]
+    assert world().endpoints(container=a) == []
     assert [e.ip for e in world().endpoints(container=b)] == ["10.1.0.2"]
 
 

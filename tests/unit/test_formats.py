@@ -165,10 +165,10 @@ def test_ps_formats_as_docker_documents_them():
 
 
 def test_a_table_header_names_each_column_and_columns_line_up():
-    text = formats.rows(_rows(), "table {{.Names}}\t{{.Status}}\t{{upper .Names}}",
+    text = formats.rows(_rows(), "table {{.Names}}\t{{.State}}\t{{upper .Names}}",
                         output.ContainerRow.HEADERS)  # fmt: skip
     assert text.splitlines() == [
-        "NAMES     STATUS    NAMES",
+        "NAMES     STATE     NAMES",
         "web       running   WEB",
         "web       running   WEB",
     ]
