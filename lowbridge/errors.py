@@ -17,6 +17,8 @@ it never prints a traceback for these.
 from __future__ import annotations
 
 import errno as _errno
+import functools
+from collections.abc import Callable
 
 
 class LowbridgeError(Exception):
@@ -99,3 +101,20 @@ def one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def context(describe: Callable[..., str]) -> Callable:
+    """A method decorator: any LowbridgeError of the method is prefixed with what it was asked
+    to do, ``describe(*args)`` ("connect web to mynet: create veth lbv...: File exists")."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            try:
+                return fn(self, *args, **kwargs)
+            except LowbridgeError as exc:
+                raise exc.within(one_line(describe(*args, **kwargs))) from None
+
+        return wrapper
+
+    return decorate

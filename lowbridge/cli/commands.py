@@ -280,7 +280,7 @@ def cmd_container_rm(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from lowbridge import sandbox
     from lowbridge.cli import terminal
-    from lowbridge.controller.lifecycle import exited_with
+    from lowbridge.restarts import exited_with
 
     command = _command(args)
     if not command:

@@ -32,7 +32,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    from lowbridge.controller.lifecycle import parse_signal
+    from lowbridge.restarts import parse_signal
 
     sig = parse_signal(args.signal)
     ctl = _controller(args)

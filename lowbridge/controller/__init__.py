@@ -1,6 +1,7 @@
 """The controller: every lowbridge operation on one host.
 
-    (this module)  Controller: the public verbs -- each one change, or one read
+    (this module)  Controller: the public verbs -- each one change, or one read (those of the
+                   lifecycle and of check/gc come from lifecycle and audit)
     change         a change: plan, journal, apply (named steps, an undo stack), commit
     journal        what a process that died mid-change left: finished or undone
     reconcile      what every change does first (predefined networks, reboot, reaping, cluster)
@@ -11,6 +12,10 @@
     teardown       rm and network disconnect
     networks       network create and rm
     processes      the process of run, started once its record names it
+    lifecycle      stop, start, kill, wait: a sandbox's life after its creation
+    supervisor     the process that runs a detached command and answers for its end
+    logs           what a detached command wrote
+    audit          check and gc: the records against the host, and mending them
     etc            a sandbox's /etc files
 
 Mutations take the host-wide lock, so two lowbridge processes never interleave; reads take none
@@ -21,7 +26,6 @@ are missing or the resolver should run and does not, in which case the read sett
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import sys
 import time
@@ -40,48 +44,24 @@ from lowbridge.controller import (
     sandboxes,
     teardown,
 )
+from lowbridge.controller.audit import AuditVerbs
 from lowbridge.controller.change import Change, crashed
 from lowbridge.controller.requests import ContainerRequest
 from lowbridge.drivers.base import NetworkRequest
-from lowbridge.errors import (
-    CasConflict,
-    Conflict,
-    InvalidInput,
-    LowbridgeError,
-    NotFound,
-    one_line,
-)
+from lowbridge.errors import CasConflict, Conflict, InvalidInput, LowbridgeError, context
 from lowbridge.kernel import Kernel
-from lowbridge.models import EXITED, PREDEFINED, RUNNING, Container, Endpoint, Network, View, now
+from lowbridge.models import PREDEFINED, Container, Endpoint, Network, View
 from lowbridge.store import Store, open_store
 
 if TYPE_CHECKING:
     import subprocess
 
-    from lowbridge.controller.audit import Drift
     from lowbridge.dns.control import Resolver
     from lowbridge.firewall import Firewall
     from lowbridge.kernel.rtnl import Session
     from lowbridge.models import JournalEntry
 
 __all__ = ["ContainerRequest", "Controller", "NetworkRequest"]
-
-
-def _context(describe: Callable[..., str]) -> Callable:
-    """Prefix any LowbridgeError of the wrapped operation with what it was asked to do
-    ("connect web to mynet: create veth lbv...: File exists")."""
-
-    def decorate(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN202
-            try:
-                return fn(self, *args, **kwargs)
-            except LowbridgeError as exc:
-                raise exc.within(one_line(describe(*args, **kwargs))) from None
-
-        return wrapper
-
-    return decorate
 
 
 def _retry_races(fn: Callable) -> Callable:
@@ -105,7 +85,7 @@ def _retry_races(fn: Callable) -> Callable:
     return wrapper
 
 
-class Controller:
+class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     """lowbridge's operations on one host (see the module docstring).
 
     ``kernel``, ``firewall`` and ``resolver`` default to the real ones; the unit tests hand in
@@ -263,17 +243,17 @@ class Controller:
         return out
 
     # ------------------------------------------------------------------ networks
-    @_context(lambda req: f"create network {req.name}")
+    @context(lambda req: f"create network {req.name}")
     @_retry_races
     def network_create(self, req: NetworkRequest) -> Network:
         with self.change("network-create") as c:
             return networks.create(c, req)
 
-    @_context(lambda ref: f"remove network {ref}")
+    @context(lambda ref: f"remove network {ref}")
     def network_rm(self, ref: str) -> Network:
         return self._network_rm([ref])[0]
 
-    @_context(lambda refs: f"remove networks {', '.join(refs)}")
+    @context(lambda refs: f"remove networks {', '.join(refs)}")
     def network_rm_many(self, refs: list[str]) -> list[Network]:
         """Remove the networks ``refs`` name in one change (their devices in one batch)."""
         return self._network_rm(refs)
@@ -291,7 +271,7 @@ class Controller:
                       if not n.predefined and not view.endpoints_on(n.id)]  # fmt: skip
             return self._network_rm(unused) if unused else []
 
-    @_context(lambda net_ref, ctr_ref, *a, **k: f"connect {ctr_ref} to {net_ref}")
+    @context(lambda net_ref, ctr_ref, *a, **k: f"connect {ctr_ref} to {net_ref}")
     @_retry_races
     def network_connect(
         self, net_ref: str, ctr_ref: str, ip: str | None = None, aliases: tuple[str, ...] = ()
@@ -300,18 +280,18 @@ class Controller:
             net, ctr = c.view.network(net_ref), c.view.container(ctr_ref)
             return attach.connect(c, net, ctr, ip, tuple(aliases))
 
-    @_context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
+    @context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
     def network_disconnect(self, net_ref: str, ctr_ref: str) -> None:
         with self.change("network-disconnect", forward=True) as c:
             teardown.disconnect(c, c.view.network(net_ref), c.view.container(ctr_ref))
 
     # ------------------------------------------------------------------ sandboxes
-    @_context(lambda req: f"create container {req.name or ''}".rstrip())
+    @context(lambda req: f"create container {req.name or ''}".rstrip())
     @_retry_races
     def container_create(self, req: ContainerRequest) -> Container:
         return self._create([req])[0]
 
-    @_context(lambda reqs: f"create {len(reqs)} containers")
+    @context(lambda reqs: f"create {len(reqs)} containers")
     @_retry_races
     def container_create_many(self, reqs: list[ContainerRequest]) -> list[Container]:
         """Create several sandboxes in one change, all or none (a lab's set-up): one lock, one
@@ -365,114 +345,13 @@ class Controller:
                 raise InvalidInput(f"container {ctr.name} has no command to start")
             return processes.start(self, ctr, self.exec_argv(ctr, list(ctr.command)), True)
 
-    # ------------------------------------------------------------------ lifecycle
-    @_context(lambda ref: f"start container {ref}")
-    def container_start(self, ref: str) -> Container:
-        """``start``: an exited sandbox joins its networks again; its command starts, detached
-        (lowbridge.controller.lifecycle).  A sandbox that runs is left as it is."""
-        with self._mutation():
-            ctr = self.store.view().container(ref)
-            if ctr.state == EXITED:
-                with self.change("container-start") as c:
-                    (ctr,) = sandboxes.create(c, [lifecycle.replan(c, ctr)])
-                self._tell()
-            if ctr.command and not lifecycle.alive(ctr):
-                processes.start(self, ctr, self.exec_argv(ctr, list(ctr.command)), True)
-            return self.store.view().ctrs[ctr.id]
-
-    @_context(lambda ref, timeout=10: f"stop container {ref}")
-    def container_stop(self, ref: str, timeout: float = 10) -> Container:
-        """``stop``: SIGTERM to its command, SIGKILL after ``timeout`` seconds; then it leaves
-        its networks (lowbridge.controller.lifecycle)."""
-        with self._mutation():
-            ctr = self.store.view().container(ref)
-            if ctr.state == EXITED:
-                return ctr
-            self._put(dataclasses.replace(ctr, stopped=True, pid=None, pid_start=None))
-        code = lifecycle.terminate(self, ctr, timeout)  # no lock held: others go on meanwhile
-        with self.change("container-stop", forward=True) as c:
-            current = c.view.ctrs.get(ctr.id)
-            if current is not None and current.state != EXITED:
-                lifecycle.leave(c, [(current, code)])
-        return self.store.view().container(ctr.id)
-
-    @_context(lambda ref, sig=9: f"kill container {ref}")
-    def container_kill(self, ref: str, sig: int = 9) -> Container:
-        """``kill [-s SIG]``: the signal to its command (which its supervisor then reports and
-        the restart policy answers); a sandbox without a command leaves its networks."""
-        with self._mutation():
-            ctr = self.store.view().container(ref)
-            if ctr.state != RUNNING or (ctr.command and not lifecycle.alive(ctr)):
-                raise Conflict(f"Container {ctr.id} is not running")
-            self._put(dataclasses.replace(ctr, stopped=True))
-            if ctr.command:
-                lifecycle.signal(self, ctr, sig)
-                return ctr
-            with self.change("container-stop", forward=True) as c:
-                lifecycle.leave(c, [(c.view.ctrs[ctr.id], 128 + sig)])
-            return self.store.view().ctrs[ctr.id]
-
-    def container_wait(self, ref: str) -> int:
-        """``wait``: until the sandbox has exited; its exit code."""
-        cid = self.container(ref).id
-        while True:
-            ctr = self.view().ctrs.get(cid)
-            if ctr is None:
-                raise NotFound(f"No such container: {ref}")
-            if ctr.state == EXITED:
-                return ctr.exit_code
-            time.sleep(0.1)
-
-    def container_prune(self) -> list[Container]:
-        """``container prune``: remove every exited sandbox."""
-        with self._mutation():
-            down = [c.id for c in self.store.view().containers if c.state == EXITED]
-            done = self.container_rm_many(down) if down else []
-        return [got for _, got in done if isinstance(got, Container)]
-
-    def command_exited(self, cid: str, code: int, owner: int) -> bool:
-        """The command ``owner`` (its supervisor, or the attached ``run``) ran for sandbox
-        ``cid`` ended with ``code``: record it; True when the restart policy runs it again,
-        else the sandbox is removed (--rm) or leaves its networks.  Nothing when the record is
-        no longer the owner's (a stop or an rm took it)."""
-        with self._mutation():
-            ctr = self.store.view().ctrs.get(cid)
-            if ctr is None or ctr.pid != owner or ctr.state != RUNNING:
-                return False
-            if lifecycle.policy(ctr, code):
-                count = ctr.restart_count + 1
-                self._put(dataclasses.replace(ctr, exit_code=code, restart_count=count,
-                                              finished_at=now(), started_at=now()))  # fmt: skip
-                return True
-            if ctr.auto_remove:
-                self.container_rm(ctr.id, force=True)
-                return False
-            with self.change("container-stop", forward=True) as c:
-                # (the owner is the caller: it is not killed with the sandbox's processes)
-                done = dataclasses.replace(c.view.ctrs[cid], pid=None, pid_start=None)
-                lifecycle.leave(c, [(done, code)])
-            return False
-
-    def boot(self) -> list[Container]:
-        """After a reboot (the systemd unit lowbridge-restore.service): the networks back, the
-        sandboxes whose namespace died exited (255), and those whose restart policy says so
-        started again."""
-        with self._mutation():
-            back = [c for c in self.store.view().containers if lifecycle.on_boot(c)]
-            return [self.container_start(c.id) for c in back]
-
-    def _put(self, ctr: Container) -> None:
-        """Write one record (a lifecycle mark that no kernel object follows)."""
-        with self.store.transaction():
-            self.store.put_container(ctr)
-
     def exec_argv(self, ctr: Container, command: list[str]) -> list[str]:
         """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""
         if ctr.host_network:
             return list(command)
         return sandbox.exec_argv(ctr.name, command, self.paths.uts(ctr.name))
 
-    @_context(lambda ref, force=False: f"remove container {ref}")
+    @context(lambda ref, force=False: f"remove container {ref}")
     def container_rm(self, ref: str, force: bool = False) -> Container:
         ((_, result),) = self.container_rm_many([ref], force)
         if isinstance(result, LowbridgeError):
@@ -525,36 +404,6 @@ class Controller:
         from lowbridge.controller import preview
 
         return preview.preview(self, gone_networks, gone_sandboxes, net_reqs, box_reqs, joins)
-
-    # ------------------------------------------------------------------ operations
-    def check(self) -> list[Drift]:
-        """What differs between the records and this host (lowbridge.controller.audit), read
-        under the host lock and settling nothing: a killed command's leftovers show as they
-        are."""
-        from lowbridge.controller import audit
-
-        with config.host_lock(self.paths), self.store.exclusive(), self.kernel.session() as nl:
-            return audit.survey(self, nl)
-
-    def gc(self) -> tuple[list[str], list[str]]:
-        """Settle what dead processes left, remove lowbridge's objects that no record owns and
-        make again what the records say should exist (lowbridge.controller.audit); return the
-        lines of what was mended and of what is left (with why)."""
-        from lowbridge.controller import audit
-
-        found = self.check()
-        if not found:
-            return [], []
-        with self._mutation() as nl:  # settles the journal, reaps, remakes after a reboot
-            _, failed = audit.mend(audit.survey(self, nl))
-        left = {d.line() for d in self.check()}
-        done = [f"{d.line()}: {d.fix}" for d in found if d.line() not in left]
-        return done, failed or sorted(left)
-
-    def repair_endpoint(self, ep: Endpoint) -> None:
-        """Make an endpoint's interface again as recorded (lowbridge.controller.attach.repair)."""
-        with self.change("network-connect") as c:
-            attach.repair(c, ep)
 
     # ------------------------------------------------------------------ firewall
     def explain(self, a: str, b: str, port: int = 0, proto: str = "tcp"):  # noqa: ANN201

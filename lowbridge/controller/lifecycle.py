@@ -13,7 +13,9 @@ once, so that tools can run in a sandbox before any command does.)
 * :func:`leave` -- running to exited, in one change (a teardown that keeps the record);
 * :func:`replan` -- the plan that makes an exited sandbox stand again (lowbridge.controller.
   sandboxes makes it, as a create);
-* :func:`policy` -- whether a command that ended runs again (Docker's restart manager).
+* :class:`LifecycleVerbs` -- the controller's verbs of it (start, stop, kill, wait, prune,
+  what a supervisor reports, what a boot starts); the restart policies are
+  lowbridge.restarts'.
 """
 
 from __future__ import annotations
@@ -21,41 +23,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import time
 from typing import TYPE_CHECKING
 
-from lowbridge import drivers, names, ports
-from lowbridge.controller import attach, teardown
-from lowbridge.errors import Conflict, InvalidInput, NotFound
+from lowbridge import drivers, names, ports, restarts
+from lowbridge.controller import attach, processes, sandboxes, teardown
+from lowbridge.errors import Conflict, NotFound, context
 from lowbridge.models import CREATED, EXITED, GWBRIDGE, RUNNING, Container, Endpoint, Join, now
 
 if TYPE_CHECKING:
     from lowbridge.controller import Controller
     from lowbridge.controller.change import Change
     from lowbridge.controller.sandboxes import SandboxPlan
-
-POLICIES = ("no", "always", "unless-stopped", "on-failure")
-
-
-def parse_policy(text: str) -> str:
-    """A --restart value as Docker takes it: no, always, unless-stopped, on-failure[:N]."""
-    name, _, count = text.partition(":")
-    if name not in POLICIES or (count and (name != "on-failure" or not count.isdigit())):
-        raise InvalidInput(f"invalid restart policy '{text}'")
-    return text
-
-
-def policy(ctr: Container, code: int) -> bool:
-    """Whether a command that ended with ``code`` runs again (moby restartmanager: ``always``
-    whatever happened; ``unless-stopped`` unless it was stopped or killed by hand;
-    ``on-failure[:N]`` after a non-zero code, at most N times)."""
-    name, _, count = ctr.restart.partition(":")
-    if name == "always":
-        return True
-    if name == "unless-stopped":
-        return not ctr.stopped
-    if name == "on-failure":
-        return code != 0 and (not count or ctr.restart_count < int(count))
-    return False
 
 
 def joins(c: Change, ctr: Container) -> tuple[Join, ...]:
@@ -121,14 +100,6 @@ def replan(c: Change, ctr: Container) -> SandboxPlan:
     return SandboxPlan(standing, tuple(plans))
 
 
-def exited_with(code: int | None) -> int:
-    """A process's exit status as Docker reports it: its code, or 128 + the signal that ended
-    it (``None``: unknown, as after a reboot: 255)."""
-    if code is None:
-        return 255
-    return 128 - code if code < 0 else code
-
-
 def alive(ctr: Container) -> bool:
     """Whether the process the record names (its supervisor, or an attached run's command)
     still runs."""
@@ -165,7 +136,6 @@ def terminate(ctl: Controller, ctr: Container, timeout: float) -> int:
     has not ended after ``timeout`` seconds; the exit code to record (the supervisor's account
     of it when it gave one, 143 or 137 else; 0 for a sandbox without a command)."""
     import signal as signals
-    import time
 
     from lowbridge import sandbox
     from lowbridge.controller.supervisor import exit_file
@@ -188,27 +158,105 @@ def terminate(ctl: Controller, ctr: Container, timeout: float) -> int:
         return 143
 
 
-def on_boot(ctr: Container) -> bool:
-    """Whether a sandbox starts again when the host starts (moby's daemon.restore): ``always``,
-    ``unless-stopped`` unless stopped by hand, ``on-failure`` after a failure."""
-    name = ctr.restart.partition(":")[0]
-    if ctr.state != EXITED:
-        return False
-    return name == "always" or (name == "unless-stopped" and not ctr.stopped) or (
-        name == "on-failure" and ctr.exit_code != 0)  # fmt: skip
+class LifecycleVerbs:
+    """The controller's lifecycle verbs (a part of lowbridge.controller.Controller)."""
 
+    @context(lambda ref: f"start container {ref}")
+    def container_start(self, ref: str) -> Container:
+        """``start``: an exited sandbox joins its networks again; its command starts, detached
+        (lowbridge.controller.lifecycle).  A sandbox that runs is left as it is."""
+        with self._mutation():
+            ctr = self.store.view().container(ref)
+            if ctr.state == EXITED:
+                with self.change("container-start") as c:
+                    (ctr,) = sandboxes.create(c, [replan(c, ctr)])
+                self._tell()
+            if ctr.command and not alive(ctr):
+                processes.start(self, ctr, self.exec_argv(ctr, list(ctr.command)), True)
+            return self.store.view().ctrs[ctr.id]
 
-def parse_signal(text: str) -> int:
-    """A signal as ``docker kill -s`` takes it: KILL, SIGKILL, sigkill or 9."""
-    import signal as signals
+    @context(lambda ref, timeout=10: f"stop container {ref}")
+    def container_stop(self, ref: str, timeout: float = 10) -> Container:
+        """``stop``: SIGTERM to its command, SIGKILL after ``timeout`` seconds; then it leaves
+        its networks (lowbridge.controller.lifecycle)."""
+        with self._mutation():
+            ctr = self.store.view().container(ref)
+            if ctr.state == EXITED:
+                return ctr
+            self._put(dataclasses.replace(ctr, stopped=True, pid=None, pid_start=None))
+        code = terminate(self, ctr, timeout)  # no lock held: others go on meanwhile
+        with self.change("container-stop", forward=True) as c:
+            current = c.view.ctrs.get(ctr.id)
+            if current is not None and current.state != EXITED:
+                leave(c, [(current, code)])
+        return self.store.view().container(ctr.id)
 
-    if text.isdigit():
-        number = int(text)
-        if number in {s.value for s in signals.Signals}:
-            return number
-    else:
-        name = text.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        if name in signals.Signals.__members__:
-            return signals.Signals[name].value
-    raise InvalidInput(f"invalid signal: {text}")
+    @context(lambda ref, sig=9: f"kill container {ref}")
+    def container_kill(self, ref: str, sig: int = 9) -> Container:
+        """``kill [-s SIG]``: the signal to its command (which its supervisor then reports and
+        the restart policy answers); a sandbox without a command leaves its networks."""
+        with self._mutation():
+            ctr = self.store.view().container(ref)
+            if ctr.state != RUNNING or (ctr.command and not alive(ctr)):
+                raise Conflict(f"Container {ctr.id} is not running")
+            self._put(dataclasses.replace(ctr, stopped=True))
+            if ctr.command:
+                signal(self, ctr, sig)
+                return ctr
+            with self.change("container-stop", forward=True) as c:
+                leave(c, [(c.view.ctrs[ctr.id], 128 + sig)])
+            return self.store.view().ctrs[ctr.id]
+
+    def container_wait(self, ref: str) -> int:
+        """``wait``: until the sandbox has exited; its exit code."""
+        cid = self.container(ref).id
+        while True:
+            ctr = self.view().ctrs.get(cid)
+            if ctr is None:
+                raise NotFound(f"No such container: {ref}")
+            if ctr.state == EXITED:
+                return ctr.exit_code
+            time.sleep(0.1)
+
+    def container_prune(self) -> list[Container]:
+        """``container prune``: remove every exited sandbox."""
+        with self._mutation():
+            down = [c.id for c in self.store.view().containers if c.state == EXITED]
+            done = self.container_rm_many(down) if down else []
+        return [got for _, got in done if isinstance(got, Container)]
+
+    def command_exited(self, cid: str, code: int, owner: int) -> bool:
+        """The command ``owner`` (its supervisor, or the attached ``run``) ran for sandbox
+        ``cid`` ended with ``code``: record it; True when the restart policy runs it again,
+        else the sandbox is removed (--rm) or leaves its networks.  Nothing when the record is
+        no longer the owner's (a stop or an rm took it)."""
+        with self._mutation():
+            ctr = self.store.view().ctrs.get(cid)
+            if ctr is None or ctr.pid != owner or ctr.state != RUNNING:
+                return False
+            if restarts.policy(ctr, code):
+                count = ctr.restart_count + 1
+                self._put(dataclasses.replace(ctr, exit_code=code, restart_count=count,
+                                              finished_at=now(), started_at=now()))  # fmt: skip
+                return True
+            if ctr.auto_remove:
+                self.container_rm(ctr.id, force=True)
+                return False
+            with self.change("container-stop", forward=True) as c:
+                # (the owner is the caller: it is not killed with the sandbox's processes)
+                done = dataclasses.replace(c.view.ctrs[cid], pid=None, pid_start=None)
+                leave(c, [(done, code)])
+            return False
+
+    def boot(self) -> list[Container]:
+        """After a reboot (the systemd unit lowbridge-restore.service): the networks back, the
+        sandboxes whose namespace died exited (255), and those whose restart policy says so
+        started again."""
+        with self._mutation():
+            back = [c for c in self.store.view().containers if restarts.on_boot(c)]
+            return [self.container_start(c.id) for c in back]
+
+    def _put(self, ctr: Container) -> None:
+        """Write one record (a lifecycle mark that no kernel object follows)."""
+        with self.store.transaction():
+            self.store.put_container(ctr)

@@ -86,7 +86,7 @@ def container(
 def _life(req: ContainerRequest) -> dict:
     """The lifecycle fields of a new sandbox: ``created`` until its command starts (a sandbox
     without one stands at once), its restart policy, --rm."""
-    from lowbridge.controller.lifecycle import parse_policy
+    from lowbridge.restarts import parse_policy
 
     policy = parse_policy(req.restart)
     if req.auto_remove and policy != "no":

@@ -65,6 +65,20 @@ def pid_file(ctl: Controller, container_id: str) -> str:
     return os.path.join(ctl.paths.run, "containers", container_id + ".pid")
 
 
+def _write(path: str, text: str) -> None:
+    """A small file of the supervisor's (root's alone, never through a symlink); best effort:
+    a read-only /run costs ``stop`` its exit code, not the supervisor its work."""
+    from lowbridge.config import private_file
+    from lowbridge.errors import LowbridgeError
+
+    try:
+        fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    except LowbridgeError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 class _Log:
     """The sandbox's log, one JSON line per line of output (Docker's json-file format)."""
 
@@ -96,8 +110,7 @@ def run(ctl: Controller, container_id: str, command: list[str]) -> int:
     while True:
         started = time.monotonic()
         code = _once(ctl, container_id, command, log)
-        with open(exit_file(ctl, container_id), "w") as f:
-            f.write(str(code))
+        _write(exit_file(ctl, container_id), str(code))
         try:
             again = ctl.command_exited(container_id, code, os.getpid())
         except Exception as exc:  # noqa: BLE001 -- reported where the user reads: the log
@@ -111,7 +124,7 @@ def run(ctl: Controller, container_id: str, command: list[str]) -> int:
 
 def _once(ctl: Controller, container_id: str, command: list[str], log: _Log) -> int:
     """Run the command once; its exit status as Docker reports it."""
-    from lowbridge.controller.lifecycle import exited_with
+    from lowbridge.restarts import exited_with
 
     try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -124,8 +137,7 @@ def _once(ctl: Controller, container_id: str, command: list[str], log: _Log) -> 
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signum)
 
-    with open(pid_file(ctl, container_id), "w") as f:
-        f.write(f"{child.pid}\n")
+    _write(pid_file(ctl, container_id), f"{child.pid}\n")
     previous = {s: signal.signal(s, forward) for s in FORWARDED}
     pumps = [
         threading.Thread(target=log.pump, args=(pipe, name), daemon=True)

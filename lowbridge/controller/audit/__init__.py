@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lowbridge import config
+from lowbridge.controller import attach
 from lowbridge.controller.audit import devices, leftovers, sandboxes
 from lowbridge.controller.audit.drift import FIREWALL, RESOLVER, SETTLE, Drift
 from lowbridge.errors import LowbridgeError
@@ -29,7 +31,7 @@ from lowbridge.errors import LowbridgeError
 if TYPE_CHECKING:
     from lowbridge.controller import Controller
     from lowbridge.kernel.rtnl import Session
-    from lowbridge.models import View
+    from lowbridge.models import Endpoint, View
 
 
 def survey(ctl: Controller, nl: Session) -> list[Drift]:
@@ -113,3 +115,32 @@ def mend(drift: list[Drift]) -> tuple[list[str], list[str]]:
         except (LowbridgeError, OSError) as exc:
             failed.append(f"{d.line()}: {d.fix}: {exc}")
     return done, failed
+
+
+class AuditVerbs:
+    """The controller's operations verbs (a part of lowbridge.controller.Controller)."""
+
+    def check(self) -> list[Drift]:
+        """What differs between the records and this host (lowbridge.controller.audit), read
+        under the host lock and settling nothing: a killed command's leftovers show as they
+        are."""
+        with config.host_lock(self.paths), self.store.exclusive(), self.kernel.session() as nl:
+            return survey(self, nl)
+
+    def gc(self) -> tuple[list[str], list[str]]:
+        """Settle what dead processes left, remove lowbridge's objects that no record owns and
+        make again what the records say should exist (lowbridge.controller.audit); return the
+        lines of what was mended and of what is left (with why)."""
+        found = self.check()
+        if not found:
+            return [], []
+        with self._mutation() as nl:  # settles the journal, reaps, remakes after a reboot
+            _, failed = mend(survey(self, nl))
+        left = {d.line() for d in self.check()}
+        done = [f"{d.line()}: {d.fix}" for d in found if d.line() not in left]
+        return done, failed or sorted(left)
+
+    def repair_endpoint(self, ep: Endpoint) -> None:
+        """Make an endpoint's interface again as recorded (lowbridge.controller.attach.repair)."""
+        with self.change("network-connect") as c:
+            attach.repair(c, ep)
