@@ -10,7 +10,7 @@ tutorials describe.)
 from __future__ import annotations
 
 from lowbridge.errors import InvalidInput
-from lowbridge.names import validate_hostname
+from lowbridge.names import validate_name
 
 
 def parse(spec: str) -> tuple[str, str]:
@@ -20,7 +20,7 @@ def parse(spec: str) -> tuple[str, str]:
     alias = alias or name
     if not name:
         raise InvalidInput(f"invalid --link {spec!r}: expected NAME[:ALIAS]")
-    validate_hostname(alias)
+    validate_name("link alias", alias)  # docker's rule for names: _ and . too
     return name, alias
 
 

@@ -165,12 +165,22 @@ class Container:
     auto_remove: bool = False  # --rm
     stopped: bool = False  # stopped or killed by hand (unless-stopped then stays down)
     mac_address: str | None = None  # --mac-address: its first network's interface's
+    publish_all: bool = False  # -P: every exposed port published on a free host port
+    sysctls: tuple[tuple[str, str], ...] = ()  # --sysctl: net.* settings of its namespace
+    domainname: str = ""  # --domainname
+    share: str | None = None  # --network container:ID: that sandbox's namespace, not its own
     joins: tuple[Join, ...] = ()  # exited: the networks start joins again, first one first
 
     @property
     def host_network(self) -> bool:
         """``--network host``: no namespace of its own (``netns`` is empty)."""
         return not self.netns
+
+    @property
+    def borrows(self) -> bool:
+        """Its namespace is not its own (the host's, or another sandbox's with ``--network
+        container:NAME``): of the processes there, only the one lowbridge started is its."""
+        return not self.netns or self.share is not None
 
     @property
     def environment(self) -> tuple[str, ...]:
@@ -202,6 +212,7 @@ class Container:
         route = doc.get("adopted_route")
         doc["adopted_route"] = tuple(route) if route else None
         doc["joins"] = tuple(Join(n, ip, tuple(a)) for n, ip, a in doc.get("joins", ()))
+        doc["sysctls"] = tuple((k, v) for k, v in doc.get("sysctls", ()))
         return cls(**doc)
 
 

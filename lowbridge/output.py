@@ -204,9 +204,11 @@ def container_doc(
     networks: dict[str, Network],
     pids: list[int],
     paths: Paths | None = None,
+    files_of: str | None = None,
 ) -> dict:
     """``docker inspect`` shape for one container: docker 20.10's fields, in its order, for
-    what lowbridge has (no image, mounts or cgroups); ``paths`` places its files."""
+    what lowbridge has (no image, mounts or cgroups); ``paths`` places its files, which are
+    the sandbox ``files_of``'s when it shares that one's namespace (--network container:)."""
     nets = {}
     for ep in endpoints:
         net = networks.get(ep.network_id)
@@ -220,15 +222,16 @@ def container_doc(
     default = nets.get(DEFAULT_NETWORK) if ctr.state == "running" else None
     running = ctr.state == "running"
     name, _, count = ctr.restart.partition(":")
-    etc = paths.etc_dir(ctr.name) if paths and ctr.netns else ""
+    etc = paths.etc_dir(files_of or ctr.name) if paths and ctr.netns else ""
+    own = running and not ctr.borrows
     settings: dict = {
         "Bridge": "",
-        "SandboxID": ctr.id if running and ctr.netns else "",
+        "SandboxID": ctr.id if own else "",
         "HairpinMode": False,
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,
         "Ports": ports.docker_ports(list(ctr.ports), list(ctr.exposed)) if running else {},
-        "SandboxKey": ctr.netns if running else "",
+        "SandboxKey": ctr.netns if own else "",
         "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None,
     }
@@ -274,12 +277,13 @@ def container_doc(
             "DnsSearch": list(ctr.dns_search),
             "ExtraHosts": [f"{host}:{ip}" for host, ip in ctr.extra_hosts] or None,
             "Links": [f"/{name}:/{ctr.name}/{alias}" for name, alias in ctr.links] or None,
-            "PublishAllPorts": False,
+            "PublishAllPorts": ctr.publish_all,
+            **({"Sysctls": dict(ctr.sysctls)} if ctr.sysctls else {}),
         },
         "Mounts": [],
         "Config": {
             "Hostname": ctr.hostname,
-            "Domainname": "",
+            "Domainname": ctr.domainname,
             "User": "",
             **({"ExposedPorts": {str(p): {} for p in ctr.exposed}} if ctr.exposed else {}),
             "Tty": False,
@@ -287,6 +291,7 @@ def container_doc(
             "Env": list(ctr.environment) or None,
             "Cmd": list(ctr.command) or None,
             "Image": "",
+            **({"MacAddress": ctr.mac_address} if ctr.mac_address else {}),
             "Labels": dict(ctr.labels),
         },
         "NetworkSettings": settings,

@@ -179,8 +179,13 @@ def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: A
         expose=list(args.expose or []),
         env=list(args.env or []),
         labels=_pairs(args.label, "--label", need_value=False),
-        restart=getattr(args, "restart", None) or "no",
-        auto_remove=getattr(args, "rm", False),
+        restart=args.restart,
+        auto_remove=args.rm,
+        mac_address=args.mac_address,
+        publish_all=args.publish_all,
+        env_files=list(args.env_file or []),
+        sysctls=_pairs(args.sysctl, "--sysctl"),
+        domainname=args.domainname,
     )
 
 
@@ -245,7 +250,10 @@ def cmd_container_inspect(args: argparse.Namespace) -> int:
                 else:
                     pids = ctl.running([ctr])[ctr.id]
                     eps = view.endpoints_of(ctr.id)
-                    docs.append(output.container_doc(ctr, eps, view.nets, pids, ctl.paths))
+                    owner = view.ctrs.get(ctr.share or "")
+                    files_of = owner.name if owner else None
+                    doc = output.container_doc(ctr, eps, view.nets, pids, ctl.paths, files_of)
+                    docs.append(doc)
                     continue
             net = view.network(ref)
             hosts = ctl.cluster.hosts() if ctl.cluster and drivers.get(net.driver).scope == (

@@ -23,7 +23,12 @@ PROG = "lowbridge"
 
 def _add_network_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="name (default: the short id); also the netns name")
-    p.add_argument("--network", "--net", default="bridge", help="network to join (default: bridge)")
+    p.add_argument(
+        "--network",
+        "--net",
+        default="bridge",
+        help="network to join (default: bridge); container:NAME: NAME's namespace",
+    )
     p.add_argument("--ip", help="IPv4 address on that network (user-defined networks only)")
     p.add_argument(
         "-p",
@@ -62,6 +67,13 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart", metavar="POLICY", default="no",
                    help="no (default), on-failure[:N], always, unless-stopped")  # fmt: skip
     p.add_argument("--rm", action="store_true", help="remove the sandbox when its command exits")
+    p.add_argument("--mac-address", metavar="MAC", help="its first network's interface's MAC")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every exposed port on a free host port")  # fmt: skip
+    p.add_argument("--env-file", action="append", metavar="FILE", help="variables from a file")
+    p.add_argument("--sysctl", action="append", metavar="KEY=VALUE",
+                   help="a net.* setting of its network namespace")  # fmt: skip
+    p.add_argument("--domainname", metavar="NAME", help="its NIS domain name")
 
 
 def _add_terminal(p: argparse.ArgumentParser) -> None:

@@ -234,10 +234,10 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
 
     def running(self, containers: list[Container]) -> dict[str, list[int]]:
         """Container id -> pids running in its sandbox (for status columns)."""
-        by_path = sandbox.running_pids(c.netns for c in containers if not c.host_network)
+        by_path = sandbox.running_pids(c.netns for c in containers if not c.borrows)
         out = {c.id: by_path.get(c.netns, []) for c in containers}
         for c in containers:
-            if c.host_network:  # it shares the host's namespace: only its own process counts
+            if c.borrows:  # the host's or another's namespace: only its own process counts
                 alive = c.pid and sandbox.start_time(c.pid) == c.pid_start
                 out[c.id] = [c.pid] if alive else []
         return out
@@ -349,7 +349,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         """argv that runs ``command`` in the sandbox (for ``run``/``exec``)."""
         if ctr.host_network:
             return list(command)
-        return sandbox.exec_argv(ctr.name, command, self.paths.uts(ctr.name))
+        name = self.view().container(ctr.share).name if ctr.share else ctr.name
+        return sandbox.exec_argv(name, command, self.paths.uts(name))
 
     @context(lambda ref, force=False: f"remove container {ref}")
     def container_rm(self, ref: str, force: bool = False) -> Container:
@@ -389,7 +390,7 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         """The sandboxes that run something (``rm`` without ``-f`` keeps them).  An adopted
         namespace's processes are not lowbridge's: ``rm`` only detaches it."""
         owned = sandbox.running_pids([x.netns for x in ctrs if x.netns_owned])
-        host = self.running([x for x in ctrs if x.host_network])
+        host = self.running([x for x in ctrs if x.borrows])
         return {
             x.id: Conflict(
                 f"cannot remove container {x.name}: it is running (stop it first, or use rm -f)"

@@ -304,7 +304,7 @@ def connect(
     c: Change, net: Network, ctr: Container, ip: str | None, aliases: tuple[str, ...]
 ) -> Endpoint:
     """``network connect``: plan, journal, the steps in the sandbox, commit."""
-    if ctr.host_network:
+    if ctr.borrows:
         raise Conflict(
             "container sharing network namespace with another container or host cannot be "
             "connected to any other network"

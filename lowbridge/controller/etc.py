@@ -36,7 +36,12 @@ def files(
                 child, ip = found
                 extra.append((links.hosts_names(alias, child.hostname, child.name), ip))
     out = {
-        "hosts": sandbox.render_hosts(ctr.hostname, [e.ip for e in eps if e.ip], extra),
+        # With --domainname Docker names the sandbox's own addresses "host.domain host".
+        "hosts": sandbox.render_hosts(
+            f"{ctr.hostname}.{ctr.domainname} {ctr.hostname}" if ctr.domainname else ctr.hostname,
+            [e.ip for e in eps if e.ip],
+            extra,
+        ),
         "resolv.conf": sandbox.render_resolv_conf(
             sandbox.read_host_resolv_conf(),
             ctr.dns,

@@ -69,6 +69,13 @@ def replan(c: Change, ctr: Container) -> SandboxPlan:
     again), its published ports (the same host ports, if free)."""
     from lowbridge.controller.sandboxes import SandboxPlan
 
+    if ctr.share:  # --network container:NAME: that sandbox must stand
+        other = c.view.container(ctr.share)
+        if other.state != RUNNING:
+            raise Conflict(f"cannot join network of a non running container: {other.id}")
+        return SandboxPlan(dataclasses.replace(
+            ctr, state=CREATED if ctr.command else RUNNING, started_at=now(), exit_code=0,
+            stopped=False, netns=other.netns))  # fmt: skip
     if not ctr.netns_owned and not ctr.host_network:
         raise Conflict(f"container {ctr.name} adopted a namespace lowbridge did not make: only "
                        "rm takes it away")  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 
 from lowbridge import ipam, links, names, ports
@@ -41,6 +42,11 @@ class ContainerRequest:
     labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VALUE
     restart: str = "no"  # --restart
     auto_remove: bool = False  # --rm
+    mac_address: str | None = None  # --mac-address
+    publish_all: bool = False  # -P
+    env_files: list[str] = field(default_factory=list)  # --env-file
+    sysctls: dict[str, str] = field(default_factory=dict)  # --sysctl
+    domainname: str | None = None  # --domainname
 
 
 def sandbox_name(req: ContainerRequest, cid: str) -> str:
@@ -61,8 +67,14 @@ def container(
                 raise InvalidInput(f"invalid {flag} {value!r}: one word, no spaces or newlines")
     expose = tuple(dict.fromkeys(p for spec in req.expose for p in ports.parse_expose(spec)))
     linked, link_env = _links(req, net, name, draft)
+    specs = list(req.publish)
+    if req.publish_all:  # -P: each exposed port not published yet, on a free host port
+        given = {(p.port, p.proto) for spec in req.publish for p in ports.parse_expose(
+            spec.rsplit(":", 1)[-1])}  # fmt: skip
+        specs += [f"{e.port}/{e.proto}" for e in expose if (e.port, e.proto) not in given]
     return Container(
         **_life(req),
+        **_extras(req),
         id=cid,
         name=name,
         netns=netns,
@@ -70,17 +82,52 @@ def container(
         command=tuple(req.command or ()),
         hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),
         network_mode=net.name,
-        ports=tuple(publish(req.publish, draft)),
+        ports=tuple(publish(specs, draft)),
         extra_hosts=tuple(extra_host(spec, draft) for spec in req.add_hosts),
         dns=tuple(req.dns),
         dns_search=tuple(req.dns_search),
         dns_options=tuple(req.dns_options),
         expose=expose,
         links=linked,
-        env=tuple(env_item(item) for item in req.env),
+        env=environment(req),
         labels=frozen(req.labels),
         link_env=link_env,
     )
+
+
+def _extras(req: ContainerRequest) -> dict:
+    """--mac-address, -P, --sysctl, --domainname, checked as Docker checks them."""
+    mac = req.mac_address
+    if mac is not None and not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", mac):
+        raise InvalidInput(f"{mac} is not a valid mac address")
+    for key, value in req.sysctls.items():
+        if not key.startswith("net."):
+            raise InvalidInput(f"sysctl '{key}={value}' is not allowed: a sandbox has a network "
+                               "namespace of its own only (net.*)")  # fmt: skip
+    if req.domainname:
+        names.validate_hostname(req.domainname)
+    return {"mac_address": mac.lower() if mac else None, "publish_all": req.publish_all,
+            "sysctls": tuple(req.sysctls.items()), "domainname": req.domainname or ""}  # fmt: skip
+
+
+def environment(req: ContainerRequest) -> tuple[str, ...]:
+    """--env-file's variables, then -e's (the later one of a name wins, as Docker's)."""
+    items: list[str] = []
+    for path in req.env_files:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise InvalidInput(f"open {path}: {exc.strerror}") from None
+        for line in lines:
+            line = line.lstrip()
+            if line and not line.startswith("#"):
+                key = line.partition("=")[0]
+                if any(ch.isspace() for ch in key):
+                    raise InvalidInput(f"invalid environment variable {line!r} in {path}: "
+                                       f"variable '{key}' contains whitespaces")  # fmt: skip
+                items.append(env_item(line))
+    return tuple(items + [env_item(item) for item in req.env])
 
 
 def _life(req: ContainerRequest) -> dict:
@@ -102,20 +149,7 @@ def on_host(req: ContainerRequest, cid: str, name: str, net: Network) -> Contain
     of its own can have is refused, as Docker refuses it."""
     import socket
 
-    conflicts = {
-        "-p/--publish (Docker discards published ports in host mode; the sandbox's ports are "
-        "the host's)": req.publish,
-        "--ip": req.ip,
-        "--network-alias": req.aliases,
-        "--link": req.links,
-        "--hostname": req.hostname,
-        "--add-host": req.add_hosts,
-        "--dns/--dns-search/--dns-option": req.dns or req.dns_search or req.dns_options,
-        "--netns": req.netns,
-    }
-    for flag, value in conflicts.items():
-        if value:
-            raise InvalidInput(f"conflicting options: {flag} and the network mode host")
+    _refuse_shared(req, "the network mode host", _NAMESPACE_FLAGS)
     expose = tuple(dict.fromkeys(p for spec in req.expose for p in ports.parse_expose(spec)))
     return Container(
         **_life(req),
@@ -127,7 +161,53 @@ def on_host(req: ContainerRequest, cid: str, name: str, net: Network) -> Contain
         hostname=socket.gethostname(),
         network_mode=net.name,
         expose=expose,
-        env=tuple(env_item(item) for item in req.env),
+        env=environment(req),
+        labels=frozen(req.labels),
+    )
+
+
+# What only a sandbox with a namespace of its own can have: refused by --network host and
+# container:NAME, as Docker refuses them ("conflicting options: ... and the network mode").
+_NAMESPACE_FLAGS = {
+    "-p/--publish (its ports are the namespace's it shares)": "publish",
+    "-P/--publish-all": "publish_all",
+    "--ip": "ip",
+    "--network-alias": "aliases",
+    "--link": "links",
+    "--hostname": "hostname",
+    "--domainname": "domainname",
+    "--add-host": "add_hosts",
+    "--dns/--dns-search/--dns-option": ("dns", "dns_search", "dns_options"),
+    "--mac-address": "mac_address",
+    "--sysctl": "sysctls",
+    "--netns": "netns",
+}
+
+
+def _refuse_shared(req: ContainerRequest, mode: str, flags: dict) -> None:
+    for flag, attrs in flags.items():
+        if any(getattr(req, a) for a in (attrs if isinstance(attrs, tuple) else (attrs,))):
+            raise InvalidInput(f"conflicting options: {flag} and {mode}")
+
+
+def in_container(req: ContainerRequest, cid: str, name: str, other: Container) -> Container:
+    """``--network container:NAME``: the namespace (and with it the interfaces, addresses, /etc
+    files and host name) of the sandbox ``other``, none of its own -- Docker's container
+    network mode."""
+    _refuse_shared(req, "the network mode container", {**_NAMESPACE_FLAGS, "--expose": "expose"})
+    if other.state != RUNNING or other.host_network:
+        raise Conflict(f"cannot join network of a non running container: {other.id}")
+    return Container(
+        **_life(req),
+        id=cid,
+        name=name,
+        netns=other.netns,
+        netns_owned=False,
+        share=other.share or other.id,
+        command=tuple(req.command or ()),
+        hostname=other.hostname,
+        network_mode=f"container:{other.share or other.id}",
+        env=environment(req),
         labels=frozen(req.labels),
     )
 

@@ -73,6 +73,10 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
     draft = c.draft
     name = requests.sandbox_name(req, cid)
     draft.take_name(name)
+    if req.network.startswith("container:"):
+        ctr = requests.in_container(req, cid, name, draft.container(req.network[10:]))
+        draft.add(ctr)
+        return SandboxPlan(ctr)
     net = draft.view.network(req.network)
     driver = drivers.get(net.driver)
     if driver.shares_host:
@@ -93,7 +97,8 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
         adopt = req.netns
         lo, route, ifnames = _adoptable(c, adopt)
         ctr = _with_route(ctr, route)
-    first = attach.plan(c, net, ctr, req.ip, tuple(req.aliases), ifnames=ifnames)
+    first = attach.plan(c, net, ctr, req.ip, tuple(req.aliases), ifnames=ifnames,
+                        mac=ctr.mac_address)  # fmt: skip
     return SandboxPlan(ctr, tuple(attach.with_egress(c, first)), adopt=adopt, lo=lo)
 
 
@@ -145,7 +150,7 @@ class Live:
 def steps(c: Change, sp: SandboxPlan, live: Live | None) -> list[Step]:
     """The sandbox's steps (``live`` None: only their undos are wanted)."""
     ctr, k = sp.container, c.kernel
-    if ctr.host_network:
+    if ctr.borrows:  # no namespace of its own
         return []
     out = []
     if sp.adopt is None:
@@ -168,7 +173,7 @@ def steps(c: Change, sp: SandboxPlan, live: Live | None) -> list[Step]:
 
     def make_uts() -> None:
         c.paths.run_dir("uts")
-        live.uts = k.create_uts(uts, ctr.hostname)
+        live.uts = k.create_uts(uts, ctr.hostname, ctr.domainname)
 
     def remove_uts() -> None:
         if live is not None and live.uts is not None:
@@ -180,6 +185,9 @@ def steps(c: Change, sp: SandboxPlan, live: Live | None) -> list[Step]:
     out.append(Step("loopback-up", lambda: live.sb.nl.set_up("lo"), _lo_undo(c, sp)))
     for p in sp.attaches:
         out += attach.steps(c, p, live.sb if live else None)
+    if ctr.sysctls:  # --sysctl: after its interfaces (a key may name eth0), before any command
+        # runs -- as runc writes them once the network is set up (libcontainer's init).
+        out.append(Step("sysctls", lambda: k.write_sysctls(list(ctr.sysctls), ctr.netns)))
     return out
 
 
@@ -239,7 +247,7 @@ def create(c: Change, plans: list[SandboxPlan]) -> list[Container]:
 def _make_ahead(c: Change, sp: SandboxPlan | None, ahead: dict[str, Future]) -> None:
     """Start making the next sandbox's network namespace; anything doubtful is left to its own
     step (which then says why)."""
-    if sp is None or sp.adopt is not None or sp.container.host_network:
+    if sp is None or sp.adopt is not None or sp.container.borrows:
         return
     with contextlib.suppress(LowbridgeError, OSError):
         ahead[sp.container.name] = c.kernel.create_netns(sp.container.name)

@@ -127,6 +127,8 @@ def _release(c: Change, ctr: Container) -> None:
     """What the sandbox holds besides its interfaces: the redirect and the route lowbridge put
     into an adopted namespace, its namespaces, its /etc files."""
     k = c.kernel
+    if ctr.share:  # another sandbox's namespace and files: nothing of its own
+        return
     if not ctr.host_network:
         if not ctr.netns_owned and k.is_netns(ctr.netns):
             if ctr.dns_ports:

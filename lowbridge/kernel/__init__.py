@@ -54,8 +54,8 @@ class Kernel:
     def adopt_netns(self, source: str, name: str) -> str:
         return netns.adopt(source, name)
 
-    def create_uts(self, path: str, hostname: str) -> Future[None]:
-        return netns.create_uts(path, hostname)
+    def create_uts(self, path: str, hostname: str, domainname: str = "") -> Future[None]:
+        return netns.create_uts(path, hostname, domainname)
 
     def remove_ns(self, path: str) -> None:
         netns.remove(path)

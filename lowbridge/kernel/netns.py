@@ -290,17 +290,20 @@ def create(name: str, ipv6_off: bool = True) -> Future[socket.socket]:
     return _claimed(path, inside)
 
 
-def create_uts(path: str, hostname: str) -> Future[None]:
-    """A UTS namespace with ``hostname``, bind-mounted on ``path`` (what ``--hostname`` gives
-    the processes lowbridge starts in a sandbox; ``nsenter --uts=PATH`` enters it), made by the
-    worker as :func:`create` makes a network namespace: the process's own hostname never
-    changes."""
+def create_uts(path: str, hostname: str, domainname: str = "") -> Future[None]:
+    """A UTS namespace with ``hostname`` (and NIS ``domainname``), bind-mounted on ``path``
+    (what ``--hostname`` gives the processes lowbridge starts in a sandbox; ``nsenter
+    --uts=PATH`` enters it), made by the worker as :func:`create` makes a network namespace:
+    the process's own hostname never changes."""
     _placeholder(path)
 
     def inside() -> None:
         _check(_libc.unshare(CLONE_NEWUTS), "unshare UTS namespace")
         name = hostname.encode()
         _check(_libc.sethostname(name, len(name)), f"set hostname {hostname}")
+        if domainname:
+            domain = domainname.encode()
+            _check(_libc.setdomainname(domain, len(domain)), f"set domain name {domainname}")
         _check(
             _libc.mount(b"/proc/thread-self/ns/uts", path.encode(), b"none", MS_BIND, None),
             f"bind-mount UTS namespace on {path}",

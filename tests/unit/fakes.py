@@ -272,7 +272,7 @@ class FakeKernel:
     def adopt_netns(self, source: str, name: str) -> str:
         raise NotImplementedError("adoption is tested in simulated hosts")
 
-    def create_uts(self, path: str, hostname: str) -> Future:
+    def create_uts(self, path: str, hostname: str, domainname: str = "") -> Future:
         open(path, "w").close()
         return _done(None)
 

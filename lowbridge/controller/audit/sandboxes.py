@@ -11,7 +11,7 @@ from lowbridge import drivers
 from lowbridge.controller import etc
 from lowbridge.controller.audit.drift import ENDPOINT, SANDBOX, SETTLE, Drift
 from lowbridge.controller.plan import Draft
-from lowbridge.models import Container, Endpoint, View, gateway_endpoint
+from lowbridge.models import EXITED, Container, Endpoint, View, gateway_endpoint
 
 if TYPE_CHECKING:
     from lowbridge.controller import Controller
@@ -40,7 +40,7 @@ def broken(ctl: Controller, view: View, ep: Endpoint, what: str, found: str) -> 
 def _sandbox(ctl: Controller, view: View, draft: Draft, ctr: Container) -> list[Drift]:
     """A sandbox's namespace, UTS namespace, interfaces and addresses, default route, files."""
     k, paths = ctl.kernel, ctl.paths
-    if ctr.host_network:
+    if ctr.borrows or ctr.state == EXITED:  # no namespace of its own (now)
         return []
     where = f"of sandbox {ctr.name}"
     if not k.is_netns(ctr.netns):
