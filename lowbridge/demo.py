@@ -61,7 +61,8 @@ def main(keep: bool = False) -> int:
         print("\nAs in Docker's tutorial: alpine-net members reach each other; the default bridge")
         print("and alpine-net do not reach each other; alpine4, on both, reaches everyone.")
         if keep:
-            input(f"\nkept: nsenter -t {host.pid} -n -m -p sh  (Enter to clean up) ")
+            print(f"\nkept: nsenter -t {host.pid} -n -m -p sh  (Enter to clean up) ", end="")
+            sys.stdin.readline()  # end of input cleans up too
     print("\nThe simulated host and everything in it are gone.")
     return 0
 

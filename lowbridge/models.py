@@ -33,6 +33,10 @@ EMPTY: Mapping[str, str] = MappingProxyType({})
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"  # an overlay's VXLAN id
 OPT_ICC = "com.docker.network.bridge.enable_icc"
+# A bridge's default host address for -p without one (Docker's; 0.0.0.0 without it).
+OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+# libnetwork's generic option, for any driver: the sandbox's interface names (eth0 -> PREFIX0).
+OPT_IFACE_PREFIX = "com.docker.network.container_iface_prefix"
 
 
 def now() -> str:

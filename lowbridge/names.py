@@ -61,18 +61,15 @@ def validate_hostname(name: str) -> str:
     return name
 
 
+def valid_ifname(name: str) -> bool:
+    """Whether the kernel would accept ``name`` as an interface name."""
+    return bool(name) and len(name.encode()) <= IFNAMSIZ and bool(_IFNAME_RE.match(name)) and (
+        name not in (".", ".."))  # fmt: skip
+
+
 def validate_ifname(name: str) -> str:
     """Return ``name`` if the kernel would accept it as an interface name."""
-    if (
-        not name
-        or len(name.encode()) > IFNAMSIZ
-        or not _IFNAME_RE.match(name)
-        or name
-        in {
-            ".",
-            "..",
-        }
-    ):
+    if not valid_ifname(name):
         raise InvalidInput(
             f"invalid interface name {name!r}: 1-{IFNAMSIZ} characters, no '/', ':' or spaces"
         )

@@ -83,8 +83,9 @@ def _range(text: str, spec: str) -> list[int]:
     return list(range(start, end + 1))
 
 
-def parse(spec: str) -> list[PortRequest]:
-    """Parse one ``-p`` value into one request per container port."""
+def parse(spec: str, default_ip: str = "0.0.0.0") -> list[PortRequest]:
+    """Parse one ``-p`` value into one request per container port; ``default_ip``: the host
+    address of a spec that names none (the network's host_binding_ipv4 option)."""
     rest, _, proto = spec.partition("/")
     proto = (proto or "tcp").lower()
     if proto not in PROTOCOLS:
@@ -94,9 +95,9 @@ def parse(spec: str) -> list[PortRequest]:
     parts = rest.split(":")
     if len(parts) > 3 or not parts[-1]:
         raise InvalidInput(f"invalid publish spec {spec!r}: [hostip:][hostport:]containerport")
-    host_ip = "0.0.0.0"
-    if len(parts) == 3:
-        host_ip = str(parse_address(parts[0] or "0.0.0.0", f"host address in {spec!r}"))
+    host_ip = default_ip
+    if len(parts) == 3 and parts[0]:
+        host_ip = str(parse_address(parts[0], f"host address in {spec!r}"))
     container = _range(parts[-1], spec)
     host_text = parts[-2] if len(parts) >= 2 else ""
     if not host_text:

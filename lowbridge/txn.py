@@ -13,7 +13,8 @@ which proves that its undo (and every earlier one) restores the previous state -
 it left (``:crash`` raises :class:`Crashed` instead: the in-process stand-in for a kill that the
 unit tests use).  ``LOWBRIDGE_TRACE_STEPS=<file>`` appends each step run as ``<op>:<step>`` to
 the file, which is how the tests learn every step of an operation: there is no list to fall
-behind.
+behind.  ``LOWBRIDGE_DEBUG=1`` (``lowbridge --debug``) prints each step, and each undo, on
+stderr as it runs, with its time: what lowbridge did to the kernel, in order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,6 +31,7 @@ from lowbridge.errors import InjectedFailure
 _T = TypeVar("_T")
 FAIL_ENV = "LOWBRIDGE_FAIL_AT"
 TRACE_ENV = "LOWBRIDGE_TRACE_STEPS"
+DEBUG_ENV = "LOWBRIDGE_DEBUG"
 
 
 class Crashed(BaseException):
@@ -44,10 +47,14 @@ class Transaction:
         self._undo: list[tuple[str, Callable[[], object]]] = []
         self._fail_at = os.environ.get(FAIL_ENV)
         self._trace = os.environ.get(TRACE_ENV)
+        self._debug = bool(os.environ.get(DEBUG_ENV))
 
     def run(self, name: str, do: Callable[[], _T], undo: Callable[[], object] | None = None) -> _T:
         """Run ``do``; remember ``undo`` for rollback; then honour the fault-injection switch."""
+        start = time.perf_counter() if self._debug else 0.0
         result = do()
+        if self._debug:
+            _say(f"{self.op}: {name} ({(time.perf_counter() - start) * 1000:.1f} ms)")
         if undo is not None:
             self._undo.append((name, undo))
         self.check(name)
@@ -73,6 +80,8 @@ class Transaction:
         errors = []
         while self._undo:
             name, undo = self._undo.pop()
+            if self._debug:
+                _say(f"{self.op}: undo {name}")
             try:
                 undo()
             except Exception as exc:  # best effort: report, continue
@@ -84,3 +93,7 @@ class Transaction:
     def forget(self) -> None:
         """The change committed: nothing to undo any more."""
         self._undo.clear()
+
+
+def _say(text: str) -> None:
+    print(f"lowbridge: debug: {text}", file=sys.stderr, flush=True)

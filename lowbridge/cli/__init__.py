@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lowbridge.errors import LowbridgeError, one_line
 
     args = parser_for(sys.argv[1:] if argv is None else argv).parse_args(argv)
+    if args.debug:
+        os.environ["LOWBRIDGE_DEBUG"] = "1"  # lowbridge.txn prints each step
     try:
         if os.geteuid() != 0 and not getattr(args, "rootless", False):
             print(f"{PROG}: error: lowbridge needs root: it changes network namespaces, links and "

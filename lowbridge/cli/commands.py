@@ -154,6 +154,9 @@ def cmd_network_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_network_disconnect(args: argparse.Namespace) -> int:
+    if args.force:  # docker's -f deletes an endpoint whose container is gone: none can be here
+        raise InvalidInput("disconnect -f is not needed: lowbridge's endpoints never outlive "
+                           "their sandbox (lowbridge gc removes leftovers)")  # fmt: skip
     _controller(args).network_disconnect(args.network, args.container)
     return 0
 

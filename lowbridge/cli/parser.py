@@ -221,7 +221,11 @@ def build_parser(
         "--root",
         help="state directory (default /var/lib/lowbridge and /run/lowbridge; env LOWBRIDGE_ROOT)",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print each kernel step as it runs, and the traceback of an internal error",
+    )
     parser.add_argument("--version", action="version", version=f"lowbridge version {__version__}")
     parser.add_argument(
         "--store",
@@ -297,6 +301,7 @@ def build_parser(
     p.set_defaults(func=C.cmd_network_connect)
 
     p = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    p.add_argument("-f", "--force", action="store_true", help="refused: see 'not done' in README")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=C.cmd_network_disconnect)

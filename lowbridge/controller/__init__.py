@@ -50,7 +50,7 @@ from lowbridge.controller.requests import ContainerRequest
 from lowbridge.drivers.base import NetworkRequest
 from lowbridge.errors import CasConflict, Conflict, InvalidInput, LowbridgeError, context
 from lowbridge.kernel import Kernel
-from lowbridge.models import PREDEFINED, Container, Endpoint, Network, View
+from lowbridge.models import PREDEFINED, RUNNING, Container, Endpoint, Network, View
 from lowbridge.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -396,7 +396,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
                 f"cannot remove container {x.name}: it is running (stop it first, or use rm -f)"
             )
             for x in ctrs
-            if owned.get(x.netns) or host.get(x.id)
+            # Its supervisor counts too: its command may not have entered the namespace yet.
+            if owned.get(x.netns) or host.get(x.id) or (x.state == RUNNING and lifecycle.alive(x))
         }
 
     def preview(self, gone_networks, gone_sandboxes, net_reqs, box_reqs, joins=()):  # noqa: ANN001, ANN201

@@ -21,7 +21,14 @@ from lowbridge.controller import etc
 from lowbridge.controller.plan import Draft
 from lowbridge.drivers.base import Attachment, SandboxRef, Step
 from lowbridge.errors import Conflict, InvalidInput, KernelError
-from lowbridge.models import GWBRIDGE, Container, Endpoint, Network, gateway_endpoint
+from lowbridge.models import (
+    GWBRIDGE,
+    OPT_IFACE_PREFIX,
+    Container,
+    Endpoint,
+    Network,
+    gateway_endpoint,
+)
 
 if TYPE_CHECKING:
     from lowbridge.controller.change import Change
@@ -92,7 +99,9 @@ def plan(
         id=names.new_id(),
         network_id=net.id,
         container_id=ctr.id,
-        ifname=names.lowest_free_ifname(IFACE_PREFIX, taken) if driver.has_interfaces else "",
+        ifname=names.lowest_free_ifname(net.options.get(OPT_IFACE_PREFIX, IFACE_PREFIX), taken)
+        if driver.has_interfaces
+        else "",
         aliases=tuple(dict.fromkeys(aliases)),
         container_name=ctr.name,
     )

@@ -118,14 +118,32 @@ def alive(ctr: Container) -> bool:
 def signal(ctl: Controller, ctr: Container, sig: int) -> None:
     """Send ``sig`` to the sandbox's command: through its supervisor, which passes it on --
     except SIGKILL and SIGSTOP, which no process can pass on: those go to the command itself,
-    whose pid the supervisor keeps beside the log."""
+    whose pid the supervisor keeps beside the log.  A supervisor still starting (``kill`` right
+    after ``run -d``) is waited for: its handlers are not in place before it writes that pid."""
     import signal as signals
 
     pid = ctr.pid
+    _wait_ready(ctl, ctr)
     if sig in (signals.SIGKILL, signals.SIGSTOP):
         pid = _command_pid(ctl, ctr) or pid
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _wait_ready(ctl: Controller, ctr: Container, seconds: float = 5.0) -> None:
+    from lowbridge.controller.supervisor import pid_file
+
+    try:
+        with open(f"/proc/{ctr.pid}/cmdline", "rb") as f:
+            if b"\0_supervise\0" not in f.read():
+                return  # an attached run's command: no supervisor
+    except OSError:
+        return
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(pid_file(ctl, ctr.id)) and alive(ctr):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def _command_pid(ctl: Controller, ctr: Container) -> int | None:

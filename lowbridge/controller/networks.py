@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
 from lowbridge import drivers, names, sandbox
 from lowbridge.drivers.base import HostLink, HostView, NetworkRequest
-from lowbridge.errors import Conflict
-from lowbridge.models import Network
+from lowbridge.errors import Conflict, InvalidInput
+from lowbridge.models import OPT_IFACE_PREFIX, Network, frozen
 
 if TYPE_CHECKING:
     from lowbridge.controller.change import Change
@@ -22,7 +23,21 @@ def plan(c: Change, req: NetworkRequest) -> Network:
     names.validate_name("network", req.name)
     if any(n.name == req.name for n in c.view.networks):
         raise Conflict(f"network with name {req.name} already exists")
-    return drivers.get(req.driver).validate(req, names.new_id(), host_view(c.view, c.nl))
+    driver = drivers.get(req.driver)
+    if driver.scope == "global" and c.ctl.cluster is None:  # no host could ever join it
+        raise InvalidInput(f"{req.driver} networks need the cluster store: lowbridge --store "
+                           f"etcd://HOST:PORT network create -d {req.driver} ...")  # fmt: skip
+    # libnetwork's generic options are not the driver's: checked here, kept on the network.
+    generic = {k: v for k, v in req.options.items() if k == OPT_IFACE_PREFIX}
+    prefix = generic.get(OPT_IFACE_PREFIX)
+    if prefix is not None and not names.valid_ifname(prefix + "99"):
+        raise InvalidInput(f"invalid {OPT_IFACE_PREFIX} {prefix!r}: an interface name's "
+                           "beginning (no '/', ':' or spaces; at most 13 characters)")  # fmt: skip
+    own = dataclasses.replace(
+        req, options={k: v for k, v in req.options.items() if k not in generic}
+    )
+    net = driver.validate(own, names.new_id(), host_view(c.view, c.nl))
+    return dataclasses.replace(net, options=frozen({**net.options, **generic}))
 
 
 def create(c: Change, req: NetworkRequest) -> Network:

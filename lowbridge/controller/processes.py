@@ -10,6 +10,7 @@ before opening the gate, the pipe's end closes with it and the command never sta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -52,6 +53,8 @@ def start(
     env = sandbox.environment(ctr.environment)
     if log is not None:
         ctl.paths.run_dir("containers")
+        with contextlib.suppress(FileNotFoundError):  # the new supervisor writes it when ready
+            os.unlink(supervisor.pid_file(ctl, ctr.id))
         argv = supervisor.argv(ctl, ctr.id, argv)
         env.update(supervisor.environment(ctl))
     hooks = Transaction("container-start")  # no undos: only the tests' kill/trace hooks

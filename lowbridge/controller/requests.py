@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from lowbridge import ipam, links, names, ports
 from lowbridge.controller.plan import Draft
 from lowbridge.errors import Conflict, InvalidInput, LowbridgeError, NotFound
-from lowbridge.models import CREATED, DEFAULT_NETWORK, RUNNING, Container, Network, frozen, now
+from lowbridge.models import (
+    CREATED,
+    DEFAULT_NETWORK,
+    OPT_HOST_BINDING,
+    RUNNING,
+    Container,
+    Network,
+    frozen,
+    now,
+)
 from lowbridge.ports import PortMapping
 
 
@@ -82,7 +91,7 @@ def container(
         command=tuple(req.command or ()),
         hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),
         network_mode=net.name,
-        ports=tuple(publish(specs, draft)),
+        ports=tuple(publish(specs, draft, net.options.get(OPT_HOST_BINDING, "0.0.0.0"))),
         extra_hosts=tuple(extra_host(spec, draft) for spec in req.add_hosts),
         dns=tuple(req.dns),
         dns_search=tuple(req.dns_search),
@@ -275,12 +284,13 @@ def env_item(item: str) -> str:
     return f"{key}={os.environ.get(key, '')}"
 
 
-def publish(specs: list[str], draft: Draft) -> list[PortMapping]:
+def publish(specs: list[str], draft: Draft, default_ip: str = "0.0.0.0") -> list[PortMapping]:
     """Resolve ``-p`` specs to free host ports (Docker: "port is already allocated"); the draft
-    knows the ports taken, by committed sandboxes and by those planned before."""
+    knows the ports taken, by committed sandboxes and by those planned before; ``default_ip``:
+    the host address of a spec without one."""
     out: list[PortMapping] = []
     for spec in specs:
-        for req in ports.parse(spec):
+        for req in ports.parse(spec, default_ip):
             out.append(_pick_port(req, draft.ports + out, spec))
     return out
 

@@ -106,10 +106,13 @@ def run(ctl: Controller, container_id: str, command: list[str]) -> int:
     """Supervise ``command`` (see the module docstring); returns when the sandbox no longer
     needs it."""
     log = _Log(ctl.paths.logs(container_id))
+    forward = _Forward()
+    for s in FORWARDED:
+        signal.signal(s, forward)
     delay = FIRST_DELAY
     while True:
         started = time.monotonic()
-        code = _once(ctl, container_id, command, log)
+        code = _once(ctl, container_id, command, log, forward)
         _write(exit_file(ctl, container_id), str(code))
         try:
             again = ctl.command_exited(container_id, code, os.getpid())
@@ -122,7 +125,30 @@ def run(ctl: Controller, container_id: str, command: list[str]) -> int:
         time.sleep(delay)
 
 
-def _once(ctl: Controller, container_id: str, command: list[str], log: _Log) -> int:
+class _Forward:
+    """The supervisor's handler of the signals it passes on: to its child, or -- when none runs
+    (not yet, or between two runs of a restart policy) -- kept for the next one."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen | None = None
+        self.pending: list[int] = []
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.child.send_signal(signum)
+
+    def attach(self, child: subprocess.Popen | None) -> None:
+        self.child = child
+        while child is not None and self.pending:
+            self(self.pending.pop(0), None)
+
+
+def _once(
+    ctl: Controller, container_id: str, command: list[str], log: _Log, forward: _Forward
+) -> int:
     """Run the command once; its exit status as Docker reports it."""
     from lowbridge.restarts import exited_with
 
@@ -132,13 +158,10 @@ def _once(ctl: Controller, container_id: str, command: list[str], log: _Log) -> 
     except OSError as exc:
         log.write("stderr", f"lowbridge: {exc}\n")
         return 127 if isinstance(exc, FileNotFoundError) else 126
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
+    forward.attach(child)
+    # The pid file says the supervisor is ready: its handlers are in place (lifecycle.signal
+    # waits for it before sending anything).
     _write(pid_file(ctl, container_id), f"{child.pid}\n")
-    previous = {s: signal.signal(s, forward) for s in FORWARDED}
     pumps = [
         threading.Thread(target=log.pump, args=(pipe, name), daemon=True)
         for pipe, name in ((child.stdout, "stdout"), (child.stderr, "stderr"))
@@ -146,8 +169,7 @@ def _once(ctl: Controller, container_id: str, command: list[str], log: _Log) -> 
     for t in pumps:
         t.start()
     code = child.wait()
+    forward.attach(None)
     for t in pumps:  # what the child wrote last (a daemon of its own may hold the pipes)
         t.join(timeout=1)
-    for s, handler in previous.items():
-        signal.signal(s, handler)
     return exited_with(code)

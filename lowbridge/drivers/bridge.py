@@ -28,7 +28,7 @@ from lowbridge.drivers.base import (
     validate_mtu,
 )
 from lowbridge.errors import Conflict, InvalidInput, KernelError
-from lowbridge.models import OPT_MTU, Network, frozen
+from lowbridge.models import OPT_HOST_BINDING, OPT_MTU, Network, frozen
 
 if TYPE_CHECKING:
     from lowbridge.kernel import Kernel
@@ -41,13 +41,22 @@ BOOL_OPTIONS = (
     "com.docker.network.bridge.enable_ip_masquerade",
     "com.docker.network.bridge.default_bridge",
 )
+KNOWN = {*BOOL_OPTIONS, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_MTU}
 
 
 def _validate_options(options: dict[str, str]) -> None:
+    """Docker's bridge options; one of Docker's that lowbridge does not do is refused rather
+    than kept and ignored (a key outside com.docker.network is the user's own: kept, shown by
+    inspect, as Docker keeps it)."""
+    for key in options:
+        if key.startswith("com.docker.network.") and key not in KNOWN:
+            raise InvalidInput(f"bridge option {key} is not supported by lowbridge")
     validate_mtu(options, OPT_MTU)
     for key in BOOL_OPTIONS:
         if key in options and options[key].lower() not in ("true", "false"):
             raise InvalidInput(f"invalid {key} {options[key]!r}: must be true or false")
+    if OPT_HOST_BINDING in options:
+        ipam.parse_address(options[OPT_HOST_BINDING], OPT_HOST_BINDING)
 
 
 class BridgeDriver(Policy):

@@ -149,3 +149,34 @@ def test_env_file_domainname_and_link_aliases(h):
     got = sh(h, "dom", "getent hosts web_alias").split()
     assert got and got[0] == ip_of(h, "web", "n1") and ping(h, "dom", "web_alias")
     h.lb("rm", "dom")
+
+
+def test_network_options_docker_has_are_honoured_or_refused(h):
+    h.lb("network", "create", "--subnet", "10.78.0.0/24", "-o",
+         "com.docker.network.bridge.host_binding_ipv4=127.0.0.1", "-o",
+         "com.docker.network.container_iface_prefix=lan", "local")  # fmt: skip
+    h.lb("run", "-d", "--name", "lweb", "--network", "local", "-p", "8095:80", *SERVE)
+    h.lb("network", "connect", "n1", "lweb")
+    # -p without an address binds the network's host_binding_ipv4: 127.0.0.1, not every address.
+    assert h.lb("port", "lweb", "80").stdout.split() == ["127.0.0.1:8095"]
+    wait_for(lambda: tcp(h, None, "127.0.0.1", 8095) == "web")
+    assert tcp(h, None, "10.78.0.1", 8095) is None
+    # Its interfaces take the network's prefix; another network's keep eth.
+    names = {link.split(":")[1].strip().split("@")[0]
+             for link in h.run(["ip", "-n", "lweb", "-o", "link"]).stdout.splitlines()}  # fmt: skip
+    assert {"lan0", "eth0"} <= names, names
+    assert lb_json(h, "network", "inspect", "local")[0]["Options"][
+        "com.docker.network.container_iface_prefix"] == "lan"  # fmt: skip
+    h.lb("rm", "-f", "lweb")
+    h.lb("network", "rm", "local")
+
+    for argv, error in (
+        (["-o", "com.docker.network.bridge.host_binding_ipv4=nope"], "not an IP address"),
+        (["-o", "com.docker.network.container_iface_prefix=a/b"], "container_iface_prefix"),
+        (["-o", "com.docker.network.bridge.inhibit_ipv4=true"], "not supported by lowbridge"),
+        (["-d", "overlay"], "need the cluster store"),
+    ):
+        proc = h.lb("network", "create", *argv, "refused", check=False)
+        assert proc.returncode == 2 and error in proc.stderr and proc.stderr.count("\n") == 1, (
+            proc.stderr)  # fmt: skip
+    assert "refused" not in h.lb("network", "ls").stdout

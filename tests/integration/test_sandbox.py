@@ -175,8 +175,10 @@ def test_demo_runs_the_tutorial_in_a_throwaway_host():
     import sys
 
     exe = os.path.join(os.path.dirname(sys.executable), "lowbridge")  # the console script
-    proc = subprocess.run([exe, "demo"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([exe, "demo", "--keep"], input="\n", capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "kept: nsenter -t " in proc.stdout  # --keep waited for Enter
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()
             if line.startswith("alpine") and len(line.split()) == 6}  # fmt: skip
     # Columns: alpine1@alpine-net, alpine2@alpine-net, alpine3@bridge, alpine4@alpine-net,
