@@ -97,7 +97,7 @@ class Agent:
 
     # ------------------------------------------------------------------ etcd side
     async def run(self) -> None:
-        import aetcd
+        aetcd = kv.client_library()
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

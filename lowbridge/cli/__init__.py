@@ -40,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: error: lowbridge needs root: it changes network namespaces, links and "
                   "the firewall (run it with sudo)", file=sys.stderr)  # fmt: skip
             return 1
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught
+        return code
+    except BrokenPipeError:  # lowbridge network ls | head -1: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # as a command killed by SIGPIPE (docker, a Go program, is)
     except LowbridgeError as exc:
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code

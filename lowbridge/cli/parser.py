@@ -88,6 +88,52 @@ def _add_format(p: argparse.ArgumentParser, example: str, short: bool = False) -
                    help=f"a Go template (e.g. '{example}'), or json")  # fmt: skip
 
 
+# One example per verb, shown at the end of its --help ("container X" shares "X"'s).
+EXAMPLES = {
+    "network create": "lowbridge network create --subnet 10.10.0.0/24 mynet",
+    "network ls": "lowbridge network ls -f driver=bridge --format '{{.Name}}'",
+    "network inspect": "lowbridge network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "
+    "mynet",
+    "network rm": "lowbridge network rm mynet",
+    "network prune": "lowbridge network prune -f",
+    "network connect": "lowbridge network connect --alias db mynet web",
+    "network disconnect": "lowbridge network disconnect mynet web",
+    "create": "lowbridge container create --name web --network mynet -p 8080:80",
+    "ls": "lowbridge ps -a -f status=exited",
+    "inspect": "lowbridge inspect -f '{{.NetworkSettings.Networks.mynet.IPAddress}}' web",
+    "rm": "lowbridge rm -f web",
+    "start": "lowbridge start web",
+    "stop": "lowbridge stop -t 2 web",
+    "restart": "lowbridge restart web",
+    "kill": "lowbridge kill -s HUP web",
+    "wait": "lowbridge wait web",
+    "port": "lowbridge port web 80/tcp",
+    "logs": "lowbridge logs -f --tail 10 web",
+    "prune": "lowbridge container prune -f",
+    "ps": "lowbridge ps -a --format '{{.Names}}\t{{.Status}}'",
+    "run": "lowbridge run -d --name web --network mynet -p 8080:80 -- python3 -m http.server 80",
+    "exec": "lowbridge exec -it web sh",
+    "apply": "lowbridge apply -f examples/three-tier.yaml",
+    "plan": "lowbridge plan -f examples/three-tier.yaml",
+    "destroy": "lowbridge destroy -f examples/three-tier.yaml",
+    "graph": "lowbridge graph --format svg -o lab.svg",
+    "explain": "lowbridge explain web db --port 5432",
+    "check": "lowbridge check --json",
+    "gc": "lowbridge gc --dry-run",
+    "firewall show": "lowbridge firewall show",
+    "firewall reapply": "lowbridge firewall reapply",
+    "version": "lowbridge version",
+    "agent": "lowbridge --store etcd://10.0.0.1:2379 agent",
+    "completion": "source <(lowbridge completion bash)",
+    "demo": "sudo lowbridge demo --keep",
+}
+
+
+def example(path: str) -> str | None:
+    """The example of the verb at ``path`` ("container stop" shares "stop"'s)."""
+    return EXAMPLES.get(path) or EXAMPLES.get(path.removeprefix("container "))
+
+
 class _Skipped:
     """Stands in for the parser of a subcommand the command line does not name."""
 
@@ -114,17 +160,41 @@ class _Group:
         self.seen.update(f"{self.path} {n}".strip() for n in [name, *kwargs.get("aliases", [])])
         if self.action is None or (self.want is not None and full not in self.want):
             return _Skipped()
+        if example(full):
+            kwargs.setdefault("epilog", f"Example: {example(full)}")
         return self.action.add_parser(name, formatter_class=Formatter, **kwargs)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in one line as every other error of lowbridge (argparse's own
-    prints the usage first); the subcommands' parsers are of this class too."""
+    """argparse, with docker's answer to a wrong command line: the usage of the (sub)command
+    that was meant, the error, ``See 'lowbridge network ls --help'.`` -- an unknown flag
+    reported by the subcommand it was given to (argparse's own reports it at the top); the
+    subcommands' parsers are of this class too."""
+
+    chosen: _Parser | None = None  # the deepest parser the command line reached
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        _Parser.chosen = self  # a subcommand's parser starts after its parent's
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            what = "unknown flag" if extras[0].startswith("-") else "unexpected argument"
+            (_Parser.chosen or self).error(f"{what}: {extras[0]}")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
+        import re
+
         from lowbridge.errors import one_line
 
-        self.exit(2, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
+        wrong = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if wrong:  # docker's words, and not the hidden verbs argparse would list
+            message = f"'{wrong.group(1)}' is not a lowbridge command"
+
+        self.exit(2, f"{self.format_usage()}{PROG}: error: {one_line(message)}\n"
+                     f"See '{self.prog} --help'.\n")  # fmt: skip
 
 
 _GLOBAL_WITH_VALUE = ("--root", "--store", "--firewall-backend")

@@ -87,3 +87,8 @@ class Formatter(argparse.HelpFormatter):
                     columns = 80
             kwargs["width"] = columns - 2
         super().__init__(prog, **kwargs)  # type: ignore[arg-type]
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("Example:"):  # a command line to copy: never wrapped
+            return indent + text
+        return super()._fill_text(text, width, indent)

@@ -44,6 +44,18 @@ class StoreUnavailable(LowbridgeError):
     exit_code = 6
 
 
+def client_library():  # noqa: ANN201
+    """aetcd, which only cluster mode needs (the ``cluster`` extra): without it, one line that
+    says how to get it."""
+    try:
+        import aetcd
+    except ImportError:
+        raise InvalidInput(
+            "cluster mode needs the etcd client: pip install 'lowbridge[cluster]'"
+        ) from None
+    return aetcd
+
+
 def key(*parts: object) -> bytes:
     return PREFIX + "/".join(str(p) for p in parts).encode()
 
@@ -92,7 +104,7 @@ class KV:
         self._client = None
 
     def _run(self, coro):  # noqa: ANN001, ANN202
-        import aetcd
+        aetcd = client_library()
 
         try:
             return self._thread.submit(
@@ -109,7 +121,7 @@ class KV:
 
     def _c(self):  # noqa: ANN202
         """The client, connected to the first endpoint that answers."""
-        import aetcd
+        aetcd = client_library()
 
         if self._client is not None:
             return self._client

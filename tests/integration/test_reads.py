@@ -126,3 +126,9 @@ def test_zsh_registers_the_same_completion(h):
            "_ARGCOMPLETE_STDOUT_FILENAME": "/run/ac.out"}  # fmt: skip
     h.lb(env=env, check=False)
     assert h.run(["cat", "/run/ac.out"]).stdout.split("\013") == ["front:bridge network"]
+
+
+def test_a_closed_pipe_ends_quietly(h):
+    proc = h.run(f"{LB} network ls | head -1; {LB} ps -a --no-trunc | true")
+    assert proc.stderr == ""
+    assert proc.stdout.split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
