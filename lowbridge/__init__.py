@@ -26,4 +26,64 @@ modeler and renderer, the record of what was applied) and are keyed by value or 
 module keeps process-wide state that a second controller would see.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+# The library's face: ``from lowbridge import Controller, ContainerRequest, NetworkRequest``.
+# Loaded at first use (PEP 562): every command imports this package, few need the controller.
+_EXPORTS = {
+    "Controller": "lowbridge.controller",
+    "ContainerRequest": "lowbridge.controller.requests",
+    "NetworkRequest": "lowbridge.drivers.base",
+    "Paths": "lowbridge.config",
+    "LowbridgeError": "lowbridge.errors",
+    "InvalidInput": "lowbridge.errors",
+    "NotFound": "lowbridge.errors",
+    "Conflict": "lowbridge.errors",
+    "KernelError": "lowbridge.errors",
+    "StoreError": "lowbridge.errors",
+}
+__all__ = [
+    "Conflict",
+    "ContainerRequest",
+    "Controller",
+    "InvalidInput",
+    "KernelError",
+    "LowbridgeError",
+    "NetworkRequest",
+    "NotFound",
+    "Paths",
+    "StoreError",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from lowbridge.config import Paths
+    from lowbridge.controller import Controller
+    from lowbridge.controller.requests import ContainerRequest
+    from lowbridge.drivers.base import NetworkRequest
+    from lowbridge.errors import (
+        Conflict,
+        InvalidInput,
+        KernelError,
+        LowbridgeError,
+        NotFound,
+        StoreError,
+    )
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lowbridge' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
