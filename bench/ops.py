@@ -1,5 +1,7 @@
 """``check`` and ``gc`` at N sandboxes (issue 16's targets: each <= 1 s on a clean host at 1000),
-and the read-only ``network ls``/``ps`` beside them in the same host as the run's noise gauge.
+the read-only ``network ls``/``ps``/``ps -a`` beside them (issue 19: ``ps -a`` <= 150 ms at
+1000), and one more sandbox's ``container create`` against its ``stop`` + ``start`` (issue 19:
+<= 2x), in the same host.
 
     sudo .venv/bin/python bench/ops.py [-n 1000]
 
@@ -36,14 +38,23 @@ def inner(n: int) -> dict:
     ctl.container_create_many(reqs)
     lb = [sys.executable, "-m", "lowbridge"]
     out: dict[str, list[float]] = {}
-    for argv in (["check"], ["gc"], ["network", "ls"], ["ps"]):
-        times = []
-        for _ in range(RUNS):
-            t = time.perf_counter()
-            proc = subprocess.run([*lb, *argv], capture_output=True, text=True)
-            times.append(time.perf_counter() - t)
-            assert proc.returncode == 0, (argv, proc.stdout[-2000:], proc.stderr[-2000:])
-        out[" ".join(argv)] = [round(x * 1000, 1) for x in times]
+
+    def timed(argv: list[str]) -> float:
+        t = time.perf_counter()
+        proc = subprocess.run([*lb, *argv], capture_output=True, text=True)
+        assert proc.returncode == 0, (argv, proc.stdout[-2000:], proc.stderr[-2000:])
+        return round((time.perf_counter() - t) * 1000, 1)
+
+    for argv in (["check"], ["gc"], ["network", "ls"], ["ps"], ["ps", "-a"]):
+        out[" ".join(argv)] = [timed(argv) for _ in range(RUNS)]
+    for key in ("container create", "stop + start"):
+        out[key] = []
+    for i in range(RUNS):
+        name = f"life{i}"
+        out["container create"].append(timed(["container", "create", "--name", name,
+                                              "--network", "net0"]))  # fmt: skip
+        out["stop + start"].append(timed(["stop", name]) + timed(["start", name]))
+        timed(["rm", "-f", name])
     return out
 
 
@@ -59,9 +70,12 @@ def main() -> int:
         doc[backend] = res
         for what, times in res.items():
             rows.append(f"| {backend} | lowbridge {what} | {statistics.median(times):.0f} |")
+        ratio = statistics.median(res["stop + start"]) / statistics.median(res["container create"])
+        rows.append(f"| {backend} | stop + start / create | {ratio:.2f}x |")
     write(
         "ops",
-        f"check and gc on a clean host of {args.n} sandboxes, median of {RUNS} runs, ms",
+        f"check, gc, the lists and a sandbox's life on a clean host of {args.n} sandboxes, "
+        f"median of {RUNS} runs, ms",
         "| backend | command | median ms |\n|---|---|---|",
         rows,
         {"n": args.n, "ms": doc},
