@@ -1,4 +1,6 @@
-"""Property: any refused command line prints one line, exits non-zero and changes nothing.
+"""Property: any refused command line prints a one-line error, exits non-zero and changes
+nothing (a command line argparse refuses also gets the subcommand's usage before the error and
+docker's ``See 'lowbridge VERB --help'.`` after it).
 
 Hypothesis builds command lines that must be refused -- malformed subnets, names, addresses,
 ports, options, unknown flags and references, each value generated -- and every one runs as a
@@ -125,6 +127,10 @@ def test_refused_command_lines_are_one_line_and_change_nothing(host, argv):
     proc = host.lb(*argv, check=False)
     assert proc.returncode not in (0, 70), (argv, proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lowbridge: error: "), (argv, proc.stderr)
+    errors = [i for i, line in enumerate(lines) if line.startswith("lowbridge: error: ")]
+    assert len(errors) == 1, (argv, proc.stderr)  # the error itself is one line
+    if len(lines) > 1:  # a wrong command line: the usage before it, docker's pointer after it
+        assert lines[0].startswith("usage: lowbridge ") and errors == [len(lines) - 2], lines
+        assert lines[-1].startswith("See 'lowbridge ") and lines[-1].endswith(" --help'."), lines
     assert "Traceback" not in proc.stderr
     assert state(host) == host.before, argv
