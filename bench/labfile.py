@@ -4,9 +4,11 @@ the same lab, and what a re-apply, a ``plan`` and an ``explain`` cost.
     sudo .venv/bin/python bench/labfile.py [-n 3]
 
 The lab is examples/scale-500.yaml (10 networks, 500 sandboxes).  Each round builds and removes
-it twice in one simulated host, taking turns: with the library (``network_create`` x 10, one
-``container_create_many``; ``container_rm_many``, ``network_rm`` x 10, in one process) and with
-``lowbridge apply -f`` / ``destroy -f`` (one process each).  While the CLI's lab stands, the
+it three times in one simulated host, taking turns: with the library (``network_create`` x 10,
+one ``container_create_many``; ``container_rm_many``, ``network_rm`` x 10) in this process, its
+imports already paid; with the same calls as a library script (a whole process each way,
+imports included, as a user runs one); and with ``lowbridge apply -f`` / ``destroy -f`` (one
+process each).  While the CLI's lab stands, the
 round also times ``apply`` of the same file again (nothing to change), ``plan`` of it and of an
 edited copy (one sandbox more), and ``explain`` between two sandboxes (5 runs each).
 Results: bench/results/labfile.{json,md}.
@@ -25,22 +27,39 @@ LAB = os.path.join(os.path.dirname(HERE), "examples", "scale-500.yaml")
 
 
 def _library() -> tuple[float, float]:
-    from lowbridge.controller import ContainerRequest, Controller
-    from lowbridge.drivers.base import NetworkRequest
+    """Up and down with the library in this process (its imports already paid): seconds."""
+    t = time.perf_counter()
+    _library_up()
+    up = time.perf_counter() - t
+    t = time.perf_counter()
+    _library_down()
+    return up, time.perf_counter() - t
+
+
+def _library_up() -> None:
+    from lowbridge import ContainerRequest, Controller, NetworkRequest
 
     ctl = Controller()
-    t = time.perf_counter()
     for i in range(10):
         ctl.network_create(NetworkRequest(name=f"net{i}", subnet=f"10.{120 + i}.0.0/16"))
     ctl.container_create_many(
         [ContainerRequest(name=f"s{i}", network=f"net{i % 10}") for i in range(500)]
     )
-    up = time.perf_counter() - t
-    t = time.perf_counter()
+
+
+def _library_down() -> None:
+    from lowbridge import Controller
+
+    ctl = Controller()
     ctl.container_rm_many([f"s{i}" for i in range(500)])
     for i in range(10):
         ctl.network_rm(f"net{i}")
-    return up, time.perf_counter() - t
+
+
+def _script(what: str) -> list[str]:
+    """A library script as a user runs one: a whole process, its imports included."""
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import labfile; labfile._library_{what}()"
+    return [sys.executable, "-c", code]
 
 
 def _timed(argv: list[str]) -> float:
@@ -55,7 +74,8 @@ def inner(rounds: int) -> dict:
     with open(LAB) as f, open(edited, "w") as out:
         out.write(f.read() + "  extra: {networks: [net0]}\n")
     res: dict[str, list[float]] = {k: [] for k in (
-        "library up", "apply", "library down", "destroy", "apply again (no change)",
+        "library up", "library script up", "apply", "library down", "library script down",
+        "destroy", "apply again (no change)",
         "plan (no change)", "plan (one sandbox more)", "explain")}  # fmt: skip
     for r in range(rounds):
         for side in ("library", "cli") if r % 2 == 0 else ("cli", "library"):
@@ -63,6 +83,8 @@ def inner(rounds: int) -> dict:
                 up, down = _library()
                 res["library up"].append(up)
                 res["library down"].append(down)
+                res["library script up"].append(_timed(_script("up")))
+                res["library script down"].append(_timed(_script("down")))
                 continue
             res["apply"].append(_timed([*lb, "apply", "-f", LAB]))
             for _ in range(5):
@@ -90,6 +112,8 @@ def main() -> int:
     ratios = {
         "apply / library up": med["apply"] / med["library up"],
         "destroy / library down": med["destroy"] / med["library down"],
+        "apply / library script up": med["apply"] / med["library script up"],
+        "destroy / library script down": med["destroy"] / med["library script down"],
     }
     rows += [f"| {k} | {v:.2f}× |" for k, v in ratios.items()]
     write(
