@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -268,6 +267,8 @@ _FROM_BYTES = functools.partial(int.from_bytes, byteorder="big")
 def _ints(addresses: Iterable[IPv4Address | str]) -> set[int]:
     """The addresses as integers; dotted quads are converted in C (map, no Python call per
     address: an attach reads up to 1023 of them)."""
+    import socket  # here: a read-only command needs no socket module (bench/cli.py)
+
     addresses = list(addresses)
     try:
         return set(map(_FROM_BYTES, map(socket.inet_aton, addresses)))
@@ -277,5 +278,7 @@ def _ints(addresses: Iterable[IPv4Address | str]) -> set[int]:
 
 def _int(address: IPv4Address | str) -> int:
     if isinstance(address, str):
+        import socket
+
         return int.from_bytes(socket.inet_aton(address), "big")
     return int(address)

@@ -11,7 +11,6 @@ length; a host range with a single container port means "any free port of that r
 from __future__ import annotations
 
 import errno
-import socket
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -197,6 +196,8 @@ def check_free(mapping: PortMapping) -> None:
     Docker keeps such a socket open for as long as the mapping lives; lowbridge has no daemon to
     hold it, so it only checks at publish time (see README, "Not done yet").
     """
+    import socket  # here: a read-only command needs no socket module (bench/cli.py)
+
     kind = socket.SOCK_STREAM if mapping.proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as sock:
         # SO_REUSEADDR: ignore TIME_WAIT leftovers, still fail against a listener.

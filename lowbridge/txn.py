@@ -51,17 +51,19 @@ class Transaction:
 
     def run(self, name: str, do: Callable[[], _T], undo: Callable[[], object] | None = None) -> _T:
         """Run ``do``; remember ``undo`` for rollback; then honour the fault-injection switch."""
-        start = time.perf_counter() if self._debug else 0.0
+        start = time.perf_counter()
         result = do()
-        if self._debug:
-            _say(f"{self.op}: {name} ({(time.perf_counter() - start) * 1000:.1f} ms)")
         if undo is not None:
             self._undo.append((name, undo))
-        self.check(name)
+        self.check(name, start)
         return result
 
-    def check(self, name: str) -> None:
-        """The test hooks after step ``name`` (see the module docstring)."""
+    def check(self, name: str, since: float | None = None) -> None:
+        """The test hooks after step ``name`` (see the module docstring); ``since``: when it
+        began (``time.perf_counter()``), for --debug's line."""
+        if self._debug:
+            took = f" ({(time.perf_counter() - since) * 1000:.1f} ms)" if since is not None else ""
+            _say(f"{self.op}: {name}{took}")
         if self._trace:
             with open(self._trace, "a") as f:
                 f.write(f"{self.op}:{name}\n")

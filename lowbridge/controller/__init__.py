@@ -34,34 +34,41 @@ from typing import TYPE_CHECKING
 
 from lowbridge import config, drivers, sandbox
 from lowbridge.config import Paths
-from lowbridge.controller import (
-    attach,
-    facts,
-    lifecycle,
-    networks,
-    processes,
-    reconcile,
-    sandboxes,
-    teardown,
-)
+
+# The verbs' modules are imported by the verbs that use them: a read-only command (network ls,
+# inspect) loads none of them (bench/cli.py).
+from lowbridge.controller import lifecycle
 from lowbridge.controller.audit import AuditVerbs
 from lowbridge.controller.change import Change, crashed
-from lowbridge.controller.requests import ContainerRequest
-from lowbridge.drivers.base import NetworkRequest
 from lowbridge.errors import CasConflict, Conflict, InvalidInput, LowbridgeError, context
-from lowbridge.kernel import Kernel
 from lowbridge.models import PREDEFINED, RUNNING, Container, Endpoint, Network, View
 from lowbridge.store import Store, open_store
 
 if TYPE_CHECKING:
     import subprocess
 
+    from lowbridge.controller.requests import ContainerRequest
     from lowbridge.dns.control import Resolver
+    from lowbridge.drivers.base import NetworkRequest
     from lowbridge.firewall import Firewall
+    from lowbridge.kernel import Kernel
     from lowbridge.kernel.rtnl import Session
     from lowbridge.models import JournalEntry
 
 __all__ = ["ContainerRequest", "Controller", "NetworkRequest"]
+
+
+def __getattr__(name: str) -> object:
+    """The request types, re-exported here and loaded at first use (PEP 562)."""
+    if name == "ContainerRequest":
+        from lowbridge.controller.requests import ContainerRequest
+
+        return ContainerRequest
+    if name == "NetworkRequest":
+        from lowbridge.drivers.base import NetworkRequest
+
+        return NetworkRequest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _retry_races(fn: Callable) -> Callable:
@@ -100,22 +107,42 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         firewall: Firewall | None = None,
         resolver: Resolver | None = None,
     ):
-        from lowbridge.dns.control import Resolver
-        from lowbridge.firewall import Firewall
-
         self.paths = paths or Paths.resolve()
         self.store: Store = store or open_store(self.paths)
-        self.kernel = kernel or Kernel()
-        self.firewall = firewall or Firewall(
-            firewall_backend or config.firewall_backend(), self.paths.run
-        )
-        self.resolver = resolver or Resolver(self.paths)
+        if kernel is not None:
+            self.kernel = kernel
+        self._backend = firewall_backend
+        if firewall is not None:  # else made when first used (a read needs no firewall)
+            self.firewall = firewall
+        if resolver is not None:
+            self.resolver = resolver
         self.unsettled: list[JournalEntry] = []  # journal entries a settle could not settle
         self.settled = False  # this command settled one (the firewall is then rewritten)
         self._nl: Session | None = None  # the host session while a mutation holds the lock
         self._dirty = False  # committed since the resolver and the overlays were last told
         # Told the name of each sandbox a batch has made or removed (a lab's progress bar).
         self.progress: Callable[[str], None] | None = None
+
+    @functools.cached_property
+    def kernel(self) -> Kernel:
+        """The kernel's interface (made at first use: a read imports no namespace code)."""
+        from lowbridge.kernel import Kernel
+
+        return Kernel()
+
+    @functools.cached_property
+    def firewall(self) -> Firewall:
+        """The firewall's executor for the backend asked for (made at first use)."""
+        from lowbridge.firewall import Firewall
+
+        return Firewall(self._backend or config.firewall_backend(), self.paths.run)
+
+    @functools.cached_property
+    def resolver(self) -> Resolver:
+        """The controller's handle on the embedded resolver (made at first use)."""
+        from lowbridge.dns.control import Resolver
+
+        return Resolver(self.paths)
 
     @property
     def cluster(self):  # noqa: ANN201
@@ -158,6 +185,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     def _mutation(self) -> Iterator[Session]:
         """The host lock, the host's netlink session, everything reconcile does first; the
         resolver and the overlay entries told at the end.  Re-entrant."""
+        from lowbridge.controller import reconcile
+
         if self._nl is not None:
             yield self._nl
             return
@@ -211,7 +240,7 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
             pass
 
     def _resolver_down(self, view: View) -> bool:
-        return not self.resolver.running() and any(c.dns_ports for c in view.containers)
+        return any(c.dns_ports for c in view.containers) and not self.resolver.running()
 
     def networks(self) -> list[Network]:
         return list(self.view().networks)
@@ -246,6 +275,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     @context(lambda req: f"create network {req.name}")
     @_retry_races
     def network_create(self, req: NetworkRequest) -> Network:
+        from lowbridge.controller import networks
+
         with self.change("network-create") as c:
             return networks.create(c, req)
 
@@ -259,6 +290,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         return self._network_rm(refs)
 
     def _network_rm(self, refs: list[str]) -> list[Network]:
+        from lowbridge.controller import networks
+
         with self.change("network-rm", forward=True) as c:
             nets = list({n.id: n for n in (c.view.network(ref) for ref in refs)}.values())
             networks.remove(c, nets)
@@ -276,12 +309,16 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     def network_connect(
         self, net_ref: str, ctr_ref: str, ip: str | None = None, aliases: tuple[str, ...] = ()
     ) -> Endpoint:
+        from lowbridge.controller import attach
+
         with self.change("network-connect") as c:
             net, ctr = c.view.network(net_ref), c.view.container(ctr_ref)
             return attach.connect(c, net, ctr, ip, tuple(aliases))
 
     @context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
     def network_disconnect(self, net_ref: str, ctr_ref: str) -> None:
+        from lowbridge.controller import teardown
+
         with self.change("network-disconnect", forward=True) as c:
             teardown.disconnect(c, c.view.network(net_ref), c.view.container(ctr_ref))
 
@@ -306,6 +343,7 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
 
     def _create(self, reqs: list[ContainerRequest]) -> list[Container]:
         from lowbridge import names
+        from lowbridge.controller import sandboxes
 
         with self.change("container-create") as c:
             plans = []
@@ -329,6 +367,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         """``run``: create the sandbox and start ``command`` in it -- detached (under its
         supervisor, output to its log) or attached (``stdio``, ``tty``: see
         lowbridge.controller.processes.start) -- in one hold of the lock."""
+        from lowbridge.controller import processes
+
         with self._mutation():
             ctr = self.container_create(req)
             self._tell()  # the resolver serves the sandbox before its command starts
@@ -339,6 +379,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     def start_detached(self, ref: str) -> subprocess.Popen:
         """Start the sandbox's own command (its record's) in the background, output to its log
         (a lab's sandbox: created in one batch, its command started after)."""
+        from lowbridge.controller import processes
+
         with self._mutation():
             ctr = self.store.view().container(ref)
             if not ctr.command:
@@ -367,6 +409,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         reference given twice is answered once.  One lock, one firewall change, one conntrack
         walk and one batch of link deletions for all of them: each deletion costs the kernel
         RCU grace periods (~17 ms here), a batch pays them once (bench/lab.py)."""
+        from lowbridge.controller import teardown
+
         with self.change("container-rm", forward=True) as c:
             found: dict[str, Container | LowbridgeError] = {}
             chosen: dict[str, Container] = {}
@@ -411,6 +455,7 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     def explain(self, a: str, b: str, port: int = 0, proto: str = "tcp"):  # noqa: ANN201
         """Whether ``a`` reaches ``b`` and why (lowbridge.explain): an Explanation."""
         from lowbridge import explain
+        from lowbridge.controller import facts
 
         with facts.gathered(self) as f:
             return explain.explain(f, a, b, port, proto)

@@ -27,7 +27,6 @@ import time
 from typing import TYPE_CHECKING
 
 from lowbridge import drivers, names, ports, restarts
-from lowbridge.controller import attach, processes, sandboxes, teardown
 from lowbridge.errors import Conflict, NotFound, context
 from lowbridge.models import CREATED, EXITED, GWBRIDGE, RUNNING, Container, Endpoint, Join, now
 
@@ -49,6 +48,8 @@ def joins(c: Change, ctr: Container) -> tuple[Join, ...]:
 
 def leave(c: Change, ended: list[tuple[Container, int]]) -> list[Container]:
     """Take sandboxes down to ``exited`` with their exit codes, keeping their records."""
+    from lowbridge.controller import teardown
+
     if not ended:
         return []
     stamp = now()
@@ -67,6 +68,7 @@ def replan(c: Change, ctr: Container) -> SandboxPlan:
     """The plan that makes the exited sandbox ``ctr`` stand again as its record says: its
     namespace (same name), its networks (an address asked for kept, a dynamic one drawn
     again), its published ports (the same host ports, if free)."""
+    from lowbridge.controller import attach
     from lowbridge.controller.sandboxes import SandboxPlan
 
     if ctr.share:  # --network container:NAME: that sandbox must stand
@@ -190,6 +192,8 @@ class LifecycleVerbs:
     def container_start(self, ref: str) -> Container:
         """``start``: an exited sandbox joins its networks again; its command starts, detached
         (lowbridge.controller.lifecycle).  A sandbox that runs is left as it is."""
+        from lowbridge.controller import processes, sandboxes
+
         with self._mutation():
             ctr = self.store.view().container(ref)
             if ctr.state == EXITED:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from lowbridge import config, drivers, ipam, names
 from lowbridge.config import private_file
-from lowbridge.controller import journal, lifecycle, networks, teardown
+from lowbridge.controller import journal
 from lowbridge.drivers.base import NetworkRequest
 from lowbridge.errors import InvalidInput
 from lowbridge.models import DEFAULT_NETWORK, EXITED, GWBRIDGE, OPT_ICC, PREDEFINED, Network, frozen
@@ -96,6 +96,8 @@ def predefined(ctl: Controller, nl: Session | None) -> None:
 
 
 def _default_pool(ctl: Controller, view, nl: Session | None):  # noqa: ANN001, ANN202
+    from lowbridge.controller import networks
+
     kept = _device_subnet(nl, names.DEFAULT_BRIDGE_DEVICE) if nl is not None else None
     host = networks.host_view(view, nl) if nl is not None else None
     return ipam.plan_pool(
@@ -139,6 +141,8 @@ def daemon_settings(ctl: Controller) -> None:
 def gateway_bridge(ctl: Controller, nl: Session) -> None:
     """Cluster mode: the local bridge overlay sandboxes leave by (Docker's docker_gwbridge: ICC
     off, masquerade), as a predefined network; its device comes with its first endpoint."""
+    from lowbridge.controller import networks
+
     view = ctl.store.view()
     if ctl.cluster is None or view.network_named(GWBRIDGE) is not None:
         return
@@ -182,9 +186,13 @@ def _boot_and_reap(ctl: Controller, nl: Session) -> None:
     # when the daemon finds them dead (255); those made with --rm go.
     gone = [c for c in dead if c.auto_remove]
     if gone:
+        from lowbridge.controller import teardown
+
         with ctl.change("container-rm", forward=True) as c:
             teardown.remove(c, gone, kill=False)
     if len(gone) < len(dead):
+        from lowbridge.controller import lifecycle
+
         with ctl.change("container-stop", forward=True) as c:
             lifecycle.leave(c, [(x, 255) for x in dead if not x.auto_remove])
     if booted or dead or ctl.settled:

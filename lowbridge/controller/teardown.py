@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from lowbridge import drivers, sandbox
@@ -86,6 +87,7 @@ def _remove(
     # and the firewall change need neither, so they run meanwhile (in a thread with a netlink
     # socket of its own: sessions are not shared between threads).
     deleter = threading.Thread(target=_delete_links, args=(c, batched, errors))
+    began = time.perf_counter()
     deleter.start()
     addresses = [e.ip for e in eps if e.ip]
 
@@ -96,7 +98,7 @@ def _remove(
         if addresses:
             c.best_effort(lambda: c.kernel.flush_conntrack(dsts=addresses))
         deleter.join()
-        c.tx.check("delete-interfaces")
+        c.tx.check("delete-interfaces", began)
         if errors:
             raise KernelError(f"{errors[0]} (the next lowbridge command tries again)")
 
@@ -149,11 +151,12 @@ def _delete_links(c: Change, ends: list[str], errors: list[str]) -> None:
 
 def _gather(c: Change, errors: list[str], ctr: Container, step: str, fn) -> None:  # noqa: ANN001
     """A best-effort teardown step: a failure is noted under the sandbox's name."""
+    start = time.perf_counter()
     try:
         fn()
     except (LowbridgeError, OSError) as exc:
         errors.append(f"remove {ctr.name}: {step}: {exc}")
-    c.tx.check(step)
+    c.tx.check(step, start)
 
 
 def _claims(ctrs: list[Container], eps: list[Endpoint]) -> dict:

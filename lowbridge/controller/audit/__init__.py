@@ -23,8 +23,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lowbridge import config
-from lowbridge.controller import attach
-from lowbridge.controller.audit import devices, leftovers, sandboxes
 from lowbridge.controller.audit.drift import FIREWALL, RESOLVER, SETTLE, Drift
 from lowbridge.errors import LowbridgeError
 
@@ -36,6 +34,8 @@ if TYPE_CHECKING:
 
 def survey(ctl: Controller, nl: Session) -> list[Drift]:
     """Every difference on this host, read under the host lock (see the module docstring)."""
+    from lowbridge.controller.audit import devices, leftovers, sandboxes
+
     view = ctl.store.view()
     links = {link.name: link for link in nl.links()}
     out = _journal(ctl)
@@ -142,5 +142,7 @@ class AuditVerbs:
 
     def repair_endpoint(self, ep: Endpoint) -> None:
         """Make an endpoint's interface again as recorded (lowbridge.controller.attach.repair)."""
+        from lowbridge.controller import attach
+
         with self.change("network-connect") as c:
             attach.repair(c, ep)
