@@ -240,7 +240,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
             pass
 
     def _resolver_down(self, view: View) -> bool:
-        return any(c.dns_ports for c in view.containers) and not self.resolver.running()
+        # The resolver first: a damaged sandbox row must not stop a read of networks.
+        return not self.resolver.running() and any(c.dns_ports for c in view.containers)
 
     def networks(self) -> list[Network]:
         return list(self.view().networks)
