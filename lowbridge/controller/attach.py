@@ -106,11 +106,15 @@ def plan(
         container_name=ctr.name,
     )
     ep = dataclasses.replace(ep, dns_names=tuple(_dns_names(ctr, ep)))
+    # A local network that already has endpoints (committed, or planned earlier in this
+    # change) has its device: only the first one asks the kernel (a device deleted by hand
+    # under endpoints is check's and gc's to find and mend).
+    builds = driver.has_interfaces and not (driver.scope == "local" and draft.addresses(net))
     if driver.has_interfaces:
         ep = _addressed(draft, driver, net, ep, ip, c.ctl.cluster, mac)
     previous = gateway_endpoint(eps, nets)
     route = ep.gateway is not None and gateway_endpoint([*eps, ep], nets) is ep
-    builds = driver.has_interfaces and driver.network_missing(net, c.kernel, c.nl)
+    builds = builds and driver.network_missing(net, c.kernel, c.nl)
     att = Attachment(
         net,
         ctr,
