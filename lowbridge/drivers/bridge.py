@@ -137,6 +137,13 @@ class BridgeDriver(Policy):
         steps.append(Step("device-up", lambda: nl.set_up(device)))
         return steps
 
+    def network_missing(self, net: Network, k: Kernel, nl: Session) -> bool:
+        # A user-defined bridge is made by network create (and again by the first command after
+        # a reboot); only the predefined ones -- the default bridge, the cluster's gateway
+        # bridge -- wait for their first sandbox, as Docker's default bridge does.  One
+        # deleted by hand is check's and gc's to find and mend.
+        return net.predefined and super().network_missing(net, k, nl)
+
     def ensure(self, net: Network, k: Kernel, nl: Session) -> bool:
         if nl.link(net.device) is not None:
             return False
