@@ -130,6 +130,11 @@ class Paths:
         return os.path.join(self.state, "host-id")
 
     @property
+    def engine_id(self) -> str:
+        """This host's identity for IPv6 defaults (Docker's /var/lib/docker/engine-id)."""
+        return os.path.join(self.state, "engine-id")
+
+    @property
     def boot_marker(self) -> str:
         return os.path.join(self.run, "booted")
 
@@ -150,6 +155,29 @@ class Paths:
 
     def etc_dir(self, netns_name: str) -> str:
         return os.path.join(self.etc_netns, netns_name)
+
+
+def engine_id(paths: Paths) -> str:
+    """This host's random identity, made on first use and kept with the store: the seed of
+    its IPv6 ULA pool (lowbridge.ipam.ula_pool), stable across reboots as Docker's engine ID."""
+    import uuid
+
+    private_dir(paths.state)
+    for _ in range(2):
+        try:
+            with open(paths.engine_id) as f:
+                if found := f.read().strip():
+                    return found
+        except FileNotFoundError:
+            pass
+        try:  # O_EXCL: of two processes making it, one writes and both read its id
+            fd = private_file(paths.engine_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except StoreError:
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(uuid.uuid4().hex + "\n")
+    with open(paths.engine_id) as f:
+        return f.read().strip()
 
 
 def private_dir(path: str, mode: int = 0o700) -> str:

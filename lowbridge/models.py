@@ -86,6 +86,19 @@ class Network:
     user_subnet: bool = False
     user_gateway: bool = False  # --gateway given (docker's IPAM entry shows it then)
     attachable: bool = False  # --attachable
+    # --ipv6 (EnableIPv6): the IPv6 pool beside ``pool``, and its --subnet/--gateway given.
+    pool6: Pool | None = None
+    user_subnet6: bool = False
+    user_gateway6: bool = False
+
+    @property
+    def ipv6(self) -> bool:
+        return self.pool6 is not None
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        """Its address pools, IPv4 first (Docker's IPAM.Config order)."""
+        return tuple(p for p in (self.pool, self.pool6) if p is not None)
 
     @property
     def is_default_bridge(self) -> bool:
@@ -103,12 +116,14 @@ class Network:
     def to_doc(self) -> dict:
         doc = _doc(self)
         doc["pool"] = self.pool.to_doc() if self.pool else None
+        doc["pool6"] = self.pool6.to_doc() if self.pool6 else None
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict) -> Network:
         doc = dict(doc)
         doc["pool"] = Pool.from_doc(doc["pool"]) if doc.get("pool") else None
+        doc["pool6"] = Pool.from_doc(doc["pool6"]) if doc.get("pool6") else None
         doc["labels"] = frozen(doc.get("labels"))
         doc["options"] = frozen(doc.get("options"))
         return cls(**doc)
@@ -119,11 +134,12 @@ CREATED, RUNNING, EXITED = "created", "running", "exited"
 
 class Join(NamedTuple):
     """A network an exited sandbox joins again when it starts, with what was asked for there:
-    an address given with --ip (a dynamic one is drawn again) and the aliases."""
+    addresses given with --ip/--ip6 (a dynamic one is drawn again) and the aliases."""
 
     network_id: str
     ip: str | None = None
     aliases: tuple[str, ...] = ()
+    ip6: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +231,7 @@ class Container:
         doc["labels"] = frozen(doc.get("labels"))
         route = doc.get("adopted_route")
         doc["adopted_route"] = tuple(route) if route else None
-        doc["joins"] = tuple(Join(n, ip, tuple(a)) for n, ip, a in doc.get("joins", ()))
+        doc["joins"] = tuple(Join(j[0], j[1], tuple(j[2]), *j[3:]) for j in doc.get("joins", ()))
         doc["sysctls"] = tuple((k, v) for k, v in doc.get("sysctls", ()))
         return cls(**doc)
 
@@ -248,6 +264,11 @@ class Endpoint:
     container_name: str | None = None
     dns_names: tuple[str, ...] = ()
     requested_ip: str | None = None  # the address asked for with --ip (Docker's IPAMConfig)
+    # On a network with IPv6 (--ipv6): the IPv6 address, its prefix length and gateway, --ip6.
+    ip6: str | None = None
+    prefixlen6: int | None = None
+    gateway6: str | None = None
+    requested_ip6: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -146,7 +146,7 @@ def network_doc(
             "EndpointID": ep.id,
             "MacAddress": ep.mac or "",
             "IPv4Address": f"{ep.ip}/{ep.prefixlen}" if ep.ip else "",
-            "IPv6Address": "",
+            "IPv6Address": f"{ep.ip6}/{ep.prefixlen6}" if ep.ip6 else "",
         }
     return {
         "Name": net.name,
@@ -154,11 +154,11 @@ def network_doc(
         "Created": rfc3339(net.created),
         "Scope": scope(net),
         "Driver": driver_name(net),
-        "EnableIPv6": False,
+        "EnableIPv6": net.ipv6,
         "IPAM": {
             "Driver": "default",
             "Options": None if net.predefined else {},
-            "Config": [_ipam_config(net)] if net.pool else [],
+            "Config": _ipam_configs(net),
         },
         "Internal": net.internal,
         "Attachable": net.attachable,
@@ -172,13 +172,20 @@ def network_doc(
     } | ({"Peers": peers(endpoints, hosts or {})} if scope(net) == "global" else {})
 
 
-def _ipam_config(net: Network) -> dict:
-    """The network's IPAM entry as docker keeps it: what the user gave (a gateway only when
-    given, or when docker chose the subnet too; never for the default bridge)."""
-    doc = net.pool.to_doc()  # type: ignore[union-attr]
-    if net.is_default_bridge or (net.user_subnet and not net.user_gateway):
-        doc.pop("Gateway", None)
-    return doc
+def _ipam_configs(net: Network) -> list[dict]:
+    """The network's IPAM entries as docker keeps them, IPv4's then IPv6's: what the user gave
+    (a gateway only when given, or when docker chose the subnet too; never for the default
+    bridge)."""
+    out = []
+    for pool, subnet, gateway in ((net.pool, net.user_subnet, net.user_gateway),
+                                  (net.pool6, net.user_subnet6, net.user_gateway6)):  # fmt: skip
+        if pool is None:
+            continue
+        doc = pool.to_doc()
+        if net.is_default_bridge or (subnet and not gateway):
+            doc.pop("Gateway", None)
+        out.append(doc)
+    return out
 
 
 def peers(endpoints: list[Endpoint], hosts: dict[str, dict]) -> list[dict]:
@@ -218,7 +225,7 @@ def container_doc(
     for j in ctr.joins:  # an exited sandbox: its networks, their addresses released
         net = networks.get(j.network_id)
         if net is not None and j.network_id not in by_id:
-            nets[net.name] = _endpoint_doc(ctr, None, net, j.ip, j.aliases)
+            nets[net.name] = _endpoint_doc(ctr, None, net, j.ip, j.aliases, j.ip6)
     default = nets.get(DEFAULT_NETWORK) if ctr.state == "running" else None
     running = ctr.state == "running"
     name, _, count = ctr.restart.partition(":")
@@ -305,14 +312,19 @@ def _endpoint_doc(
     net: Network,
     ip: str | None = None,
     aliases: tuple[str, ...] = (),
+    ip6: str | None = None,
 ) -> dict:
     """One of ``NetworkSettings.Networks`` (``ep`` None: an exited sandbox's, released)."""
     requested = ep.requested_ip if ep else ip
+    requested6 = ep.requested_ip6 if ep else ip6
+    ipam_config = {"IPv4Address": requested} if requested else {}
+    if requested6:
+        ipam_config["IPv6Address"] = requested6
     names = list(ep.aliases if ep else aliases)
     if not net.predefined:  # docker 20.10 lists the short id among a user network's aliases
         names.append(ctr.id[:12])
     doc = {
-        "IPAMConfig": {"IPv4Address": requested} if requested else None,
+        "IPAMConfig": ipam_config or None,
         "Links": None,
         "Aliases": names or None,
         "NetworkID": net.id,
@@ -320,9 +332,9 @@ def _endpoint_doc(
         "Gateway": (ep.gateway or "") if ep else "",
         "IPAddress": (ep.ip or "") if ep else "",
         "IPPrefixLen": (ep.prefixlen or 0) if ep else 0,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": (ep.gateway6 or "") if ep else "",
+        "GlobalIPv6Address": (ep.ip6 or "") if ep else "",
+        "GlobalIPv6PrefixLen": (ep.prefixlen6 or 0) if ep else 0,
         "MacAddress": (ep.mac or "") if ep else "",
         "DriverOpts": None,
     }
@@ -381,7 +393,8 @@ class NetworkRow(Row):
         super().__init__(net.labels)
         self.ID = net.id[:12] if trunc else net.id
         self.Name, self.Driver, self.Scope = net.name, driver_name(net), scope(net)
-        self.IPv6, self.Internal = "false", "true" if net.internal else "false"
+        self.IPv6 = "true" if net.ipv6 else "false"
+        self.Internal = "true" if net.internal else "false"
         self.CreatedAt = go_time(net.created)
 
 

@@ -39,6 +39,7 @@ class PortRequest:
     host_ports: tuple[int, ...] | None
     container_port: int
     proto: str
+    given_ip: bool = False  # the spec named the host address (else the network's default)
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,14 @@ class PortMapping:
         return cls(**doc)
 
     def overlaps(self, other: PortMapping) -> bool:
-        """Same port and protocol on addresses that can both receive a packet (0.0.0.0 is all)."""
+        """Same port and protocol on addresses that can both receive a packet (0.0.0.0 is every
+        IPv4 address, :: every IPv6 one)."""
         if (self.host_port, self.proto) != (other.host_port, other.proto):
             return False
-        return "0.0.0.0" in (self.host_ip, other.host_ip) or self.host_ip == other.host_ip
+        if (":" in self.host_ip) != (":" in other.host_ip):
+            return False
+        any_ip = ("0.0.0.0", "::")
+        return self.host_ip in any_ip or other.host_ip in any_ip or self.host_ip == other.host_ip
 
 
 def _port(text: str, spec: str) -> int:
@@ -89,26 +94,51 @@ def parse(spec: str, default_ip: str = "0.0.0.0") -> list[PortRequest]:
     proto = (proto or "tcp").lower()
     if proto not in PROTOCOLS:
         raise InvalidInput(f"invalid protocol {proto!r} in publish spec {spec!r}: tcp or udp")
-    if rest.startswith("["):
-        raise InvalidInput(f"publish spec {spec!r}: IPv6 host addresses are not supported yet")
+    host_ip, given = default_ip, False
+    if rest.startswith("["):  # [IPv6]:hostport:containerport, as docker writes it
+        address, bracket, rest = rest[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise InvalidInput(f"invalid publish spec {spec!r}: [ipv6]:[hostport:]containerport")
+        host_ip, given = _host_address(address, spec, 6), True
+        rest = rest[1:]
+        if rest.count(":") != 1:
+            rest = ":" + rest  # [::]:80 -- no host port
+        rest = "x:" + rest  # a placeholder for the address already read
     parts = rest.split(":")
     if len(parts) > 3 or not parts[-1]:
         raise InvalidInput(f"invalid publish spec {spec!r}: [hostip:][hostport:]containerport")
-    host_ip = default_ip
-    if len(parts) == 3 and parts[0]:
-        host_ip = str(parse_address(parts[0], f"host address in {spec!r}"))
+    if len(parts) == 3 and parts[0] and not given:
+        host_ip, given = _host_address(parts[0], spec, 4), True
     container = _range(parts[-1], spec)
     host_text = parts[-2] if len(parts) >= 2 else ""
     if not host_text:
-        return [PortRequest(host_ip, None, c, proto) for c in container]
+        return [PortRequest(host_ip, None, c, proto, given) for c in container]
     host = _range(host_text, spec)
     if len(host) == len(container):
-        return [PortRequest(host_ip, (h,), c, proto) for h, c in zip(host, container, strict=False)]
+        return [PortRequest(host_ip, (h,), c, proto, given)
+                for h, c in zip(host, container, strict=False)]  # fmt: skip
     if len(container) == 1:
-        return [PortRequest(host_ip, tuple(host), container[0], proto)]
+        return [PortRequest(host_ip, tuple(host), container[0], proto, given)]
     raise InvalidInput(
         f"invalid publish spec {spec!r}: host and container port ranges differ in length"
     )
+
+
+def _host_address(text: str, spec: str, version: int) -> str:
+    address = parse_address(text, f"host address in {spec!r}", version)
+    if address.version == 6 and address.is_loopback:
+        # No route_localnet for IPv6: the kernel never routes ::1 off the host, so DNAT cannot
+        # take it to a sandbox -- Docker serves such a port with its userland proxy only.
+        raise InvalidInput(
+            f"publish spec {spec!r}: a port on ::1 needs a userland proxy, which lowbridge "
+            "does not have (publish on [::] or 127.0.0.1)"
+        )
+    return str(address)
+
+
+def shown(ip: str) -> str:
+    """A host address as docker prints it beside a port: ``[::]`` for IPv6."""
+    return f"[{ip}]" if ":" in ip else ip
 
 
 def docker_ports(
@@ -149,9 +179,9 @@ def docker_ps(mappings: list[PortMapping], exposed: list[Exposed] | None = None)
     result, other = [], []
     for port, ip, public, proto in sorted(entries):
         if ip and public != port:
-            other.append(f"{ip}:{public}->{port}/{proto}")
+            other.append(f"{shown(ip)}:{public}->{port}/{proto}")
             continue
-        key = f"{ip}/{proto}" if ip else proto
+        key = f"{shown(ip)}/{proto}" if ip else proto
         group = groups.get(key)
         if group is not None and port == group[1] + 1:
             group[1] = port
@@ -174,9 +204,10 @@ def docker_port_lines(mappings: list[PortMapping], which: str | None = None) -> 
     (``80`` or ``80/udp``), its host sides only."""
     ordered = sorted(mappings, key=lambda m: (m.container_port, m.proto, m.host_port))
     if which is None:
-        return [f"{m.container_port}/{m.proto} -> {m.host_ip}:{m.host_port}" for m in ordered]
+        return [f"{m.container_port}/{m.proto} -> {shown(m.host_ip)}:{m.host_port}"
+                for m in ordered]  # fmt: skip
     port, _, proto = which.partition("/")
-    return [f"{m.host_ip}:{m.host_port}" for m in ordered
+    return [f"{shown(m.host_ip)}:{m.host_port}" for m in ordered
             if str(m.container_port) == port and m.proto == (proto or "tcp")]  # fmt: skip
 
 
@@ -199,13 +230,16 @@ def check_free(mapping: PortMapping) -> None:
     import socket  # here: a read-only command needs no socket module (bench/cli.py)
 
     kind = socket.SOCK_STREAM if mapping.proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as sock:
+    family = socket.AF_INET6 if ":" in mapping.host_ip else socket.AF_INET
+    with socket.socket(family, kind) as sock:
         # SO_REUSEADDR: ignore TIME_WAIT leftovers, still fail against a listener.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # [::] is IPv6's alone (0.0.0.0 is checked on its own)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             sock.bind((mapping.host_ip, mapping.host_port))
         except OSError as exc:
-            where = f"{mapping.host_ip}:{mapping.host_port}"
+            where = f"{shown(mapping.host_ip)}:{mapping.host_port}"
             if exc.errno == errno.EADDRINUSE:
                 raise Conflict(f"Bind for {where} failed: port is already allocated") from None
             if exc.errno == errno.EADDRNOTAVAIL:

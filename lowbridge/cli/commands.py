@@ -39,20 +39,24 @@ def _print_json(doc: object) -> None:
 def cmd_network_create(args: argparse.Namespace) -> int:
     from lowbridge.drivers.base import NetworkRequest
 
-    if len(args.subnet or []) > 1 or len(args.gateway or []) > 1 or len(args.ip_range or []) > 1:
-        raise InvalidInput("only one --subnet, --gateway and --ip-range are supported so far")
+    pairs = {}  # one value per family: NetworkRequest.by_family sorts them
+    for flag in ("subnet", "gateway", "ip_range"):
+        given = getattr(args, flag) or []
+        if len(given) > 2:
+            name = flag.replace("_", "-")
+            raise InvalidInput(f"only one IPv4 and one IPv6 --{name} per network are supported")
+        pairs[flag], pairs[flag + "6"] = (given + [None, None])[:2]
     req = NetworkRequest(
         name=args.name,
         driver=args.driver,
-        subnet=(args.subnet or [None])[0],
-        gateway=(args.gateway or [None])[0],
-        ip_range=(args.ip_range or [None])[0],
+        **pairs,
         aux_addresses=_pairs(args.aux_address, "--aux-address"),
         internal=args.internal,
         labels=_pairs(args.label, "--label", need_value=False),
         options=_pairs(args.opt, "--opt"),
         attachable=args.attachable,
-    )
+        ipv6=args.ipv6,
+    ).by_family()
     net = _controller(args).network_create(req)
     print(net.id)
     return 0
@@ -148,7 +152,7 @@ def cmd_network_prune(args: argparse.Namespace) -> int:
 
 def cmd_network_connect(args: argparse.Namespace) -> int:
     _controller(args).network_connect(
-        args.network, args.container, ip=args.ip, aliases=list(args.alias or [])
+        args.network, args.container, ip=args.ip, aliases=list(args.alias or []), ip6=args.ip6
     )
     return 0
 
@@ -169,6 +173,7 @@ def _container_request(args: argparse.Namespace, command: list[str]):  # noqa: A
         name=args.name,
         network=args.network,
         ip=args.ip,
+        ip6=args.ip6,
         netns=getattr(args, "netns", None),
         command=command,
         publish=list(args.publish or []),

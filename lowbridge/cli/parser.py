@@ -30,6 +30,7 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         help="network to join (default: bridge); container:NAME: NAME's namespace",
     )
     p.add_argument("--ip", help="IPv4 address on that network (user-defined networks only)")
+    p.add_argument("--ip6", help="IPv6 address on that network (one with --ipv6 and --subnet)")
     p.add_argument(
         "-p",
         "--publish",
@@ -326,6 +327,9 @@ def build_parser(
     p.add_argument("--ip-range", action="append", help="allocate endpoint addresses from here")
     p.add_argument("--aux-address", action="append", metavar="NAME=IP", help="reserve an address")
     p.add_argument("--internal", action="store_true", help="no outside access")
+    p.add_argument(
+        "--ipv6", action="store_true", help="IPv6 as well (an IPv6 --subnet, or a ULA /64)"
+    )
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="set metadata")
     p.add_argument(
         "-o",
@@ -365,6 +369,7 @@ def build_parser(
 
     p = nsub.add_parser("connect", help="connect a container to a network")
     p.add_argument("--ip", help="IPv4 address")
+    p.add_argument("--ip6", help="IPv6 address")
     p.add_argument("--alias", action="append", metavar="ALIAS", help="another DNS name there")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("container", metavar="CONTAINER")

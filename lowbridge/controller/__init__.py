@@ -308,13 +308,18 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     @context(lambda net_ref, ctr_ref, *a, **k: f"connect {ctr_ref} to {net_ref}")
     @_retry_races
     def network_connect(
-        self, net_ref: str, ctr_ref: str, ip: str | None = None, aliases: tuple[str, ...] = ()
+        self,
+        net_ref: str,
+        ctr_ref: str,
+        ip: str | None = None,
+        aliases: tuple[str, ...] = (),
+        ip6: str | None = None,
     ) -> Endpoint:
         from lowbridge.controller import attach
 
         with self.change("network-connect") as c:
             net, ctr = c.view.network(net_ref), c.view.container(ctr_ref)
-            return attach.connect(c, net, ctr, ip, tuple(aliases))
+            return attach.connect(c, net, ctr, ip, tuple(aliases), ip6)
 
     @context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
     def network_disconnect(self, net_ref: str, ctr_ref: str) -> None:

@@ -85,15 +85,18 @@ def plan(
     aliases: tuple[str, ...] = (),
     ifnames: set[str] | None = None,
     mac: str | None = None,
+    ip6: str | None = None,
 ) -> AttachPlan:
     """Validate attaching ``ctr`` to ``net`` and decide the endpoint; the draft gains it.
     ``ifnames``: the interface names in use in the sandbox (default: its endpoints');
-    ``mac``: its interface's MAC (--mac-address), else the driver's."""
+    ``mac``: its interface's MAC (--mac-address), else the driver's; ``ip``/``ip6``: the
+    addresses asked for."""
     draft = c.draft
     driver = drivers.get(net.driver)
     eps = draft.endpoints_of(ctr.id)
     nets = draft.view.nets
     _check(driver, net, ctr, eps, nets, ip, aliases)
+    _check_ip6(net, ip6)
     taken = ifnames if ifnames is not None else {e.ifname for e in eps}
     ep = Endpoint(
         id=names.new_id(),
@@ -112,6 +115,8 @@ def plan(
     builds = driver.has_interfaces and not (driver.scope == "local" and draft.addresses(net))
     if driver.has_interfaces:
         ep = _addressed(draft, driver, net, ep, ip, c.ctl.cluster, mac)
+        if net.pool6 is not None:
+            ep = _addressed6(draft, net, ep, ip6, no_route=ep.gateway is None)
     previous = gateway_endpoint(eps, nets)
     route = ep.gateway is not None and gateway_endpoint([*eps, ep], nets) is ep
     builds = builds and driver.network_missing(net, c.kernel, c.nl)
@@ -172,6 +177,32 @@ def _check(driver, net, ctr, eps, nets, ip, aliases) -> None:  # noqa: ANN001
         names.validate_hostname(alias)
 
 
+def _check_ip6(net: Network, ip6: str | None) -> None:
+    """``--ip6`` only where the network has IPv6 from a subnet the user gave (as ``--ip``)."""
+    if ip6 is None:
+        return
+    if net.pool6 is None:
+        raise InvalidInput(f"--ip6 {ip6}: network {net.name} has no IPv6 (network create --ipv6)")
+    if not net.user_subnet6:
+        raise InvalidInput(
+            "user specified IP address is supported only when connecting to networks with user "
+            "configured subnets"
+        )
+
+
+def _addressed6(draft: Draft, net: Network, ep: Endpoint, ip6, no_route: bool) -> Endpoint:  # noqa: ANN001
+    """The endpoint with its IPv6 address (``ip6``: asked for) and gateway."""
+    pool6 = net.pool6
+    address = str(draft.allocate6(net, ip6))
+    return dataclasses.replace(
+        ep,
+        ip6=address,
+        prefixlen6=pool6.subnet.prefixlen,
+        gateway6=None if no_route or pool6.gateway is None else str(pool6.gateway),
+        requested_ip6=address if ip6 else None,
+    )
+
+
 def _addressed(draft: Draft, driver, net: Network, ep: Endpoint, ip, cluster, mac) -> Endpoint:  # noqa: ANN001
     """The endpoint with its address (``ip``: asked for), MAC (``mac``: asked for), host-side
     name and gateway."""
@@ -221,13 +252,13 @@ def steps(c: Change, p: AttachPlan, sb: SandboxRef | None) -> list[Step]:
         index: list[int] = []
         last = made[-1]
         out[-1] = Step(last.name, lambda: index.append(last.do()) or index[0], last.undo)
-        out.append(
-            Step(
-                "default-route",
-                lambda: sb.nl.replace_default_route(ep.gateway, index[0]),
-                lambda: _restore_route(c, ctr, p.previous),
-            )
-        )
+
+        def route() -> None:
+            sb.nl.replace_default_route(ep.gateway, index[0])
+            if ep.gateway6:
+                sb.nl.replace_default_route6(ep.gateway6, index[0])
+
+        out.append(Step("default-route", route, lambda: _restore_route(c, ctr, p.previous)))
     out.append(
         Step(
             "etc-files", lambda: _write_files(c, ctr), lambda: _write_files(c, ctr, committed=True)
@@ -283,6 +314,8 @@ def _restore_route(c: Change, ctr: Container, previous: Endpoint | None) -> None
         return
     with c.kernel.session(ctr.netns) as snl, contextlib.suppress(KernelError):
         snl.replace_default_route(previous.gateway, previous.ifname)
+        if previous.gateway6:
+            snl.replace_default_route6(previous.gateway6, previous.ifname)
 
 
 def _write_files(c: Change, ctr: Container, committed: bool = False) -> None:
@@ -314,7 +347,12 @@ def bridge_address(draft: Draft, name: str) -> tuple[Container, str] | None:
 
 # ------------------------------------------------------------------ network connect
 def connect(
-    c: Change, net: Network, ctr: Container, ip: str | None, aliases: tuple[str, ...]
+    c: Change,
+    net: Network,
+    ctr: Container,
+    ip: str | None,
+    aliases: tuple[str, ...],
+    ip6: str | None = None,
 ) -> Endpoint:
     """``network connect``: plan, journal, the steps in the sandbox, commit."""
     if ctr.borrows:
@@ -326,7 +364,7 @@ def connect(
     if not ctr.netns_owned:  # lowbridge adds interfaces only beside the ones already there
         with c.kernel.session(ctr.netns) as snl:
             ifnames = {link.name for link in snl.links()}
-    plans = with_egress(c, plan(c, net, ctr, ip, aliases, ifnames=ifnames))
+    plans = with_egress(c, plan(c, net, ctr, ip, aliases, ifnames=ifnames, ip6=ip6))
     c.journal({"attaches": [p.to_doc() for p in plans], "claims": c.draft.claims()})
     fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
     try:

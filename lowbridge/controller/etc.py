@@ -39,7 +39,7 @@ def files(
         # With --domainname Docker names the sandbox's own addresses "host.domain host".
         "hosts": sandbox.render_hosts(
             f"{ctr.hostname}.{ctr.domainname} {ctr.hostname}" if ctr.domainname else ctr.hostname,
-            [e.ip for e in eps if e.ip],
+            [ip for e in eps for ip in (e.ip, e.ip6) if ip],
             extra,
         ),
         "resolv.conf": sandbox.render_resolv_conf(

@@ -43,7 +43,7 @@ def joins(c: Change, ctr: Container) -> tuple[Join, ...]:
     eps = [e for e in c.view.endpoints_of(ctr.id) if e.network_id in nets]
     eps = [e for e in eps if nets[e.network_id].name != GWBRIDGE]
     eps.sort(key=lambda e: nets[e.network_id].name != ctr.network_mode)
-    return tuple(Join(e.network_id, e.requested_ip, tuple(e.aliases)) for e in eps)
+    return tuple(Join(e.network_id, e.requested_ip, tuple(e.aliases), e.requested_ip6) for e in eps)
 
 
 def leave(c: Change, ended: list[tuple[Container, int]]) -> list[Container]:
@@ -104,7 +104,8 @@ def replan(c: Change, ctr: Container) -> SandboxPlan:
             draft.add(standing, [ep])  # --network host: no kernel object
             return SandboxPlan(standing, endpoint=ep)
         first = not plans
-        p = attach.plan(c, net, standing, j.ip, j.aliases, mac=ctr.mac_address if first else None)
+        mac = ctr.mac_address if first else None
+        p = attach.plan(c, net, standing, j.ip, j.aliases, mac=mac, ip6=j.ip6)
         plans += attach.with_egress(c, p)
     return SandboxPlan(standing, tuple(plans))
 

@@ -34,9 +34,14 @@ def plan(c: Change, req: NetworkRequest) -> Network:
         raise InvalidInput(f"invalid {OPT_IFACE_PREFIX} {prefix!r}: an interface name's "
                            "beginning (no '/', ':' or spaces; at most 13 characters)")  # fmt: skip
     own = dataclasses.replace(
-        req, options={k: v for k, v in req.options.items() if k not in generic}
+        req.by_family(), options={k: v for k, v in req.options.items() if k not in generic}
     )
-    net = driver.validate(own, names.new_id(), host_view(c.view, c.nl))
+    host = host_view(c.view, c.nl)
+    if own.ipv6 and own.subnet6 is None:  # the host's ULA pool (its seed is made once)
+        from lowbridge import config, ipam
+
+        host = dataclasses.replace(host, ipv6_pools=ipam.ula_pool(config.engine_id(c.paths)))
+    net = driver.validate(own, names.new_id(), host)
     return dataclasses.replace(net, options=frozen({**net.options, **generic}))
 
 

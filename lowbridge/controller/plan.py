@@ -9,7 +9,7 @@ failed keeps its names and addresses until the next command finishes it).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from lowbridge import ipam
 from lowbridge.errors import Conflict
@@ -31,8 +31,9 @@ class Draft:
         self.endpoints: dict[str, list[Endpoint]] = {}  # planned, by container id
         self._names = {c.name for c in view.containers}
         self._netns: set[str] = set()
-        self._addresses: dict[str, set[str]] = {}
-        self._held: dict[str, set[str]] = {}  # network id -> addresses unfinished changes hold
+        # (network id, IP version) -> addresses: committed, planned, held by the journal
+        self._addresses: dict[tuple[str, int], set[str]] = {}
+        self._held: dict[tuple[str, int], set[str]] = {}  # what unfinished changes hold
         # Host ports held: an exited sandbox holds none (it takes its own again at start).
         self.ports: list[PortMapping] = [
             m for c in view.containers if c.state != EXITED for m in c.ports
@@ -41,7 +42,7 @@ class Draft:
             claims = entry.doc.get("claims", {})
             self._names.update(claims.get("containers", ()))
             for net_id, ip in claims.get("addresses", ()):
-                self._held.setdefault(net_id, set()).add(ip)
+                self._held.setdefault((net_id, 6 if ":" in ip else 4), set()).add(ip)
 
     # -- names
     def name_taken(self, name: str) -> bool:
@@ -60,17 +61,25 @@ class Draft:
         return True
 
     # -- addresses
-    def addresses(self, net: Network) -> set[str]:
-        """The addresses endpoints hold on ``net``: committed, planned, held by the journal."""
-        if net.id not in self._addresses:
-            found = {e.ip for e in self.view.endpoints_on(net.id) if e.ip}
-            self._addresses[net.id] = found | self._held.get(net.id, set())
-        return self._addresses[net.id]
+    def addresses(self, net: Network, version: int = 4) -> set[str]:
+        """The addresses endpoints hold on ``net`` (of IP ``version``): committed, planned,
+        held by the journal."""
+        key = (net.id, version)
+        if key not in self._addresses:
+            eps = self.view.endpoints_on(net.id)
+            found = {e.ip for e in eps if e.ip} if version == 4 else {e.ip6 for e in eps if e.ip6}
+            self._addresses[key] = found | self._held.get(key, set())
+        return self._addresses[key]
 
     def allocate(self, net: Network, preferred: str | None) -> IPv4Address:
         """An address on ``net`` for a new endpoint (``preferred`` if given and free)."""
         assert net.pool is not None
         return ipam.allocate(net.pool, self.addresses(net), preferred)
+
+    def allocate6(self, net: Network, preferred: str | None) -> IPv6Address:
+        """An IPv6 address on ``net`` (which has ``--ipv6``) for a new endpoint."""
+        assert net.pool6 is not None
+        return ipam.allocate(net.pool6, self.addresses(net, 6), preferred)
 
     # -- records
     def add(self, ctr: Container, eps: Iterable[Endpoint] = ()) -> None:
@@ -80,6 +89,8 @@ class Draft:
             self.endpoints.setdefault(ctr.id, []).append(ep)
             if ep.ip:
                 self.addresses(self.view.nets[ep.network_id]).add(ep.ip)
+            if ep.ip6:
+                self.addresses(self.view.nets[ep.network_id], 6).add(ep.ip6)
         self.ports += [m for m in ctr.ports if m not in self.ports]
 
     def endpoints_of(self, container_id: str) -> list[Endpoint]:
@@ -106,5 +117,10 @@ class Draft:
         ctrs, eps = self.records()
         return {
             "containers": [c.name for c in ctrs],
-            "addresses": [[e.network_id, e.ip] for e in eps if e.ip],
+            "addresses": address_claims(eps),
         }
+
+
+def address_claims(eps: Iterable[Endpoint]) -> list[list[str]]:
+    """[network id, address] of every address ``eps`` hold (a journal's claims)."""
+    return [[e.network_id, ip] for e in eps for ip in (e.ip, e.ip6) if ip]

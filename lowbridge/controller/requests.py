@@ -8,6 +8,7 @@ environment.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -36,6 +37,7 @@ class ContainerRequest:
     name: str | None = None
     network: str = DEFAULT_NETWORK
     ip: str | None = None
+    ip6: str | None = None  # --ip6
     netns: str | None = None  # adopt this namespace instead of creating one
     command: list[str] | None = None
     publish: list[str] = field(default_factory=list)  # -p specs
@@ -91,7 +93,7 @@ def container(
         command=tuple(req.command or ()),
         hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),
         network_mode=net.name,
-        ports=tuple(publish(specs, draft, net.options.get(OPT_HOST_BINDING, "0.0.0.0"))),
+        ports=tuple(publish(specs, draft, net.options.get(OPT_HOST_BINDING, "0.0.0.0"), net.ipv6)),
         extra_hosts=tuple(extra_host(spec, draft) for spec in req.add_hosts),
         dns=tuple(req.dns),
         dns_search=tuple(req.dns_search),
@@ -284,14 +286,22 @@ def env_item(item: str) -> str:
     return f"{key}={os.environ.get(key, '')}"
 
 
-def publish(specs: list[str], draft: Draft, default_ip: str = "0.0.0.0") -> list[PortMapping]:
+def publish(
+    specs: list[str], draft: Draft, default_ip: str = "0.0.0.0", ipv6: bool = False
+) -> list[PortMapping]:
     """Resolve ``-p`` specs to free host ports (Docker: "port is already allocated"); the draft
     knows the ports taken, by committed sandboxes and by those planned before; ``default_ip``:
-    the host address of a spec without one."""
+    the host address of a spec without one.  On a network with IPv6 (``ipv6``), a spec without
+    an address is published on ``[::]`` too, on the same host port (Docker's default binding
+    gives both families, moby portallocator)."""
     out: list[PortMapping] = []
     for spec in specs:
         for req in ports.parse(spec, default_ip):
-            out.append(_pick_port(req, draft.ports + out, spec))
+            mapping = _pick_port(req, draft.ports + out, spec)
+            out.append(mapping)
+            if ipv6 and not req.given_ip and mapping.host_ip == "0.0.0.0":
+                same = dataclasses.replace(req, host_ip="::", host_ports=(mapping.host_port,))
+                out.append(_pick_port(same, draft.ports + out, spec))
     return out
 
 

@@ -84,7 +84,7 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
         ep = Endpoint(id=names.new_id(), network_id=net.id, container_id=cid, ifname="")
         draft.add(ctr, [ep])
         return SandboxPlan(ctr, endpoint=ep)
-    if req.ip is not None and net.predefined:
+    if (req.ip is not None or req.ip6 is not None) and net.predefined:
         raise InvalidInput("user specified IP address is supported on user defined networks only")
     if req.publish and not driver.publishes:
         raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
@@ -98,7 +98,7 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
         lo, route, ifnames = _adoptable(c, adopt)
         ctr = _with_route(ctr, route)
     first = attach.plan(c, net, ctr, req.ip, tuple(req.aliases), ifnames=ifnames,
-                        mac=ctr.mac_address)  # fmt: skip
+                        mac=ctr.mac_address, ip6=req.ip6)  # fmt: skip
     return SandboxPlan(ctr, tuple(attach.with_egress(c, first)), adopt=adopt, lo=lo)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from lowbridge import drivers, sandbox
 from lowbridge.controller import etc
+from lowbridge.controller.plan import address_claims
 from lowbridge.errors import KernelError, LowbridgeError, NotFound
 from lowbridge.models import GWBRIDGE, Container, Endpoint, Network, gateway_endpoint
 
@@ -162,7 +163,7 @@ def _gather(c: Change, errors: list[str], ctr: Container, step: str, fn) -> None
 def _claims(ctrs: list[Container], eps: list[Endpoint]) -> dict:
     return {
         "containers": [x.name for x in ctrs],
-        "addresses": [[e.network_id, e.ip] for e in eps if e.ip],
+        "addresses": address_claims(eps),
     }
 
 

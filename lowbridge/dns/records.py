@@ -188,37 +188,45 @@ class _Records:
         ep, _, found = entry
         if not found:
             return
-        for name in found:
-            key = (name, ep.ip)
-            self.count[key] = self.count.get(key, 0) + 1
-            if self.count[key] == 1:
-                bisect.insort(self.zone.by_name.setdefault(name, []), ep.ip)
-        owners = self.ptr_of.setdefault(ep.ip, {})
-        owners[ep.id] = found[0]
-        self._ptr(ep.ip, owners)
+        for ip in _addresses(ep):
+            for name in found:
+                key = (name, ip)
+                self.count[key] = self.count.get(key, 0) + 1
+                if self.count[key] == 1:
+                    bisect.insort(self.zone.by_name.setdefault(name, []), ip)
+            owners = self.ptr_of.setdefault(ip, {})
+            owners[ep.id] = found[0]
+            self._ptr(ip, owners)
 
     def remove(self, entry: tuple[Endpoint, Container | None, list[str]]) -> None:
         ep, _, found = entry
         if not found:
             return
-        for name in found:
-            key = (name, ep.ip)
-            self.count[key] -= 1
-            if not self.count[key]:
-                del self.count[key]
-                ips = self.zone.by_name[name]
-                ips.remove(ep.ip)
-                if not ips:
-                    del self.zone.by_name[name]
-        owners = self.ptr_of[ep.ip]
-        del owners[ep.id]
-        if owners:
-            self._ptr(ep.ip, owners)
-        else:
-            del self.ptr_of[ep.ip], self.zone.ptr[ep.ip]
+        for ip in _addresses(ep):
+            for name in found:
+                key = (name, ip)
+                self.count[key] -= 1
+                if not self.count[key]:
+                    del self.count[key]
+                    ips = self.zone.by_name[name]
+                    ips.remove(ip)
+                    if not ips:
+                        del self.zone.by_name[name]
+            owners = self.ptr_of[ip]
+            del owners[ep.id]
+            if owners:
+                self._ptr(ip, owners)
+            else:
+                del self.ptr_of[ip], self.zone.ptr[ip]
 
     def _ptr(self, ip: str, owners: dict[str, str]) -> None:
         self.zone.ptr[ip] = f"{owners[min(owners)]}.{self.zone.name}"
+
+
+def _addresses(ep: Endpoint) -> tuple[str, ...]:
+    """The addresses an endpoint registers its names with: IPv4, and IPv6 on a network with
+    ``--ipv6`` (A and AAAA records, a PTR for each)."""
+    return (ep.ip, ep.ip6) if ep.ip6 else (ep.ip,)
 
 
 def _view(
@@ -259,7 +267,7 @@ NOT_FOUND = None
 
 
 def resolve(view: View, qname: str) -> list[str] | None:
-    """Addresses for ``qname`` (IPv4 only: lowbridge networks have no IPv6), or None when no
+    """Addresses for ``qname`` (of both families: IPv6 ones contain ``:``), or None when no
     network of the view knows the name.  An existing name with no address of the requested
     family is Docker's "family miss": the caller answers NOERROR with no records."""
     name = qname.lower().rstrip(".")
@@ -280,8 +288,16 @@ def resolve(view: View, qname: str) -> list[str] | None:
 
 
 def reverse_name_to_ip(qname: str) -> str | None:
-    """``4.3.2.1.in-addr.arpa`` -> ``1.2.3.4`` (None for anything else)."""
+    """``4.3.2.1.in-addr.arpa`` -> ``1.2.3.4``, 32 nibbles ``.ip6.arpa`` -> the IPv6 address in
+    its compressed form (None for anything else)."""
     name = qname.lower().rstrip(".")
+    if name.endswith(".ip6.arpa"):
+        nibbles = name[: -len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32 or not all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
+            return None
+        import ipaddress  # here: only an IPv6 reverse lookup needs it
+
+        return str(ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16)))
     suffix = ".in-addr.arpa"
     if not name.endswith(suffix):
         return None
@@ -339,11 +355,13 @@ def decide(view: View, qname: str, qtype: int, shuffle=None) -> Answer | None:  
             if view.ndots_set and single_label and qtype != MX:
                 return Answer()  # let the client walk its search list (Docker)
             return FORWARD
-        if qtype != A:
+        if qtype == MX:
             return Answer()  # the name exists without such records: NODATA, not forwarded
+        # One family per query; a name without an address of it is Docker's family miss.
+        ips = [ip for ip in ips if (":" in ip) == (qtype == AAAA)]
         if len(ips) > 1:
             (shuffle or _shuffle)(ips)
-        return Answer(NOERROR, tuple([(A, ip) for ip in ips]))
+        return Answer(NOERROR, tuple([(qtype, ip) for ip in ips]))
     if qtype == PTR:
         target = reverse(view, qname)
         if target is not None:

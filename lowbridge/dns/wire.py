@@ -1,9 +1,9 @@
 """DNS on the wire: a fast path for the resolver's everyday answers, dnspython for the rest.
 
 The fast path handles the common query exactly as dnspython would -- one uncompressed question
-of class IN, an optional EDNS(0) OPT record, opcode QUERY -- and builds the A/PTR/empty/error
-answers arithmetically.  Anything else (several questions, compression in a query, other classes,
-EDNS versions, malformed packets) is handed to dnspython.  Why: dnspython costs ~450 us per
+of class IN, an optional EDNS(0) OPT record, opcode QUERY -- and builds the A/AAAA/PTR/empty/
+error answers arithmetically.  Anything else (several questions, compression in a query, other
+classes, EDNS versions, malformed packets) is handed to dnspython.  Why: dnspython costs ~450 us per
 answer on these machines and caps the resolver at ~3.5k queries/s, against ~5 us and ~30k for
 the fast path, the league of aardvark-dns (shared/reference/dns-notes.md 3-4; bench/dns.py).
 tests/unit/test_dns_wire.py checks the fast path against dnspython's encoder with generated
@@ -21,7 +21,7 @@ import struct
 from typing import NamedTuple
 
 from lowbridge.dns import TTL
-from lowbridge.dns.records import FORMERR, NOTIMP, PTR, SERVFAIL, Answer
+from lowbridge.dns.records import AAAA, FORMERR, NOTIMP, PTR, SERVFAIL, Answer
 
 HEADER = struct.Struct("!HHHHHH")
 OPT_TYPE = 41
@@ -109,12 +109,15 @@ def encode_name(name: str) -> bytes:
 
 # An A record's fixed part: a pointer to the question's name, TYPE A, CLASS IN, TTL, RDLENGTH 4.
 _A_HEAD = b"\xc0\x0c" + struct.pack("!HHIH", 1, CLASS_IN, TTL, 4)
+_AAAA_HEAD = b"\xc0\x0c" + struct.pack("!HHIH", AAAA, CLASS_IN, TTL, 16)
 
 
 def _record(rtype: int, value: str) -> bytes:
     if rtype == PTR:
         rdata = encode_name(value)
         return b"\xc0\x0c" + struct.pack("!HHIH", rtype, CLASS_IN, TTL, len(rdata)) + rdata
+    if rtype == AAAA:
+        return _AAAA_HEAD + socket.inet_pton(socket.AF_INET6, value)
     return _A_HEAD + socket.inet_aton(value)  # A
 
 

@@ -16,11 +16,13 @@ networks (which endpoint provides the default route is the controller's).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from lowbridge import ipam
 from lowbridge.errors import InvalidInput, KernelError
 
 if TYPE_CHECKING:
@@ -65,6 +67,31 @@ class NetworkRequest:
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     attachable: bool = False  # --attachable: inspect says so (any sandbox may join any network)
+    ipv6: bool = False  # --ipv6: an IPv6 pool beside the IPv4 one
+    subnet6: str | None = None
+    gateway6: str | None = None
+    ip_range6: str | None = None
+    aux_addresses6: dict[str, str] = field(default_factory=dict)
+
+    def by_family(self) -> NetworkRequest:
+        """The request with every IPv6 value in an IPv6 field: ``docker network create
+        --subnet 10.1.0.0/24 --subnet fd00::/64`` gives both in one flag, as may a library
+        caller; two values of one family are refused."""
+        fields: dict = {}
+        for name in ("subnet", "gateway", "ip_range"):
+            values = [v for v in (getattr(self, name), getattr(self, name + "6")) if v]
+            by = {4: [], 6: []}
+            for value in values:
+                by[ipam.family_of(value) or 4].append(value)
+            for version, suffix in ((4, ""), (6, "6")):
+                if len(by[version]) > 1:
+                    flag = "--" + name.replace("_", "-")
+                    raise InvalidInput(f"only one IPv{version} {flag} per network is supported")
+                fields[name + suffix] = by[version][0] if by[version] else None
+        aux: dict[int, dict[str, str]] = {4: {}, 6: {}}
+        for key, value in (*self.aux_addresses.items(), *self.aux_addresses6.items()):
+            aux[ipam.family_of(value) or 4][key] = value
+        return dataclasses.replace(self, **fields, aux_addresses=aux[4], aux_addresses6=aux[6])
 
 
 class HostLink(NamedTuple):
@@ -84,6 +111,32 @@ class HostView:
     reserved: tuple[IPv4Network, ...]
     addresses: frozenset[str] = frozenset()  # the host's own IPv4 addresses
     held: tuple[tuple[IPv4Network, str], ...] = ()  # (subnet, device) of lowbridge orphans
+    ipv6_pools: tuple[tuple[str, int], ...] = ()  # the host's ULA pool (ipam.ula_pool)
+
+
+def plan_ipv6(req: NetworkRequest, host: HostView) -> ipam.Pool | None:
+    """The IPv6 pool of a network ``req`` asks for (``--ipv6``), or None; IPv6 values without
+    ``--ipv6`` are refused (Docker: an IPv6 subnet needs IPv6 enabled)."""
+    if not req.ipv6:
+        given = req.subnet6 or req.gateway6 or req.ip_range6 or next(iter(req.aux_addresses6), "")
+        if given:
+            raise InvalidInput(f"IPv6 address {given} given, but the network has no --ipv6")
+        return None
+    return ipam.plan_pool(
+        subnet=req.subnet6,
+        gateway=req.gateway6,
+        ip_range=req.ip_range6,
+        aux_addresses=req.aux_addresses6,
+        taken=[n.pool6.subnet for n in host.networks if n.pool6 is not None],
+        pools=host.ipv6_pools,
+        version=6,
+    )
+
+
+def refuse_ipv6(req: NetworkRequest, driver: str) -> None:
+    """A driver without IPv6 yet says so rather than making an IPv4-only network."""
+    if req.ipv6 or req.subnet6:
+        raise InvalidInput(f"--ipv6 on {driver} networks is not supported yet")
 
 
 class LinkWant(NamedTuple):
@@ -270,15 +323,22 @@ def configure_interface(k: Kernel, sb: SandboxRef, att: Attachment) -> int:
     """Address the endpoint's interface inside the sandbox and bring it up; return its index.
 
     Docker's setIPv6: an IPv4-only interface gets no IPv6 at all, set before it is up, in a
-    namespace lowbridge adopted (the ones it made have IPv6 off namespace-wide from birth).
+    namespace lowbridge adopted (the ones it made have IPv6 off namespace-wide from birth, so
+    their interfaces are born without it); an interface on a network with IPv6 gets it turned
+    on, and loopback with it (``::1``), then its address without duplicate address detection.
     """
     ep, ctr = att.endpoint, att.container
     index = sb.nl.index(ep.ifname)
     if index is None:
         raise KernelError(f"interface {ep.ifname} is missing in {ctr.netns}")
-    if not ctr.netns_owned:
+    if ep.ip6:
+        knobs = (f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "net/ipv6/conf/lo/disable_ipv6")
+        k.write_sysctls([(knob, "0") for knob in knobs], ctr.netns)
+    elif not ctr.netns_owned:
         k.write_sysctls([(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], ctr.netns)
     sb.nl.add_address(index, ep.ip, ep.prefixlen)
+    if ep.ip6:
+        sb.nl.add_address6(index, ep.ip6, ep.prefixlen6)
     sb.nl.set_up(index)
     return index
 

@@ -25,6 +25,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
+    plan_ipv6,
     validate_mtu,
 )
 from lowbridge.errors import Conflict, InvalidInput, KernelError
@@ -56,7 +57,7 @@ def _validate_options(options: dict[str, str]) -> None:
         if key in options and options[key].lower() not in ("true", "false"):
             raise InvalidInput(f"invalid {key} {options[key]!r}: must be true or false")
     if OPT_HOST_BINDING in options:
-        ipam.parse_address(options[OPT_HOST_BINDING], OPT_HOST_BINDING)
+        ipam.parse_address(options[OPT_HOST_BINDING], OPT_HOST_BINDING, None)
 
 
 class BridgeDriver(Policy):
@@ -78,6 +79,7 @@ class BridgeDriver(Policy):
             host_addresses=host.addresses,
             held=host.held,
         )
+        pool6 = plan_ipv6(req, host)
         device = req.options.get(OPT_BRIDGE_NAME) or names.bridge_device(network_id)
         names.validate_ifname(device)
         for other in host.networks:
@@ -103,6 +105,9 @@ class BridgeDriver(Policy):
             user_subnet=req.subnet is not None,
             user_gateway=req.gateway is not None,
             attachable=req.attachable,
+            pool6=pool6,
+            user_subnet6=req.subnet6 is not None,
+            user_gateway6=req.gateway6 is not None,
         )
 
     def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:
@@ -134,6 +139,15 @@ class BridgeDriver(Policy):
                 None if net.device_owned else lambda: _del_addr(nl, device, gw, plen),
             )
         )
+        if net.pool6 is not None and net.pool6.gateway is not None:
+            gw6, plen6 = str(net.pool6.gateway), net.pool6.subnet.prefixlen
+            steps.append(
+                Step(
+                    "device-address6",
+                    lambda: _add_ipv6(k, nl, device, gw6, plen6),
+                    None if net.device_owned else lambda: _del_addr(nl, device, gw6, plen6),
+                )
+            )
         steps.append(Step("device-up", lambda: nl.set_up(device)))
         return steps
 
@@ -228,6 +242,12 @@ def _mark(net: Network, k: Kernel, nl: Session) -> None:
     except KernelError as exc:  # IPv6 disabled on the host: nothing to turn off
         if exc.errno != 2:
             raise
+
+
+def _add_ipv6(k: Kernel, nl: Session, device: str, gateway: str, plen: int) -> None:
+    """Docker's setupBridgeIPv6: IPv6 on for the bridge, the gateway address without DAD."""
+    k.write_sysctls([(f"net/ipv6/conf/{device}/disable_ipv6", "0")])
+    nl.add_address6(device, gateway, plen)
 
 
 def _delete_ours(nl: Session, device: str) -> None:

@@ -38,6 +38,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
+    refuse_ipv6,
     validate_mtu,
 )
 from lowbridge.errors import Conflict, InvalidInput, KernelError
@@ -75,6 +76,7 @@ class MacvlanDriver(Policy):
     name = "macvlan"
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
+        refuse_ipv6(req, self.name)
         options = dict(req.options)
         for key in options:
             if key not in (OPT_PARENT, OPT_MODE, OPT_SHIM, OPT_MTU):

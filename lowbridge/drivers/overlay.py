@@ -32,6 +32,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
+    refuse_ipv6,
     validate_mtu,
 )
 from lowbridge.errors import Conflict, InvalidInput, KernelError
@@ -69,6 +70,7 @@ class OverlayDriver(Policy):
     routes_out = False
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
+        refuse_ipv6(req, self.name)
         options = dict(req.options)
         for k in options:
             if k not in (OPT_VNI, OPT_MTU, OPT_ATTACHABLE):

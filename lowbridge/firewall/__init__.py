@@ -53,9 +53,17 @@ class Backend(Protocol):
     def show(self, rules: list[R.Rule], forward_drop: bool) -> str:
         """The rules in the backend's own syntax (what ``firewall show`` prints)."""
 
-    def apply(self, rules: list[R.Rule], forward_drop: bool | None) -> None:
+    def apply(
+        self,
+        rules: list[R.Rule],
+        forward_drop: bool | None,
+        ipv6: bool = False,
+        forward_drop6: bool | None = None,
+    ) -> None:
         """Make lowbridge's rules exactly ``rules``, whatever is there now; ``forward_drop``
-        sets (True), clears (False) or leaves (None) the forward default-deny."""
+        sets (True), clears (False) or leaves (None) the forward default-deny; ``ipv6``: IPv6
+        rules of lowbridge's may be there although ``rules`` has none (else the IPv6 side is
+        not read); ``forward_drop6`` as ``forward_drop``, for IPv6."""
 
     def insert(self, inserts: list[tuple[int, R.Rule]], at_end: list[bool]) -> None:
         """Insert (index in its chain, rule) pairs, ascending per chain; ``at_end`` marks plain
@@ -68,9 +76,9 @@ class Backend(Protocol):
     def clear(self) -> None:
         """Remove every rule, chain and table of lowbridge's."""
 
-    def accept_forwarding(self) -> None:
+    def accept_forwarding(self, family: int = 4) -> None:
         """Undo the forward default-deny set with forwarding (where it lives outside
-        lowbridge's own rules)."""
+        lowbridge's own rules), of IP ``family``."""
 
     def fingerprint(self) -> object:
         """The kernel ruleset's state, as cheaply as the backend can read it."""
@@ -124,6 +132,11 @@ class Firewall:
         """The forward default-deny is set (lowbridge set it, and keeps it while it is needed)."""
         return self.record.get("forward") == "enabled"
 
+    @property
+    def forward_drop6(self) -> bool:
+        """The same for IPv6 (set when lowbridge turned IPv6 forwarding on)."""
+        return self.record.get("forward6") == "enabled"
+
     def drift(self, m: R.Model) -> tuple[list[str], list[str]]:
         """(lines the kernel lacks, lines it has that ``m`` does not make) of lowbridge's part
         of the rule set, as the backend's own listing prints it: ``m``'s rules are applied in
@@ -172,21 +185,26 @@ class Firewall:
         return self.apply(m)
 
     def _apply(self, m: R.Model, rules: list[R.Rule], undo: list[Callable[[], None]]) -> None:
-        forward_drop = self._settings(R.settings(m), undo)
+        forward_drop, forward_drop6 = self._settings(R.settings(m), undo)
         # nftables carries the policy in lowbridge's own chain, on every apply; iptables sets the
         # builtin FORWARD policy once, when forwarding is enabled (a full apply).
         nft = self.backend.name == "nftables"
+        changing = (forward_drop is not None and not nft) or forward_drop6 is not None
         if nft and self.forward_drop:
             forward_drop = True
+        if nft and self.forward_drop6:
+            forward_drop6 = True
         policy = bool(forward_drop) and nft
-        changing = forward_drop is not None and not nft
         trusted = self.record.matches(repr(self.backend.fingerprint()))
         old = self.record.rules(self.backend.name, policy) if trusted and not changing else None
         # No fingerprint until the kernel is known to match the record again: a change that
         # dies in between leaves the next one a full rewrite.
         self.record.set("fingerprint", None)
         if not self._patch(old, rules, policy):
-            self.backend.apply(rules, forward_drop)
+            # The IPv6 side is read only when IPv6 rules are wanted or may be there (the
+            # record had some, or it is not known).
+            ipv6 = old is None or any(r.family == 6 for r in (*old, *rules))
+            self.backend.apply(rules, forward_drop, ipv6=ipv6, forward_drop6=forward_drop6)
             self.record.write(rules if rules else None, self.backend.name, policy)
         previous = self.record.get("backend")
         if previous != (now := self.backend.name if not m.empty else None):
@@ -222,10 +240,13 @@ class Firewall:
             return False
         return True
 
-    def _settings(self, need: R.Settings, undo: list[Callable[[], None]]) -> bool | None:
+    def _settings(
+        self, need: R.Settings, undo: list[Callable[[], None]]
+    ) -> tuple[bool | None, bool | None]:
         """The kernel settings ``need`` asks for, and a backend switch; return the forward
-        default-deny to set (True) or None to leave it."""
+        default-deny to set (True) or None to leave it, for IPv4 and for IPv6."""
         forward_drop: bool | None = None
+        forward_drop6: bool | None = None
         previous = self.record.get("backend")
         if previous and previous != self.backend.name:
             # Switching backends: the other one's rules go first (Docker does the same), and
@@ -244,11 +265,20 @@ class Firewall:
             self.record.set("forward", "enabled")
             undo.append(lambda: self.record.set("forward", None))
             undo.append(self.backend.accept_forwarding)
+        if need.ip6_forward and netns.read_sysctl("net/ipv6/conf/all/forwarding") == "0":
+            # Docker's setupIPv6Forwarding: all (and default) forwarding on, and the IPv6
+            # FORWARD default-deny when it was Docker that turned it on (28.0, #48594).
+            _write_sysctl("net/ipv6/conf/default/forwarding", "1", undo)
+            _write_sysctl("net/ipv6/conf/all/forwarding", "1", undo)
+            forward_drop6 = True
+            self.record.set("forward6", "enabled")
+            undo.append(lambda: self.record.set("forward6", None))
+            undo.append(lambda: self.backend.accept_forwarding(6))
         if need.br_netfilter:
-            _ensure_br_netfilter(undo)
+            _ensure_br_netfilter(undo, need.ip6_forward)
         for device in need.route_localnet:
             _write_sysctl(f"net/ipv4/conf/{device}/route_localnet", "1", undo)
-        return forward_drop
+        return forward_drop, forward_drop6
 
 
 def _unwind(undo: list[Callable[[], None]]) -> None:
@@ -266,7 +296,7 @@ def _write_sysctl(key: str, value: str, undo: list[Callable[[], None]]) -> None:
     undo.append(lambda: netns.write_sysctls([(key, old)]))
 
 
-def _ensure_br_netfilter(undo: list[Callable[[], None]]) -> None:
+def _ensure_br_netfilter(undo: list[Callable[[], None]], ipv6: bool = False) -> None:
     if not os.path.exists("/proc/sys/net/bridge"):
         # A module on most distributions (built in on these VMs); loaded on demand, as Docker 28.
         import subprocess
@@ -277,3 +307,5 @@ def _ensure_br_netfilter(undo: list[Callable[[], None]]) -> None:
             "enable_icc=false and published ports need br_netfilter: modprobe br_netfilter failed"
         )
     _write_sysctl("net/bridge/bridge-nf-call-iptables", "1", undo)
+    if ipv6:
+        _write_sysctl("net/bridge/bridge-nf-call-ip6tables", "1", undo)

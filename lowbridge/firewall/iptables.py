@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 TABLES = ("raw", "filter", "nat")
 BUILTIN = {"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"}
+# IPv6 rules go through the ip6tables tools, with the same text (Docker's ip6tables rules follow
+# its iptables ones): the program names by IP family.
+SAVE = {4: "iptables-save", 6: "ip6tables-save"}
+RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 
 
 _FLAGS = {"iif": "-i", "oif": "-o", "src": "-s", "dst": "-d"}
@@ -60,7 +64,16 @@ def _spec(rule: Rule) -> str:
 
 
 def render(rules: list[Rule]) -> str:
-    """The rule set as iptables-restore text, hooks included (what ``firewall show`` prints)."""
+    """The rule set as iptables-restore text, hooks included (what ``firewall show`` prints);
+    the IPv6 rules after a comment line, as ip6tables-restore text."""
+    v6 = [r for r in rules if r.family == 6]
+    if v6:
+        v4 = [r for r in rules if r.family == 4]
+        return _render(v4) + "# ip6tables-restore\n" + _render(v6)
+    return _render(rules)
+
+
+def _render(rules: list[Rule]) -> str:
     lines: list[str] = []
     for table in TABLES:
         table_rules = [r for r in rules if r.table == table]
@@ -73,9 +86,16 @@ def render(rules: list[Rule]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _saved() -> dict[str, list[str]]:
-    """iptables-save output, split per table."""
-    return _split(_run(["iptables-save"], None, "read the iptables rule set").stdout)
+def _saved(family: int = 4) -> dict[str, list[str]]:
+    """iptables-save (ip6tables-save) output, split per table."""
+    return _split(_run([SAVE[family]], None, f"read the {SAVE[family][:-5]} rule set").stdout)
+
+
+def _by_family(rules: list[Rule]) -> dict[int, list[Rule]]:
+    out: dict[int, list[Rule]] = {4: [], 6: []}
+    for r in rules:
+        out[r.family].append(r)
+    return out
 
 
 def _ours(saved: dict[str, list[str]], forward_drop: bool) -> list[str]:
@@ -119,6 +139,10 @@ def _split(text: str) -> dict[str, list[str]]:
 
 def _run(argv: list[str], stdin: str | None, what: str) -> subprocess.CompletedProcess:
     return tool.run(argv, stdin, what, "iptables")
+
+
+def _restore(family: int, text: str, what: str) -> None:
+    _run([RESTORE[family], "--noflush", "--wait"], text, what)
 
 
 def script(rules: list[Rule], saved: dict[str, list[str]], forward_drop: bool | None) -> str:
@@ -186,58 +210,77 @@ class IptablesBackend:
     def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
         return render(rules)
 
-    def apply(self, rules: list[Rule], forward_drop: bool | None) -> None:
-        text = script(rules, _saved(), forward_drop)
-        if text:
-            _run(["iptables-restore", "--noflush", "--wait"], text, "apply iptables rules")
+    def apply(
+        self, rules: list[Rule], forward_drop: bool | None, ipv6: bool = False,
+        forward_drop6: bool | None = None,
+    ) -> None:  # fmt: skip
+        """See :class:`~lowbridge.firewall.Backend`; ``ipv6``: IPv6 rules are wanted or may be
+        there (else ip6tables is not even read), ``forward_drop6`` as ``forward_drop``."""
+        by = _by_family(rules)
+        for family, drop in ((4, forward_drop), (6, forward_drop6)):
+            if family == 6 and not (ipv6 or by[6]):
+                continue
+            text = script(by[family], _saved(family), drop)
+            if text:
+                _restore(family, text, "apply iptables rules")
 
     def insert(self, inserts: list[tuple[int, Rule]], at_end: list[bool]) -> None:
         """Insert rules at their final positions (ascending per chain), appending those
         ``at_end`` marks; nothing is removed."""
-        lines: list[str] = []
-        for table in TABLES:
-            body = [
-                f"-A {r.chain} {_spec(r)}" if end else f"-I {r.chain} {index + 1} {_spec(r)}"
-                for (index, r), end in zip(inserts, at_end, strict=True)
-                if r.table == table
-            ]
-            if body:
-                lines += [f"*{table}", *body, "COMMIT"]
-        if lines:
-            text = "\n".join(lines) + "\n"
-            _run(["iptables-restore", "--noflush", "--wait"], text, "apply iptables rules")
+        for family in (4, 6):
+            lines: list[str] = []
+            for table in TABLES:
+                body = [
+                    f"-A {r.chain} {_spec(r)}" if end else f"-I {r.chain} {index + 1} {_spec(r)}"
+                    for (index, r), end in zip(inserts, at_end, strict=True)
+                    if r.table == table and r.family == family
+                ]
+                if body:
+                    lines += [f"*{table}", *body, "COMMIT"]
+            if lines:
+                _restore(family, "\n".join(lines) + "\n", "apply iptables rules")
 
     def remove(self, gone: list[Rule], rules: list[Rule]) -> bool:
         """Delete the rules ``gone`` (``-D`` by their spec, one transaction per table)."""
-        lines: list[str] = []
-        for table in TABLES:
-            body = [f"-D {r.chain} {_spec(r)}" for r in gone if r.table == table]
-            if body:
-                lines += [f"*{table}", *body, "COMMIT"]
-        if lines:
-            _run(["iptables-restore", "--noflush", "--wait"], "\n".join(lines) + "\n",
-                 "apply iptables rules")  # fmt: skip
+        for family, doomed in _by_family(gone).items():
+            lines: list[str] = []
+            for table in TABLES:
+                body = [f"-D {r.chain} {_spec(r)}" for r in doomed if r.table == table]
+                if body:
+                    lines += [f"*{table}", *body, "COMMIT"]
+            if lines:
+                _restore(family, "\n".join(lines) + "\n", "apply iptables rules")
         return True
 
     def listing(self, forward_drop: bool) -> list[str]:
-        """lowbridge's part of the kernel's rule set, as iptables-save prints it."""
-        return _ours(_saved(), forward_drop)
+        """lowbridge's part of the kernel's rule set, as iptables-save prints it (and
+        ip6tables-save, its lines marked ``ip6``)."""
+        return _ours(_saved(), forward_drop) + [
+            "ip6 " + line for line in _ours(_saved(6), forward_drop)
+        ]
 
     def readback(self, rules: list[Rule], forward_drop: bool) -> list[str]:
         """``rules`` as :meth:`listing` would print them once applied (in a scratch namespace,
         so that iptables-save writes both alike)."""
-        text = script(rules, {}, forward_drop or None)
-        out = tool.in_scratch("iptables-restore --noflush; iptables-save", text,
-                              "read back iptables rules", "iptables")  # fmt: skip
-        return _ours(_split(out), forward_drop)
+        out: list[str] = []
+        for family, ours in _by_family(rules).items():
+            text = script(ours, {}, forward_drop or None)
+            if family == 6 and not ours:
+                continue
+            restore, save = RESTORE[family], SAVE[family]
+            found = tool.in_scratch(f"{restore} --noflush; {save}", text,
+                                    "read back iptables rules", "iptables")  # fmt: skip
+            lines = _ours(_split(found), forward_drop)
+            out += lines if family == 4 else ["ip6 " + line for line in lines]
+        return out
 
     def clear(self) -> None:
-        self.apply([], None)
+        self.apply([], None, ipv6=True)
 
-    def accept_forwarding(self) -> None:
+    def accept_forwarding(self, family: int = 4) -> None:
         """Put the FORWARD policy back to ACCEPT (undo of the DROP set with forwarding)."""
         text = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
-        _run(["iptables-restore", "--noflush", "--wait"], text, "reset the FORWARD policy")
+        _restore(family, text, "reset the FORWARD policy")
 
     def fingerprint(self) -> object:
         """iptables-nft is nftables underneath: the ruleset generation; legacy xtables: each

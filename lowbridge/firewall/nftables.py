@@ -1,4 +1,5 @@
-"""The nftables backend: lowbridge's own table ``ip lowbridge``, replaced in one transaction.
+"""The nftables backend: lowbridge's own tables ``ip lowbridge`` (and ``ip6 lowbridge`` for the
+networks with IPv6, as Docker's ``ip6 docker-bridges``), replaced in one transaction.
 
 ``nft -f`` runs a whole script as one transaction: ``table ip lowbridge`` (create if missing),
 ``delete table ip lowbridge``, then the full new table -- so every apply is atomic and idempotent,
@@ -39,22 +40,33 @@ BASE = {
 # whole table (libnftables here: 0.29 ms with 1 network's rules, 0.41 ms with 100 networks'),
 # adding an element does not (0.22 ms either way); removing one needs no rewrite of the table.
 DIRECT_ADDRS, DIRECT = "direct-addrs", "direct"
-_DIRECT_SETS = (
-    f"\tset {DIRECT_ADDRS} {{ type ipv4_addr; }}",
-    f"\tset {DIRECT} {{ type ipv4_addr . ifname; }}",
-)
-_DIRECT_RULE = (f"ip daddr @{DIRECT_ADDRS} ip daddr . iifname != @{DIRECT} drop "
-                f'comment "{COMMENT}: direct access"')  # fmt: skip
+# Per IP family: the nft table family, its address match and its set's address type.
+FAMILY = {4: ("ip", "ip", "ipv4_addr"), 6: ("ip6", "ip6", "ipv6_addr")}
 
 
-def _elements(parts: list[tuple[str, str]]) -> list[str]:
+def _direct_sets(family: int) -> tuple[str, str]:
+    kind = FAMILY[family][2]
+    return (
+        f"\tset {DIRECT_ADDRS} {{ type {kind}; }}",
+        f"\tset {DIRECT} {{ type {kind} . ifname; }}",
+    )
+
+
+def _direct_rule(family: int) -> str:
+    ip = FAMILY[family][1]
+    return (f"{ip} daddr @{DIRECT_ADDRS} {ip} daddr . iifname != @{DIRECT} drop "
+            f'comment "{COMMENT}: direct access"')  # fmt: skip
+
+
+def _elements(parts: list[tuple[str, str]], family: int = 4) -> list[str]:
     """``add element`` commands for direct-access (address, bridge) pairs."""
     if not parts:
         return []
+    table = f"{FAMILY[family][0]} {TABLE}"
     addrs = ", ".join(dict.fromkeys(ip for ip, _ in parts))
     pairs = ", ".join(f'{ip} . "{dev}"' for ip, dev in parts)
-    return [f"add element ip {TABLE} {DIRECT_ADDRS} {{ {addrs} }}",
-            f"add element ip {TABLE} {DIRECT} {{ {pairs} }}"]  # fmt: skip
+    return [f"add element {table} {DIRECT_ADDRS} {{ {addrs} }}",
+            f"add element {table} {DIRECT} {{ {pairs} }}"]  # fmt: skip
 
 
 def _chain(table: str, chain: str) -> str:
@@ -71,7 +83,7 @@ def _statement(rule: Rule) -> str:
         if key in ("iif", "oif"):
             out.append(f'{key}name {neg}"{value}"')
         elif key in ("src", "dst"):
-            out.append(f"ip {key[0]}addr {neg}{value}")
+            out.append(f"{FAMILY[rule.family][1]} {key[0]}addr {neg}{value}")
         elif key == "proto":
             continue  # implied by "tcp dport" / "udp dport"
         elif key in ("dport", "sport"):
@@ -93,8 +105,16 @@ def _statement(rule: Rule) -> str:
     return " ".join(out)
 
 
-def render(rules: list[Rule], forward_drop: bool = False) -> str:
-    """The table as an nft script (what ``firewall show`` prints and what apply loads)."""
+def render(rules: list[Rule], forward_drop: bool = False, forward_drop6: bool = False) -> str:
+    """The tables as an nft script (what ``firewall show`` prints and what apply loads): ``ip
+    lowbridge``, then ``ip6 lowbridge`` when there are IPv6 rules."""
+    v4 = _table([r for r in rules if r.family == 4], forward_drop, 4)
+    v6 = [r for r in rules if r.family == 6]
+    return v4 + _table(v6, forward_drop6, 6) if v6 else v4
+
+
+def _table(rules: list[Rule], forward_drop: bool, family: int) -> str:
+    header = f"table {FAMILY[family][0]} {TABLE} {{"
     rules = [r for r in rules if USER not in (r.chain, r.target[5:])]
     if not rules:
         return ""
@@ -116,12 +136,12 @@ def render(rules: list[Rule], forward_drop: bool = False) -> str:
             chains.setdefault(_chain(r.table, r.chain), []).append(_statement(r))
     raw = _chain("raw", PREROUTING)
     if raw in chains:  # the direct-access rule, after the raw drops (their order is free)
-        chains[raw].append(_DIRECT_RULE)
+        chains[raw].append(_direct_rule(family))
     # Every chain is declared (base chains with their hook) before any rule, because a jump to
     # a chain not yet declared in the transaction fails with ENOENT; so is every set.
-    lines = [f"table ip {TABLE} {{"]
+    lines = [header]
     if raw in chains:
-        lines += _DIRECT_SETS
+        lines += _direct_sets(family)
     for name in chains:
         base = next((decl for n, decl in BASE.values() if n == name), None)
         if base:
@@ -130,7 +150,7 @@ def render(rules: list[Rule], forward_drop: bool = False) -> str:
         else:
             lines.append(f"\tchain {name} {{ }}")
     lines.append("}")
-    lines.append(f"table ip {TABLE} {{")
+    lines.append(header)
     for name, statements in chains.items():
         if not statements:
             continue
@@ -138,7 +158,7 @@ def render(rules: list[Rule], forward_drop: bool = False) -> str:
         lines += [f"\t\t{st}" for st in statements]
         lines.append("\t}")
     lines.append("}")
-    lines += _elements(direct)
+    lines += _elements(direct, family)
     return "\n".join(lines) + "\n"
 
 
@@ -218,11 +238,18 @@ class NftablesBackend:
         run_script(script, what, self._context)
 
     def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
-        return render(rules, forward_drop)
+        return render(rules, forward_drop, forward_drop)
 
-    def apply(self, rules: list[Rule], forward_drop: bool | None) -> None:
+    def apply(
+        self, rules: list[Rule], forward_drop: bool | None, ipv6: bool = False,
+        forward_drop6: bool | None = None,
+    ) -> None:  # fmt: skip
+        """See :class:`~lowbridge.firewall.Backend`; ``ipv6``: the IPv6 table is wanted or
+        may be there (else it is not touched)."""
         # Create-then-delete makes the delete valid whether or not the table existed.
-        text = f"table ip {TABLE}\ndelete table ip {TABLE}\n" + render(rules, bool(forward_drop))
+        families = ("ip", "ip6") if ipv6 or any(r.family == 6 for r in rules) else ("ip",)
+        text = "".join(f"table {f} {TABLE}\ndelete table {f} {TABLE}\n" for f in families)
+        text += render(rules, bool(forward_drop), bool(forward_drop6))
         self._run(text, "apply nftables rules")
 
     def insert(self, inserts: list[tuple[int, Rule]], at_end: list[bool]) -> None:
@@ -230,20 +257,21 @@ class NftablesBackend:
         ``at_end`` marks those that land at the end of their chain (plain appends)."""
         # "add ... index i-1" places a rule after the one at i-1, i.e. at i (also at the end);
         # "insert" without index places it first; "add" without index appends.
-        lines, direct = [], []
+        lines: list[str] = []
+        direct: dict[int, list[tuple[str, str]]] = {4: [], 6: []}
         for (index, r), end in zip(inserts, at_end, strict=True):
             parts = direct_parts(r)
             if parts is not None:  # an element, wherever its rule would land in the rule list
-                direct.append(parts)
+                direct[r.family].append(parts)
                 continue
-            chain = f"ip {TABLE} {_chain(r.table, r.chain)}"
+            chain = f"{FAMILY[r.family][0]} {TABLE} {_chain(r.table, r.chain)}"
             if end:
                 lines.append(f"add rule {chain} {_statement(r)}")
             elif index > 0:
                 lines.append(f"add rule {chain} index {index - 1} {_statement(r)}")
             else:
                 lines.append(f"insert rule {chain} {_statement(r)}")
-        lines += _elements(direct)
+        lines += _elements(direct[4]) + _elements(direct[6], 6)
         if lines:
             self._run("\n".join(lines) + "\n", "apply nftables rules")
 
@@ -252,43 +280,52 @@ class NftablesBackend:
         rules go too: nft deletes a rule by its handle, which lowbridge does not keep, so those
         changes rewrite the table.  An address stays in the address set while another bridge's
         endpoint (still in ``rules``) has it."""
-        parts = [direct_parts(r) for r in gone]
-        if not parts or any(p is None for p in parts):
+        if not gone or any(direct_parts(r) is None for r in gone):
             return False
         kept = {p[0] for p in map(direct_parts, rules) if p is not None}
-        addrs = ", ".join(dict.fromkeys(ip for ip, _ in parts if ip not in kept))
-        pairs = ", ".join(f'{ip} . "{dev}"' for ip, dev in parts)
-        lines = [f"delete element ip {TABLE} {DIRECT} {{ {pairs} }}"]
-        if addrs:
-            lines.append(f"delete element ip {TABLE} {DIRECT_ADDRS} {{ {addrs} }}")
+        lines = []
+        for family in (4, 6):
+            parts = [direct_parts(r) for r in gone if r.family == family]
+            if not parts:
+                continue
+            table = f"{FAMILY[family][0]} {TABLE}"
+            addrs = ", ".join(dict.fromkeys(ip for ip, _ in parts if ip not in kept))
+            pairs = ", ".join(f'{ip} . "{dev}"' for ip, dev in parts)
+            lines.append(f"delete element {table} {DIRECT} {{ {pairs} }}")
+            if addrs:
+                lines.append(f"delete element {table} {DIRECT_ADDRS} {{ {addrs} }}")
         self._run("\n".join(lines) + "\n", "apply nftables rules")
         return True
 
     def listing(self, forward_drop: bool) -> list[str]:
-        """lowbridge's table as ``nft -s list`` prints it (nothing when it has none)."""
-        try:
-            text = tool.run(["nft", "-s", "list", "table", "ip", TABLE], None,
-                            "read the nftables rule set", "nftables").stdout  # fmt: skip
-        except KernelError as exc:
-            if "No such file or directory" in str(exc):
-                return []
-            raise
-        return _lines(text)
+        """lowbridge's tables as ``nft -s list`` prints them (nothing when it has none)."""
+        out: list[str] = []
+        for family in ("ip", "ip6"):
+            try:
+                text = tool.run(["nft", "-s", "list", "table", family, TABLE], None,
+                                "read the nftables rule set", "nftables").stdout  # fmt: skip
+            except KernelError as exc:
+                if "No such file or directory" in str(exc):
+                    continue
+                raise
+            out += _lines(text)
+        return out
 
     def readback(self, rules: list[Rule], forward_drop: bool) -> list[str]:
         """``rules`` as :meth:`listing` would print them once applied (in a scratch namespace,
         so that nft writes both alike)."""
-        text = render(rules, forward_drop)
+        text = render(rules, forward_drop, forward_drop)
         if not text:
             return []
-        out = tool.in_scratch(f"nft -f -; nft -s list table ip {TABLE}", text,
+        tables = "table ip6" in text and f"; nft -s list table ip6 {TABLE}" or ""
+        out = tool.in_scratch(f"nft -f -; nft -s list table ip {TABLE}{tables}", text,
                               "read back nftables rules", "nftables")  # fmt: skip
         return _lines(out)
 
     def clear(self) -> None:
-        self.apply([], None)
+        self.apply([], None, ipv6=True)
 
-    def accept_forwarding(self) -> None:
+    def accept_forwarding(self, family: int = 4) -> None:
         """Nothing: the default-deny is the policy of lowbridge's own chain, which goes with it."""
 
     def fingerprint(self) -> int | None:

@@ -69,6 +69,7 @@ class Rule(NamedTuple):
     match: tuple[tuple[str, str], ...]
     target: str
     comment: str = COMMENT
+    family: int = 4  # 6: an IPv6 rule (ip6tables, nft's ip6 table), of an IPv6 network
 
 
 class FwNetwork(NamedTuple):
@@ -123,6 +124,9 @@ class Model:
     # per-endpoint rules follow: a new endpoint's rule then goes last in its chain, a plain
     # append (see appended()).
     endpoints: tuple[FwEndpoint, ...] = ()
+    # The same for IPv6: the networks with IPv6, their IPv6 subnets, endpoints and ports (the
+    # rules of both families follow one structure, as Docker's iptables and ip6tables rules do).
+    v6: Model | None = None
 
     @property
     def empty(self) -> bool:
@@ -145,15 +149,20 @@ def _c(text: str) -> str:
 
 
 def render(model: Model) -> list[Rule]:
-    """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network).
+    """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network):
+    IPv4's, then IPv6's.
 
     The per-endpoint rules come last, in endpoint order, so that a new endpoint's rule extends
     the previous rendering (:func:`appends` then compares a prefix)."""
+    return Renderer().render(model)
+
+
+def _render(model: Model, family: int) -> list[Rule]:
     if model.empty:
         return []
     internal = {n.name for n in model.networks if n.internal}
-    static = static_rules(tuple(model.networks), tuple(model.ports), tuple(model.links))
-    return list(static) + [direct(e) for e in model.endpoints if e.network not in internal]
+    static = static_rules(tuple(model.networks), tuple(model.ports), tuple(model.links), family)
+    return list(static) + [direct(e, family) for e in model.endpoints if e.network not in internal]
 
 
 class Renderer:
@@ -169,14 +178,25 @@ class Renderer:
 
     STATIC_KEPT, DIRECT_KEPT = 4, 8192
 
-    def __init__(self) -> None:
+    def __init__(self, family: int = 4) -> None:
+        self.family = family
         self._static: dict[tuple, tuple[Rule, ...]] = {}
         self._direct: dict[FwEndpoint, Rule] = {}
         self._last: tuple = (None, (), [], set())  # static key, endpoints, rendering, internal
+        self._v6: Renderer | None = None  # the IPv6 rules' renderer, made at first use
 
     def render(self, model: Model) -> list[Rule]:
+        rules = self._render(model)
+        if model.v6 is not None and not model.v6.empty:
+            if self._v6 is None:
+                self._v6 = Renderer(6)
+            rules += self._v6._render(model.v6)
+        return rules
+
+    def _render(self, model: Model) -> list[Rule]:
         if model.empty:
             return []
+        family = self.family
         key = (tuple(model.networks), tuple(model.ports), tuple(model.links))
         last_key, last_eps, last_rules, internal = self._last
         same = key == last_key
@@ -184,7 +204,7 @@ class Renderer:
         if static is None:
             if len(self._static) >= self.STATIC_KEPT:
                 self._static.clear()
-            static = self._static[key] = static_rules(*key)
+            static = self._static[key] = static_rules(*key, family)
         if not same:
             internal = {n.name for n in model.networks if n.internal}
         eps = model.endpoints
@@ -193,7 +213,7 @@ class Renderer:
         if len(self._direct) >= self.DIRECT_KEPT:
             self._direct.clear()
         rules = (last_rules if kept else list(static)) + [
-            self._direct.get(e) or self._direct.setdefault(e, direct(e))
+            self._direct.get(e) or self._direct.setdefault(e, direct(e, family))
             for e in eps[start:]
             if e.network not in internal
         ]
@@ -201,11 +221,11 @@ class Renderer:
         return list(rules)
 
 
-def direct(ep: FwEndpoint) -> Rule:
+def direct(ep: FwEndpoint, family: int = 4) -> Rule:
     """Docker 28.2+ filterDirectAccess: nobody reaches a container's address directly from
     outside its bridge (raw PREROUTING, before conntrack)."""
     return Rule("raw", PREROUTING, (("dst", ep.ip), ("!iif", ep.device)), "DROP",
-                _c(f"{ep.network} direct"))  # fmt: skip
+                _c(f"{ep.network} direct"), family)  # fmt: skip
 
 
 def direct_parts(rule: Rule) -> tuple[str, str] | None:
@@ -218,18 +238,26 @@ def direct_parts(rule: Rule) -> tuple[str, str] | None:
     return None
 
 
+# A published port's host address that means "every address of the host", per family.
+ANY_HOST = ("0.0.0.0", "::")
+
+
 def static_rules(
-    nets: tuple[FwNetwork, ...], ports: tuple[FwPort, ...], links: tuple[FwLink, ...]
+    nets: tuple[FwNetwork, ...],
+    ports: tuple[FwPort, ...],
+    links: tuple[FwLink, ...],
+    family: int = 4,
 ) -> tuple[Rule, ...]:
-    """Every rule but the per-endpoint ones, in apply order."""
-    rules: list[Rule] = list(HOOKS)
+    """Every rule but the per-endpoint ones, in apply order (of IP ``family``: its networks'
+    subnets, ports and links are of that family)."""
+    rules: list[Rule] = [h._replace(family=family) for h in HOOKS] if family == 6 else list(HOOKS)
 
     def add(table: str, chain: str, match: tuple, target: str, comment: str) -> None:
-        rules.append(Rule(table, chain, tuple(match), target, _c(comment)))
+        rules.append(Rule(table, chain, tuple(match), target, _c(comment), family))
 
     # filter LOWBRIDGE-FORWARD: the three stage jumps, then per-bridge accepts (creation order).
     for chain in (CT, INTERNAL, BRIDGE):
-        rules.append(Rule("filter", FORWARD, (), f"JUMP:{chain}"))
+        rules.append(Rule("filter", FORWARD, (), f"JUMP:{chain}", COMMENT, family))
     for n in nets:
         br = n.device
         if n.internal:
@@ -315,9 +343,12 @@ def static_rules(
     # nat LOWBRIDGE: DNAT of published ports.
     for p in sorted(ports, key=_port_key):
         m = p.mapping
-        match: list = [] if m.host_ip == "0.0.0.0" else [("dst", m.host_ip)]
+        match: list = [] if m.host_ip in ANY_HOST else [("dst", m.host_ip)]
+        if family == 6:  # moby setPerPortNAT: not from link-local sources
+            match.append(("!src", "fe80::/10"))
         match += [("proto", m.proto), ("dport", str(m.host_port))]
-        add("nat", MAIN, match, f"DNAT:{p.container_ip}:{m.container_port}", p.container)
+        to = f"[{p.container_ip}]" if family == 6 else p.container_ip
+        add("nat", MAIN, match, f"DNAT:{to}:{m.container_port}", p.container)
 
     # nat LOWBRIDGE-POSTROUTING: host -> container, outbound, and a container to its own port.
     for n in nets:
@@ -361,7 +392,7 @@ def _port_key(p: FwPort) -> tuple:
 
 
 BUILTIN_CHAINS = frozenset({"FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING", "INPUT"})
-_CHAIN = itemgetter(0, 1)  # a rule's (table, chain)
+_CHAIN = itemgetter(5, 0, 1)  # a rule's (family, table, chain)
 
 
 def appends(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
@@ -406,22 +437,22 @@ def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | Non
     """
     if not old:
         return None
-    chains_old: dict[tuple[str, str], list[Rule]] = {}
-    chains_new: dict[tuple[str, str], list[Rule]] = {}
+    chains_old: dict[tuple[int, str, str], list[Rule]] = {}
+    chains_new: dict[tuple[int, str, str], list[Rule]] = {}
     for r in old:
-        chains_old.setdefault((r.table, r.chain), []).append(r)
+        chains_old.setdefault(_CHAIN(r), []).append(r)
     for r in new:
-        chains_new.setdefault((r.table, r.chain), []).append(r)
+        chains_new.setdefault(_CHAIN(r), []).append(r)
     if set(chains_old) - set(chains_new):
         return None
     out: list[tuple[int, Rule]] = []
     for key, rules_new in chains_new.items():
         rules_old = chains_old.get(key, [])
-        if not rules_old and key[1] in BUILTIN_CHAINS:
+        if not rules_old and key[2] in BUILTIN_CHAINS:
             return None  # a new hook: other software's rules share that chain
         n = len(rules_old)
         if rules_new[:n] == rules_old:  # the usual case, compared in C: appends at most
-            if rules_new[n:] and key[1] in BUILTIN_CHAINS:
+            if rules_new[n:] and key[2] in BUILTIN_CHAINS:
                 return None
             out += [(index, rule) for index, rule in enumerate(rules_new[n:], n)]
             continue
@@ -430,7 +461,7 @@ def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | Non
             if i < len(rules_old) and rules_old[i] == rule:
                 i += 1
             else:
-                if key[1] in BUILTIN_CHAINS:
+                if key[2] in BUILTIN_CHAINS:
                     return None
                 out.append((index, rule))
         if i != len(rules_old):
@@ -447,14 +478,12 @@ def appended(inserts: list[tuple[int, Rule]], rules: list[Rule]) -> list[bool]:
     here, so a raw chain with 1000 sandboxes' rules costs ~15 ms per change), and
     iptables-restore re-reads it for ``-I n``."""
     length = Counter(map(_CHAIN, rules))
-    tail: dict[tuple[str, str], int] = {}  # chain -> lowest index of its inserted suffix
+    tail: dict[tuple[int, str, str], int] = {}  # chain -> lowest index of its inserted suffix
     for index, r in reversed(inserts):
-        key = (r.table, r.chain)
+        key = _CHAIN(r)
         if tail.get(key, length[key]) == index + 1:
             tail[key] = index
-    return [
-        index >= tail.get((r.table, r.chain), length[(r.table, r.chain)]) for index, r in inserts
-    ]
+    return [index >= tail.get(_CHAIN(r), length[_CHAIN(r)]) for index, r in inserts]
 
 
 def to_doc(rules: list[Rule]) -> list:
@@ -463,8 +492,9 @@ def to_doc(rules: list[Rule]) -> list:
 
 
 def from_doc(doc: list[list]) -> list[Rule]:
-    return [Rule(t, c, tuple(tuple(m) for m in match), target, comment)
-            for t, c, match, target, comment in doc]  # fmt: skip
+    """Rules as :func:`to_doc` wrote them (records of before IPv6 have no family: 4)."""
+    return [Rule(t, c, tuple(tuple(m) for m in match), target, comment, *family)
+            for t, c, match, target, comment, *family in doc]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -475,6 +505,7 @@ class Settings:
     ip_forward: bool  # a non-internal bridge network exists
     br_netfilter: bool  # icc=false somewhere, or published ports (hairpin through the bridge)
     route_localnet: tuple[str, ...]  # bridges that may receive DNATed 127.0.0.1 traffic
+    ip6_forward: bool = False  # a non-internal bridge network with IPv6 exists
 
 
 _INTERNAL = itemgetter(FwNetwork._fields.index("internal"))
@@ -483,8 +514,10 @@ _ICC = itemgetter(FwNetwork._fields.index("icc"))
 
 def settings(model: Model) -> Settings:
     # all(map(...)) runs in C: this is on every change, with every network (bench/firewall.py).
+    v6 = model.v6
     return Settings(
         ip_forward=not all(map(_INTERNAL, model.networks)),
         br_netfilter=not all(map(_ICC, model.networks)) or bool(model.ports),
         route_localnet=tuple(sorted({p.device for p in model.ports})),
+        ip6_forward=v6 is not None and not all(map(_INTERNAL, v6.networks)),
     )

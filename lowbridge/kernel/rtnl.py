@@ -31,6 +31,8 @@ from lowbridge.errors import KernelError
 from lowbridge.kernel import netns
 from lowbridge.kernel.wire import (
     AF_INET,
+    AF_INET6,
+    IFA_F_NODAD,
     IFF_UP,
     IFLA_EXT_MASK,
     IFLA_GROUP,
@@ -458,6 +460,20 @@ class Session:
         with self._doing(f"add address {address}/{prefixlen} to {link}"):
             body = address_request(self._ix(link), address, prefixlen)
             self._request(RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL)
+
+    def add_address6(self, link: str | int, address: str, prefixlen: int) -> None:
+        """``ip -6 addr add ADDRESS/PLEN dev LINK nodad``: usable at once, without the ~1 s of
+        duplicate address detection (Docker's IFA_F_NODAD, programIPv6Addresses).  Through
+        pyroute2: the IPv4 fast path's message is not needed here (bench/attach.py)."""
+        with self._doing(f"add address {address}/{prefixlen} to {link}"):
+            self._ipr.addr("add", index=self._ix(link), address=address, prefixlen=prefixlen,
+                           family=AF_INET6, flags=IFA_F_NODAD)  # fmt: skip
+
+    def replace_default_route6(self, gateway: str, link: str | int) -> None:
+        """``ip -6 route replace default via GATEWAY dev LINK``."""
+        with self._doing(f"set default route via {gateway} dev {link}"):
+            self._ipr.route("replace", dst="::/0", gateway=gateway, oif=self._ix(link),
+                            family=AF_INET6)  # fmt: skip
 
     def delete_address(self, link: str | int, address: str, prefixlen: int) -> None:
         with self._doing(f"delete address {address}/{prefixlen} from {link}"):

@@ -39,6 +39,8 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 AF_INET = socket.AF_INET
+AF_INET6 = socket.AF_INET6
+IFA_F_NODAD = 0x02  # linux/if_addr.h
 
 NLMSGHDR = struct.Struct("IHHII")  # length, type, flags, sequence, port
 _IFINFOMSG = struct.Struct("BxHiII")  # family, (pad), type, index, flags, change

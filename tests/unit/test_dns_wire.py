@@ -21,9 +21,13 @@ LDH = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 labels = st.text(alphabet=LDH, min_size=1, max_size=20)
 names = st.lists(labels, min_size=1, max_size=4).map(".".join)
 ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+ipv6 = st.ip_addresses(v=6).map(str)
 answers = st.one_of(
     st.lists(ipv4, max_size=120, unique=True).map(
         lambda ips: R.Answer(R.NOERROR, tuple((R.A, i) for i in ips))
+    ),
+    st.lists(ipv6, max_size=60, unique=True).map(
+        lambda ips: R.Answer(R.NOERROR, tuple((R.AAAA, i) for i in ips))
     ),
     names.map(lambda n: R.Answer(R.NOERROR, ((R.PTR, n + "."),))),
     st.sampled_from([R.SERVFAIL, R.NXDOMAIN, R.REFUSED, R.NOERROR]).map(R.Answer),
