@@ -83,10 +83,12 @@ class Backend(Protocol):
     def fingerprint(self) -> object:
         """The kernel ruleset's state, as cheaply as the backend can read it."""
 
-    def listing(self, forward_drop: bool) -> list[str]:
+    def listing(self, forward_drop: bool, forward_drop6: bool = False) -> list[str]:
         """lowbridge's part of the kernel's rule set, as the backend's tool lists it."""
 
-    def readback(self, rules: list[R.Rule], forward_drop: bool) -> list[str]:
+    def readback(
+        self, rules: list[R.Rule], forward_drop: bool, forward_drop6: bool = False
+    ) -> list[str]:
         """``rules`` as :meth:`listing` would list them once applied."""
 
 
@@ -143,8 +145,9 @@ class Firewall:
         a scratch namespace and listed the same way, so both sides are written alike."""
         from collections import Counter
 
-        want = Counter(self.backend.readback(self.renderer.render(m), self.forward_drop))
-        have = Counter(self.backend.listing(self.forward_drop))
+        drops = (self.forward_drop, self.forward_drop6)
+        want = Counter(self.backend.readback(self.renderer.render(m), *drops))
+        have = Counter(self.backend.listing(*drops))
         return list((want - have).elements()), list((have - want).elements())
 
     def rule_text(self, rule: R.Rule) -> str:

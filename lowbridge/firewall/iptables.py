@@ -252,25 +252,28 @@ class IptablesBackend:
                 _restore(family, "\n".join(lines) + "\n", "apply iptables rules")
         return True
 
-    def listing(self, forward_drop: bool) -> list[str]:
+    def listing(self, forward_drop: bool, forward_drop6: bool = False) -> list[str]:
         """lowbridge's part of the kernel's rule set, as iptables-save prints it (and
         ip6tables-save, its lines marked ``ip6``)."""
         return _ours(_saved(), forward_drop) + [
-            "ip6 " + line for line in _ours(_saved(6), forward_drop)
+            "ip6 " + line for line in _ours(_saved(6), forward_drop6)
         ]
 
-    def readback(self, rules: list[Rule], forward_drop: bool) -> list[str]:
+    def readback(
+        self, rules: list[Rule], forward_drop: bool, forward_drop6: bool = False
+    ) -> list[str]:
         """``rules`` as :meth:`listing` would print them once applied (in a scratch namespace,
         so that iptables-save writes both alike)."""
         out: list[str] = []
         for family, ours in _by_family(rules).items():
-            text = script(ours, {}, forward_drop or None)
-            if family == 6 and not ours:
+            drop = forward_drop if family == 4 else forward_drop6
+            if family == 6 and not ours and not drop:
                 continue
+            text = script(ours, {}, drop or None)
             restore, save = RESTORE[family], SAVE[family]
             found = tool.in_scratch(f"{restore} --noflush; {save}", text,
                                     "read back iptables rules", "iptables")  # fmt: skip
-            lines = _ours(_split(found), forward_drop)
+            lines = _ours(_split(found), drop)
             out += lines if family == 4 else ["ip6 " + line for line in lines]
         return out
 

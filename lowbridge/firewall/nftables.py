@@ -297,7 +297,7 @@ class NftablesBackend:
         self._run("\n".join(lines) + "\n", "apply nftables rules")
         return True
 
-    def listing(self, forward_drop: bool) -> list[str]:
+    def listing(self, forward_drop: bool, forward_drop6: bool = False) -> list[str]:
         """lowbridge's tables as ``nft -s list`` prints them (nothing when it has none)."""
         out: list[str] = []
         for family in ("ip", "ip6"):
@@ -311,10 +311,12 @@ class NftablesBackend:
             out += _lines(text)
         return out
 
-    def readback(self, rules: list[Rule], forward_drop: bool) -> list[str]:
+    def readback(
+        self, rules: list[Rule], forward_drop: bool, forward_drop6: bool = False
+    ) -> list[str]:
         """``rules`` as :meth:`listing` would print them once applied (in a scratch namespace,
         so that nft writes both alike)."""
-        text = render(rules, forward_drop, forward_drop)
+        text = render(rules, forward_drop, forward_drop6)
         if not text:
             return []
         tables = "table ip6" in text and f"; nft -s list table ip6 {TABLE}" or ""

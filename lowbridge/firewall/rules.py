@@ -272,8 +272,14 @@ def static_rules(
     for n in nets:
         br = n.device
         if n.internal:
-            add("filter", INTERNAL, (("!src", n.subnet), ("oif", br)), "DROP", f"{n.name} internal")
-            add("filter", INTERNAL, (("!dst", n.subnet), ("iif", br)), "DROP", f"{n.name} internal")
+            # IPv6 names the other side too (moby's ip6tables variant): bridged frames pass
+            # through here with br_netfilter, and neighbour discovery between two sandboxes goes
+            # to multicast and link-local addresses outside the subnet.
+            six = family == 6
+            outside_src = (("!src", n.subnet), *((("!iif", br),) if six else ()), ("oif", br))
+            outside_dst = (("!dst", n.subnet), ("iif", br), *((("!oif", br),) if six else ()))
+            add("filter", INTERNAL, outside_src, "DROP", f"{n.name} internal")
+            add("filter", INTERNAL, outside_dst, "DROP", f"{n.name} internal")
             continue
         add(
             "filter",

@@ -382,8 +382,7 @@ ctl.container_create(ContainerRequest(name="pub", network="del", publish=["8080:
 fw = ctl.firewall.backend.__class__
 applied = []
 real_apply = fw.apply
-fw.apply = lambda self, rules, forward_drop: (applied.append(1), real_apply(self, rules,
-                                                                           forward_drop))
+fw.apply = lambda self, rules, *a, **k: (applied.append(1), real_apply(self, rules, *a, **k))
 out = {}
 ctl.container_rm("b")
 out["plain"] = len(applied)

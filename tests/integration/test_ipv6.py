@@ -1,0 +1,208 @@
+"""IPv6 dual stack on bridge networks, both backends, proven with real traffic.
+
+A simulated host with a dual-stack uplink (192.168.78.2, 2001:db8:78::2) faces a LAN namespace
+(.1, ::1) that runs a server answering with the address it sees.  The IPv4 behaviour of the same
+paths is test_firewall's; here every IPv6 path is checked, each "blocked" beside a positive
+control through the same path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from lowbridge.simhost import SimHost, outside
+from tests.integration.conftest import lb_json, ping, state
+
+UPLINK4, LAN4 = "192.168.78.2", "192.168.78.1"
+UPLINK6, LAN6 = "2001:db8:78::2", "2001:db8:78::1"
+
+
+@dataclass
+class Lab:
+    host: SimHost
+    lan: SimHost
+    backend: str
+
+
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def lab(request):
+    env = {"LOWBRIDGE_FIREWALL_BACKEND": request.param}
+    with SimHost("v6", env=env) as h, outside("lan6") as lan:
+        h.wire(lan, "uplink0", "lan0", f"{UPLINK4}/24", f"{LAN4}/24")
+        h.run(["ip", "addr", "add", f"{UPLINK6}/64", "dev", "uplink0", "nodad"])
+        lan.run(["ip", "addr", "add", f"{LAN6}/64", "dev", "lan0", "nodad"])
+        h.run(["ip", "route", "add", "default", "via", LAN4])
+        h.run(["ip", "-6", "route", "add", "default", "via", LAN6])
+        lan.popen(["socat", "TCP6-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan-$SOCAT_PEERADDR"])
+        _wait(lambda: tcp(lan, None, LAN6, 7000))
+        yield Lab(h, lan, request.param)
+
+
+def _wait(probe, seconds: float = 5.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.05)
+    raise AssertionError("server did not come up")
+
+
+def tcp(h: SimHost, ns: str | None, ip: str, port: int, timeout: int = 2) -> str | None:
+    """Connect (an IPv6 address in brackets) and read the server's line; the address it names
+    in socat's expanded form is given back compressed."""
+    where = f"[{ip}]" if ":" in ip else ip
+    argv = ["socat", f"-T{timeout}", "-", f"TCP:{where}:{port},connect-timeout={timeout}"]
+    argv = ["ip", "netns", "exec", ns, *argv] if ns else argv
+    out = h.run(argv, check=False, timeout=timeout + 20, input="").stdout.strip()
+    if not out:
+        return None
+    name, _, peer = out.partition("-")
+    peer = peer.strip("[]")
+    if peer.startswith("::ffff:") or peer.startswith("0000:0000:0000:0000:0000:ffff:"):
+        return f"{name}-{ipaddress.IPv6Address(peer).ipv4_mapped}"
+    return f"{name}-{ipaddress.ip_address(peer)}"
+
+
+def serve(h: SimHost, name: str, network: str, *extra: str) -> None:
+    """A sandbox answering on TCP 80 -- IPv4 and IPv6 -- with "<name>-<peer address>"."""
+    script = (
+        "socat TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0 'SYSTEM:echo " + name + "-$SOCAT_PEERADDR'"
+    )
+    h.lb("run", "-d", "--name", name, "--network", network, *extra, "--", "sh", "-c", script)
+
+
+def addr6(h: SimHost, name: str, network: str) -> str:
+    return lb_json(h, "inspect", name)[0]["NetworkSettings"]["Networks"][network][
+        "GlobalIPv6Address"
+    ]
+
+
+def test_dual_stack_sandboxes_talk_by_address_and_name_and_networks_stay_apart(lab):
+    h = lab.host
+    h.lb("network", "create", "--ipv6", "--subnet", "10.81.0.0/24", "--subnet", "fd00:81::/64",
+         "n1")  # fmt: skip
+    h.lb("network", "create", "--ipv6", "n2")  # a ULA /64 of the host's own /48
+    serve(h, "a", "n1")
+    h.lb("run", "-d", "--name", "b", "--network", "n1", "--ip6", "fd00:81::b", "sleep", "600")
+    h.lb("run", "-d", "--name", "c", "--network", "n2", "sleep", "600")
+    _wait(lambda: tcp(h, "b", "fd00:81::2", 80))
+    # Same network: by address and by name (AAAA from the embedded resolver), both families.
+    assert tcp(h, "b", "fd00:81::2", 80) == "a-fd00:81::b"
+    assert tcp(h, "b", "10.81.0.2", 80) == "a-10.81.0.3"
+    resolved = h.run(["ip", "netns", "exec", "b", sys.executable, "-c",
+                      "import socket; print(socket.getaddrinfo('a', 80, socket.AF_INET6)[0][4][0])"]
+                     ).stdout.strip()  # fmt: skip
+    assert resolved == "fd00:81::2"
+    assert ping(h, "b", "fd00:81::2") and ping(h, "b", "fd00:81::1")
+    # Another network: nothing passes over IPv6, either way; its own gateway still answers.
+    c6 = addr6(h, "c", "n2")
+    assert ipaddress.IPv6Address(c6) in ipaddress.IPv6Network("fd00::/8")
+    n2 = lb_json(h, "network", "inspect", "n2")[0]
+    gw6 = n2["IPAM"]["Config"][1]["Gateway"]
+    assert ping(h, "c", gw6)
+    assert tcp(h, "c", "fd00:81::2", 80, timeout=1) is None
+    assert not ping(h, "c", "fd00:81::2") and not ping(h, "b", c6)
+    # What docker inspect shows of it.
+    n1 = lb_json(h, "network", "inspect", "n1")[0]
+    assert n1["EnableIPv6"] is True
+    assert [c["Subnet"] for c in n1["IPAM"]["Config"]] == ["10.81.0.0/24", "fd00:81::/64"]
+    assert n1["Containers"][lb_json(h, "inspect", "b")[0]["Id"]]["IPv6Address"] == "fd00:81::b/64"
+    ep = lb_json(h, "inspect", "b")[0]["NetworkSettings"]["Networks"]["n1"]
+    assert (ep["GlobalIPv6Address"], ep["GlobalIPv6PrefixLen"], ep["IPv6Gateway"]) == (
+        "fd00:81::b", 64, "fd00:81::1")  # fmt: skip
+    assert ep["IPAMConfig"] == {"IPv6Address": "fd00:81::b"}
+    hosts = h.run(["ip", "netns", "exec", "b", "cat", "/etc/hosts"]).stdout
+    assert "fd00:81::b\t" in hosts
+    # The kernel holds the IPv6 rules in the backend's IPv6 place.
+    device = n1["Device"]
+    if lab.backend == "nftables":
+        listed = json.loads(h.run(["nft", "-j", "list", "table", "ip6", "lowbridge"]).stdout)
+        assert device in json.dumps(listed)
+    else:
+        assert f"-o {device}" in h.run(["ip6tables-save"]).stdout
+
+
+def test_published_ports_answer_on_both_families_and_sandboxes_go_out_over_ipv6(lab):
+    h, lan = lab.host, lab.lan
+    h.lb("network", "create", "--ipv6", "--subnet", "fd00:82::/64", "n3")
+    serve(h, "p", "n3", "-p", "8080:80", "-p", "[::]:9090:80")
+    _wait(lambda: tcp(lan, None, UPLINK6, 8080))
+    # -p 8080:80 is 0.0.0.0 and [::] (Docker's default binding); [::]:9090 IPv6 alone.
+    assert tcp(lan, None, UPLINK6, 8080) == f"p-{LAN6}"
+    assert tcp(lan, None, UPLINK4, 8080) == f"p-{LAN4}"
+    assert tcp(lan, None, UPLINK6, 9090) == f"p-{LAN6}"
+    assert tcp(lan, None, UPLINK4, 9090, timeout=1) is None
+    ps = h.lb("ps", "--format", "{{.Ports}}", "--filter", "name=p").stdout.strip()
+    assert ps == "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, [::]:9090->80/tcp"
+    # From the LAN, the sandbox's own address is not reachable (raw drop), the port is.
+    lan.run(["ip", "-6", "route", "add", "fd00:82::/64", "via", UPLINK6])
+    assert tcp(lan, None, "fd00:82::2", 80, timeout=1) is None
+    assert tcp(lan, None, UPLINK6, 8080) == f"p-{LAN6}"
+    # Out to the LAN: masqueraded behind the uplink's IPv6 address (Docker 27's default).
+    assert tcp(h, "p", LAN6, 7000) == f"lan-{UPLINK6}"
+
+
+def test_internal_ipv6_network_stays_inside_and_ipv4_only_sandboxes_get_no_ipv6(lab):
+    h = lab.host
+    h.lb("network", "create", "--ipv6", "--internal", "--subnet", "fd00:83::/64", "in6")
+    serve(h, "i1", "in6")
+    h.lb("run", "-d", "--name", "i2", "--network", "in6", "sleep", "600")
+    _wait(lambda: tcp(h, "i2", "fd00:83::2", 80))
+    assert tcp(h, "i2", "fd00:83::2", 80) == "i1-fd00:83::3"
+    assert tcp(h, "i2", LAN6, 7000, timeout=1) is None
+    assert tcp(h, None, LAN6, 7000) is not None  # the host itself still reaches the LAN
+    # Docker 26+: an interface on an IPv4-only network has no IPv6 at all (not even fe80::).
+    h.lb("network", "create", "v4only")
+    h.lb("run", "-d", "--name", "four", "--network", "v4only", "sleep", "600")
+    addrs = json.loads(h.run(["ip", "netns", "exec", "four", "ip", "-j", "-6", "addr"]).stdout)
+    assert not [i for i in addrs if i["ifname"] != "lo" and i.get("addr_info")]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["network", "create", "--ipv6", "--subnet", "fd00::zz/64", "x"], "invalid subnet"),
+        (["network", "create", "--ipv6", "--subnet", "fd00:90::/127", "x"], "/126"),
+        (["network", "create", "--ipv6", "--subnet", "fd00:90::/128", "x"], "/126"),
+        (["network", "create", "--ipv6", "--subnet", "fe80::/64", "x"], "link-local"),
+        (["network", "create", "--ipv6", "--subnet", "ff05::/64", "x"], "multicast"),
+        (["network", "create", "--ipv6", "--subnet", "fd00:90::/64", "--gateway", "fd00:91::1",
+          "x"], "not a usable address"),
+        (["network", "create", "--ipv6", "--subnet", "fd00:81::/80", "x"], "overlaps"),
+        (["network", "create", "--subnet", "fd00:90::/64", "x"], "no --ipv6"),
+        (["network", "create", "-d", "macvlan", "--ipv6", "x"], "not supported yet"),
+        (["run", "--network", "v4only", "--ip6", "fd00:81::77", "true"], "has no IPv6"),
+        (["run", "--network", "n2", "--ip6", "fd00:81::77", "true"], "user configured subnets"),
+        (["run", "--network", "n1", "--ip6", "fd00:99::7", "true"], "not a usable address"),
+        (["run", "--network", "n1", "--ip6", "fd00:81::2", "true"], "already in use"),
+        (["run", "--network", "n1", "-p", "[::1]:8081:80", "true"], "userland proxy"),
+    ],
+)  # fmt: skip
+def test_bad_ipv6_input_is_one_line_and_changes_nothing(lab, argv, message):
+    h = lab.host
+    before = state(h)
+    proc = h.lb(*argv, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert state(h) == before
+
+
+def test_removing_the_ipv6_networks_leaves_no_ipv6_rule(lab):
+    h = lab.host
+    for name in ("a", "b", "c", "p", "i1", "i2", "four"):
+        h.lb("rm", "-f", name)
+    for name in ("n1", "n2", "n3", "in6", "v4only"):
+        h.lb("network", "rm", name)
+    if lab.backend == "nftables":
+        assert h.run(["nft", "list", "table", "ip6", "lowbridge"], check=False).returncode != 0
+    else:
+        assert "LOWBRIDGE" not in h.run(["ip6tables-save"]).stdout
+    proc = h.lb("check", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
