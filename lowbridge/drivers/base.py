@@ -79,7 +79,7 @@ class NetworkRequest:
         caller; two values of one family are refused."""
         fields: dict = {}
         for name in ("subnet", "gateway", "ip_range"):
-            values = [v for v in (getattr(self, name), getattr(self, name + "6")) if v]
+            values = [v for v in (getattr(self, name), getattr(self, name + "6")) if v is not None]
             by = {4: [], 6: []}
             for value in values:
                 by[ipam.family_of(value) or 4].append(value)

@@ -155,6 +155,9 @@ def _create_rows(verb: str) -> dict[str, Row | Elsewhere]:
             cleanup="rm -f {n}",
         ),
         "--ip": row("--ip 10.72.0.200", in_box("ip -o -4 addr show eth0 | cut -d' ' -f7")),
+        "--ip6": row(
+            "--ip6 fd00:72::c8", in_box("ip -o -6 addr show eth0 scope global | cut -d' ' -f7")
+        ),
         "--publish": row("-p 18080:80", lambda h, n: h.lb("port", n).stdout),
         "--hostname": row("--hostname walker", in_box("hostname")),
         "--add-host": row("--add-host db:10.9.9.9", in_box("getent hosts db")),
@@ -284,6 +287,12 @@ ROWS: dict[str, Row | Elsewhere] = {
         first_sandbox("ip"),
         cleanup="network rm {n}",
     ),
+    "network create --ipv6": Row(
+        "network create --ipv6 {n}",
+        "network create {n}",
+        net_fmt("{{.EnableIPv6}}"),
+        cleanup="network rm {n}",
+    ),
     "network create --internal": Row(
         "network create --internal {n}",
         "network create {n}",
@@ -318,6 +327,13 @@ ROWS: dict[str, Row | Elsewhere] = {
         "network connect --ip 10.72.0.201 n1 {n}",
         "network connect n1 {n}",
         lambda h, n: ip_of(h, n, "n1"),
+        setup="container create --name {n}",
+        cleanup="rm -f {n}",
+    ),
+    "network connect --ip6": Row(
+        "network connect --ip6 fd00:72::c9 n1 {n}",
+        "network connect n1 {n}",
+        fmt("{{.NetworkSettings.Networks.n1.GlobalIPv6Address}}"),
         setup="container create --name {n}",
         cleanup="rm -f {n}",
     ),
@@ -457,7 +473,8 @@ def h():
     with open(LAB, "w") as f:
         f.write("lab: walk\nnetworks:\n  wnet: {}\nsandboxes:\n  wbox:\n    networks: [wnet]\n")
     with SimHost("walk") as host:
-        host.lb("network", "create", "--subnet", "10.72.0.0/24", "n1")
+        host.lb("network", "create", "--ipv6", "--subnet", "10.72.0.0/24", "--subnet",
+                "fd00:72::/64", "n1")  # fmt: skip
         host.lb("run", "-d", "--name", "web", "--network", "n1", *shlex.split(SERVE))
         host.lb("container", "create", "--name", "idle", "--network", "n1")
         host.lb("run", "--name", "done", "--", "true")

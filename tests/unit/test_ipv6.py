@@ -101,6 +101,8 @@ def test_request_values_are_sorted_by_family():
     assert (req.subnet, req.subnet6, req.gateway, req.gateway6) == (
         "10.1.0.0/24", "fd00::/64", None, "fd00::9")  # fmt: skip
     assert req.aux_addresses == {"a": "10.1.0.5"} and req.aux_addresses6 == {"b": "fd00::5"}
+    # An empty value stays (for the parse to refuse), it does not mean "none given".
+    assert NetworkRequest(name="n", subnet="").by_family().subnet == ""
     with pytest.raises(InvalidInput, match="one IPv6 --subnet"):
         NetworkRequest(name="n", subnet="fd00::/64", subnet6="fd01::/64").by_family()
 
