@@ -344,6 +344,11 @@ def _ints(addresses: Iterable[IPv4Address | str]) -> set[int]:
     try:
         return set(map(_FROM_BYTES, map(socket.inet_aton, addresses)))
     except (TypeError, OSError):  # address objects, or IPv6 addresses, among them
+        pass
+    try:  # IPv6 text, converted in C as well
+        six = functools.partial(socket.inet_pton, socket.AF_INET6)
+        return set(map(_FROM_BYTES, map(six, addresses)))
+    except (TypeError, OSError):
         return {_int(a) for a in addresses}
 
 

@@ -190,6 +190,8 @@ class Container:
     domainname: str = ""  # --domainname
     share: str | None = None  # --network container:ID: that sandbox's namespace, not its own
     joins: tuple[Join, ...] = ()  # exited: the networks start joins again, first one first
+    # Its own namespace is made with IPv6 on (its first network has IPv6); else off from birth.
+    ipv6: bool = False
 
     @property
     def host_network(self) -> bool:

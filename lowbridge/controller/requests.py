@@ -90,6 +90,7 @@ def container(
         name=name,
         netns=netns,
         netns_owned=req.netns is None,
+        ipv6=net.ipv6 and req.netns is None,
         command=tuple(req.command or ()),
         hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),
         network_mode=net.name,

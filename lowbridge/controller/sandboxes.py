@@ -156,7 +156,7 @@ def steps(c: Change, sp: SandboxPlan, live: Live | None) -> list[Step]:
     if sp.adopt is None:
 
         def make() -> None:
-            made = live.ahead.pop(ctr.name, None) or k.create_netns(ctr.name)
+            made = live.ahead.pop(ctr.name, None) or k.create_netns(ctr.name, ctr.ipv6)
             live.open(c, ctr.netns, made.result())
             if live.following is not None:
                 live.following()
@@ -250,7 +250,7 @@ def _make_ahead(c: Change, sp: SandboxPlan | None, ahead: dict[str, Future]) -> 
     if sp is None or sp.adopt is not None or sp.container.borrows:
         return
     with contextlib.suppress(LowbridgeError, OSError):
-        ahead[sp.container.name] = c.kernel.create_netns(sp.container.name)
+        ahead[sp.container.name] = c.kernel.create_netns(sp.container.name, sp.container.ipv6)
 
 
 def _drop_ahead(c: Change, ahead: dict[str, Future]) -> None:

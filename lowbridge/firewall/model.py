@@ -69,17 +69,24 @@ class Modeler:
         new = tuple.__new__
         out.endpoints = kept_eps + tuple(
             [
-                new(R.FwEndpoint, (e.ip, *bridges[e.network_id]))
+                new(R.FwEndpoint, (e.ip, *bridges[e.network_id], 4))
                 for e in new_eps
                 if e.ip and e.network_id in bridges
             ]
         )
+        if any(e.ip6 for e in new_eps):  # a dual-stack endpoint's IPv6 rule right after its own
+            out.endpoints = kept_eps + tuple(_dual(new_eps, bridges))
         special += [c for c in new_ctrs if c.links or c.ports]
         self._kept = _Kept(nets_t, ctrs_t, eps_t, out, bridges, idle, special)
         if special:
             _links_and_ports(out, special, view)
-        if any(n.pool6 is not None for n in nets_t):
-            out.v6 = _model6(view, {e.network_id for e in eps_t}, special)
+        if last is not None and last.model.v6 is not None:
+            # The same networks (and idle ones): their IPv6 part again; the ports afresh, as
+            # the IPv4 ones (a connect may have moved a sandbox's gateway endpoint).
+            out.v6 = R.Model(networks=last.model.v6.networks)
+            _ports6(out.v6, view, special)
+        elif any(n.pool6 is not None for n in nets_t):
+            out.v6 = _model6(view, idle, special)
         return out
 
 
@@ -115,15 +122,22 @@ def _networks(
     return bridges, idle
 
 
-def _model6(view: View, used: set[str], special: list[Container]) -> R.Model:
-    """The IPv6 part: the bridge networks with IPv6, their endpoints' IPv6 addresses, and the
-    ports published on the host's IPv6 addresses (``-p 8080:80`` on an IPv6 network is both
-    0.0.0.0 and [::], as Docker's default binding: lowbridge.controller.requests.publish).  A
-    whole pass: IPv6 networks are few (bench/firewall.py)."""
+def _dual(eps: tuple[Endpoint, ...], bridges: dict[str, tuple[str, str]]):  # noqa: ANN202
+    for e in eps:
+        if e.ip and e.network_id in bridges:
+            yield R.FwEndpoint(e.ip, *bridges[e.network_id])
+            if e.ip6:
+                yield R.FwEndpoint(e.ip6, *bridges[e.network_id], 6)
+
+
+def _model6(view: View, idle: set[str], special: list[Container]) -> R.Model:
+    """The IPv6 part: the bridge networks with IPv6, and the ports published on the host's IPv6
+    addresses (``-p 8080:80`` on an IPv6 network is both 0.0.0.0 and [::], as Docker's default
+    binding: lowbridge.controller.requests.publish); the endpoints' IPv6 addresses are in the
+    model's endpoints.  A pass over the networks, and over the sandboxes that publish."""
     out = R.Model()
-    bridges: dict[str, tuple[str, str]] = {}
     for n in view.networks:
-        if n.driver != "bridge" or n.pool6 is None or (n.predefined and n.id not in used):
+        if n.driver != "bridge" or n.pool6 is None or n.id in idle:
             continue
         out.networks.append(
             R.FwNetwork(
@@ -135,12 +149,12 @@ def _model6(view: View, used: set[str], special: list[Container]) -> R.Model:
                 masquerade=_flag(n.options, OPT_MASQ),
             )
         )
-        bridges[n.id] = (n.name, n.device or "")
-    out.endpoints = tuple(
-        R.FwEndpoint(e.ip6, *bridges[e.network_id])
-        for e in view.endpoints
-        if e.ip6 and e.network_id in bridges
-    )
+    _ports6(out, view, special)
+    return out
+
+
+def _ports6(out: R.Model, view: View, special: list[Container]) -> None:
+    """Add the ports published on IPv6 addresses of the sandboxes that publish."""
     nets = view.nets
     for ctr in special:
         gw = gateway_endpoint(view.endpoints_of(ctr.id), nets) if ctr.ports else None
@@ -149,7 +163,6 @@ def _model6(view: View, used: set[str], special: list[Container]) -> R.Model:
         for m in ctr.ports:
             if ":" in m.host_ip:  # [::] (a spec without address, on IPv6) or an IPv6 address
                 out.ports.append(R.FwPort(m, gw.ip6, nets[gw.network_id].device, ctr.name))
-    return out
 
 
 def _bridge_ep(eps: list[Endpoint], nets: dict[str, Network]) -> Endpoint | None:

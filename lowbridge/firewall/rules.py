@@ -85,11 +85,13 @@ class FwNetwork(NamedTuple):
 
 
 class FwEndpoint(NamedTuple):
-    """A container address on a bridge network (named ``network``, device ``device``)."""
+    """A container address on a bridge network (named ``network``, device ``device``), of IP
+    ``family``."""
 
     ip: str
     network: str
     device: str
+    family: int = 4
 
 
 class FwPort(NamedTuple):
@@ -121,11 +123,12 @@ class Model:
     ports: list[FwPort] = field(default_factory=list)
     links: list[FwLink] = field(default_factory=list)
     # Endpoints on the networks above in the order they were made (the store's), which the
-    # per-endpoint rules follow: a new endpoint's rule then goes last in its chain, a plain
-    # append (see appended()).
+    # per-endpoint rules follow: a new endpoint's rules then go last, a plain append (see
+    # appended()).  A dual-stack endpoint is two: its IPv4 address, then its IPv6 one.
     endpoints: tuple[FwEndpoint, ...] = ()
-    # The same for IPv6: the networks with IPv6, their IPv6 subnets, endpoints and ports (the
-    # rules of both families follow one structure, as Docker's iptables and ip6tables rules do).
+    # The IPv6 part of the networks and ports: the networks with IPv6 (their IPv6 subnets) and
+    # the ports published on IPv6 addresses (the rules of both families follow one structure,
+    # as Docker's iptables and ip6tables rules do).  Its endpoints are in ``endpoints``.
     v6: Model | None = None
 
     @property
@@ -150,19 +153,11 @@ def _c(text: str) -> str:
 
 def render(model: Model) -> list[Rule]:
     """Every lowbridge rule for ``model``, hooks included, in apply order (empty if no network):
-    IPv4's, then IPv6's.
+    IPv4's static rules, IPv6's, then the per-endpoint rules.
 
-    The per-endpoint rules come last, in endpoint order, so that a new endpoint's rule extends
+    The per-endpoint rules come last, in endpoint order, so that a new endpoint's rules extend
     the previous rendering (:func:`appends` then compares a prefix)."""
     return Renderer().render(model)
-
-
-def _render(model: Model, family: int) -> list[Rule]:
-    if model.empty:
-        return []
-    internal = {n.name for n in model.networks if n.internal}
-    static = static_rules(tuple(model.networks), tuple(model.ports), tuple(model.links), family)
-    return list(static) + [direct(e, family) for e in model.endpoints if e.network not in internal]
 
 
 class Renderer:
@@ -178,33 +173,27 @@ class Renderer:
 
     STATIC_KEPT, DIRECT_KEPT = 4, 8192
 
-    def __init__(self, family: int = 4) -> None:
-        self.family = family
+    def __init__(self) -> None:
         self._static: dict[tuple, tuple[Rule, ...]] = {}
         self._direct: dict[FwEndpoint, Rule] = {}
         self._last: tuple = (None, (), [], set())  # static key, endpoints, rendering, internal
-        self._v6: Renderer | None = None  # the IPv6 rules' renderer, made at first use
 
     def render(self, model: Model) -> list[Rule]:
-        rules = self._render(model)
-        if model.v6 is not None and not model.v6.empty:
-            if self._v6 is None:
-                self._v6 = Renderer(6)
-            rules += self._v6._render(model.v6)
-        return rules
-
-    def _render(self, model: Model) -> list[Rule]:
         if model.empty:
             return []
-        family = self.family
-        key = (tuple(model.networks), tuple(model.ports), tuple(model.links))
+        v6 = model.v6 if model.v6 is not None and not model.v6.empty else None
+        six = (tuple(v6.networks), tuple(v6.ports)) if v6 is not None else None
+        key = (tuple(model.networks), tuple(model.ports), tuple(model.links), six)
         last_key, last_eps, last_rules, internal = self._last
         same = key == last_key
         static = self._static.get(key)
         if static is None:
             if len(self._static) >= self.STATIC_KEPT:
                 self._static.clear()
-            static = self._static[key] = static_rules(*key, family)
+            static = static_rules(*key[:3])
+            if six is not None:
+                static += static_rules(*six, (), 6)
+            self._static[key] = static
         if not same:
             internal = {n.name for n in model.networks if n.internal}
         eps = model.endpoints
@@ -213,7 +202,7 @@ class Renderer:
         if len(self._direct) >= self.DIRECT_KEPT:
             self._direct.clear()
         rules = (last_rules if kept else list(static)) + [
-            self._direct.get(e) or self._direct.setdefault(e, direct(e, family))
+            self._direct.get(e) or self._direct.setdefault(e, direct(e))
             for e in eps[start:]
             if e.network not in internal
         ]
@@ -221,11 +210,11 @@ class Renderer:
         return list(rules)
 
 
-def direct(ep: FwEndpoint, family: int = 4) -> Rule:
+def direct(ep: FwEndpoint) -> Rule:
     """Docker 28.2+ filterDirectAccess: nobody reaches a container's address directly from
     outside its bridge (raw PREROUTING, before conntrack)."""
     return Rule("raw", PREROUTING, (("dst", ep.ip), ("!iif", ep.device)), "DROP",
-                _c(f"{ep.network} direct"), family)  # fmt: skip
+                _c(f"{ep.network} direct"), ep.family)  # fmt: skip
 
 
 def direct_parts(rule: Rule) -> tuple[str, str] | None:

@@ -48,8 +48,9 @@ class Kernel:
     def netns_path(self, name: str) -> str:
         return netns.path_of(name)
 
-    def create_netns(self, name: str) -> Future[socket.socket]:
-        return netns.create(name)
+    def create_netns(self, name: str, ipv6: bool = False) -> Future[socket.socket]:
+        """A named network namespace (IPv6 off in it from birth unless ``ipv6``)."""
+        return netns.create(name, ipv6_off=not ipv6)
 
     def adopt_netns(self, source: str, name: str) -> str:
         return netns.adopt(source, name)

@@ -107,6 +107,23 @@ def address_request(index: int, address: str, prefixlen: int) -> bytes:
     return _IFADDRMSG.pack(AF_INET, prefixlen, 0, 0, index) + attrs
 
 
+def address6_request(index: int, address: str, prefixlen: int) -> bytes:
+    """RTM_NEWADDR of an IPv6 ``address/prefixlen`` without duplicate address detection
+    (IFA_F_NODAD in the header's flags), local and address alike as iproute2 sends them."""
+    packed = socket.inet_pton(AF_INET6, address)
+    attrs = attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+    return _IFADDRMSG.pack(AF_INET6, prefixlen, IFA_F_NODAD, 0, index) + attrs
+
+
+def default_route6_request(gateway: str, oif: int) -> bytes:
+    """RTM_NEWROUTE of an IPv6 ``default via GATEWAY dev OIF`` (as default_route_request)."""
+    head = _RTMSG.pack(
+        AF_INET6, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0
+    )
+    gw = attr(RTA_GATEWAY, socket.inet_pton(AF_INET6, gateway))
+    return head + u32(RTA_TABLE, RT_TABLE_MAIN) + gw + u32(RTA_OIF, oif)
+
+
 def default_route_request(gateway: str, oif: int) -> bytes:
     """RTM_NEWROUTE of ``default via GATEWAY dev OIF`` (main table, protocol static, universe
     scope, unicast: pyroute2's defaults)."""

@@ -319,3 +319,54 @@ def test_link_and_route_listings_see_what_pyroute2_sees(host):
     assert out["default"][0] == out["default"][1] == ["10.9.9.254", br9[0]]
     assert out["none"] is None
     assert out["onlink"][0] == out["onlink"][1] == ["10.9.9.0/24"]  # table 100's is not main's
+
+
+SCRIPT6 = r"""
+import json, os, subprocess
+from lowbridge.kernel import netns, rtnl as netlink
+from pyroute2.iproute.linux import IPRoute
+
+def ip(*args):
+    return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True,
+                                     check=True).stdout or "[]")
+
+out = {}
+for ns in ("fast6", "lib6"):
+    netns.create(ns, ipv6_off=False).result().close()
+    path = netns.path_of(ns)
+    subprocess.run(["ip", "-n", ns, "link", "add", "e0", "type", "veth", "peer", "name", "e1"],
+                   check=True)
+    with netlink.session(path) as snl:
+        snl.set_up("e0")
+        snl.set_up("e1")
+        if ns == "fast6":
+            snl.add_address6("e0", "fd00:9::2", 64)
+            snl.replace_default_route6("fd00:9::1", "e0")
+            snl.replace_default_route6("fd00:9::1", "e0")  # replace: idempotent
+            try:
+                snl.add_address6("e0", "fd00:9::2", 64)
+            except Exception as exc:
+                out["exists"] = [type(exc).__name__, getattr(exc, "errno", None)]
+    if ns == "lib6":
+        with IPRoute(use_socket=netns.netlink_socket(path), groups=0) as ipr:
+            index = ipr.link_lookup(ifname="e0")[0]
+            ipr.addr("add", index=index, address="fd00:9::2", prefixlen=64, family=10, flags=2)
+            ipr.route("replace", dst="::/0", gateway="fd00:9::1", oif=index, family=10)
+    out[ns] = {
+        "addr": [{k: v for k, v in a.items() if k not in ("valid_life_time", "preferred_life_time")}
+                 for i in ip("-n", ns, "-6", "addr", "show", "e0") for a in i["addr_info"]
+                 if a["scope"] == "global"],
+        "routes": [r for r in ip("-n", ns, "-6", "route", "show") if r["dst"] == "default"],
+    }
+    netns.remove(path)
+print(json.dumps(out))
+"""
+
+
+def test_ipv6_fast_requests_do_what_pyroute2s_do(host):
+    out = json.loads(host.run([sys.executable, "-c", SCRIPT6]).stdout)
+    assert out["fast6"] == out["lib6"]
+    assert out["fast6"]["addr"][0]["local"] == "fd00:9::2"
+    assert out["fast6"]["addr"][0].get("nodad") is True  # no DAD: usable at once
+    assert out["fast6"]["routes"][0]["gateway"] == "fd00:9::1"
+    assert out["exists"] == ["KernelError", 17]

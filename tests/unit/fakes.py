@@ -259,7 +259,7 @@ class FakeKernel:
     def netns_path(self, name: str) -> str:
         return os.path.join(self.netns_dir, name)
 
-    def create_netns(self, name: str) -> Future:
+    def create_netns(self, name: str, ipv6: bool = False) -> Future:
         path = self.netns_path(name)
         if os.path.exists(path):
             raise _fail(f"create namespace {name}", errno.EEXIST)

@@ -106,3 +106,36 @@ def test_a_record_replaced_by_an_equal_copy_or_a_changed_one_reaches_the_model()
     assert not second.networks[0].icc
     copy = Network.from_doc(off.to_doc())  # equal, another object: extends as the same
     assert modeler.model(View([copy], [c], eps)) == second
+
+
+def test_a_kept_dual_stack_model_equals_a_fresh_one():
+    """IPv6: an endpoint's IPv6 address right after its IPv4 one; the ports on [::] follow a
+    sandbox's gateway endpoint when a connect moves it, as the IPv4 ones do."""
+    pool6 = ipam.plan_pool(subnet="fd00:1::/64", gateway=None, ip_range=None, aux_addresses=None,
+                           taken=[], version=6)  # fmt: skip
+    dual = dataclasses.replace(_net("dual", "10.1.0.0/24"), pool6=pool6)
+    four = _net("four", "10.2.0.0/24")
+    nets, ctrs, eps = [dual, four], [], []
+    modeler = Modeler()
+
+    def check() -> R.Model:
+        got = modeler.model(View(nets, ctrs, eps))
+        assert got == fresh(nets, ctrs, eps)
+        return got
+
+    ports = (PortMapping("0.0.0.0", 8080, 80, "tcp"), PortMapping("::", 8080, 80, "tcp"))
+    pub = _ctr("pub", ports=ports)
+    ctrs.append(pub)
+    eps.append(_ep(four, pub, "10.2.0.2"))
+    last = check()
+    assert last.v6 is not None and last.v6.ports == []  # its gateway endpoint has no IPv6
+    eps.append(dataclasses.replace(_ep(dual, pub, "10.1.0.2"), ip6="fd00:1::2"))
+    last = check()  # "dual" sorts first: the gateway endpoint now, with an IPv6 address
+    assert [(p.container_ip, p.mapping.host_ip) for p in last.v6.ports] == [("fd00:1::2", "::")]
+    assert [(e.ip, e.family) for e in last.endpoints] == [
+        ("10.2.0.2", 4), ("10.1.0.2", 4), ("fd00:1::2", 6)]  # fmt: skip
+    c = _ctr("late")
+    ctrs.append(c)
+    eps.append(dataclasses.replace(_ep(dual, c, "10.1.0.3"), ip6="fd00:1::3"))
+    again = check()
+    assert again.v6.networks is last.v6.networks and again.endpoints[-1].ip == "fd00:1::3"

@@ -116,11 +116,10 @@ def test_ipv6_values_need_ipv6():
 
 # ------------------------------------------------------------------ firewall
 def _model() -> FR.Model:
-    v4 = FR.Model(networks=[FR.FwNetwork("n", "lb-n", "10.1.0.0/24")],
-                  endpoints=(FR.FwEndpoint("10.1.0.2", "n", "lb-n"),))  # fmt: skip
+    eps = (FR.FwEndpoint("10.1.0.2", "n", "lb-n"), FR.FwEndpoint("fd00:1::2", "n", "lb-n", 6))
+    v4 = FR.Model(networks=[FR.FwNetwork("n", "lb-n", "10.1.0.0/24")], endpoints=eps)
     port = FR.FwPort(ipam_mapping("::"), "fd00:1::2", "lb-n", "web")
-    v4.v6 = FR.Model(networks=[FR.FwNetwork("n", "lb-n", "fd00:1::/64")], ports=[port],
-                     endpoints=(FR.FwEndpoint("fd00:1::2", "n", "lb-n"),))  # fmt: skip
+    v4.v6 = FR.Model(networks=[FR.FwNetwork("n", "lb-n", "fd00:1::/64")], ports=[port])
     return v4
 
 
@@ -134,7 +133,8 @@ def test_ipv6_rules_follow_the_ipv4_structure_in_their_own_family():
     rules = FR.render(_model())
     v4 = [r for r in rules if r.family == 4]
     v6 = [r for r in rules if r.family == 6]
-    assert rules == v4 + v6  # IPv4's first: an IPv4-only change still extends its prefix
+    # The static rules of each family, then the endpoints' (a connect appends at the end).
+    assert [r.family for r in rules[-2:]] == [4, 6] and rules[-1].match[0] == ("dst", "fd00:1::2")
     assert {(r.table, r.chain) for r in v4} <= {(r.table, r.chain) for r in v6}
     dnat = next(r for r in v6 if r.target.startswith("DNAT:"))
     assert dnat.target == "DNAT:[fd00:1::2]:80" and ("!src", "fe80::/10") in dnat.match
@@ -160,7 +160,7 @@ def test_both_backends_write_the_ipv6_rules_for_their_ipv6_tools():
 
 def test_an_ipv4_only_model_renders_as_before():
     m = _model()
-    m.v6 = None
+    m.v6, m.endpoints = None, m.endpoints[:1]
     assert all(r.family == 4 for r in FR.render(m))
     assert "ip6" not in nftables.render(FR.render(m)) and "#" not in iptables.render(FR.render(m))
 

@@ -100,6 +100,9 @@ def test_the_constants_are_pyroute2s():
     for name in ("RTM_NEWLINK", "RTM_DELLINK", "RTM_GETLINK", "RTM_SETLINK", "RTM_NEWADDR",
                  "RTM_NEWROUTE"):  # fmt: skip
         assert getattr(L, name) == getattr(R, name), name
+    from pyroute2.netlink.rtnl import ifaddrmsg as A
+
+    assert L.IFA_F_NODAD == A.IFA_F_NODAD
 
 
 def test_explains_read_only_requests():
@@ -137,3 +140,20 @@ def test_a_route_and_a_link_reply_read_as_pyroute2_reads_them():
     assert L.route_of(_reply(bare)) == (None, None)
     link = _link("lbv0123456789a", index=12, attrs=[("IFLA_MTU", 1500)])
     assert L.link_name_of(_reply(link)) == "lbv0123456789a"
+
+
+@pytest.mark.parametrize("address,plen", [("fd00:81::2", 64), ("2001:db8::1:0:7", 126)])
+def test_ipv6_address_without_dad(address, plen):
+    msg = ifaddrmsg()
+    msg["family"], msg["prefixlen"], msg["index"] = socket.AF_INET6, plen, 5
+    msg["flags"] = L.IFA_F_NODAD
+    msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+    assert L.address6_request(5, address, plen) == _encoded(msg)
+
+
+def test_ipv6_default_route():
+    msg = rtmsg()
+    msg["family"], msg["table"], msg["proto"] = socket.AF_INET6, 254, 4
+    msg["scope"], msg["type"] = 0, 1
+    msg["attrs"] = [("RTA_TABLE", 254), ("RTA_GATEWAY", "fd00:81::1"), ("RTA_OIF", 3)]
+    assert L.default_route6_request("fd00:81::1", 3) == _encoded(msg)
