@@ -81,6 +81,19 @@ def default_bridge_icc() -> bool:
     return value not in ("false", "0", "no", "off")
 
 
+IPV6_ENV = "LOWBRIDGE_IPV6"
+FIXED_CIDR_V6_ENV = "LOWBRIDGE_FIXED_CIDR_V6"
+
+
+def default_bridge_ipv6() -> str | None:
+    """The default bridge's IPv6 (dockerd ``ipv6`` and ``fixed-cidr-v6``: config keys ``ipv6``
+    and ``fixed_cidr_v6``, environment LOWBRIDGE_IPV6 and LOWBRIDGE_FIXED_CIDR_V6): None when
+    off, "" when on without a subnet (a /64 of the host's ULA pool), else the subnet."""
+    if setting("ipv6", IPV6_ENV, "false").strip().lower() not in ("true", "1", "yes", "on"):
+        return None
+    return setting("fixed_cidr_v6", FIXED_CIDR_V6_ENV, "").strip()
+
+
 @contextlib.contextmanager
 def host_lock(paths: Paths) -> Iterator[None]:
     """The host-wide mutation lock: flock on a file in the state directory (every command that

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 from lowbridge import config, drivers, ipam, names
@@ -88,6 +89,7 @@ def predefined(ctl: Controller, nl: Session | None) -> None:
                 pool=_default_pool(ctl, view, nl),
                 options=frozen(default_bridge_options()),
                 device=names.DEFAULT_BRIDGE_DEVICE,
+                pool6=_default_pool6(ctl, view, config.default_bridge_ipv6()),
             )
         new.append(net)
     with ctl.store.transaction():
@@ -111,6 +113,22 @@ def _default_pool(ctl: Controller, view, nl: Session | None):  # noqa: ANN001, A
     )
 
 
+def _default_pool6(ctl: Controller, view, setting: str | None):  # noqa: ANN001, ANN202
+    """The default bridge's IPv6 pool for the ``ipv6``/``fixed-cidr-v6`` setting (None: off)."""
+    if setting is None:
+        return None
+    others = [n.pool6.subnet for n in view.networks if n.pool6 and not n.is_default_bridge]
+    return ipam.plan_pool(
+        subnet=setting or None,
+        gateway=None,
+        ip_range=None,
+        aux_addresses=None,
+        taken=others,
+        pools=() if setting else ipam.ula_pool(config.engine_id(ctl.paths)),
+        version=6,
+    )
+
+
 def _device_subnet(nl: Session, device: str) -> str | None:
     """The subnet of the gateway address lowbridge's ``device`` holds, if it exists."""
     link = nl.link(device)
@@ -127,15 +145,28 @@ def default_bridge_options() -> dict[str, str]:
 
 def daemon_settings(ctl: Controller) -> None:
     """Follow a changed ``icc`` setting (dockerd --icc) on the default bridge, as dockerd does
-    when it restarts with a new flag: a new record, and the rules the commit derives from it."""
-    bridge = next(n for n in ctl.store.view().networks if n.is_default_bridge)
+    when it restarts with a new flag: a new record, and the rules the commit derives from it.
+    Likewise ``ipv6``/``fixed-cidr-v6``, once no sandbox is on the default bridge: its device
+    goes (the next sandbox makes it again, with the new addresses)."""
+    view = ctl.store.view()
+    bridge = next(n for n in view.networks if n.is_default_bridge)
     want = str(config.default_bridge_icc()).lower()
-    if bridge.options.get(OPT_ICC) == want:
+    if bridge.options.get(OPT_ICC) != want:
+        with ctl.change("daemon-settings") as c:
+            bridge = dataclasses.replace(bridge, options=frozen({**bridge.options, OPT_ICC: want}))
+            c.commit(put=[bridge])
+    six = config.default_bridge_ipv6()
+    have = bridge.pool6
+    if (six is None) == (have is None) and (not six or str(have.subnet) == six):
+        return
+    if view.endpoints_on(bridge.id):
+        print("lowbridge: warning: the default bridge's IPv6 setting takes effect once no "
+              "sandbox is on it", file=sys.stderr)  # fmt: skip
         return
     with ctl.change("daemon-settings") as c:
-        c.commit(
-            put=[dataclasses.replace(bridge, options=frozen({**bridge.options, OPT_ICC: want}))]
-        )
+        new = dataclasses.replace(bridge, pool6=_default_pool6(ctl, view, six))
+        c.step("delete-device", lambda: c.nl.delete_link(bridge.device))
+        c.commit(put=[new])
 
 
 def gateway_bridge(ctl: Controller, nl: Session) -> None:

@@ -114,9 +114,10 @@ class HostView:
     ipv6_pools: tuple[tuple[str, int], ...] = ()  # the host's ULA pool (ipam.ula_pool)
 
 
-def plan_ipv6(req: NetworkRequest, host: HostView) -> ipam.Pool | None:
+def plan_ipv6(req: NetworkRequest, host: HostView, with_gateway: bool = True) -> ipam.Pool | None:
     """The IPv6 pool of a network ``req`` asks for (``--ipv6``), or None; IPv6 values without
-    ``--ipv6`` are refused (Docker: an IPv6 subnet needs IPv6 enabled)."""
+    ``--ipv6`` are refused (Docker: an IPv6 subnet needs IPv6 enabled).  ``with_gateway``
+    False: a gateway only when given (macvlan)."""
     if not req.ipv6:
         given = req.subnet6 or req.gateway6 or req.ip_range6 or next(iter(req.aux_addresses6), "")
         if given:
@@ -130,6 +131,7 @@ def plan_ipv6(req: NetworkRequest, host: HostView) -> ipam.Pool | None:
         taken=[n.pool6.subnet for n in host.networks if n.pool6 is not None],
         pools=host.ipv6_pools,
         version=6,
+        with_gateway=with_gateway,
     )
 
 

@@ -38,7 +38,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
-    refuse_ipv6,
+    plan_ipv6,
     validate_mtu,
 )
 from lowbridge.errors import Conflict, InvalidInput, KernelError
@@ -76,7 +76,6 @@ class MacvlanDriver(Policy):
     name = "macvlan"
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
-        refuse_ipv6(req, self.name)
         options = dict(req.options)
         for key in options:
             if key not in (OPT_PARENT, OPT_MODE, OPT_SHIM, OPT_MTU):
@@ -115,6 +114,9 @@ class MacvlanDriver(Policy):
             addr = ipam.allocate(pool, (), None if shim == "true" else shim)
             pool = dataclasses.replace(pool, aux_addresses={**pool.aux_addresses, SHIM_AUX: addr})
             options[OPT_SHIM_IP] = str(addr)
+        # IPv6 on the parent's LAN: the sandboxes' addresses from the network's IPv6 subnet
+        # (one of the LAN's), a default route only via a given --gateway, as for IPv4.
+        pool6 = plan_ipv6(req, host, with_gateway=req.gateway6 is not None)
         return Network(
             id=network_id,
             name=req.name,
@@ -128,6 +130,9 @@ class MacvlanDriver(Policy):
             user_subnet=req.subnet is not None,
             user_gateway=req.gateway is not None,
             attachable=req.attachable,
+            pool6=pool6,
+            user_subnet6=req.subnet6 is not None,
+            user_gateway6=req.gateway6 is not None,
         )
 
     @staticmethod

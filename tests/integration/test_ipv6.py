@@ -176,7 +176,8 @@ def test_internal_ipv6_network_stays_inside_and_ipv4_only_sandboxes_get_no_ipv6(
           "x"], "not a usable address"),
         (["network", "create", "--ipv6", "--subnet", "fd00:81::/80", "x"], "overlaps"),
         (["network", "create", "--subnet", "fd00:90::/64", "x"], "no --ipv6"),
-        (["network", "create", "-d", "macvlan", "--ipv6", "x"], "not supported yet"),
+        (["network", "create", "--ipv6", "--subnet", "fd00:90::/64", "--subnet", "fd00:91::/64",
+          "x"], "one IPv6 --subnet"),
         (["run", "--network", "v4only", "--ip6", "fd00:81::77", "true"], "has no IPv6"),
         (["run", "--network", "n2", "--ip6", "fd00:81::77", "true"], "user configured subnets"),
         (["run", "--network", "n1", "--ip6", "fd00:99::7", "true"], "not a usable address"),
@@ -192,6 +193,31 @@ def test_bad_ipv6_input_is_one_line_and_changes_nothing(lab, argv, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert state(h) == before
+
+
+def test_the_default_bridge_takes_ipv6_from_the_daemon_settings(lab):
+    """dockerd's ``ipv6`` and ``fixed-cidr-v6``: the default bridge becomes dual stack; a
+    changed setting waits until no sandbox is on it, then the bridge is made again."""
+    h = lab.host
+    six = {"LOWBRIDGE_IPV6": "true", "LOWBRIDGE_FIXED_CIDR_V6": "fd00:17::/64"}
+    h.lb("run", "-d", "--name", "d1", "sleep", "600", env=six)
+    h.lb("run", "-d", "--name", "d2", "sleep", "600", env=six)
+    ep = lb_json(h, "inspect", "d1")[0]["NetworkSettings"]["Networks"]["bridge"]
+    assert (ep["GlobalIPv6Address"], ep["IPv6Gateway"]) == ("fd00:17::2", "fd00:17::1")
+    assert ping(h, "d1", "fd00:17::3") and ping(h, "d1", "fd00:17::1")
+    assert lb_json(h, "network", "inspect", "bridge")[0]["EnableIPv6"] is True
+    proc = h.lb("container", "create", "--name", "d3", "--network", "n1")  # setting off now
+    assert "takes effect once no sandbox is on it" in proc.stderr
+    h.lb("rm", "-f", "d1", "d2", "d3", env=six)
+    h.lb("network", "create", "after")  # the first change without the setting
+    assert lb_json(h, "network", "inspect", "bridge")[0]["EnableIPv6"] is False
+    h.lb("run", "-d", "--name", "d4", "sleep", "600")
+    ep = lb_json(h, "inspect", "d4")[0]["NetworkSettings"]["Networks"]["bridge"]
+    assert ep["GlobalIPv6Address"] == "" and ep["IPAddress"]
+    addrs = h.run(["ip", "-6", "addr", "show", "dev", "lowbridge0", "scope", "global"]).stdout
+    assert "fd00:17::1" not in addrs
+    h.lb("rm", "-f", "d4")
+    h.lb("network", "rm", "after")
 
 
 def test_removing_the_ipv6_networks_leaves_no_ipv6_rule(lab):

@@ -216,3 +216,26 @@ def test_network_host_runs_in_the_hosts_namespace(lan):
     assert lb_json(h, "inspect", "hd")[0]["HostConfig"]["NetworkMode"] == "host"
     h.lb("rm", "-f", "hd")
     assert h.run(["pgrep", "-x", "sleep"], check=False).returncode == 1
+
+
+def test_dual_stack_macvlan_sandboxes_are_ipv6_stations_too(lan):
+    """--ipv6 on macvlan (issue 20): addresses from the LAN's IPv6 subnet, the default route via
+    the --gateway given; LAN hosts and the other station reach them over IPv6, AAAA by name."""
+    h = lan.host
+    lan.switch.run("ip addr add fd00:77::1/64 dev br0 nodad")
+    lan.lanhost.run("ip addr add fd00:77::10/64 dev eth0 nodad")
+    h.lb("network", "create", "-d", "macvlan", "--ipv6", "--subnet", SUBNET, "--gateway", GATEWAY,
+         "--ip-range", RANGE, "--subnet", "fd00:77::/64", "--gateway", "fd00:77::1",
+         "--ip-range", "fd00:77::100/120", "-o", "parent=uplink", "lan6")  # fmt: skip
+    for name in ("s1", "s2"):
+        h.lb("container", "create", "--name", name, "--network", "lan6")
+    doc = lb_json(h, "inspect", "s1")[0]["NetworkSettings"]["Networks"]["lan6"]
+    assert (doc["GlobalIPv6Address"], doc["IPv6Gateway"]) == ("fd00:77::100", "fd00:77::1")
+    assert ping(h, "s1", "fd00:77::10") and ping(h, "s1", "fd00:77::1")
+    assert ping(h, "s1", "fd00:77::101")
+    assert "default via fd00:77::1 dev eth0" in h.run("ip netns exec s1 ip -6 route").stdout
+    proc = h.run(["ip", "netns", "exec", "s1", "getent", "ahostsv6", "s2"], check=False)
+    assert "fd00:77::101" in proc.stdout
+    h.lb("rm", "s1", "s2")
+    h.lb("network", "rm", "lan6")
+    assert [link["ifname"] for link in lan.links()] == ["lo", "uplink"]
