@@ -71,7 +71,7 @@ def container(
     """The record of the sandbox ``req`` asks for (its namespace at ``netns``), on its first
     network ``net``."""
     for server in req.dns:
-        ipam.parse_address(server, "--dns server")
+        ipam.parse_address(server, "--dns server", None)
     for flag, values in (("--dns-search", req.dns_search), ("--dns-option", req.dns_options)):
         for value in values:
             if not value or not value.isprintable() or any(ch.isspace() for ch in value):

@@ -32,9 +32,10 @@ def answer(data: bytes, table: dict[str, str]) -> bytes:
 def main() -> None:
     addr = sys.argv[1]
     table = dict(item.split("=", 1) for item in sys.argv[2:])
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
     udp.bind((addr, 53))
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind((addr, 53))
     tcp.listen(16)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -193,6 +195,25 @@ def test_bad_ipv6_input_is_one_line_and_changes_nothing(lab, argv, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert state(h) == before
+
+
+def test_the_resolver_forwards_to_an_ipv6_upstream(lab):
+    """A --dns server with an IPv6 address is asked over IPv6 (from the sandbox, masqueraded
+    out), and its answer comes back through 127.0.0.11."""
+    h, lan = lab.host, lab.lan
+    server = os.path.join(os.path.dirname(__file__), "dns_upstream.py")
+    up = lan.popen([sys.executable, server, LAN6, "outside.example=198.51.100.7"],
+                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert up.stdout.readline().strip() == "ready"
+        h.lb("run", "-d", "--name", "r6", "--network", "n1", "--dns", LAN6, "sleep", "600")
+        proc = h.run(["ip", "netns", "exec", "r6", "getent", "hosts", "outside.example"],
+                     check=False)  # fmt: skip
+        assert proc.stdout.split()[:1] == ["198.51.100.7"], proc
+    finally:
+        up.kill()
+        up.wait()
+    h.lb("rm", "-f", "r6")
 
 
 def test_the_default_bridge_takes_ipv6_from_the_daemon_settings(lab):
