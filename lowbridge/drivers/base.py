@@ -135,12 +135,6 @@ def plan_ipv6(req: NetworkRequest, host: HostView, with_gateway: bool = True) ->
     )
 
 
-def refuse_ipv6(req: NetworkRequest, driver: str) -> None:
-    """A driver without IPv6 yet says so rather than making an IPv4-only network."""
-    if req.ipv6 or req.subnet6:
-        raise InvalidInput(f"--ipv6 on {driver} networks is not supported yet")
-
-
 class LinkWant(NamedTuple):
     """A host link a network needs on this host, as ``check`` compares it with the kernel."""
 

@@ -32,7 +32,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
-    refuse_ipv6,
+    plan_ipv6,
     validate_mtu,
 )
 from lowbridge.errors import Conflict, InvalidInput, KernelError
@@ -70,7 +70,6 @@ class OverlayDriver(Policy):
     routes_out = False
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
-        refuse_ipv6(req, self.name)
         options = dict(req.options)
         for k in options:
             if k not in (OPT_VNI, OPT_MTU, OPT_ATTACHABLE):
@@ -110,6 +109,10 @@ class OverlayDriver(Policy):
             user_subnet=req.subnet is not None,
             user_gateway=req.gateway is not None,
             attachable=req.attachable,
+            # IPv6 inside the VXLAN: one subnet for every host (the cluster store keeps it).
+            pool6=plan_ipv6(req, host),
+            user_subnet6=req.subnet6 is not None,
+            user_gateway6=req.gateway6 is not None,
         )
 
     def endpoint_names(self, net: Network, container_id: str, ip: str | None) -> tuple:
@@ -195,7 +198,7 @@ def build_local(net: Network, nl: Session, vtep: str) -> None:
     """This host's part of an overlay network: namespace, br0 (gateway, MTU), vxlan0."""
     from lowbridge.kernel import rtnl
 
-    sock = netns.create(ns_name(net)).result()
+    sock = netns.create(ns_name(net), ipv6_off=net.pool6 is None).result()
     path = ns_path(net)
     try:
         with rtnl.session(path, sock) as ovl:
@@ -203,6 +206,8 @@ def build_local(net: Network, nl: Session, vtep: str) -> None:
             ovl.create_bridge(BRIDGE, mac=names.random_mac(), mtu=net.mtu)
             if net.pool and net.pool.gateway:
                 ovl.add_address(BRIDGE, str(net.pool.gateway), net.pool.subnet.prefixlen)
+            if net.pool6 and net.pool6.gateway:
+                ovl.add_address6(BRIDGE, str(net.pool6.gateway), net.pool6.subnet.prefixlen)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 nl.create_vxlan(
@@ -242,6 +247,7 @@ def sync(net: Network, endpoints: list[Endpoint], host: str) -> tuple[int, int]:
         for ep in endpoints
         if ep.host != host and ep.mac and ep.ip and ep.vtep
     }
+    six = {ep.ip6: ep.mac for ep in endpoints if ep.host != host and ep.mac and ep.ip6 and ep.vtep}
     added = removed = 0
     with rtnl.session(ns_path(net)) as ovl:
         if ovl.link(VXLAN) is None:
@@ -251,14 +257,20 @@ def sync(net: Network, endpoints: list[Endpoint], host: str) -> tuple[int, int]:
             if want.get(mac, (None, None))[1] != dst:
                 ovl.fdb_delete(VXLAN, mac, dst)
                 removed += 1
+        # The neighbour entries the VXLAN's proxy answers ARP and (IPv6) neighbour solicitations
+        # from: each remote endpoint's addresses -> its MAC.
         wanted_ips = {ip: mac for mac, (ip, _) in want.items()}
+        wanted_ips.update(six)
+        if six:
+            neigh.update(ovl.neighbours(VXLAN, family=6))
         for ip, mac in neigh.items():
             if wanted_ips.get(ip) != mac:
                 ovl.neigh_delete(VXLAN, ip)
-        for mac, (ip, vtep) in want.items():
+        for mac, (_, vtep) in want.items():
             if fdb.get(mac) != vtep:
                 ovl.fdb_replace(VXLAN, mac, vtep)
                 added += 1
+        for ip, mac in wanted_ips.items():
             if neigh.get(ip) != mac:
                 ovl.neigh_replace(VXLAN, ip, mac)
     return added, removed

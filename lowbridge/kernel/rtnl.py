@@ -390,13 +390,14 @@ class Session:
                 "del", ifindex=self._ix(link), lladdr=mac, dst=dst, flags=ndmsg.flags["self"]
             )
 
-    def neighbours(self, link: str | int) -> dict[str, str]:
-        """IPv4 -> MAC of the device's permanent neighbour entries."""
+    def neighbours(self, link: str | int, family: int = 4) -> dict[str, str]:
+        """Address -> MAC of the device's permanent neighbour entries of IP ``family``."""
         from pyroute2.netlink.rtnl import ndmsg
 
         out = {}
+        af = AF_INET if family == 4 else socket.AF_INET6
         with self._doing(f"list neighbours of {link}"):
-            for msg in self._ipr.neigh("dump", ifindex=self._ix(link), family=AF_INET):
+            for msg in self._ipr.neigh("dump", ifindex=self._ix(link), family=af):
                 if msg["state"] & ndmsg.states["permanent"]:
                     out[msg.get_attr("NDA_DST")] = msg.get_attr("NDA_LLADDR")
         return out
@@ -411,11 +412,13 @@ class Session:
                 dst=ip,
                 lladdr=mac,
                 state=ndmsg.states["permanent"],
+                family=socket.AF_INET6 if ":" in ip else AF_INET,
             )
 
     def neigh_delete(self, link: str | int, ip: str) -> None:
         with self._doing(f"delete neighbour {ip} on {link}"):
-            self._ipr.neigh("del", ifindex=self._ix(link), dst=ip)
+            family = socket.AF_INET6 if ":" in ip else AF_INET
+            self._ipr.neigh("del", ifindex=self._ix(link), dst=ip, family=family)
 
     def route_source(self, dst: str) -> str | None:
         """The source address the kernel would use towards ``dst`` (``ip route get``)."""

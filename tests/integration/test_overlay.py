@@ -241,3 +241,24 @@ def test_two_host_lab_each_host_makes_its_part_and_they_talk(cluster):
     for h in (h1, h2, h3):
         assert "ovl-mesh" not in h.lb("network", "ls").stdout
         assert "ovl-" not in h.run("ip -o link; ip netns list").stdout
+
+
+def test_ipv6_inside_the_vxlan_across_hosts(cluster):
+    """--ipv6 on an overlay (issue 20): every host's sandboxes get addresses of one IPv6 subnet
+    and reach each other over the VXLAN (the proxy answers neighbour solicitations from the
+    entries the agents program), by address and by name (AAAA)."""
+    h1, h2, _ = cluster.hosts
+    h1.lb("network", "create", "-d", "overlay", "--ipv6", "--subnet", "fd00:ee::/64", "ov6")
+    h1.lb("container", "create", "--name", "x6", "--network", "ov6")
+    h2.lb("container", "create", "--name", "y6", "--network", "ov6")
+    x6 = lb_json(h1, "inspect", "x6")[0]["NetworkSettings"]["Networks"]["ov6"]
+    y6 = lb_json(h2, "inspect", "y6")[0]["NetworkSettings"]["Networks"]["ov6"]
+    assert {x6["GlobalIPv6Address"], y6["GlobalIPv6Address"]} == {"fd00:ee::2", "fd00:ee::3"}
+    peer = y6["GlobalIPv6Address"]
+    assert eventually(lambda: ping(h1, "x6", peer))
+    assert ping(h2, "y6", x6["GlobalIPv6Address"])
+    assert eventually(lambda: peer in h1.run("ip netns exec x6 getent ahostsv6 y6",
+                                             check=False).stdout)  # fmt: skip
+    for h, name in ((h1, "x6"), (h2, "y6")):
+        h.lb("rm", "-f", name)
+    h1.lb("network", "rm", "ov6")
