@@ -148,6 +148,23 @@ def test_published_ports_answer_on_both_families_and_sandboxes_go_out_over_ipv6(
     assert tcp(lan, None, UPLINK6, 8080) == f"p-{LAN6}"
     # Out to the LAN: masqueraded behind the uplink's IPv6 address (Docker 27's default).
     assert tcp(h, "p", LAN6, 7000) == f"lan-{UPLINK6}"
+    # Hairpin: the sandbox reaches its own published port through the host's IPv6 address,
+    # masqueraded (to the bridge's gateway address), and so does a neighbour on its bridge.
+    assert tcp(h, "p", UPLINK6, 8080) == "p-fd00:82::1"
+    h.lb("run", "-d", "--name", "q", "--network", "n3", "sleep", "600")
+    assert tcp(h, "q", UPLINK6, 8080) is not None
+
+
+def test_icc_off_holds_over_ipv6(lab):
+    h = lab.host
+    h.lb("network", "create", "--ipv6", "--subnet", "fd00:84::/64", "-o",
+         "com.docker.network.bridge.enable_icc=false", "quiet6")  # fmt: skip
+    serve(h, "k1", "quiet6")
+    h.lb("run", "-d", "--name", "k2", "--network", "quiet6", "sleep", "600")
+    assert ping(h, "k2", "fd00:84::1")  # the gateway answers
+    assert tcp(h, "k2", "fd00:84::2", 80, timeout=1) is None
+    assert not ping(h, "k2", "fd00:84::2")
+    assert tcp(h, "k2", LAN6, 7000) == f"lan-{UPLINK6}"  # and the way out stays open
 
 
 def test_internal_ipv6_network_stays_inside_and_ipv4_only_sandboxes_get_no_ipv6(lab):
@@ -243,9 +260,9 @@ def test_the_default_bridge_takes_ipv6_from_the_daemon_settings(lab):
 
 def test_removing_the_ipv6_networks_leaves_no_ipv6_rule(lab):
     h = lab.host
-    for name in ("a", "b", "c", "p", "i1", "i2", "four"):
+    for name in ("a", "b", "c", "p", "q", "i1", "i2", "four", "k1", "k2"):
         h.lb("rm", "-f", name)
-    for name in ("n1", "n2", "n3", "in6", "v4only"):
+    for name in ("n1", "n2", "n3", "in6", "v4only", "quiet6"):
         h.lb("network", "rm", name)
     if lab.backend == "nftables":
         assert h.run(["nft", "list", "table", "ip6", "lowbridge"], check=False).returncode != 0
