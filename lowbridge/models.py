@@ -305,7 +305,7 @@ def gateway_endpoint(eps: Iterable[Endpoint], nets: Mapping[str, Network]) -> En
     moby ``Endpoint.Less`` (sandbox.go): non-internal before internal, then by network name;
     the first endpoint with a gateway wins.  Internal networks carry no gateway here at all.
     """
-    candidates = [e for e in eps if e.gateway and e.network_id in nets]
+    candidates = [e for e in eps if (e.gateway or e.gateway6) and e.network_id in nets]
     return min(candidates, key=lambda e: nets[e.network_id].name, default=None)
 
 

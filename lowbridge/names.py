@@ -109,7 +109,12 @@ def mac_from_ip(ip: str) -> str:
     A MAC derived from the address keeps neighbour caches right when an address is reused, so no
     gratuitous ARP is needed; 02 is a locally administered unicast prefix.
     """
-    octets = [int(part) for part in ip.split(".")]
+    if ":" in ip:  # an IPv6-only endpoint: the address's last four bytes (unique in a /96+)
+        import ipaddress
+
+        octets = list(ipaddress.IPv6Address(ip).packed[-4:])
+    else:
+        octets = [int(part) for part in ip.split(".")]
     return "02:42:" + ":".join(f"{o:02x}" for o in octets)
 
 

@@ -12,6 +12,14 @@ from lowbridge.errors import Conflict, InvalidInput, LowbridgeError
 PROG = "lowbridge"
 
 
+def _bool(value: str, flag: str) -> bool:
+    """A docker-style boolean flag's value (``--ipv4=false``)."""
+    word = value.strip().lower()
+    if word not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"invalid {flag} value {value!r}: true or false")
+    return word in ("true", "1")
+
+
 def _pairs(values: list[str] | None, what: str, need_value: bool = True) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or []:
@@ -56,6 +64,7 @@ def cmd_network_create(args: argparse.Namespace) -> int:
         options=_pairs(args.opt, "--opt"),
         attachable=args.attachable,
         ipv6=args.ipv6,
+        ipv4=_bool(args.ipv4, "--ipv4"),
     ).by_family()
     net = _controller(args).network_create(req)
     print(net.id)

@@ -330,6 +330,14 @@ def build_parser(
     p.add_argument(
         "--ipv6", action="store_true", help="IPv6 as well (an IPv6 --subnet, or a ULA /64)"
     )
+    p.add_argument(
+        "--ipv4",
+        nargs="?",
+        const="true",
+        default="true",
+        metavar="BOOL",
+        help="IPv4 (default true; --ipv4=false with --ipv6: an IPv6-only network)",
+    )
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="set metadata")
     p.add_argument(
         "-o",

@@ -95,8 +95,8 @@ def plan(
     driver = drivers.get(net.driver)
     eps = draft.endpoints_of(ctr.id)
     nets = draft.view.nets
+    _check_ip6(net, ip, ip6)
     _check(driver, net, ctr, eps, nets, ip, aliases)
-    _check_ip6(net, ip6)
     taken = ifnames if ifnames is not None else {e.ifname for e in eps}
     ep = Endpoint(
         id=names.new_id(),
@@ -114,11 +114,11 @@ def plan(
     # under endpoints is check's and gc's to find and mend).
     builds = driver.has_interfaces and not (driver.scope == "local" and draft.addresses(net))
     if driver.has_interfaces:
-        ep = _addressed(draft, driver, net, ep, ip, c.ctl.cluster, mac)
         if net.pool6 is not None:
-            ep = _addressed6(draft, net, ep, ip6, no_route=ep.gateway is None)
+            ep = _addressed6(draft, driver, net, ep, ip6)
+        ep = _addressed(draft, driver, net, ep, ip, c.ctl.cluster, mac)
     previous = gateway_endpoint(eps, nets)
-    route = ep.gateway is not None and gateway_endpoint([*eps, ep], nets) is ep
+    route = (ep.gateway or ep.gateway6) is not None and gateway_endpoint([*eps, ep], nets) is ep
     builds = builds and driver.network_missing(net, c.kernel, c.nl)
     att = Attachment(
         net,
@@ -177,8 +177,11 @@ def _check(driver, net, ctr, eps, nets, ip, aliases) -> None:  # noqa: ANN001
         names.validate_hostname(alias)
 
 
-def _check_ip6(net: Network, ip6: str | None) -> None:
-    """``--ip6`` only where the network has IPv6 from a subnet the user gave (as ``--ip``)."""
+def _check_ip6(net: Network, ip: str | None, ip6: str | None) -> None:
+    """``--ip6`` only where the network has IPv6 from a subnet the user gave (as ``--ip``);
+    ``--ip`` not on an IPv6-only network."""
+    if ip is not None and net.pool is None and net.pool6 is not None:
+        raise InvalidInput(f"--ip {ip}: network {net.name} has no IPv4 (--ipv4=false)")
     if ip6 is None:
         return
     if net.pool6 is None:
@@ -190,15 +193,16 @@ def _check_ip6(net: Network, ip6: str | None) -> None:
         )
 
 
-def _addressed6(draft: Draft, net: Network, ep: Endpoint, ip6, no_route: bool) -> Endpoint:  # noqa: ANN001
+def _addressed6(draft: Draft, driver, net: Network, ep: Endpoint, ip6) -> Endpoint:  # noqa: ANN001
     """The endpoint with its IPv6 address (``ip6``: asked for) and gateway."""
     pool6 = net.pool6
     address = str(draft.allocate6(net, ip6))
+    no_route = net.internal or pool6.gateway is None or not driver.routes_out
     return dataclasses.replace(
         ep,
         ip6=address,
         prefixlen6=pool6.subnet.prefixlen,
-        gateway6=None if no_route or pool6.gateway is None else str(pool6.gateway),
+        gateway6=None if no_route else str(pool6.gateway),
         requested_ip6=address if ip6 else None,
     )
 
@@ -206,11 +210,15 @@ def _addressed6(draft: Draft, net: Network, ep: Endpoint, ip6, no_route: bool) -
 def _addressed(draft: Draft, driver, net: Network, ep: Endpoint, ip, cluster, mac) -> Endpoint:  # noqa: ANN001
     """The endpoint with its address (``ip``: asked for), MAC (``mac``: asked for), host-side
     name and gateway."""
-    if driver.max_endpoints is not None and len(draft.addresses(net)) >= driver.max_endpoints:
+    held = draft.addresses(net, 4 if net.pool is not None else 6)
+    if driver.max_endpoints is not None and len(held) >= driver.max_endpoints:
         raise Conflict(
             f"network {net.name} is full: a {driver.name} network holds at most "
             f"{driver.max_endpoints} endpoints"
         )
+    if net.pool is None:  # an IPv6-only network (--ipv4=false): names from the IPv6 address
+        made_mac, host_ifname = driver.endpoint_names(net, ep.container_id, ep.ip6)
+        return dataclasses.replace(ep, mac=mac or made_mac, host_ifname=host_ifname)
     address = str(draft.allocate(net, ip))
     made_mac, host_ifname = driver.endpoint_names(net, ep.container_id, address)
     gateway = net.pool.gateway
@@ -254,7 +262,8 @@ def steps(c: Change, p: AttachPlan, sb: SandboxRef | None) -> list[Step]:
         out[-1] = Step(last.name, lambda: index.append(last.do()) or index[0], last.undo)
 
         def route() -> None:
-            sb.nl.replace_default_route(ep.gateway, index[0])
+            if ep.gateway:
+                sb.nl.replace_default_route(ep.gateway, index[0])
             if ep.gateway6:
                 sb.nl.replace_default_route6(ep.gateway6, index[0])
 
@@ -313,7 +322,8 @@ def _restore_route(c: Change, ctr: Container, previous: Endpoint | None) -> None
     if previous is None or not c.kernel.is_netns(ctr.netns):
         return
     with c.kernel.session(ctr.netns) as snl, contextlib.suppress(KernelError):
-        snl.replace_default_route(previous.gateway, previous.ifname)
+        if previous.gateway:
+            snl.replace_default_route(previous.gateway, previous.ifname)
         if previous.gateway6:
             snl.replace_default_route6(previous.gateway6, previous.ifname)
 

@@ -8,7 +8,7 @@ from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
 from lowbridge import drivers, names, sandbox
-from lowbridge.drivers.base import HostLink, HostView, NetworkRequest
+from lowbridge.drivers.base import HostLink, HostView, NetworkRequest, check_families
 from lowbridge.errors import Conflict, InvalidInput
 from lowbridge.models import OPT_IFACE_PREFIX, Network, frozen
 
@@ -24,6 +24,9 @@ def plan(c: Change, req: NetworkRequest) -> Network:
     if any(n.name == req.name for n in c.view.networks):
         raise Conflict(f"network with name {req.name} already exists")
     driver = drivers.get(req.driver)
+    check_families(req)
+    if not req.ipv4 and not driver.ipv6_only:
+        raise InvalidInput(f"--ipv4=false on {req.driver} networks is not supported yet")
     if driver.scope == "global" and c.ctl.cluster is None:  # no host could ever join it
         raise InvalidInput(f"{req.driver} networks need the cluster store: lowbridge --store "
                            f"etcd://HOST:PORT network create -d {req.driver} ...")  # fmt: skip

@@ -94,7 +94,7 @@ def container(
         command=tuple(req.command or ()),
         hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),
         network_mode=net.name,
-        ports=tuple(publish(specs, draft, net.options.get(OPT_HOST_BINDING, "0.0.0.0"), net.ipv6)),
+        ports=tuple(publish(specs, draft, _binding(net), net.ipv6, ipv4=net.pool is not None)),
         extra_hosts=tuple(extra_host(spec, draft) for spec in req.add_hosts),
         dns=tuple(req.dns),
         dns_search=tuple(req.dns_search),
@@ -287,8 +287,18 @@ def env_item(item: str) -> str:
     return f"{key}={os.environ.get(key, '')}"
 
 
+def _binding(net: Network) -> str:
+    """The host address of a ``-p`` spec without one: the network's host_binding_ipv4 option,
+    else every address of the host's (``::`` alone on an IPv6-only network)."""
+    return net.options.get(OPT_HOST_BINDING, "0.0.0.0" if net.pool is not None else "::")
+
+
 def publish(
-    specs: list[str], draft: Draft, default_ip: str = "0.0.0.0", ipv6: bool = False
+    specs: list[str],
+    draft: Draft,
+    default_ip: str = "0.0.0.0",
+    ipv6: bool = False,
+    ipv4: bool = True,
 ) -> list[PortMapping]:
     """Resolve ``-p`` specs to free host ports (Docker: "port is already allocated"); the draft
     knows the ports taken, by committed sandboxes and by those planned before; ``default_ip``:
@@ -298,6 +308,9 @@ def publish(
     out: list[PortMapping] = []
     for spec in specs:
         for req in ports.parse(spec, default_ip):
+            if not ipv4 and ":" not in req.host_ip:
+                raise InvalidInput(f"publish {spec}: the network has no IPv4 (--ipv4=false): "
+                                   "publish on an IPv6 address, or without one")  # fmt: skip
             mapping = _pick_port(req, draft.ports + out, spec)
             out.append(mapping)
             if ipv6 and not req.given_ip and mapping.host_ip == "0.0.0.0":

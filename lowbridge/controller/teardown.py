@@ -233,7 +233,10 @@ def _egress_leftover(c: Change, ep: Endpoint, eps: list[Endpoint]) -> list[Endpo
 
 def _route(c: Change, ctr: Container, ep: Endpoint) -> None:
     with c.kernel.session(ctr.netns) as snl:
-        snl.replace_default_route(ep.gateway, ep.ifname)
+        if ep.gateway:
+            snl.replace_default_route(ep.gateway, ep.ifname)
+        if ep.gateway6:
+            snl.replace_default_route6(ep.gateway6, ep.ifname)
 
 
 def _restore_adopted_route(c: Change, ctr: Container) -> None:

@@ -125,7 +125,7 @@ class Builder:
                 self._forget(kept, redo)
             # A sandbox of another host (overlay): the names its endpoint was registered with.
             found = endpoint_names(ctr, ep) if ctr is not None else list(ep.dns_names)
-            entry = self._eps[ep.id] = (ep, ctr, found if ep.ip else [])
+            entry = self._eps[ep.id] = (ep, ctr, found if ep.ip or ep.ip6 else [])
             self._attached.setdefault(ep.container_id, {})[ep.id] = ep
             records = self._zones.get(ep.network_id)
             if records is not None:
@@ -226,7 +226,7 @@ class _Records:
 def _addresses(ep: Endpoint) -> tuple[str, ...]:
     """The addresses an endpoint registers its names with: IPv4, and IPv6 on a network with
     ``--ipv6`` (A and AAAA records, a PTR for each)."""
-    return (ep.ip, ep.ip6) if ep.ip6 else (ep.ip,)
+    return tuple(ip for ip in (ep.ip, ep.ip6) if ip)
 
 
 def _view(

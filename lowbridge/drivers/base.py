@@ -68,6 +68,7 @@ class NetworkRequest:
     options: dict[str, str] = field(default_factory=dict)
     attachable: bool = False  # --attachable: inspect says so (any sandbox may join any network)
     ipv6: bool = False  # --ipv6: an IPv6 pool beside the IPv4 one
+    ipv4: bool = True  # --ipv4=false: no IPv4 pool (an IPv6-only network, Docker 28)
     subnet6: str | None = None
     gateway6: str | None = None
     ip_range6: str | None = None
@@ -112,6 +113,17 @@ class HostView:
     addresses: frozenset[str] = frozenset()  # the host's own IPv4 addresses
     held: tuple[tuple[IPv4Network, str], ...] = ()  # (subnet, device) of lowbridge orphans
     ipv6_pools: tuple[tuple[str, int], ...] = ()  # the host's ULA pool (ipam.ula_pool)
+
+
+def check_families(req: NetworkRequest) -> None:
+    """Docker 28's rule: a network has IPv4, IPv6 or both; IPv4 values need IPv4."""
+    if req.ipv4:
+        return
+    if not req.ipv6:
+        raise InvalidInput("IPv4 or IPv6 must be enabled (--ipv4=false needs --ipv6)")
+    given = req.subnet or req.gateway or req.ip_range or next(iter(req.aux_addresses), "")
+    if given:
+        raise InvalidInput(f"IPv4 address {given} given, but the network has --ipv4=false")
 
 
 def plan_ipv6(req: NetworkRequest, host: HostView, with_gateway: bool = True) -> ipam.Pool | None:
@@ -177,6 +189,7 @@ class Driver(Protocol):
     exclusive: bool  # a sandbox on it may be on no other network
     shares_host: bool  # sandboxes on it live in the host's own namespaces
     max_endpoints: int | None  # how many endpoints one network holds at most
+    ipv6_only: bool  # its networks may have IPv6 alone (--ipv4=false)
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network: ...
     def check_connect(self, net: Network) -> None: ...
@@ -248,6 +261,7 @@ class Policy:
     exclusive = False
     shares_host = False
     max_endpoints: int | None = None
+    ipv6_only: bool = False  # its networks may have IPv6 alone (--ipv4=false)
 
     def check_connect(self, net: Network) -> None:
         return None
@@ -338,7 +352,8 @@ def configure_interface(k: Kernel, sb: SandboxRef, att: Attachment) -> int:
         k.write_sysctls([(knob, "0") for knob in knobs], ctr.netns)
     elif not ep.ip6 and (born_on or not ctr.netns_owned):
         k.write_sysctls([(f"net/ipv6/conf/{ep.ifname}/disable_ipv6", "1")], ctr.netns)
-    sb.nl.add_address(index, ep.ip, ep.prefixlen)
+    if ep.ip:
+        sb.nl.add_address(index, ep.ip, ep.prefixlen)
     if ep.ip6:
         sb.nl.add_address6(index, ep.ip6, ep.prefixlen6)
     sb.nl.set_up(index)

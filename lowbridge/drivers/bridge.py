@@ -66,19 +66,22 @@ class BridgeDriver(Policy):
     # A bridge holds at most 1023 ports (BR_MAX_PORTS 1024, port 0 reserved): the 1024th
     # enslave fails with EXFULL (pyroute2-notes 7.5).
     max_endpoints = 1023
+    ipv6_only = True
 
     def validate(self, req: NetworkRequest, network_id: str, host: HostView) -> Network:
         _validate_options(req.options)
-        pool = ipam.plan_pool(
-            subnet=req.subnet,
-            gateway=req.gateway,
-            ip_range=req.ip_range,
-            aux_addresses=req.aux_addresses,
-            taken=[n.pool.subnet for n in host.networks if n.pool is not None],
-            reserved=host.reserved,
-            host_addresses=host.addresses,
-            held=host.held,
-        )
+        pool = None
+        if req.ipv4:
+            pool = ipam.plan_pool(
+                subnet=req.subnet,
+                gateway=req.gateway,
+                ip_range=req.ip_range,
+                aux_addresses=req.aux_addresses,
+                taken=[n.pool.subnet for n in host.networks if n.pool is not None],
+                reserved=host.reserved,
+                host_addresses=host.addresses,
+                held=host.held,
+            )
         pool6 = plan_ipv6(req, host)
         device = req.options.get(OPT_BRIDGE_NAME) or names.bridge_device(network_id)
         names.validate_ifname(device)
@@ -119,8 +122,7 @@ class BridgeDriver(Policy):
         self, net: Network, k: Kernel, nl: Session, device_missing: bool
     ) -> list[Step]:
         device, pool = net.device, net.pool
-        assert device and pool and pool.gateway
-        gw, plen = str(pool.gateway), pool.subnet.prefixlen
+        assert device
         steps = []
         if net.device_owned:
             steps += [
@@ -132,13 +134,15 @@ class BridgeDriver(Policy):
                 Step("mark-device", lambda: _mark(net, k, nl)),
             ]
         # A user's bridge keeps its other addresses: only the gateway lowbridge added goes.
-        steps.append(
-            Step(
-                "device-address",
-                lambda: nl.add_address(device, gw, plen),
-                None if net.device_owned else lambda: _del_addr(nl, device, gw, plen),
+        if pool is not None and pool.gateway is not None:
+            gw, plen = str(pool.gateway), pool.subnet.prefixlen
+            steps.append(
+                Step(
+                    "device-address",
+                    lambda: nl.add_address(device, gw, plen),
+                    None if net.device_owned else lambda: _del_addr(nl, device, gw, plen),
+                )
             )
-        )
         if net.pool6 is not None and net.pool6.gateway is not None:
             gw6, plen6 = str(net.pool6.gateway), net.pool6.subnet.prefixlen
             steps.append(

@@ -278,7 +278,7 @@ class Firewall:
             undo.append(lambda: self.record.set("forward6", None))
             undo.append(lambda: self.backend.accept_forwarding(6))
         if need.br_netfilter:
-            _ensure_br_netfilter(undo, need.ip6_forward)
+            _ensure_br_netfilter(undo, need.ipv6)
         for device in need.route_localnet:
             _write_sysctl(f"net/ipv4/conf/{device}/route_localnet", "1", undo)
         return forward_drop, forward_drop6

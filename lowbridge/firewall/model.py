@@ -103,10 +103,13 @@ def _networks(
     bridges: dict[str, tuple[str, str]] = {}
     idle: set[str] = set()
     for n in nets_t:
-        if n.driver != "bridge" or n.pool is None:
+        if n.driver != "bridge" or (n.pool is None and n.pool6 is None):
             continue
         if n.predefined and n.id not in used:
             idle.add(n.id)
+            continue
+        bridges[n.id] = (n.name, n.device or "")
+        if n.pool is None:  # IPv6 only (--ipv4=false): its endpoints' IPv6 rules alone
             continue
         out.networks.append(
             R.FwNetwork(
@@ -118,14 +121,14 @@ def _networks(
                 masquerade=_flag(n.options, OPT_MASQ),
             )
         )
-        bridges[n.id] = (n.name, n.device or "")
     return bridges, idle
 
 
 def _dual(eps: tuple[Endpoint, ...], bridges: dict[str, tuple[str, str]]):  # noqa: ANN202
     for e in eps:
-        if e.ip and e.network_id in bridges:
-            yield R.FwEndpoint(e.ip, *bridges[e.network_id])
+        if e.network_id in bridges:
+            if e.ip:
+                yield R.FwEndpoint(e.ip, *bridges[e.network_id])
             if e.ip6:
                 yield R.FwEndpoint(e.ip6, *bridges[e.network_id], 6)
 
@@ -203,7 +206,7 @@ def _links_and_ports(out: R.Model, special: list[Container], view: View) -> None
         # Ports are published on the container's gateway endpoint only (moby
         # ProgramExternalConnectivity); a sandbox on internal networks only publishes nothing.
         gw = gateway_endpoint(view.endpoints_of(ctr.id), nets)
-        if gw is None:
+        if gw is None or not gw.ip:  # (an IPv6-only gateway endpoint: its ports are IPv6's)
             continue
         for mapping in ctr.ports:
             if ":" in mapping.host_ip:

@@ -133,7 +133,7 @@ class Model:
 
     @property
     def empty(self) -> bool:
-        return not self.networks
+        return not self.networks and (self.v6 is None or not self.v6.networks)
 
 
 HOOKS: tuple[Rule, ...] = (
@@ -190,12 +190,13 @@ class Renderer:
         if static is None:
             if len(self._static) >= self.STATIC_KEPT:
                 self._static.clear()
-            static = static_rules(*key[:3])
+            static = static_rules(*key[:3]) if model.networks else ()
             if six is not None:
                 static += static_rules(*six, (), 6)
             self._static[key] = static
         if not same:
-            internal = {n.name for n in model.networks if n.internal}
+            nets = (*model.networks, *(v6.networks if v6 is not None else ()))
+            internal = {n.name for n in nets if n.internal}
         eps = model.endpoints
         kept = same and eps[: len(last_eps)] == last_eps
         start = len(last_eps) if kept else 0
@@ -501,6 +502,7 @@ class Settings:
     br_netfilter: bool  # icc=false somewhere, or published ports (hairpin through the bridge)
     route_localnet: tuple[str, ...]  # bridges that may receive DNATed 127.0.0.1 traffic
     ip6_forward: bool = False  # a non-internal bridge network with IPv6 exists
+    ipv6: bool = False  # a bridge network with IPv6 exists (bridged IPv6 frames to netfilter)
 
 
 _INTERNAL = itemgetter(FwNetwork._fields.index("internal"))
@@ -509,10 +511,14 @@ _ICC = itemgetter(FwNetwork._fields.index("icc"))
 
 def settings(model: Model) -> Settings:
     # all(map(...)) runs in C: this is on every change, with every network (bench/firewall.py).
-    v6 = model.v6
+    v6 = model.v6 if model.v6 is not None and model.v6.networks else None
+    br_netfilter = not all(map(_ICC, model.networks)) or bool(model.ports)
+    if v6 is not None:
+        br_netfilter = br_netfilter or not all(map(_ICC, v6.networks)) or bool(v6.ports)
     return Settings(
         ip_forward=not all(map(_INTERNAL, model.networks)),
-        br_netfilter=not all(map(_ICC, model.networks)) or bool(model.ports),
+        br_netfilter=br_netfilter,
         route_localnet=tuple(sorted({p.device for p in model.ports})),
         ip6_forward=v6 is not None and not all(map(_INTERNAL, v6.networks)),
+        ipv6=v6 is not None,
     )

@@ -293,6 +293,12 @@ ROWS: dict[str, Row | Elsewhere] = {
         net_fmt("{{.EnableIPv6}}"),
         cleanup="network rm {n}",
     ),
+    "network create --ipv4": Row(
+        "network create --ipv6 --ipv4=false {n}",
+        "network create --ipv6 {n}",
+        net_fmt("{{len .IPAM.Config}}"),
+        cleanup="network rm {n}",
+    ),
     "network create --internal": Row(
         "network create --internal {n}",
         "network create {n}",

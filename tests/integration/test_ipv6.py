@@ -183,6 +183,35 @@ def test_internal_ipv6_network_stays_inside_and_ipv4_only_sandboxes_get_no_ipv6(
     assert not [i for i in addrs if i["ifname"] != "lo" and i.get("addr_info")]
 
 
+def test_ipv6_only_networks(lab):
+    """--ipv4=false (Docker 28): no IPv4 on the network or its interfaces; everything else --
+    names, the default route, NAT out, published ports -- over IPv6."""
+    h, lan = lab.host, lab.lan
+    h.lb("network", "create", "--ipv6", "--ipv4=false", "--subnet", "fd00:85::/64", "only6")
+    serve(h, "o1", "only6", "-p", "8085:80")
+    h.lb("run", "-d", "--name", "o2", "--network", "only6", "sleep", "600")
+    _wait(lambda: tcp(h, "o2", "fd00:85::2", 80))
+    assert tcp(h, "o2", "fd00:85::2", 80) == "o1-fd00:85::3"
+    v4 = h.run(["ip", "netns", "exec", "o2", "ip", "-4", "-o", "addr", "show", "eth0"]).stdout
+    assert v4.strip() == ""
+    ep = lb_json(h, "inspect", "o2")[0]["NetworkSettings"]["Networks"]["only6"]
+    assert (ep["IPAddress"], ep["GlobalIPv6Address"], ep["IPv6Gateway"]) == (
+        "", "fd00:85::3", "fd00:85::1")  # fmt: skip
+    assert [c["Subnet"] for c in lb_json(h, "network", "inspect", "only6")[0]["IPAM"]["Config"]
+            ] == ["fd00:85::/64"]  # fmt: skip
+    lookup = ("import socket\nfor f in (socket.AF_INET6, socket.AF_INET):\n"
+              "    try: print(socket.getaddrinfo('o1', 80, f)[0][4][0])\n"
+              "    except OSError: print('none')")  # fmt: skip
+    found = h.run(["ip", "netns", "exec", "o2", sys.executable, "-c", lookup]).stdout.split()
+    assert found == ["fd00:85::2", "none"]  # AAAA, and no A (a family miss)
+    assert tcp(h, "o2", LAN6, 7000) == f"lan-{UPLINK6}"  # default route and NAT over IPv6
+    _wait(lambda: tcp(lan, None, UPLINK6, 8085))  # (the new sandbox's neighbour discovery)
+    assert tcp(lan, None, UPLINK6, 8085) == f"o1-{LAN6}"
+    assert tcp(lan, None, UPLINK4, 8085, timeout=1) is None
+    ps = h.lb("ps", "--format", "{{.Ports}}", "--filter", "name=o1").stdout.strip()
+    assert ps == "[::]:8085->80/tcp"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -202,6 +231,14 @@ def test_internal_ipv6_network_stays_inside_and_ipv4_only_sandboxes_get_no_ipv6(
         (["run", "--network", "n1", "--ip6", "fd00:99::7", "true"], "not a usable address"),
         (["run", "--network", "n1", "--ip6", "fd00:81::2", "true"], "already in use"),
         (["run", "--network", "n1", "-p", "[::1]:8081:80", "true"], "userland proxy"),
+        (["network", "create", "--ipv4=false", "x"], "IPv4 or IPv6 must be enabled"),
+        (["network", "create", "--ipv6", "--ipv4=false", "--subnet", "10.9.0.0/24", "x"],
+         "--ipv4=false"),
+        (["network", "create", "--ipv6", "--ipv4=nah", "x"], "true or false"),
+        (["network", "create", "-d", "macvlan", "--ipv6", "--ipv4=false", "x"],
+         "not supported yet"),
+        (["run", "--network", "only6", "--ip", "10.9.0.7", "true"], "has no IPv4"),
+        (["run", "--network", "only6", "-p", "127.0.0.1:8086:80", "true"], "no IPv4"),
     ],
 )  # fmt: skip
 def test_bad_ipv6_input_is_one_line_and_changes_nothing(lab, argv, message):
@@ -260,9 +297,9 @@ def test_the_default_bridge_takes_ipv6_from_the_daemon_settings(lab):
 
 def test_removing_the_ipv6_networks_leaves_no_ipv6_rule(lab):
     h = lab.host
-    for name in ("a", "b", "c", "p", "q", "i1", "i2", "four", "k1", "k2"):
+    for name in ("a", "b", "c", "p", "q", "i1", "i2", "four", "k1", "k2", "o1", "o2"):
         h.lb("rm", "-f", name)
-    for name in ("n1", "n2", "n3", "in6", "v4only", "quiet6"):
+    for name in ("n1", "n2", "n3", "in6", "v4only", "quiet6", "only6"):
         h.lb("network", "rm", name)
     if lab.backend == "nftables":
         assert h.run(["nft", "list", "table", "ip6", "lowbridge"], check=False).returncode != 0

@@ -192,3 +192,33 @@ def test_aaaa_answers_the_ipv6_address_and_a_the_ipv4_one():
     assert R.decide(view, reverse + ".ip6.arpa", R.PTR) == R.Answer(
         R.NOERROR, ((R.PTR, "a.n."),))  # fmt: skip
     assert R.reverse_name_to_ip("x.ip6.arpa") is None
+
+
+# ------------------------------------------------------------------ IPv6-only networks
+def test_ipv6_only_requests_need_ipv6_and_no_ipv4_values():
+    from lowbridge.drivers.base import check_families
+
+    check_families(NetworkRequest(name="n", ipv4=False, ipv6=True))
+    with pytest.raises(InvalidInput, match="IPv4 or IPv6 must be enabled"):
+        check_families(NetworkRequest(name="n", ipv4=False))
+    with pytest.raises(InvalidInput, match="--ipv4=false"):
+        check_families(NetworkRequest(name="n", ipv4=False, ipv6=True, subnet="10.0.0.0/24"))
+
+
+def test_an_ipv6_only_network_has_ipv6_rules_alone():
+    m = FR.Model(endpoints=(FR.FwEndpoint("fd00:1::2", "n", "lb-n", 6),))
+    port = FR.FwPort(ipam_mapping("::"), "fd00:1::2", "lb-n", "web")
+    m.v6 = FR.Model(networks=[FR.FwNetwork("n", "lb-n", "fd00:1::/64")], ports=[port])
+    rules = FR.render(m)
+    assert rules and all(r.family == 6 for r in rules)
+    settings = FR.settings(m)
+    assert settings.ip6_forward and settings.ipv6 and settings.br_netfilter
+    assert not settings.ip_forward  # nothing of IPv4's to route
+
+
+def test_an_ipv6_only_endpoints_mac_comes_from_its_address():
+    from lowbridge import names
+
+    assert names.mac_from_ip("fd00:85::2") == "02:42:00:00:00:02"
+    assert names.mac_from_ip("fd00:85::a:b0c") == "02:42:00:0a:0b:0c"
+    assert names.mac_from_ip("10.1.2.3") == "02:42:0a:01:02:03"

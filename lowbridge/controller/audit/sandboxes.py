@@ -88,7 +88,7 @@ def _sandbox(ctl: Controller, view: View, draft: Draft, ctr: Container) -> list[
             )
             unreachable.add(ep.key)
     gw = gateway_endpoint(eps, view.nets)
-    if gw is not None and gw.key not in unreachable and gw.ifname in held:
+    if gw is not None and gw.gateway and gw.key not in unreachable and gw.ifname in held:
         want = (gw.gateway, held[gw.ifname][0])
         if route != want:
             found = f"via {route[0]}" if route else "none"
