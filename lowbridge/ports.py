@@ -125,15 +125,8 @@ def parse(spec: str, default_ip: str = "0.0.0.0") -> list[PortRequest]:
 
 
 def _host_address(text: str, spec: str, version: int) -> str:
-    address = parse_address(text, f"host address in {spec!r}", version)
-    if address.version == 6 and address.is_loopback:
-        # No route_localnet for IPv6: the kernel never routes ::1 off the host, so DNAT cannot
-        # take it to a sandbox -- Docker serves such a port with its userland proxy only.
-        raise InvalidInput(
-            f"publish spec {spec!r}: a port on ::1 needs a userland proxy, which lowbridge "
-            "does not have (publish on [::] or 127.0.0.1)"
-        )
-    return str(address)
+    # [::1] is served by a userland relay, not DNAT (lowbridge.proxy).
+    return str(parse_address(text, f"host address in {spec!r}", version))
 
 
 def shown(ip: str) -> str:

@@ -214,9 +214,12 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
                         driver.sync_peers(net, view.endpoints_on(net.id), self.cluster.host)
             except LowbridgeError as exc:
                 print(f"lowbridge: warning: sync overlay entries: {exc}", file=sys.stderr)
-        need = any(c.dns_ports for c in view.containers)
+        from lowbridge import proxy
+
+        relays = proxy.needed(view)
+        need = relays or any(c.dns_ports for c in view.containers)
         if dirty or (need and not self.resolver.running()):
-            self.resolver.sync(need)
+            self.resolver.sync(need, relays)
 
     # ------------------------------------------------------------------ reads
     def view(self) -> View:
@@ -241,7 +244,11 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
 
     def _resolver_down(self, view: View) -> bool:
         # The resolver first: a damaged sandbox row must not stop a read of networks.
-        return not self.resolver.running() and any(c.dns_ports for c in view.containers)
+        if self.resolver.running():
+            return False
+        from lowbridge import proxy
+
+        return any(c.dns_ports for c in view.containers) or proxy.needed(view)
 
     def networks(self) -> list[Network]:
         return list(self.view().networks)

@@ -240,17 +240,18 @@ class Resolver:
         """The container ids the resolver serves; None when it does not run."""
         return status(self.paths)
 
-    def sync(self, needed: bool) -> None:
+    def sync(self, needed: bool, relays: bool = False) -> None:
         """Under the lock, after a change: the resolver in line with the store (started if a
         sandbox needs it; it exits when none does), handed the sockets bound meanwhile.  Best
         effort: a failure is a warning, and the next command retries.
 
         Only a change after which no sandbox needs the resolver waits for its answer (it may
         be exiting); the others go on while it re-reads the store: it applies pending messages
-        before it answers any query."""
+        before it answers any query.  With ``relays`` (a sandbox publishes on [::1]) every
+        change waits: a port it opens must listen before the command returns."""
         adopt, self.pending = self.pending, {}
         try:
-            sync(self.paths, adopt, start=needed or bool(adopt), wait=not needed)
+            sync(self.paths, adopt, start=needed or bool(adopt), wait=not needed or relays)
         except LowbridgeError as exc:
             print(f"lowbridge: warning: embedded DNS: {exc}", file=sys.stderr)
         finally:

@@ -1,4 +1,5 @@
-"""``lowbridge-dns``: the embedded resolver process (``python -m lowbridge.dns.server``).
+"""``lowbridge-dns``: the embedded resolver process (``python -m lowbridge.dns.server``), which
+also relays the ports published on ``[::1]`` (:mod:`lowbridge.proxy`).
 
 One per host (per state root), started on demand by lowbridge commands (:mod:`.control`), run in
 the host's namespaces.  It answers on one UDP and one TCP socket per sandbox, each bound to
@@ -16,7 +17,7 @@ own networks' names.  Rules in the sandbox (:mod:`.redirect`) send 127.0.0.11:53
 * Names it does not own go to the upstream servers: the host's resolv.conf servers queried from
   the host's namespace, ``--dns`` servers from the sandbox's (Docker 26+); SERVFAIL when none
   answers; sandboxes on internal networks only do not reach the host's servers.
-* It exits once no sandbox needs it.
+* It exits once no sandbox needs it (for names or for a ``[::1]`` port).
 
 It imports no pyroute2 and no DNS library unless a query needs the library path.
 """
@@ -38,7 +39,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from lowbridge import sandbox
+from lowbridge import proxy, sandbox
 from lowbridge.config import Paths
 from lowbridge.dns import control, records, wire
 from lowbridge.dns.records import REFUSED, SERVFAIL, View
@@ -89,6 +90,8 @@ class Resolver:
         # (control.bump): a query looks at it before answering (a memory read).
         self.generation = control.generation_map(paths)
         self.generation_seen = self.generation[:]
+        # Ports published on [::1]: relayed from here (lowbridge.proxy).
+        self.relays = proxy.Relays(self.loop)
 
     # ------------------------------------------------------------------ state
     def sync(self, adopted: dict[str, tuple[socket.socket, socket.socket]]) -> None:
@@ -102,6 +105,7 @@ class Resolver:
         seen = self.builder.containers  # the records the last sync saw, by id
         self.views = self.builder.build(view.networks, view.containers, view.endpoints, host)
         self.answers.clear()
+        self.relays.sync(proxy.wanted(view))
         by_id = self.builder.containers
         for cid, (u, t) in adopted.items():
             ctr = by_id.get(cid)
@@ -206,7 +210,7 @@ class Resolver:
                 log.warning("control: %s", exc)
                 return
             reply = {"ok": True, "pid": os.getpid(), "sandboxes": sorted(self.bound)}
-            if not self.views and not self.bound:
+            if not self.views and not self.bound and not self.relays.active:
                 # Nothing left to serve.  The sender holds the host lock, so no other command
                 # is about to hand us a sandbox: leave now (path first, then the reply).
                 self.idle_exit = True
@@ -385,7 +389,7 @@ class Resolver:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), GC_INTERVAL)
             self.gc()
-            if not self.bound and not self.views and self._may_exit():
+            if not self.bound and not self.views and not self.relays.active and self._may_exit():
                 break
         if not self.idle_exit:
             self.shutdown()
@@ -401,7 +405,7 @@ class Resolver:
             os.close(fd)
             return False
         self.sync({})
-        if self.views:
+        if self.views or self.relays.active:
             os.close(fd)
             return False
         return True
@@ -415,6 +419,7 @@ class Resolver:
             os.unlink(control.socket_path(self.paths))
         self.loop.remove_reader(self.listener.fileno())
         self.listener.close()
+        self.relays.close()
         for cid in list(self.bound):
             self.drop(cid)
 

@@ -164,7 +164,9 @@ def _ports6(out: R.Model, view: View, special: list[Container]) -> None:
         if gw is None or not gw.ip6:
             continue  # proxy off: host IPv6 to container IPv4 is not done (as Docker)
         for m in ctr.ports:
-            if ":" in m.host_ip:  # [::] (a spec without address, on IPv6) or an IPv6 address
+            # [::] (a spec without address, on IPv6) or an IPv6 address; not [::1], which the
+            # kernel cannot DNAT off the host (lowbridge.proxy relays it)
+            if ":" in m.host_ip and m.host_ip != "::1":
                 out.ports.append(R.FwPort(m, gw.ip6, nets[gw.network_id].device, ctr.name))
 
 

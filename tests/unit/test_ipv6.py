@@ -222,3 +222,32 @@ def test_an_ipv6_only_endpoints_mac_comes_from_its_address():
     assert names.mac_from_ip("fd00:85::2") == "02:42:00:00:00:02"
     assert names.mac_from_ip("fd00:85::a:b0c") == "02:42:00:0a:0b:0c"
     assert names.mac_from_ip("10.1.2.3") == "02:42:0a:01:02:03"
+
+
+# ------------------------------------------------------------------ [::1] relays
+def test_loopback_ports_are_relayed_to_the_gateway_endpoint():
+    from lowbridge import proxy
+    from lowbridge.models import View
+    from lowbridge.ports import PortMapping
+
+    pool = ipam.plan_pool(subnet="10.1.0.0/24", gateway=None, ip_range=None, aux_addresses=None,
+                          taken=[])  # fmt: skip
+    net = Network(id="n" * 12, name="n", driver="bridge", pool=pool, pool6=_pool6())
+    four = Network(id="f" * 12, name="f", driver="bridge", pool=pool)
+    loop = (PortMapping("::1", 8081, 80, "tcp"), PortMapping("0.0.0.0", 8080, 80, "tcp"))
+    a = Container(id="a" * 64, name="a", netns="/run/netns/a", ports=loop)
+    b = Container(id="b" * 64, name="b", netns="/run/netns/b", ports=(
+        PortMapping("::1", 9091, 53, "udp"),))  # fmt: skip
+    c = Container(id="c" * 64, name="c", netns="/run/netns/c")
+    eps = [
+        Endpoint(id="ea", network_id=net.id, container_id=a.id, ifname="eth0", ip="10.1.0.2",
+                 gateway="10.1.0.1", ip6="fd00:1::2", gateway6="fd00:1::1"),
+        Endpoint(id="eb", network_id=four.id, container_id=b.id, ifname="eth0", ip="10.1.0.3",
+                 gateway="10.1.0.1"),
+    ]  # fmt: skip
+    view = View([net, four], [a, b, c], eps)
+    assert proxy.wanted(view) == {
+        (8081, "tcp"): proxy.Target("fd00:1::2", 80),
+        (9091, "udp"): proxy.Target("10.1.0.3", 53),  # no IPv6 there: to its IPv4 address
+    }
+    assert proxy.needed(view) and not proxy.needed(View([net], [c], []))

@@ -30,7 +30,7 @@ def test_parse(spec, expected):
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "0", "65536", "x:80", "80/sctp", "1:2:3:4", "9000-9002:80-81", "90-80", "[::1]:80:80",
+    ["", "0", "65536", "x:80", "80/sctp", "1:2:3:4", "9000-9002:80-81", "90-80",
      "fe80::1:80:80", "999.1.1.1:80:80", "1-2000", "80:", "[::]80:80", "[10.0.0.1]:80:80",
      "[::", "[nope]:80:80"],
 )  # fmt: skip
@@ -50,9 +50,8 @@ def test_overlap_rules():
     assert six.overlaps(PortMapping("2001:db8::1", 8080, 80, "tcp"))
 
 
-def test_parse_refuses_ipv6_loopback_with_the_reason():
-    with pytest.raises(InvalidInput, match="userland proxy"):
-        ports.parse("[::1]:8081:80")
+def test_parse_takes_ipv6_loopback():  # served by a relay (lowbridge.proxy), not DNAT
+    assert ports.parse("[::1]:8081:80") == [PortRequest("::1", (8081,), 80, "tcp", True)]
 
 
 def test_docker_views():
