@@ -268,8 +268,9 @@ def _forget_udp_flows(c: Change, ctr: Container) -> None:
     address is released: a conntrack dump walks the kernel's whole table, ~15 ms here even when
     it is empty, which a new sandbox should not wait for.)"""
     for mapping in ctr.ports:
-        if mapping.proto == "udp":
-            c.kernel.flush_conntrack(proto="udp", dport=mapping.host_port)
+        if mapping.proto == "udp" and mapping.host_ip != "::1":  # (::1 is relayed, not DNATed)
+            six = ":" in mapping.host_ip
+            c.kernel.flush_conntrack(proto="udp", dport=mapping.host_port, ipv6=six)
 
 
 def undo(c: Change, doc: dict) -> list[str]:

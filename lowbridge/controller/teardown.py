@@ -90,7 +90,7 @@ def _remove(
     deleter = threading.Thread(target=_delete_links, args=(c, batched, errors))
     began = time.perf_counter()
     deleter.start()
-    addresses = [e.ip for e in eps if e.ip]
+    addresses = [ip for e in eps for ip in (e.ip, e.ip6) if ip]
 
     def wait() -> None:  # before the store commits: nothing is forgotten before it is gone
         # Flows to the released addresses are forgotten now, after the firewall change: the
@@ -212,7 +212,7 @@ def _disconnect(c: Change, ctr: Container, drop: list[Endpoint]) -> None:
     if ctr.netns:
         c.step("etc-files", lambda: etc.write(c.paths, ctr, content))
     c.commit(gone=[e for e in drop if e.key in {x.key for x in c.view.endpoints}])
-    addresses = [e.ip for e in drop if e.ip]
+    addresses = [ip for e in drop for ip in (e.ip, e.ip6) if ip]
     if addresses:
         c.after.append(lambda: c.kernel.flush_conntrack(dsts=addresses))
 

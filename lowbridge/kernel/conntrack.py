@@ -51,33 +51,42 @@ def flush(
     proto: str | None = None,
     dport: int | None = None,
     dsts: Iterable[str] = (),
+    ipv6: bool = False,
 ) -> int:
     """Delete the conntrack entries of this namespace whose original direction matches (``dst``,
-    ``proto``, ``dport``; or any of the addresses ``dsts``); return how many went.
+    ``proto``, ``dport``; or any of the addresses ``dsts``, IPv4 or IPv6); return how many went.
 
-    One dump (it walks the kernel's whole table) matched here, then the deletions in one send.
+    One dump per family (it walks the kernel's whole table) matched here, then the deletions in
+    one send.  IPv6's table is read only for an IPv6 address, or with ``ipv6`` (a port's flows
+    on both families).
     """
     if _conntrack_count() == 0:
         return 0  # nothing tracked in this namespace: skip the socket and the dump (~15 ms)
-    wanted = {socket.inet_aton(a) for a in dsts}
-    if dst:
-        wanted.add(socket.inet_aton(dst))
+    addresses = [*dsts, *([dst] if dst else [])]
+    wanted = {
+        4: {socket.inet_aton(a) for a in addresses if ":" not in a},
+        6: {socket.inet_pton(AF_INET6, a) for a in addresses if ":" in a},
+    }
+    families = [f for f in (4, 6) if wanted[f] or not addresses and (f == 4 or ipv6)]
     number = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}.get(proto or "")
     port = struct.pack(">H", dport) if dport else None
+    count = 0
     try:
         with socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
         ) as sock:
-            doomed = [
-                keys
-                for keys, address, protonum, dest_port in _ct_entries(sock)
-                if (not wanted or address in wanted)
-                and (number is None or protonum == number)
-                and (port is None or dest_port == port)
-            ]
-            return _ct_delete(sock, doomed)
+            for family in families:
+                doomed = [
+                    keys
+                    for keys, address, protonum, dest_port in _ct_entries(sock, family)
+                    if (not wanted[family] or address in wanted[family])
+                    and (number is None or protonum == number)
+                    and (port is None or dest_port == port)
+                ]
+                count += _ct_delete(sock, doomed, family)
     except OSError as exc:
         raise KernelError.from_os("flush conntrack entries", exc) from None
+    return count
 
 
 # ctnetlink (linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h): a message is an nlmsghdr of
@@ -88,16 +97,24 @@ def flush(
 NETLINK_NETFILTER = 12
 _CT_GET, _CT_DELETE = (1 << 8) | 1, (1 << 8) | 2
 CTA_TUPLE_ORIG, CTA_ZONE = 1, 18
-CTA_TUPLE_IP, CTA_TUPLE_PROTO, CTA_IP_V4_DST = 1, 2, 2
+CTA_TUPLE_IP, CTA_TUPLE_PROTO, CTA_IP_V4_DST, CTA_IP_V6_DST = 1, 2, 2, 4
 CTA_PROTO_NUM, CTA_PROTO_DST_PORT = 1, 3
-_NFGENMSG = struct.pack("BBH", AF_INET, 0, 0)
+AF_INET6 = socket.AF_INET6
+# Per IP family: the nfgenmsg, the destination address attribute and its length.
+_FAMILY = {
+    4: (struct.pack("BBH", AF_INET, 0, 0), CTA_IP_V4_DST, 4),
+    6: (struct.pack("BBH", AF_INET6, 0, 0), CTA_IP_V6_DST, 16),
+}
 
 
-def _ct_entries(sock: socket.socket) -> Iterator[tuple[bytes, bytes, int | None, bytes | None]]:
-    """Dump this namespace's IPv4 conntrack entries: (the attributes that name the entry,
-    original destination address, protocol number, destination port)."""
+def _ct_entries(
+    sock: socket.socket, family: int = 4
+) -> Iterator[tuple[bytes, bytes, int | None, bytes | None]]:
+    """Dump this namespace's conntrack entries of IP ``family``: (the attributes that name the
+    entry, original destination address, protocol number, destination port)."""
+    nfgen, dst_attr, size = _FAMILY[family]
     seq = next(SEQ)
-    sock.send(NLMSGHDR.pack(20, _CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + _NFGENMSG)
+    sock.send(NLMSGHDR.pack(20, _CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + nfgen)
     while True:
         data = sock.recv(1 << 20)
         for offset, length, mtype, rseq in messages(data):
@@ -114,7 +131,7 @@ def _ct_entries(sock: socket.socket) -> Iterator[tuple[bytes, bytes, int | None,
             orig = attrs.get(CTA_TUPLE_ORIG)
             if orig is not None:
                 tup = attributes(orig[4:])
-                ip = attributes(tup.get(CTA_TUPLE_IP, b"")[4:]).get(CTA_IP_V4_DST, b"")[4:8]
+                ip = attributes(tup.get(CTA_TUPLE_IP, b"")[4:]).get(dst_attr, b"")[4 : 4 + size]
                 l4 = attributes(tup.get(CTA_TUPLE_PROTO, b"")[4:])
                 num, dport = l4.get(CTA_PROTO_NUM), l4.get(CTA_PROTO_DST_PORT)
                 yield (
@@ -125,7 +142,7 @@ def _ct_entries(sock: socket.socket) -> Iterator[tuple[bytes, bytes, int | None,
                 )
 
 
-def _ct_delete(sock: socket.socket, doomed: list[bytes]) -> int:
+def _ct_delete(sock: socket.socket, doomed: list[bytes], family: int = 4) -> int:
     """Delete the entries named by ``doomed`` (one send per 256); return how many went (one
     that expired meanwhile, ENOENT, is not counted)."""
     count = 0
@@ -134,7 +151,7 @@ def _ct_delete(sock: socket.socket, doomed: list[bytes]) -> int:
         for keys in doomed[start : start + 256]:
             seq = next(SEQ)
             seqs.add(seq)
-            body = _NFGENMSG + keys
+            body = _FAMILY[family][0] + keys
             parts.append(
                 NLMSGHDR.pack(16 + len(body), _CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
             )

@@ -370,3 +370,54 @@ def test_ipv6_fast_requests_do_what_pyroute2s_do(host):
     assert out["fast6"]["addr"][0].get("nodad") is True  # no DAD: usable at once
     assert out["fast6"]["routes"][0]["gateway"] == "fd00:9::1"
     assert out["exists"] == ["KernelError", 17]
+
+
+CONNTRACK6 = r"""
+import json, socket, subprocess
+from lowbridge.kernel import conntrack
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["ip", "addr", "add", "fd00:c7::2/64", "dev", "lo", "nodad"], check=True)
+subprocess.run(["ip", "addr", "add", "fd00:c7::3/64", "dev", "lo", "nodad"], check=True)
+RULES = "table inet t { chain o { type filter hook output priority 0; ct state new accept; }; }"
+subprocess.run(["nft", "-f", "-"], check=True, text=True, input=RULES)
+for address, port in [("fd00:c7::2", 6001), ("fd00:c7::3", 6002), ("127.0.0.9", 6003)]:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.sendto(b"x", (address, port))
+
+def library(family):  # what conntrack(8) lists (pyroute2's dump filter misses IPv6 entries)
+    name = "ipv6" if family == socket.AF_INET6 else "ipv4"
+    text = subprocess.run(["conntrack", "-L", "-f", name, "-p", "udp"], capture_output=True,
+                          text=True).stdout
+    found = []
+    for line in text.splitlines():
+        fields: dict = {}
+        for key, _, value in (f.partition("=") for f in line.split() if "=" in f):
+            fields.setdefault(key, value)  # the original direction's, listed first
+        found.append([str(__import__("ipaddress").ip_address(fields["dst"])),
+                      int(fields["dport"])])
+    return sorted(found)
+
+
+def ours(family):
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, conntrack.NETLINK_NETFILTER) as s:
+        return sorted([str(__import__("ipaddress").ip_address(ip)), int.from_bytes(port, "big")]
+                      for _, ip, num, port in conntrack._ct_entries(s, family) if num == 17)
+
+out = {"v6": library(socket.AF_INET6), "ours": ours(6)}
+out["one"] = conntrack.flush(dsts=["fd00:c7::3"])
+out["v6_after"], out["v4_after"] = library(socket.AF_INET6), library(socket.AF_INET)
+out["port"] = conntrack.flush(proto="udp", dport=6001, ipv6=True)
+out["v6_left"] = library(socket.AF_INET6)
+print(json.dumps(out))
+"""
+
+
+def test_the_conntrack_flush_deletes_ipv6_flows_as_conntrack8_sees_them(host):
+    proc = host.run([sys.executable, "-c", CONNTRACK6], check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["v6"] == out["ours"] == [["fd00:c7::2", 6001], ["fd00:c7::3", 6002]]
+    assert out["one"] == 1 and out["v6_after"] == [["fd00:c7::2", 6001]]
+    assert out["v4_after"] == [["127.0.0.9", 6003]]  # the other family untouched
+    assert out["port"] == 1 and out["v6_left"] == []
