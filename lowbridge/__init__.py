@@ -13,7 +13,8 @@ Layers, top to bottom (each imports only those below it; the README's code map s
                  owning its policy: what it refuses, its steps, its DNS and egress
     firewall     rules rendered as pure data from the records; one atomic apply per change
                  (iptables-restore --noflush, or one nftables transaction)
-    dns          the embedded resolver (one process per host) and the controller's handle on it
+    dns          the embedded resolver (one process per host) and the controller's handle on it;
+                 the same process relays the ports published on [::1] (proxy)
     store        the records (SQLite; etcd too in cluster mode), the journal, the generation
     kernel       netlink sessions (rtnl), namespaces as files and the worker that enters them
                  (netns), conntrack, the packet filter's generation -- the only pyroute2 users

@@ -381,7 +381,7 @@ class FakeResolver:
     def running(self) -> bool:
         return self.up
 
-    def sync(self, needed: bool) -> None:
+    def sync(self, needed: bool, relays: bool = False) -> None:
         for pair in self.pending.values():
             for sock in pair:
                 sock.close()
