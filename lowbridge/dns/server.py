@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from lowbridge import proxy, sandbox
 from lowbridge.config import Paths
-from lowbridge.dns import control, records, wire
+from lowbridge.dns import control, records, relay, wire
 from lowbridge.dns.records import REFUSED, SERVFAIL, View
 from lowbridge.dns.redirect import bind_sockets
 from lowbridge.errors import LowbridgeError
@@ -91,7 +91,7 @@ class Resolver:
         self.generation = control.generation_map(paths)
         self.generation_seen = self.generation[:]
         # Ports published on [::1]: relayed from here (lowbridge.proxy).
-        self.relays = proxy.Relays(self.loop)
+        self.relays = relay.Relays(self.loop)
 
     # ------------------------------------------------------------------ state
     def sync(self, adopted: dict[str, tuple[socket.socket, socket.socket]]) -> None:
