@@ -99,11 +99,23 @@ def _source(f: Facts, a: str) -> Container | str:
 
 
 def _address(text: str, what: str) -> str:
+    _refuse_ipv6(text, what)
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
         message = f"explain: {what} {text!r} is no sandbox, IPv4 address or 'host'"
         raise InvalidInput(message) from None
+
+
+def _refuse_ipv6(text: str, what: str) -> None:
+    """explain walks IPv4 paths only: an IPv6 address gets a line saying so, not a verdict."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return
+    if address.version == 6:
+        raise InvalidInput(f"explain: {what} {text} is an IPv6 address: explain follows IPv4 "
+                           "paths only (name the sandbox, or give its IPv4 address)")  # fmt: skip
 
 
 def _owner(f: Facts, ip: str) -> tuple[Container, Endpoint] | None:
@@ -121,6 +133,7 @@ def _target(f: Facts, src: Container | str, b: str, out: Explanation) -> str | N
         eps = f.view.endpoints_of(src.id) if isinstance(src, Container) else []
         toward = eps[0].ip if eps and eps[0].ip else (src if isinstance(src, str) else "")
         return (f.host_source(toward) if toward else None) or "127.0.0.1"
+    _refuse_ipv6(b, "B")
     try:
         return str(ipaddress.IPv4Address(b))
     except ValueError:
@@ -128,6 +141,7 @@ def _target(f: Facts, src: Container | str, b: str, out: Explanation) -> str | N
     if isinstance(src, Container) and src.dns_ports:
         views = records.build(f.view.networks, f.view.containers, f.view.endpoints, [])
         found = records.resolve(views[src.id], b) if src.id in views else None
+        found = [ip for ip in found or () if ":" not in ip]  # its A records: IPv4 paths
         if found:
             out.say(f"DNS: {src.name}'s resolver (127.0.0.11) answers {b} with {found[0]}")
             return found[0]

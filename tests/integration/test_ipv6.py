@@ -254,6 +254,7 @@ def test_ipv6_only_networks(lab):
         (["network", "create", "-d", "macvlan", "--ipv6", "--ipv4=false", "x"],
          "not supported yet"),
         (["run", "--network", "only6", "--ip", "10.9.0.7", "true"], "has no IPv4"),
+        (["explain", "a", "fd00:81::2"], "explain follows IPv4 paths only"),
         (["run", "--network", "only6", "-p", "127.0.0.1:8086:80", "true"], "no IPv4"),
     ],
 )  # fmt: skip
