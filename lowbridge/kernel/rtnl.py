@@ -225,6 +225,12 @@ class Session:
             (m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"]) for m in msgs
         ]
 
+    def ipv6_addresses(self, link: str | int) -> list[tuple[str, int]]:
+        """(address, prefix length) of a link's global IPv6 addresses (not its fe80::)."""
+        with self._doing(f"list addresses of {link} in {self.where}"):
+            msgs = self._ipr.get_addr(index=self._ix(link), family=socket.AF_INET6)
+        return [(m.get_attr("IFA_ADDRESS"), m["prefixlen"]) for m in msgs if m["scope"] == 0]
+
     def delete_link(self, name: str) -> bool:
         """Delete a link; return False if it was already gone."""
         try:

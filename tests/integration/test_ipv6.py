@@ -287,6 +287,16 @@ def test_the_resolver_forwards_to_an_ipv6_upstream(lab):
     h.lb("rm", "-f", "r6")
 
 
+def test_check_finds_a_lost_ipv6_address_and_gc_makes_it_again(lab):
+    h = lab.host
+    h.run(["ip", "netns", "exec", "b", "ip", "-6", "addr", "del", "fd00:81::b/64", "dev", "eth0"])
+    proc = h.lb("check", check=False)
+    assert proc.returncode == 1 and "address fd00:81::b/64 on eth0" in proc.stdout, proc.stdout
+    h.lb("gc")
+    assert h.lb("check", check=False).returncode == 0
+    assert ping(h, "b", "fd00:81::2") and ping(h, "b", "10.81.0.2")
+
+
 def test_the_default_bridge_takes_ipv6_from_the_daemon_settings(lab):
     """dockerd's ``ipv6`` and ``fixed-cidr-v6``: the default bridge becomes dual stack; a
     changed setting waits until no sandbox is on it, then the bridge is made again."""

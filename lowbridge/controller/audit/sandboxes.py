@@ -75,18 +75,24 @@ def _sandbox(ctl: Controller, view: View, draft: Draft, ctr: Container) -> list[
         for index, label, ip, plen in s.labelled_addresses():
             held.setdefault(label, (index, set()))[1].add((ip, plen))
         route = s.default_route()
+        held6 = {  # only where an endpoint has IPv6 (one more dump per such interface)
+            e.ifname: set(s.ipv6_addresses(e.ifname))
+            for e in eps
+            if e.ip6 and s.index(e.ifname) is not None
+        }
     unreachable = set()
     for ep in eps:
         net = view.nets.get(ep.network_id)
-        if net is None or not ep.ip or not drivers.get(net.driver).has_interfaces:
+        if net is None or not drivers.get(net.driver).has_interfaces:
             continue
-        have = held.get(ep.ifname, (0, set()))[1]
-        if (ep.ip, ep.prefixlen) not in have:
-            found = ", ".join(f"{a}/{p}" for a, p in sorted(have)) or "none"
-            out.append(
-                broken(ctl, view, ep, f"address {ep.ip}/{ep.prefixlen} on {ep.ifname}", found)
-            )
-            unreachable.add(ep.key)
+        wants = [(ep.ip, ep.prefixlen, held.get(ep.ifname, (0, set()))[1]),
+                 (ep.ip6, ep.prefixlen6, held6.get(ep.ifname, set()))]  # fmt: skip
+        for ip, plen, have in wants:
+            if ip and (ip, plen) not in have:
+                found = ", ".join(f"{a}/{p}" for a, p in sorted(have)) or "none"
+                out.append(broken(ctl, view, ep, f"address {ip}/{plen} on {ep.ifname}", found))
+                unreachable.add(ep.key)
+                break
     gw = gateway_endpoint(eps, view.nets)
     if gw is not None and gw.gateway and gw.key not in unreachable and gw.ifname in held:
         want = (gw.gateway, held[gw.ifname][0])
