@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         code = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe is caught
+        _unreachable_store(args)
         return code
     except BrokenPipeError:  # lowbridge network ls | head -1: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
@@ -60,6 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+
+
+def _unreachable_store(args) -> None:  # noqa: ANN001
+    """Cluster mode with etcd unreachable: the command did this host's local work; say that
+    global networks were left out (a command that needed them failed with its own line)."""
+    ctl = getattr(args, "controller", None)
+    store = ctl.__dict__.get("store") if ctl is not None else None
+    unreachable = getattr(store, "unreachable", None)
+    if unreachable:
+        print(f"{PROG}: warning: {unreachable}: overlay networks were left out", file=sys.stderr)
 
 
 if __name__ == "__main__":

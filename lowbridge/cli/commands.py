@@ -36,7 +36,9 @@ def _controller(args: argparse.Namespace):  # noqa: ANN202
 
     if args.store:
         os.environ["LOWBRIDGE_STORE"] = args.store  # also for the processes lowbridge starts
-    return Controller(Paths.resolve(args.root), firewall_backend=args.firewall_backend)
+    ctl = Controller(Paths.resolve(args.root), firewall_backend=args.firewall_backend)
+    args.controller = ctl  # main() says at the end if the cluster store could not be read
+    return ctl
 
 
 def _print_json(doc: object) -> None:

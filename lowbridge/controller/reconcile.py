@@ -66,7 +66,12 @@ def join_cluster(ctl: Controller, nl: Session) -> None:
         raise InvalidInput(
             "cannot tell this host's VXLAN address: set vtep in the config or LOWBRIDGE_VTEP"
         )
-    cluster.register_host(vtep)
+    from lowbridge.store.etcd import StoreUnavailable
+
+    try:
+        cluster.register_host(vtep)
+    except StoreUnavailable:  # local work goes on; a global network's change says so itself
+        return
 
 
 def predefined(ctl: Controller, nl: Session | None) -> None:

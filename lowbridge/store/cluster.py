@@ -26,16 +26,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
 from lowbridge import config
-from lowbridge.errors import StoreError
+from lowbridge.errors import NotFound, StoreError
 from lowbridge.models import Container, Endpoint, JournalEntry, Network, View
 from lowbridge.store import etcd
 from lowbridge.store.sqlite import SQLiteStore
 
 GLOBAL_DRIVERS = frozenset({"overlay"})
+RETRY = 5.0  # seconds before a process that found etcd unreachable reads it again
 
 
 def is_global(net: Network) -> bool:
@@ -56,6 +58,8 @@ class ClusterStore:
         self.host = read_host_id(host_id_file) or uuid.uuid4().hex[:16]
         self.vtep: str | None = None
         self._ops: etcd.Ops | None = None
+        self.unreachable: str | None = None  # etcd's error, when the last read found it down
+        self._retry_at = 0.0  # (time.monotonic) no read of etcd before then
 
     def close(self) -> None:
         self.local.close()
@@ -84,15 +88,32 @@ class ClusterStore:
 
     # -- reads
     def view(self) -> View:
+        """Both stores' records; with etcd unreachable, this host's local records alone (a
+        :class:`LocalOnlyView`: local work goes on, a global network is refused by name) and
+        ``unreachable`` set (the CLI says so in one line when the command succeeded)."""
         local = self.local.view()
-        nets = sorted(self._docs("networks", Network), key=lambda n: n.created)
-        eps = self._docs("endpoints", Endpoint)
-        return View((*local.networks, *nets), local.containers, (*local.endpoints, *eps))
+        if time.monotonic() >= self._retry_at:
+            try:
+                nets = sorted(self._docs("networks", Network), key=lambda n: n.created)
+                eps = self._docs("endpoints", Endpoint)
+            except etcd.StoreUnavailable as exc:
+                # Each try waits for etcd's timeout: a command asks once; the agent and the
+                # resolver, which live on, again after RETRY seconds.
+                self.unreachable, self._retry_at = str(exc), time.monotonic() + RETRY
+            else:
+                self.unreachable = None
+                return View((*local.networks, *nets), local.containers, (*local.endpoints, *eps))
+        return LocalOnlyView(local.networks, local.containers, local.endpoints, self.unreachable)
 
     def _docs(self, kind: str, model):  # noqa: ANN001, ANN202
         return [
             model.from_doc(json.loads(value)) for _, value in self.kv.get_prefix(etcd.key(kind, ""))
         ]
+
+    def _local(self, network_id: str) -> bool:
+        """A network of this host's own store (asking etcd nothing: local work goes on while
+        it is unreachable)."""
+        return network_id in self.local.view().nets
 
     def _global_network(self, network_id: str) -> Network | None:
         got = self.kv.get(etcd.key("networks", network_id))
@@ -152,7 +173,7 @@ class ClusterStore:
     def put_endpoint(self, endpoint: Endpoint) -> None:
         """An endpoint of a global network goes to etcd with its address lease (the endpoint
         must carry its host and VTEP: the planner sets them)."""
-        if self._global_network(endpoint.network_id) is None:
+        if self._local(endpoint.network_id) or self._global_network(endpoint.network_id) is None:
             self.local.put_endpoint(endpoint)
             return
         ops = self._writing()
@@ -167,7 +188,7 @@ class ClusterStore:
         ops.puts[ek] = json.dumps(endpoint.to_doc()).encode()
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
-        if self._global_network(endpoint.network_id) is None:
+        if self._local(endpoint.network_id) or self._global_network(endpoint.network_id) is None:
             self.local.delete_endpoint(endpoint)
             return
         ops = self._writing()
@@ -195,6 +216,23 @@ class ClusterStore:
     def hosts(self) -> dict[str, dict]:
         prefix = etcd.key("hosts", "")
         return {k[len(prefix) :].decode(): json.loads(v) for k, v in self.kv.get_prefix(prefix)}
+
+
+class LocalOnlyView(View):
+    """This host's records alone, etcd being unreachable: a network not among them may be a
+    global one, so looking it up says the store is unreachable rather than "not found"."""
+
+    def __init__(self, networks, containers, endpoints, unreachable: str):  # noqa: ANN001
+        super().__init__(networks, containers, endpoints)
+        self.unreachable = unreachable
+
+    def network(self, ref: str) -> Network:
+        try:
+            return super().network(ref)
+        except NotFound:
+            raise etcd.StoreUnavailable(
+                f"network {ref} is not one of this host's, and {self.unreachable}"
+            ) from None
 
 
 def read_host_id(path: str) -> str | None:

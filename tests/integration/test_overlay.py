@@ -164,9 +164,23 @@ def test_etcd_unreachable_fails_cleanly_and_changes_nothing(cluster):
             assert proc.returncode == 6, proc.stderr
             assert "unreachable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert h1.run("ip -br link; ls /run/netns").stdout == before
+        # Local work never needs the store (issue 21): reads answer with this host's records
+        # and say what was left out; bridge networks and their sandboxes come and go.
+        proc = h1.lb("network", "ls", check=False)
+        assert proc.returncode == 0 and "bridge" in proc.stdout and "ov1" not in proc.stdout
+        assert "unreachable" in proc.stderr and "left out" in proc.stderr
+        h1.lb("network", "create", "--subnet", "10.77.0.0/24", "local1")
+        h1.lb("container", "create", "--name", "loc1", "--network", "local1")
+        h1.lb("container", "create", "--name", "loc2", "--network", "local1")
+        assert ping(h1, "loc1", ip_of(h1, "loc2", "local1"))
+        h1.lb("rm", "-f", "loc1", "loc2")
+        h1.lb("network", "rm", "local1")
+        assert h1.run("ip -br link; ls /run/netns").stdout == before
     finally:
         cluster.start_etcd()
     assert "nope" not in h1.lb("ps").stdout
+    proc = h1.lb("network", "ls")
+    assert "ov1" in proc.stdout and "unreachable" not in proc.stderr
 
 
 def test_network_rm_refuses_while_any_host_has_endpoints_then_cleans_every_host(cluster):
