@@ -234,7 +234,14 @@ def _stop_rows(verb: str) -> dict[str, Row | Elsewhere]:
 
 
 def cleanly_ended(h: SimHost, n: str) -> object:
-    return "clean-exit" in h.lb("logs", n).stdout.split()
+    """Whether the first run's TERM trap got to log its clean exit (the supervisor may still be
+    writing its last output when restart returns: given up to 3 s on a loaded machine)."""
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if "clean-exit" in h.lb("logs", n).stdout.split():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 ROWS: dict[str, Row | Elsewhere] = {
