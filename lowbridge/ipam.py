@@ -188,25 +188,20 @@ SPECIAL6 = tuple(
 )
 
 
+# The longest prefix that still leaves room for a gateway and an endpoint, per family.
+LONGEST = {4: 30, 6: 126}
+
+
 def check_usable_subnet(net: IPv4Network | IPv6Network, text: str) -> None:
     """Refuse a subnet no bridge, macvlan or overlay network can work in."""
-    if net.version == 6:
-        for prefix, what in SPECIAL6:
-            if net.overlaps(prefix):
-                raise InvalidInput(f"invalid subnet {text}: it is {what} address space")
-        if net.prefixlen > 126:
-            raise InvalidInput(
-                f"invalid subnet {text}: a /{net.prefixlen} leaves no room for a gateway and an "
-                "endpoint (at most /126)"
-            )
-        return
-    for prefix, what in SPECIAL:
+    for prefix, what in SPECIAL if net.version == 4 else SPECIAL6:
         if net.overlaps(prefix):
             raise InvalidInput(f"invalid subnet {text}: it is {what} address space")
-    if net.prefixlen > 30:
+    longest = LONGEST[net.version]
+    if net.prefixlen > longest:
         raise InvalidInput(
             f"invalid subnet {text}: a /{net.prefixlen} leaves no room for a gateway and an "
-            "endpoint (at most /30)"
+            f"endpoint (at most /{longest})"
         )
 
 

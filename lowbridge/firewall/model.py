@@ -111,17 +111,20 @@ def _networks(
         bridges[n.id] = (n.name, n.device or "")
         if n.pool is None:  # IPv6 only (--ipv4=false): its endpoints' IPv6 rules alone
             continue
-        out.networks.append(
-            R.FwNetwork(
-                name=n.name,
-                device=n.device or "",
-                subnet=str(n.pool.subnet),
-                internal=n.internal,
-                icc=_flag(n.options, OPT_ICC),
-                masquerade=_flag(n.options, OPT_MASQ),
-            )
-        )
+        out.networks.append(_fw_network(n, str(n.pool.subnet)))
     return bridges, idle
+
+
+def _fw_network(n: Network, subnet: str) -> R.FwNetwork:
+    """What the rules need of bridge network ``n`` for one family (its ``subnet`` of it)."""
+    return R.FwNetwork(
+        name=n.name,
+        device=n.device or "",
+        subnet=subnet,
+        internal=n.internal,
+        icc=_flag(n.options, OPT_ICC),
+        masquerade=_flag(n.options, OPT_MASQ),
+    )
 
 
 def _dual(eps: tuple[Endpoint, ...], bridges: dict[str, tuple[str, str]]):  # noqa: ANN202
@@ -142,16 +145,7 @@ def _model6(view: View, idle: set[str], special: list[Container]) -> R.Model:
     for n in view.networks:
         if n.driver != "bridge" or n.pool6 is None or n.id in idle:
             continue
-        out.networks.append(
-            R.FwNetwork(
-                name=n.name,
-                device=n.device or "",
-                subnet=str(n.pool6.subnet),
-                internal=n.internal,
-                icc=_flag(n.options, OPT_ICC),
-                masquerade=_flag(n.options, OPT_MASQ),
-            )
-        )
+        out.networks.append(_fw_network(n, str(n.pool6.subnet)))
     _ports6(out, view, special)
     return out
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -71,6 +72,16 @@ def ping(h: SimHost, sandbox: str, address: str, count: int = 1) -> bool:
         check=False,
     )
     return proc.returncode == 0
+
+
+def wait_for(probe, seconds: float = 5.0) -> None:  # noqa: ANN001
+    """Poll ``probe`` until it is true (a server coming up), at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.05)
+    raise AssertionError("server did not come up")
 
 
 def lb_json(h: SimHost, *args: str):

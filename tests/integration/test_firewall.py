@@ -17,6 +17,7 @@ import pytest
 
 from lowbridge.simhost import SimHost, outside
 from tests.integration.conftest import ip_of, lb_json, ping
+from tests.integration.conftest import wait_for as _wait
 
 UPLINK, LAN_IP = "192.168.77.2", "192.168.77.1"
 UDP_RECORDER = """
@@ -48,15 +49,6 @@ def lab(request):
         lan.popen([sys.executable, "-c", UDP_RECORDER])
         _wait(lambda: tcp(lan, None, LAN_IP, 7000))
         yield Lab(h, lan, request.param)
-
-
-def _wait(probe, seconds: float = 5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.05)
-    raise AssertionError("server did not come up")
 
 
 def _in(ns: str | None, argv: list[str]) -> list[str]:

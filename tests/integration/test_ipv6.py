@@ -13,13 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 import pytest
 
 from lowbridge.simhost import SimHost, outside
 from tests.integration.conftest import lb_json, ping, state
+from tests.integration.conftest import wait_for as _wait
 
 UPLINK4, LAN4 = "192.168.78.2", "192.168.78.1"
 UPLINK6, LAN6 = "2001:db8:78::2", "2001:db8:78::1"
@@ -44,15 +44,6 @@ def lab(request):
         lan.popen(["socat", "TCP6-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan-$SOCAT_PEERADDR"])
         _wait(lambda: tcp(lan, None, LAN6, 7000))
         yield Lab(h, lan, request.param)
-
-
-def _wait(probe, seconds: float = 5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.05)
-    raise AssertionError("server did not come up")
 
 
 def tcp(h: SimHost, ns: str | None, ip: str, port: int, timeout: int = 2) -> str | None:

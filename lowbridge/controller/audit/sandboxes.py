@@ -75,11 +75,11 @@ def _sandbox(ctl: Controller, view: View, draft: Draft, ctr: Container) -> list[
         for index, label, ip, plen in s.labelled_addresses():
             held.setdefault(label, (index, set()))[1].add((ip, plen))
         route = s.default_route()
-        held6 = {  # only where an endpoint has IPv6 (one more dump per such interface)
-            e.ifname: set(s.ipv6_addresses(e.ifname))
-            for e in eps
-            if e.ip6 and s.index(e.ifname) is not None
-        }
+        held6 = {}  # only where an endpoint has IPv6: one more dump per such interface
+        for e in eps:
+            index = (held.get(e.ifname) or (s.index(e.ifname),))[0] if e.ip6 else None
+            if index is not None:
+                held6[e.ifname] = set(s.ipv6_addresses(index))
     unreachable = set()
     for ep in eps:
         net = view.nets.get(ep.network_id)
