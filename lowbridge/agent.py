@@ -9,20 +9,35 @@ compacted revision ends the watch: the agent waits, lists again and reconciles, 
 missed meanwhile stays missed.  Kernel work takes the host lock, as every lowbridge command
 does, and runs in a worker thread (pyroute2's synchronous API refuses a running event loop).
 
-The agent is optional: every overlay command syncs its own host too.  ``systemd/`` has a unit.
+It also keeps the host's etcd lease alive (lowbridge.store.cluster: host liveness), renewing it
+every third of its TTL.  A host cut off from etcd for longer than that finds its lease gone when
+it is back: it takes a new one and announces again each endpoint it still has (its veth is still
+in the overlay namespace), unless another host took the address meanwhile.
+
+A change cut off from etcd mid-transaction leaves a journal entry and a pending file (lowbridge.
+store.cluster); once etcd answers again the agent settles the journal, as the next command would.
+
+Nobody has to start it: a command that leaves this host with an overlay namespace starts one
+(:func:`ensure_running`, as the resolver is started), which exits -- revoking the lease -- once the
+host has none.  One agent per host: it holds ``<run>/agent.lock``; an agent started by hand (or
+the unit in ``systemd/``) waits for that lock and then stays for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 
-from lowbridge.config import Paths, host_lock
+from lowbridge import config
+from lowbridge.config import Paths, host_lock, private_file
 from lowbridge.models import Endpoint, Network
 from lowbridge.store import etcd as kv
 
@@ -30,29 +45,108 @@ log = logging.getLogger("lowbridge-agent")
 RETRY = 0.5  # seconds between attempts while etcd is unreachable
 
 
+def lock_path(paths: Paths) -> str:
+    return os.path.join(paths.run, "agent.lock")
+
+
+def _lock(paths: Paths, wait: bool) -> int | None:
+    """The agent lock's descriptor, held; None if another process holds it (``wait`` false)."""
+    paths.run_dir()
+    fd = private_file(lock_path(paths), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def missing(paths: Paths) -> bool:
+    """Whether this host has an overlay namespace and no agent following the cluster."""
+    if not overlay_namespaces():
+        return False
+    fd = _lock(paths, wait=False)
+    if fd is not None:
+        os.close(fd)
+    return fd is not None
+
+
+def ensure_running(paths: Paths) -> None:
+    """Start an on-demand agent unless one serves this host (called under the host lock)."""
+    fd = _lock(paths, wait=False)
+    if fd is None:
+        return
+    os.close(fd)  # nobody held it: start one, which takes it
+    log_fd = private_file(os.path.join(paths.run, "agent.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # fmt: skip
+    try:
+        subprocess.Popen([sys.executable, "-m", "lowbridge", "_agent"], stdin=subprocess.DEVNULL,
+                         stdout=log_fd, stderr=log_fd, start_new_session=True, cwd="/")  # fmt: skip
+    finally:
+        os.close(log_fd)
+
+
+def overlay_namespaces() -> list[str]:
+    """This host's overlay namespaces (lowbridge.drivers.overlay)."""
+    from lowbridge.drivers import overlay
+    from lowbridge.kernel import netns
+
+    if not os.path.isdir(netns.NETNS_RUN_DIR):
+        return []
+    return [n for n in os.listdir(netns.NETNS_RUN_DIR) if n.startswith(overlay.NS_PREFIX)]
+
+
 class Agent:
-    def __init__(self, paths: Paths, url: str, host: str):
+    def __init__(self, paths: Paths, url: str, host: str, on_demand: bool = False):
         self.paths = paths
         self.url = url
+        self.target = kv.target(url)
         self.host = host
+        self.on_demand = on_demand  # exit once the host has no overlay namespace
         self.stop = asyncio.Event()
         self.syncs = 0  # completed reconciliations (for tests and logs)
+        self.lock_fd: int | None = None
+        self.ttl = config.lease_ttl()
+        # This host's key and endpoints as last seen, to announce again (kept in <run>/agent.json
+        # across agents: the next one may start after the lease expired).
+        self.memory = os.path.join(paths.run, "agent.json")
+        self.host_doc: dict = {}
+        self.own: dict[bytes, bytes] = {}
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.memory) as f:
+                doc = json.load(f)
+            self.host_doc = doc["host"]
+            self.own = {k.encode(): v.encode() for k, v in doc["own"].items()}
+
+    def _remember(self) -> None:
+        doc = {"host": self.host_doc, "own": {k.decode(): v.decode() for k, v in self.own.items()}}
+        data = json.dumps(doc).encode()
+        fd = private_file(self.memory + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(self.memory + ".new", self.memory)
 
     # ------------------------------------------------------------------ kernel side
     def reconcile(
-        self, rows: list[tuple[bytes, bytes]], fresh: Callable[[], list[Network]] | None = None
+        self,
+        rows: list[tuple[bytes, bytes]],
+        fresh: Callable[[], list[Network]] | None = None,
+        leave: Callable[[], None] | None = None,
     ) -> None:
         """Bring every local overlay network in line with a listing of the whole prefix.
 
         ``fresh()`` reads the networks from etcd anew: a namespace of a network the listing
         lacks is removed only if that read, made under the host lock, lacks it too.  The
         listing may be older than the lock: a command holding it may have made a network's
-        namespace and committed the network meanwhile, its watch event not here yet."""
+        namespace and committed the network meanwhile, its watch event not here yet.
+        ``leave()`` revokes the host's lease: an on-demand agent calls it when the host has no
+        overlay namespace left, and exits."""
         from lowbridge.dns import control
         from lowbridge.drivers import overlay
 
         nets: dict[str, Network] = {}
         eps: dict[str, list[Endpoint]] = {}
+        remember = False
         net_prefix, ep_prefix = kv.key("networks", ""), kv.key("endpoints", "")
         for k, v in rows:
             if k.startswith(net_prefix):
@@ -61,6 +155,9 @@ class Agent:
             elif k.startswith(ep_prefix):
                 ep = Endpoint.from_doc(json.loads(v))
                 eps.setdefault(ep.network_id, []).append(ep)
+                if ep.host == self.host and self.own.get(k) != v:
+                    self.own[k] = v
+                    remember = True
         with host_lock(self.paths):
             added = removed = 0
             for net in nets.values():
@@ -69,6 +166,13 @@ class Agent:
             self._gc(nets, fresh)
             with contextlib.suppress(Exception):  # the resolver may not run: fine
                 control.sync(self.paths)
+            if self.on_demand and not overlay_namespaces() and leave is not None:
+                # Idle: leave under the host lock, so no command hands this host an overlay
+                # endpoint under the lease being revoked (the next one starts a new agent).
+                leave()
+                self.stop_now()
+        if remember:
+            self._remember()
         self.syncs += 1
         if added or removed:
             log.info("synced %d networks: +%d -%d entries", len(nets), added, removed)
@@ -95,25 +199,31 @@ class Agent:
                 with contextlib.suppress(Exception):
                     netns.remove(os.path.join(netns.NETNS_RUN_DIR, name))
 
+    def stop_now(self) -> None:
+        """Stop, letting go of the agent lock at once (a command may start the next agent)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+        self._loop.call_soon_threadsafe(self.stop.set)
+
     # ------------------------------------------------------------------ etcd side
     async def run(self) -> None:
         aetcd = kv.client_library()
 
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        host, port = kv.parse_url(self.url)[0]
+        member = 0
         while not self.stop.is_set():
-            client = aetcd.Client(host=host, port=port, timeout=kv.TIMEOUT,
-                                  options=kv.GRPC_OPTIONS)  # fmt: skip
+            host, port = self.target.endpoints[member]
+            client = kv.open_client(self.target, host, port)
             try:
                 await client.connect()
                 await self._session(client, loop)
-            except (aetcd.exceptions.ConnectionFailedError,
-                    aetcd.exceptions.ConnectionTimeoutError,
-                    aetcd.exceptions.RevisionCompactedError,
-                    aetcd.exceptions.InternalError, OSError) as exc:  # fmt: skip
-                log.warning("cluster store: %s; listing again in %.1f s", exc, RETRY)
+            except (*kv.unreachable_errors(aetcd), aetcd.exceptions.ClientError) as exc:
+                log.warning("cluster store %s:%d: %s; listing again in %.1f s", host, port,
+                            exc or type(exc).__name__, RETRY)  # fmt: skip
+                member = (member + 1) % len(self.target.endpoints)  # the next member
             finally:
                 with contextlib.suppress(Exception):
                     await client.close()
@@ -122,18 +232,32 @@ class Agent:
         log.info("stopped cleanly")
 
     async def _session(self, client, loop) -> None:  # noqa: ANN001
-        """List, reconcile, then follow the watch until it breaks or we are stopped."""
+        """List, reconcile, then follow the watch (and keep the lease alive) until it breaks or
+        we are stopped."""
         import aetcd
 
         listing = await client.get_prefix(kv.PREFIX)
         rows = [(item.key, item.value) for item in listing]
 
-        def fresh() -> list[Network]:  # from the worker thread, by this loop's client
-            read = client.get_prefix(kv.key("networks", ""))
-            got = asyncio.run_coroutine_threadsafe(read, loop).result(kv.TIMEOUT * 2)
+        def blocking(coro):  # noqa: ANN001, ANN202 - from the worker thread, by this loop's client
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(kv.TIMEOUT * 2)
+
+        def fresh() -> list[Network]:
+            got = blocking(client.get_prefix(kv.key("networks", "")))
             return [Network.from_doc(json.loads(item.value)) for item in got]
 
-        await loop.run_in_executor(None, self.reconcile, rows, fresh)
+        def leave() -> None:
+            lease = self.host_doc.get("lease")
+            if lease:
+                blocking(client.revoke_lease(lease))
+            log.info("no overlay network left on this host: leaving")
+
+        def sync(state: dict) -> asyncio.Future:
+            return loop.run_in_executor(None, self.reconcile, list(state.items()), fresh, leave)
+
+        if self._in_doubt():  # (etcd is back) undo what a change cut off from it may have left
+            await loop.run_in_executor(None, self._settle)
+        await sync(dict(rows))
         state = dict(rows)
         watch = await client.watch_prefix(kv.PREFIX, start_revision=listing.header.revision + 1)
         queue: asyncio.Queue = asyncio.Queue()
@@ -143,18 +267,20 @@ class Agent:
                 queue.put_nowait(event)
 
         reader = asyncio.ensure_future(read())
+        keeper = asyncio.ensure_future(self._keep_lease(client, loop, state))
         stopper = asyncio.ensure_future(self.stop.wait())
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait(
-                    {getter, stopper, reader}, return_when=asyncio.FIRST_COMPLETED
+                    {getter, stopper, reader, keeper}, return_when=asyncio.FIRST_COMPLETED
                 )
                 if getter not in done:
                     getter.cancel()
-                    if reader in done:
-                        reader.result()  # re-raise what broke the watch
-                        raise aetcd.exceptions.ConnectionFailedError("watch ended")
+                    for task in (reader, keeper):
+                        if task in done:
+                            task.result()  # re-raise what broke the watch or the lease
+                            raise aetcd.exceptions.ConnectionFailedError("watch ended")
                     return  # stopped
                 batch = [getter.result()]
                 await asyncio.sleep(0.01)  # a transaction writes several keys: one reconcile
@@ -165,15 +291,97 @@ class Agent:
                         state[event.kv.key] = event.kv.value
                     else:
                         state.pop(event.kv.key, None)
-                await loop.run_in_executor(None, self.reconcile, list(state.items()), fresh)
+                await sync(state)
         finally:
-            stopper.cancel()
-            reader.cancel()
+            for task in (stopper, reader, keeper):
+                task.cancel()
             with contextlib.suppress(Exception):
                 await watch.cancel()
 
+    def _in_doubt(self) -> bool:
+        from lowbridge.store.cluster import PENDING
 
-def main(paths: Paths, url: str) -> int:
+        with contextlib.suppress(FileNotFoundError):
+            return bool(os.listdir(os.path.join(os.path.dirname(self.paths.db), PENDING)))
+        return False
+
+    def _settle(self) -> None:
+        """(worker thread) What the next command does first: settle the journal."""
+        from lowbridge.controller import Controller
+        from lowbridge.errors import LowbridgeError
+
+        ctl = Controller(self.paths)
+        try:
+            ctl.settle()
+        except LowbridgeError as exc:
+            log.warning("settle: %s", exc)
+        finally:
+            ctl.store.close()
+
+    async def _keep_lease(self, client, loop, state: dict) -> None:  # noqa: ANN001
+        """Renew this host's lease every third of its TTL; when it is gone (the host was cut
+        off longer than that, or no agent ran), take a new one; announce again each endpoint of
+        this host that the store lost (``state``: the store as the watch has it)."""
+        me = kv.key("hosts", self.host)
+        while True:
+            got = await client.get(me)
+            if got is not None:
+                if json.loads(got.value) != self.host_doc:
+                    self.host_doc = json.loads(got.value)
+                    self._remember()
+                expired = (await client.refresh_lease(self.host_doc["lease"])).TTL <= 0
+            else:  # gone: expired while no agent ran, or while cut off from etcd
+                expired = bool(self.host_doc) and bool(overlay_namespaces())
+            lost = [k for k in self.own if k not in state]
+            if expired or lost:
+                await loop.run_in_executor(None, self._announce, client, loop, expired, lost)
+            await asyncio.sleep(self.ttl / 3)
+
+    def _announce(self, client, loop, renew: bool, lost: list[bytes]) -> None:  # noqa: ANN001
+        """(worker thread, under the host lock) A new lease and this host's key (``renew``),
+        then each ``lost`` endpoint whose veth is still here -- if its address is still free."""
+        from lowbridge.drivers import overlay
+        from lowbridge.kernel import rtnl
+
+        def blocking(coro):  # noqa: ANN001, ANN202
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(kv.TIMEOUT * 2)
+
+        with host_lock(self.paths):
+            if renew:
+                log.warning("this host's lease expired: announcing it again")
+                lease = blocking(client.lease(self.ttl)).id
+                doc = {**self.host_doc, "lease": lease}
+                blocking(client.put(kv.key("hosts", self.host), json.dumps(doc).encode(),
+                                    lease=lease))  # fmt: skip
+                self.host_doc = doc
+            lease = self.host_doc["lease"]
+            for k in lost:
+                ep = Endpoint.from_doc(json.loads(self.own[k]))
+                path = overlay.ns_path(Network(id=ep.network_id, name="", driver="overlay"))
+                try:
+                    with rtnl.session(path) as ovl:
+                        alive = ep.host_ifname is not None and ovl.link(ep.host_ifname) is not None
+                except Exception:  # noqa: BLE001 - its namespace is gone
+                    alive = False
+                if not alive or ep.ip is None:  # removed here meanwhile
+                    del self.own[k]
+                    continue
+                tx = client.transactions
+                address = kv.key("ipam", ep.network_id, ep.ip)
+                ok, _ = blocking(client.transaction(
+                    compare=[tx.create(address) == 0, tx.create(k) == 0],
+                    success=[tx.put(address, ep.container_id.encode(), lease),
+                             tx.put(k, self.own[k], lease)],
+                    failure=[]))  # fmt: skip
+                if not ok:
+                    del self.own[k]
+                log.log(logging.INFO if ok else logging.WARNING, "%s %s on %s",
+                        "announced again" if ok else "lost (address taken meanwhile):",
+                        ep.ip, ep.network_id[:12])  # fmt: skip
+            self._remember()
+
+
+def main(paths: Paths, url: str, on_demand: bool = False) -> int:
     from lowbridge.store.cluster import read_host_id
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s lowbridge-agent: %(message)s")
@@ -183,7 +391,11 @@ def main(paths: Paths, url: str) -> int:
 
         raise InvalidInput("this host has not joined the cluster yet: run a lowbridge command "
                            "with --store first")  # fmt: skip
-    agent = Agent(paths, url, host)
-    log.info("host %s watching %s", agent.host, url)
+    agent = Agent(paths, url, host, on_demand)
+    agent.lock_fd = _lock(paths, wait=not on_demand)
+    if agent.lock_fd is None:
+        return 0  # another agent serves this host
+    log.info("host %s watching %s%s", agent.host, agent.target.url,
+             " (until the host has no overlay network)" if on_demand else "")  # fmt: skip
     asyncio.run(agent.run())
     return 0

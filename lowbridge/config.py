@@ -66,6 +66,18 @@ def vtep_address() -> str | None:
     return setting("vtep", VTEP_ENV, "") or None
 
 
+LEASE_TTL_ENV = "LOWBRIDGE_LEASE_TTL"
+
+
+def lease_ttl() -> int:
+    """Seconds a host's etcd lease lives unrenewed: how long a dead host's endpoints stay
+    announced (config ``lease_ttl``, environment LOWBRIDGE_LEASE_TTL; default 10)."""
+    text = setting("lease_ttl", LEASE_TTL_ENV, "10")
+    if not text.isdigit() or not 2 <= int(text) <= 3600:
+        raise InvalidInput(f"invalid lease_ttl {text!r}: seconds within 2-3600")
+    return int(text)
+
+
 def host_name() -> str:
     """This host's name in a cluster, and the ``host:`` a lab's sandbox names to be made here
     (LOWBRIDGE_HOST_NAME or config ``host_name``; default the system's host name)."""
@@ -222,3 +234,13 @@ def private_file(path: str, flags: int, mode: int = 0o600) -> int:
     if flags & os.O_CREAT and stat.S_IMODE(os.fstat(fd).st_mode) != mode:
         os.fchmod(fd, mode)
     return fd
+
+
+def write_durably(path: str, data: bytes) -> None:
+    """Write ``path`` (private) and fsync it: it is there after a crash of the host."""
+    fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

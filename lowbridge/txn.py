@@ -11,7 +11,9 @@ right *after* the named step has made its change, the step raises :class:`Inject
 which proves that its undo (and every earlier one) restores the previous state -- or, with
 ``:kill``, the process SIGKILLs itself, which proves that the next command finishes or undoes what
 it left (``:crash`` raises :class:`Crashed` instead: the in-process stand-in for a kill that the
-unit tests use).  ``LOWBRIDGE_TRACE_STEPS=<file>`` appends each step run as ``<op>:<step>`` to
+unit tests use; ``:pause:<file>`` creates the file and waits while it exists: a test does
+something to the world meanwhile -- kills etcd's leader, cuts the host off -- then deletes it).
+``LOWBRIDGE_TRACE_STEPS=<file>`` appends each step run as ``<op>:<step>`` to
 the file, which is how the tests learn every step of an operation: there is no list to fall
 behind.  ``LOWBRIDGE_DEBUG=1`` (``lowbridge --debug``) prints each step, and each undo, on
 stderr as it runs, with its time: what lowbridge did to the kernel, in order.
@@ -72,6 +74,12 @@ class Transaction:
         if self._fail_at == f"{self.op}:{name}:kill":
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)
+        if self._fail_at.startswith(f"{self.op}:{name}:pause:"):
+            marker = self._fail_at.split(":", 3)[3]
+            open(marker, "w").close()  # noqa: SIM115
+            while os.path.exists(marker):
+                time.sleep(0.01)
+            return
         if self._fail_at == f"{self.op}:{name}:crash":
             raise Crashed(f"{self.op}: crashed after step {name}")
         if self._fail_at == f"{self.op}:{name}":

@@ -420,8 +420,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
     url = args.store or config.store_url()
     if not url:
         raise InvalidInput("the agent needs the cluster store: --store etcd://HOST:2379")
-    _controller(args).settle()  # joins the cluster (and settles this host) first
-    return agent.main(Paths.resolve(args.root), url)
+    on_demand = args.func is cmd_agent_on_demand
+    if not on_demand:  # (the command that starts one on demand has done this)
+        _controller(args).settle()  # joins the cluster (and settles this host) first
+    return agent.main(Paths.resolve(args.root), url, on_demand)
+
+
+def cmd_agent_on_demand(args: argparse.Namespace) -> int:
+    """``_agent``: the agent a command starts (lowbridge.agent.ensure_running)."""
+    return cmd_agent(args)
 
 
 def cmd_completion(args: argparse.Namespace) -> int:

@@ -501,6 +501,8 @@ def build_parser(
         "agent", help="keep this host's overlay entries in step with the cluster store"
     )
     p.set_defaults(func=C.cmd_agent)
+    p = sub.add_parser("_agent")  # internal: the agent a command starts (lowbridge.agent)
+    p.set_defaults(func=C.cmd_agent_on_demand)
 
     p = sub.add_parser("completion", help="print the shell completion script (bash or zsh)")
     p.add_argument("shell", choices=("bash", "zsh"), help="source <(lowbridge completion bash)")

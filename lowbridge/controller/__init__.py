@@ -20,7 +20,8 @@
 
 Mutations take the host-wide lock, so two lowbridge processes never interleave; reads take none
 and import no pyroute2 -- unless the journal holds a change to settle, the predefined networks
-are missing or the resolver should run and does not, in which case the read settles that first.
+are missing, or the resolver or (cluster mode) the agent should run and does not, in which case
+the read settles that first.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
             except BaseException as exc:
                 if crashed(exc):
                     raise
-                note = c.abort()
+                note = c.abort(exc)
                 if note and isinstance(exc, LowbridgeError):
                     raise exc.noting(note) from None
                 raise
@@ -206,12 +207,17 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         line with the store (start it if a sandbox needs it; it exits when none does)."""
         dirty, self._dirty = self._dirty, False
         view = self.store.view()
-        if dirty and self.cluster is not None:
+        if self.cluster is not None:
+            from lowbridge import agent
+
             try:
-                for net in view.networks:
-                    driver = drivers.get(net.driver)
-                    if driver.scope == "global":
-                        driver.sync_peers(net, view.endpoints_on(net.id), self.cluster.host)
+                if dirty:
+                    for net in view.networks:
+                        driver = drivers.get(net.driver)
+                        if driver.scope == "global":
+                            driver.sync_peers(net, view.endpoints_on(net.id), self.cluster.host)
+                if agent.missing(self.paths):  # it follows the other hosts' changes
+                    agent.ensure_running(self.paths)
             except LowbridgeError as exc:
                 print(f"lowbridge: warning: sync overlay entries: {exc}", file=sys.stderr)
         from lowbridge import proxy
@@ -226,7 +232,12 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         """The committed records, after settling what needs it (see the module docstring)."""
         view = self.store.view()
         predefined = {n.name for n in view.networks if n.predefined} >= set(PREDEFINED)
-        if not predefined or self.store.journal() or self._resolver_down(view):
+        if (
+            not predefined
+            or self.store.journal()
+            or self._resolver_down(view)
+            or self._agent_down()
+        ):
             try:
                 self.settle()
             except LowbridgeError as exc:  # a read still answers from the records
@@ -241,6 +252,13 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         join the cluster, settle the journal, make the predefined networks, reap the dead."""
         with self._mutation():
             pass
+
+    def _agent_down(self) -> bool:
+        if self.cluster is None:
+            return False
+        from lowbridge import agent
+
+        return agent.missing(self.paths)
 
     def _resolver_down(self, view: View) -> bool:
         # The resolver first: a damaged sandbox row must not stop a read of networks.

@@ -120,9 +120,11 @@ class Change:
         return after
 
     # -- the end
-    def abort(self) -> str | None:
+    def abort(self, exc: BaseException | None = None) -> str | None:
         """The change failed before its commit: undo what it did (see the module docstring).
-        Returns a note for the error when the change is left for the next command to finish."""
+        Returns a note for the error when the change is left for the next command to finish
+        -- also when ``exc`` says the cluster store may hold its records (``in_doubt``: the
+        entry's settling removes them, lowbridge.store.cluster)."""
         clean = not self.tx.rollback()
         for pair in self.adopt.values():
             for sock in pair:
@@ -130,7 +132,7 @@ class Change:
         self.adopt.clear()
         if self.entry is None:
             return None
-        if self.forward or not clean:
+        if self.forward or not clean or getattr(exc, "in_doubt", False):
             return "left unfinished: the next lowbridge command finishes it"
         try:
             with self.ctl.store.transaction():

@@ -6,7 +6,8 @@ process that died mid-change (or whose undo failed).  Changes that build somethi
 by their own steps' undos, newest first -- each idempotent, so steps the process never reached
 cost nothing; teardowns are run again to their end.  An entry that cannot be settled stays, with
 a warning, and its names and addresses stay taken (:class:`.plan.Draft`) until a later command
-settles it.
+settles it.  In cluster mode an undone change's etcd transaction, if its outcome was unknown,
+is undone too (lowbridge.store.cluster: pending files).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def settle(ctl: Controller) -> None:
     that could not be, ``ctl.settled`` whether any was."""
     entries = ctl.store.journal()
     ctl.unsettled = []
+    if ctl.cluster is not None:
+        ctl.cluster.drop_stale_pending(e.id for e in entries)
     if not entries:
         return
     handlers = _handlers()
@@ -77,4 +80,6 @@ def _settle(ctl: Controller, entry: JournalEntry, handlers: dict) -> None:
         errors = how(c, entry.doc)
         if errors:
             raise LowbridgeError(f"undo {entry.op}: {errors[0]}")
+        if ctl.cluster is not None:  # what its lost etcd transaction may have written
+            ctl.cluster.undo_pending(entry.id)
         c.commit()  # deletes the entry; the firewall follows the store again

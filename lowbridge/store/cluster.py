@@ -18,17 +18,30 @@ Key layout (one key per resource, so every allocation is an atomic create-if-abs
     /lowbridge/v1/vni/<vni>                  <id>
     /lowbridge/v1/ipam/<id>/<ip>             <container id>
     /lowbridge/v1/endpoints/<id>/<ctr id>    Endpoint document (with host, VTEP, DNS names)
-    /lowbridge/v1/hosts/<host id>            {"name", "vtep"}
+    /lowbridge/v1/hosts/<host id>            {"name", "vtep", "lease"}
+
+Host liveness: each host holds an etcd lease (``lease_ttl`` seconds, kept alive by its agent,
+:mod:`lowbridge.agent`); its host key, its endpoints and their address leases are put under it.
+A host that dies stops renewing it: etcd deletes those keys when it expires, every other agent
+sees the deletions and withdraws the forwarding entries and DNS names, and the addresses are free.
+
+A transaction whose outcome is unknown (:class:`~lowbridge.store.etcd.StoreInDoubt`: sent, and
+no member answered after) must not leave records the host does not have.  So before sending a
+transaction that puts keys, the store writes them to a *pending* file named after the journal
+entry of the change; the file goes once the local store has committed too.  A file whose entry
+is still journaled belongs to a change being undone: :meth:`ClusterStore.undo_pending` deletes
+each of its keys that still holds the value it wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from lowbridge import config
 from lowbridge.errors import NotFound, StoreError
@@ -37,6 +50,7 @@ from lowbridge.store import etcd
 from lowbridge.store.sqlite import SQLiteStore
 
 GLOBAL_DRIVERS = frozenset({"overlay"})
+PENDING = "cluster-pending"  # beside the local store: transactions whose outcome was unknown
 RETRY = 5.0  # seconds before a process that found etcd unreachable reads it again
 
 
@@ -57,7 +71,10 @@ class ClusterStore:
         self._host_id_file = host_id_file
         self.host = read_host_id(host_id_file) or uuid.uuid4().hex[:16]
         self.vtep: str | None = None
+        self.lease: int | None = None  # this host's etcd lease (register_host)
         self._ops: etcd.Ops | None = None
+        self._journal_id: str | None = None  # the entry the open transaction deletes
+        self._pending_dir = os.path.join(os.path.dirname(local.path) or ".", PENDING)
         self.unreachable: str | None = None  # etcd's error, when the last read found it down
         self._retry_at = 0.0  # (time.monotonic) no read of etcd before then
 
@@ -69,13 +86,54 @@ class ClusterStore:
     def transaction(self) -> Iterator[None]:
         if self._ops is not None:
             raise StoreError("nested store transaction")
+        pending = None
         with self.local.transaction():
-            self._ops = etcd.Ops()
+            self._ops, self._journal_id = etcd.Ops(lease=self.lease), None
             try:
                 yield
+                if self._ops.puts and self._journal_id:
+                    pending = self._write_pending(self._journal_id, self._ops.puts)
                 self.kv.commit(self._ops)  # a failed compare rolls the local part back too
+            except etcd.StoreInDoubt:
+                pending = None  # kept: the journal entry stays, its settling reads the file
+                raise
+            except BaseException:
+                if pending is not None:
+                    os.unlink(pending)
+                raise
             finally:
                 self._ops = None
+        if pending is not None:
+            os.unlink(pending)
+
+    # -- transactions whose outcome is unknown (see the module docstring)
+    def _write_pending(self, entry_id: str, puts: dict[bytes, bytes]) -> str:
+        os.makedirs(self._pending_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self._pending_dir, entry_id)
+        doc = {k.decode(): v.decode() for k, v in puts.items()}
+        config.write_durably(path, json.dumps(doc).encode())
+        return path
+
+    def undo_pending(self, entry_id: str) -> None:
+        """Delete what the journal entry ``entry_id``'s change may have put in etcd (each key
+        only while it holds the value written); StoreUnavailable leaves the file for later."""
+        path = os.path.join(self._pending_dir, entry_id)
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return
+        for k, v in doc.items():
+            self.kv.delete_if(k.encode(), v.encode())
+        os.unlink(path)
+
+    def drop_stale_pending(self, journaled: Iterable[str]) -> None:
+        """Forget the pending files of changes committed since (their entry is gone)."""
+        keep = set(journaled)
+        for path in glob.glob(os.path.join(self._pending_dir, "*")):
+            if os.path.basename(path) not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """The embedded part's (the cluster's records are read from etcd each time)."""
@@ -162,6 +220,8 @@ class ClusterStore:
 
     def delete_journal(self, entry_id: str) -> None:
         self.local.delete_journal(entry_id)
+        if self._ops is not None:
+            self._journal_id = entry_id
 
     def get_meta(self, key: str) -> str | None:
         return self.local.get_meta(key)
@@ -179,13 +239,15 @@ class ClusterStore:
         ops = self._writing()
         ek = etcd.key("endpoints", endpoint.network_id, endpoint.container_id)
         if endpoint.ip and self.kv.get(ek) is None:
-            lease = etcd.key("ipam", endpoint.network_id, endpoint.ip)
-            ops.must_be_absent.append(lease)
-            ops.puts[lease] = endpoint.container_id.encode()
+            address = etcd.key("ipam", endpoint.network_id, endpoint.ip)
+            ops.must_be_absent.append(address)
+            ops.puts[address] = endpoint.container_id.encode()
+            ops.leased.add(address)
             got = self.kv.get(etcd.key("networks", endpoint.network_id))
             if got is not None:  # not created in this very transaction
                 ops.must_have_created.append((etcd.key("networks", endpoint.network_id), got[1]))
         ops.puts[ek] = json.dumps(endpoint.to_doc()).encode()
+        ops.leased.add(ek)  # the endpoint and its address go with this host (module docstring)
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
         if self._local(endpoint.network_id) or self._global_network(endpoint.network_id) is None:
@@ -198,11 +260,16 @@ class ClusterStore:
 
     # -- hosts
     def register_host(self, vtep: str) -> None:
-        """Announce this host and its VTEP (shown by ``network inspect``); the host id is kept
-        from then on."""
-        doc = {"name": config.host_name(), "vtep": vtep}
-        self.kv.put(etcd.key("hosts", self.host), json.dumps(doc).encode())
-        self.vtep = vtep
+        """Announce this host and its VTEP (shown by ``network inspect``) under its lease --
+        the one its agent keeps alive, else a new one; the host id is kept from then on."""
+        k = etcd.key("hosts", self.host)
+        got = self.kv.get(k)
+        doc = json.loads(got[0]) if got else {}
+        if doc.get("vtep") != vtep or not doc.get("lease"):
+            lease = self.kv.grant(config.lease_ttl())
+            doc = {"name": config.host_name(), "vtep": vtep, "lease": lease}
+            self.kv.put(k, json.dumps(doc).encode(), lease=lease)
+        self.vtep, self.lease = vtep, doc["lease"]
         if read_host_id(self._host_id_file) is None:
             os.makedirs(os.path.dirname(self._host_id_file), mode=0o700, exist_ok=True)
             fd = os.open(

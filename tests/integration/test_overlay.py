@@ -1,7 +1,8 @@
 """Overlay networks across three simulated hosts sharing etcd (Debian's etcd-server).
 
-Each host runs ``lowbridge agent``; sandboxes on different hosts talk over VXLAN, by address and
-by name, without commands on the other hosts.
+Nobody starts ``lowbridge agent``: the first overlay sandbox of a host starts one there (issue
+21, point 3); sandboxes on different hosts talk over VXLAN, by address and by name, without
+commands on the other hosts.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from tests.integration.conftest import ip_of, lb_json, ping
 pytestmark = pytest.mark.skipif(not shutil.which("etcd"), reason="etcd-server not installed")
 
 
-def start_agent(h) -> subprocess.Popen:  # noqa: ANN001
-    log = open(os.path.join(h.dir, "agent.log"), "ab")  # noqa: SIM115 - the agent's, kept open
-    return h.popen([sys.executable, "-m", "lowbridge", "agent"], stdout=log, stderr=log,
-                   env={**os.environ, **h.env})  # fmt: skip
+def agents(h) -> list[str]:  # noqa: ANN001
+    """The pids of the agents running in ``h``."""
+    return h.run("pgrep -f 'lowbridge [_]agent'", check=False).stdout.split()
 
 
 def eventually(probe, seconds: float = 10.0) -> bool:  # noqa: ANN001
@@ -40,24 +40,21 @@ def eventually(probe, seconds: float = 10.0) -> bool:  # noqa: ANN001
 @pytest.fixture(scope="module")
 def cluster():
     with Cluster(3) as c:
-        c.agents = [start_agent(h) for h in c.hosts]
-        try:
-            yield c
-        finally:
-            for agent in c.agents:
-                agent.kill()
-                agent.wait()
+        yield c
 
 
 def test_sandboxes_on_different_hosts_talk_by_address_and_name(cluster):
     h1, h2, h3 = cluster.hosts
     h1.lb("network", "create", "-d", "overlay", "--attachable", "ov1")
+    assert agents(h1) == []  # no overlay namespace here yet: nothing to follow
     h1.lb("container", "create", "--name", "a1", "--network", "ov1")
+    assert len(agents(h1)) == 1  # started by that command
     h2.lb("container", "create", "--name", "b1", "--network", "ov1")
     h3.lb("container", "create", "--name", "c1", "--network", "ov1")
     a1, b1, c1 = (ip_of(h, n, "ov1") for h, n in ((h1, "a1"), (h2, "b1"), (h3, "c1")))
     assert len({a1, b1, c1}) == 3 and all(ip.startswith("10.0.0.") for ip in (a1, b1, c1))
-    # h1 ran no command since b1 and c1 appeared: its agent programmed them.
+    # h1 ran no command since b1 and c1 appeared: its agent, which nobody started by hand,
+    # programmed them.  One agent per host, whatever the number of commands.
     assert eventually(lambda: ping(h1, "a1", b1) and ping(h1, "a1", c1))
     assert ping(h2, "b1", a1) and ping(h3, "c1", b1)
     assert eventually(lambda: b1 in h1.run("ip netns exec a1 getent hosts b1", check=False).stdout)
@@ -69,6 +66,7 @@ def test_sandboxes_on_different_hosts_talk_by_address_and_name(cluster):
     assert [p["IP"] for p in doc["Peers"]] == ["10.200.0.1", "10.200.0.2", "10.200.0.3"]
     assert doc["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4096"
     assert "ov1" in h2.lb("network", "ls").stdout
+    assert [len(agents(h)) for h in (h1, h2, h3)] == [1, 1, 1]
 
 
 def test_mtu_1450_across_hosts(cluster):
@@ -102,17 +100,22 @@ def test_two_overlays_are_isolated(cluster):
 
 def test_removal_and_agent_restart_lose_nothing(cluster):
     h1, h2, h3 = cluster.hosts
-    # The agent of h3 is down while sandboxes come and go elsewhere...
-    agent = cluster.agents[2]
-    agent.kill()
-    agent.wait()
+    c1 = ip_of(h3, "c1", "ov1")
+    # The agent of h3 is killed while sandboxes come and go elsewhere, longer than the host's
+    # lease lives: h3 is taken for dead and its sandbox withdrawn...
+    h3.run("pkill -KILL -f 'lowbridge [_]agent'")
     h1.lb("container", "create", "--name", "late", "--network", "ov1")
     late = ip_of(h1, "late", "ov1")
     b1 = ip_of(h2, "b1", "ov1")
     h2.lb("rm", "b1")
-    # ...and once restarted it lists and reconciles: the new one reachable, the removed gone.
-    cluster.agents[2] = start_agent(h3)
+    assert eventually(lambda: "c1" not in h1.lb("network", "inspect", "ov1").stdout)
+    # ...the next command there (a read) starts it again: it lists and reconciles (the new one
+    # reachable, the removed gone) and announces c1 again, which everyone reaches once more.
+    h3.lb("ps")
+    assert len(agents(h3)) == 1
     assert eventually(lambda: ping(h3, "c1", late))
+    assert eventually(lambda: ping(h1, "a1", c1))
+    assert "c1" in h1.lb("network", "inspect", "ov1").stdout
 
     def fdb(h) -> str:  # noqa: ANN001
         """vxlan0's own (self) entries: the bridge's learned ones age out on their own."""
@@ -276,3 +279,23 @@ def test_ipv6_inside_the_vxlan_across_hosts(cluster):
     for h, name in ((h1, "x6"), (h2, "y6")):
         h.lb("rm", "-f", name)
     h1.lb("network", "rm", "ov6")
+
+
+def test_an_agent_started_on_demand_leaves_with_the_hosts_last_overlay_sandbox(cluster):
+    """h3's last overlay sandbox goes: its agent revokes the host's lease (the host key goes
+    with it) and exits; the next overlay sandbox there starts one again."""
+    h1, _, h3 = cluster.hosts
+    hosts_of = (
+        "from lowbridge.store import open_store\nfrom lowbridge.config import Paths\n"
+        "print(sorted(d['name'] for d in open_store(Paths.resolve()).hosts().values()))"
+    )
+    names = lambda: h1.run([sys.executable, "-c", hosts_of],  # noqa: E731
+                           env={**os.environ, **h1.env}).stdout  # fmt: skip
+    assert "h3" in names()
+    h3.lb("rm", "-f", "c1")
+    assert eventually(lambda: agents(h3) == [] and "h3" not in names())
+    assert "lbo-" not in h3.run("ls /run/netns").stdout
+    h3.lb("container", "create", "--name", "c9", "--network", "ov1")
+    assert len(agents(h3)) == 1 and "h3" in names()
+    assert eventually(lambda: ping(h1, "a1", ip_of(h3, "c9", "ov1")))
+    h3.lb("rm", "-f", "c9")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lowbridge import ipam
@@ -18,6 +20,8 @@ class FakeKV:
     def __init__(self) -> None:
         self.data: dict[bytes, tuple[bytes, int]] = {}
         self.rev = 1
+        self.leased: dict[int, set[bytes]] = {}
+        self.lost = False  # the next commit is applied but its answer lost (StoreInDoubt)
 
     def get(self, k):  # noqa: ANN001, ANN201
         return self.data.get(k)
@@ -28,9 +32,26 @@ class FakeKV:
     def keys(self, prefix):  # noqa: ANN001, ANN201
         return [k for k, _ in self.get_prefix(prefix)]
 
-    def put(self, k, v):  # noqa: ANN001, ANN201
+    def put(self, k, v, lease=None):  # noqa: ANN001, ANN201
         self.rev += 1
         self.data[k] = (v, self.data.get(k, (None, self.rev))[1])
+        if lease is not None:
+            self.leased.setdefault(lease, set()).add(k)
+
+    def grant(self, ttl):  # noqa: ANN001, ANN201
+        self.rev += 1
+        return self.rev
+
+    def expire(self, lease):  # noqa: ANN001, ANN201
+        """The lease ran out (its host died): its keys go."""
+        for k in self.leased.pop(lease, ()):
+            self.data.pop(k, None)
+
+    def delete_if(self, k, v):  # noqa: ANN001, ANN201
+        if self.data.get(k, (None,))[0] == v:
+            del self.data[k]
+            return True
+        return False
 
     def commit(self, ops: kv.Ops) -> None:
         if any(k in self.data for k in ops.must_be_absent) or any(
@@ -43,7 +64,10 @@ class FakeKV:
             for k in [k for k in self.data if k.startswith(p)]:
                 del self.data[k]
         for k, v in ops.puts.items():
-            self.put(k, v)
+            self.put(k, v, ops.lease if k in ops.leased else None)
+        if self.lost:
+            self.lost = False
+            raise kv.StoreInDoubt("cluster store unreachable; whether the change reached it...")
 
     def close(self) -> None:
         pass
@@ -139,6 +163,104 @@ def test_the_host_id_is_kept_once_the_host_joined(tmp_path):
 def test_store_urls():
     assert kv.parse_url("etcd://10.0.0.1:2379,etcd2:2380") == [("10.0.0.1", 2379), ("etcd2", 2380)]
     assert kv.parse_url("etcd://etcd") == [("etcd", 2379)]
-    for bad in ("http://x:2379", "etcd://", "etcd://x:y"):
+    assert kv.parse_url("etcds://[fd00::1]:2379,[fd00::2]") == [
+        ("fd00::1", 2379),
+        ("fd00::2", 2379),
+    ]
+    for bad in ("http://x:2379", "etcd://", "etcd://x:y", "etcd://u:p@"):
         with pytest.raises(InvalidInput):
             kv.parse_url(bad)
+
+
+@pytest.fixture
+def no_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOWBRIDGE_CONFIG", str(tmp_path / "none.conf"))
+    for env in (kv.CA_ENV, kv.CERT_ENV, kv.KEY_ENV, kv.PASSWORD_ENV):
+        monkeypatch.delenv(env, raising=False)
+    return monkeypatch
+
+
+def test_store_tls_and_login_settings(no_settings, tmp_path):
+    t = kv.target("etcds://root:s%40cret@a:2379,b")
+    assert (t.tls, t.username, t.password) == (True, "root", "s@cret")
+    assert t.url == "etcds://root@a:2379,b" and "s@cret" not in repr(t)  # never shown
+    no_settings.setenv(kv.PASSWORD_ENV, "pw")
+    no_settings.setenv(kv.CA_ENV, str(tmp_path / "ca.pem"))
+    t = kv.target("etcds://root@a")
+    assert (t.password, t.ca, t.cert) == ("pw", str(tmp_path / "ca.pem"), None)
+    with pytest.raises(InvalidInput, match="for TLS: use etcds://"):
+        kv.target("etcd://root@a")
+    no_settings.setenv(kv.CERT_ENV, "/c.pem")
+    with pytest.raises(InvalidInput, match="go together"):
+        kv.target("etcds://root@a")
+    no_settings.delenv(kv.CERT_ENV)
+    with pytest.raises(InvalidInput, match="needs a user"):
+        kv.target("etcds://a")
+    no_settings.delenv(kv.PASSWORD_ENV)
+    with pytest.raises(InvalidInput, match="needs a password"):
+        kv.target("etcds://root@a")
+    with pytest.raises(InvalidInput, match="cannot read"):  # a missing CA file: one line
+        kv.open_client(kv.target("etcds://a"), "a", 2379)
+
+
+def test_endpoints_and_addresses_go_with_their_hosts_lease(stores):
+    """Host liveness: a host's endpoints and address leases are put under its etcd lease; when
+    it expires (the host died), they go, and the address is free for another host."""
+    a, b, shared = stores
+    net = _overlay()
+    with a.transaction():
+        a.put_network(net)
+    for store in (a, b):
+        store.register_host(store.vtep)
+    assert a.lease != b.lease
+    for store, ctr, ip in ((a, "c1", "10.0.0.2"), (b, "c2", "10.0.0.3")):
+        with store.transaction():
+            store.put_container(Container(id=ctr * 32, name=ctr, netns=f"/run/netns/{ctr}"))
+            store.put_endpoint(_ep(ctr, net, ctr * 32, ip, store))
+    shared.expire(a.lease)
+    assert [e.ip for e in b.view().endpoints_on(net.id)] == ["10.0.0.3"]
+    assert set(b.hosts()) == {"host-b"} and net.id in b.view().nets  # the network stays
+    with b.transaction():
+        b.put_endpoint(_ep("c3", net, "c2" * 32, "10.0.0.2", b))  # the dead host's address
+    # register_host keeps a live lease, takes a new one once it is gone
+    lease = b.lease
+    b.register_host(b.vtep)
+    assert b.lease == lease
+    shared.expire(lease)
+    b.register_host(b.vtep)
+    assert b.lease != lease and "host-b" in b.hosts()
+
+
+def test_a_transaction_in_doubt_is_undone_from_its_pending_file(stores, tmp_path):
+    """The answer to a transaction is lost: its keys are kept in a pending file named after the
+    journal entry; settling that entry deletes the keys that still hold what it wrote; a file
+    whose entry is gone (the change committed) is dropped."""
+    a, b, shared = stores
+    net = _overlay()
+    with a.transaction():
+        a.put_network(net)
+    a.register_host(a.vtep)
+    shared.lost = True
+    with pytest.raises(kv.StoreInDoubt), a.transaction():
+        a.put_endpoint(_ep("e1", net, "c1" * 32, "10.0.0.2", a))
+        a.delete_journal("entry-1")  # (Change.commit deletes its entry in the same transaction)
+    assert kv.key("ipam", net.id, "10.0.0.2") in shared.data  # applied after all
+    pending = tmp_path / "cluster-pending" / "entry-1"
+    assert pending.exists()
+    a.drop_stale_pending(["entry-1"])  # still journaled: kept
+    a.undo_pending("entry-1")
+    assert not pending.exists() and b.view().endpoints_on(net.id) == []
+    a.undo_pending("entry-1")  # idempotent
+    # A key someone else wrote since is not ours to delete.
+    with a.transaction():
+        a.put_endpoint(_ep("e2", net, "c2" * 32, "10.0.0.3", a))
+        a.delete_journal("entry-2")
+    assert not (tmp_path / "cluster-pending" / "entry-2").exists()  # committed: gone
+    (tmp_path / "cluster-pending" / "entry-3").write_text(
+        json.dumps({kv.key("ipam", net.id, "10.0.0.3").decode(): "someone-else"})
+    )
+    a.undo_pending("entry-3")
+    assert kv.key("ipam", net.id, "10.0.0.3") in shared.data
+    (tmp_path / "cluster-pending" / "entry-4").write_text("{}")
+    a.drop_stale_pending([])
+    assert list((tmp_path / "cluster-pending").iterdir()) == []

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def survey(ctl: Controller, nl: Session) -> list[Drift]:
     """Every difference on this host, read under the host lock (see the module docstring)."""
-    from lowbridge.controller.audit import devices, leftovers, sandboxes
+    from lowbridge.controller.audit import cluster, devices, leftovers, sandboxes
 
     view = ctl.store.view()
     links = {link.name: link for link in nl.links()}
@@ -42,6 +42,7 @@ def survey(ctl: Controller, nl: Session) -> list[Drift]:
     out += devices.survey(ctl, nl, view, links)
     out += leftovers.survey(ctl, nl, view, links)
     out += sandboxes.survey(ctl, view)
+    out += cluster.survey(ctl, view)
     out += _firewall(ctl, view)
     out += _resolver(ctl, view)
     return out
