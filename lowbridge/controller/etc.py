@@ -25,8 +25,9 @@ def files(
     nets: Mapping[str, Network],
     bridge_address: BridgeAddress,
 ) -> dict[str, str]:
-    """The files of ``ctr`` with endpoints ``eps``."""
-    eps = [e for e in eps if e.network_id in nets]
+    """The files of ``ctr`` with endpoints ``eps`` (in their interfaces' order, eth0 first:
+    a view lists this host's endpoints before the cluster store's)."""
+    eps = sorted((e for e in eps if e.network_id in nets), key=lambda e: (len(e.ifname), e.ifname))
     embedded = any(uses_resolver(nets[e.network_id]) for e in eps)
     extra = list(ctr.extra_hosts)
     if ctr.links and any(nets[e.network_id].is_default_bridge for e in eps):

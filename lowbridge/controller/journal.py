@@ -70,6 +70,10 @@ def settle(ctl: Controller) -> None:
 
 def _settle(ctl: Controller, entry: JournalEntry, handlers: dict) -> None:
     kind, how = handlers.get(entry.op, ("undo", None))
+    if kind == "undo" and ctl.cluster is not None:
+        # What its lost etcd transaction may have written goes first: the undo's view (the
+        # sandbox's /etc files are written from it) must not hold it.
+        ctl.cluster.undo_pending(entry.id)
     with ctl.change(f"recover-{entry.op}", forward=True) as c:
         c.entry = entry
         if how is None:  # an operation this version does not know: nothing it can undo
@@ -80,6 +84,4 @@ def _settle(ctl: Controller, entry: JournalEntry, handlers: dict) -> None:
         errors = how(c, entry.doc)
         if errors:
             raise LowbridgeError(f"undo {entry.op}: {errors[0]}")
-        if ctl.cluster is not None:  # what its lost etcd transaction may have written
-            ctl.cluster.undo_pending(entry.id)
         c.commit()  # deletes the entry; the firewall follows the store again
