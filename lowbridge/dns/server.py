@@ -183,6 +183,9 @@ class Resolver:
             conn.settimeout(5)
             try:
                 msg, socks = self._receive(conn)
+            except EOFError:  # connected and closed: control.running() asking if we are up
+                conn.close()
+                continue
             except (OSError, ValueError) as exc:
                 log.warning("control: %s", exc)
                 conn.close()
@@ -229,6 +232,8 @@ class Resolver:
         """One control message and the sockets it hands over (container id -> (udp, tcp))."""
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 256)
         socks = [socket.socket(fileno=fd) for fd in fds]
+        if not data and not socks:
+            raise EOFError
         try:
             msg = json.loads(data)
         except ValueError:

@@ -172,6 +172,11 @@ class OverlayDriver(Policy):
                     mtu=net.mtu,
                     master=bridge,
                 )
+                # br0 may have learned this MAC on vxlan0 (an address, and with it the MAC, that
+                # was another host's until just now): frames for it from vxlan0 would then go
+                # nowhere until that entry ages out (300 s), as the sandbox sends nothing first.
+                # A static entry on its own port replaces it (it goes with the port).
+                ovl.fdb_pin(ep.host_ifname, ep.mac)
 
         def undo() -> None:
             if k.is_netns(ns_path(net)):

@@ -388,6 +388,20 @@ class Session:
                 state=state,
             )
 
+    def fdb_pin(self, port: str | int, mac: str) -> None:
+        """A static entry on ``port``'s bridge: ``mac`` is behind ``port`` (``bridge fdb
+        replace MAC dev PORT master static``), replacing whatever the bridge had learned."""
+        from pyroute2.netlink.rtnl import ndmsg
+
+        with self._doing(f"pin fdb {mac} to {port}"):
+            self._ipr.fdb(
+                "replace",
+                ifindex=self._ix(port),
+                lladdr=mac,
+                flags=ndmsg.flags["master"],
+                state=ndmsg.states["noarp"],
+            )
+
     def fdb_delete(self, link: str | int, mac: str, dst: str) -> None:
         from pyroute2.netlink.rtnl import ndmsg
 

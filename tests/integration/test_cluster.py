@@ -106,6 +106,19 @@ def test_several_members_and_the_leader_killed_mid_create(cluster):
         cluster.start_etcd(only=leader)
 
 
+def test_an_address_given_up_on_one_host_and_taken_on_another_is_reached_at_once(cluster):
+    """The MAC comes from the address: h2's br0 learned it behind vxlan0 while it was h1's;
+    once it is h2's own sandbox's, frames from the VXLAN reach it at once (a static entry on
+    its port), not after the bridge's 300 s ageing."""
+    h1, h2, _ = cluster.hosts
+    h1.lb("container", "create", "--name", "hop", "--network", "ov", "--ip", "10.0.9.200")
+    assert eventually(lambda: ping(h2, "s2", "10.0.9.200"))  # h2's br0 learns its MAC
+    h1.lb("rm", "-f", "hop")
+    h2.lb("container", "create", "--name", "hop2", "--network", "ov", "--ip", "10.0.9.200")
+    assert eventually(lambda: ping(h1, "s1", "hop2"), 10)
+    h2.lb("rm", "-f", "hop2")
+
+
 def test_a_dead_host_is_withdrawn_within_its_lease(cluster):
     h1, h2, h3 = cluster.hosts
     s3 = ip_of(h3, "s3", "ov")
