@@ -110,6 +110,16 @@ def rows() -> list[tuple[str, str, str, str]]:
         r = statistics.median(a / b for a, b in zip(dns["lowbridge"], dns["aardvark"], strict=True))
         out.append(("DNS queries/s", f"{q['lowbridge']:,.0f}", f"aardvark-dns {q['aardvark']:,.0f}",
                     f"{r:.2f}×"))  # fmt: skip
+    if conv := _load("convergence"):
+        up = sorted(conv["up_s"])
+        p99 = up[min(len(up) - 1, round(0.99 * (len(up) - 1)))]
+        out.append((f"cluster of {conv['hosts']}: new sandbox pingable by name everywhere, p99",
+                    f"{p99 * 1000:.0f} ms", "goal 1 s", f"{p99:.2f}×"))  # fmt: skip
+        if conv["gone_s"]:
+            worst = max(conv["gone_s"])
+            out.append((f"cluster of {conv['hosts']}: dead host withdrawn everywhere, max",
+                        f"{worst:.2f} s", f"goal lease TTL + 1 = {conv['ttl'] + 1} s",
+                        f"{worst / (conv['ttl'] + 1):.2f}×"))  # fmt: skip
     return out
 
 

@@ -224,6 +224,8 @@ class Agent:
                 log.warning("cluster store %s:%d: %s; listing again in %.1f s", host, port,
                             exc or type(exc).__name__, RETRY)  # fmt: skip
                 member = (member + 1) % len(self.target.endpoints)  # the next member
+            except Exception:  # noqa: BLE001 - an agent that dies leaves its host's lease to lapse
+                log.exception("unexpected error; listing again in %.1f s", RETRY)
             finally:
                 with contextlib.suppress(Exception):
                     await client.close()
@@ -247,9 +249,12 @@ class Agent:
             return [Network.from_doc(json.loads(item.value)) for item in got]
 
         def leave() -> None:
-            lease = self.host_doc.get("lease")
+            # The lease the store names now (the one remembered may have lapsed since).
+            got = blocking(client.get(kv.key("hosts", self.host)))
+            lease = json.loads(got.value).get("lease") if got is not None else None
             if lease:
-                blocking(client.revoke_lease(lease))
+                with contextlib.suppress(aetcd.exceptions.ClientError):  # lapsed meanwhile
+                    blocking(client.revoke_lease(lease))
             log.info("no overlay network left on this host: leaving")
 
         def sync(state: dict) -> asyncio.Future:

@@ -88,6 +88,13 @@ def lb_json(h: SimHost, *args: str):
     return json.loads(h.lb(*args).stdout)
 
 
+def members(h: SimHost, net: str) -> set[str]:
+    """The sandboxes ``network inspect`` on ``h`` lists on ``net`` (in cluster mode: from every
+    host)."""
+    doc = lb_json(h, "network", "inspect", net)[0]
+    return {c["Name"] for c in doc["Containers"].values()}
+
+
 def ip_of(h: SimHost, container: str, network: str) -> str:
     doc = lb_json(h, "inspect", container)[0]
     return doc["NetworkSettings"]["Networks"][network]["IPAddress"]

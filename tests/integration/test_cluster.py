@@ -27,7 +27,7 @@ import time
 import pytest
 
 from lowbridge.simcluster import PASSWORD, Cluster
-from tests.integration.conftest import ip_of, lb_json, ping
+from tests.integration.conftest import ip_of, lb_json, members, ping
 
 pytestmark = [
     pytest.mark.skipif(not shutil.which("etcd"), reason="etcd-server not installed"),
@@ -101,7 +101,7 @@ def test_several_members_and_the_leader_killed_mid_create(cluster):
         assert {c["Name"] for c in doc["Containers"].values()} >= {"s1", "s2", "s3", "mid"}
         assert clean(h1) and clean(h2)
         h1.lb("rm", "-f", "mid")
-        assert eventually(lambda: "mid" not in h2.lb("network", "inspect", "ov").stdout)
+        assert eventually(lambda: "mid" not in members(h2, "ov"))
     finally:
         cluster.start_etcd(only=leader)
 
@@ -131,7 +131,7 @@ def test_a_dead_host_is_withdrawn_within_its_lease(cluster):
             assert eventually(lambda h=h: mac not in fdb(h))
             getent = ["ip", "netns", "exec", me, "getent", "hosts", "s3"]
             assert eventually(lambda h=h, a=getent: h.run(a, check=False).returncode == 2)
-        assert "s3" not in h1.lb("network", "inspect", "ov").stdout
+        assert "s3" not in members(h1, "ov")
         # Its address is free: another host may take it.
         proc = h2.lb("container", "create", "--name", "heir", "--network", "ov", "--ip", s3,
                      check=False)  # fmt: skip
@@ -143,7 +143,7 @@ def test_a_dead_host_is_withdrawn_within_its_lease(cluster):
     # Back, its next command starts its agent again, which announces s3 again (its address is
     # free again): everyone reaches it.
     h3.lb("ps")
-    assert eventually(lambda: "s3" in h1.lb("network", "inspect", "ov").stdout)
+    assert eventually(lambda: "s3" in members(h1, "ov"))
     assert eventually(lambda: ping(h1, "s1", s3), 20)
 
 
@@ -188,9 +188,9 @@ def test_a_partition_mid_connect_leaves_nothing_half_done(secure):
     h1.lb("container", "create", "--name", "cut")  # (on the default bridge)
     proc, marker = paused(h1, ["network", "connect", "ov", "cut"], "network-connect:persist")
     # Drop what the members send h1 (its requests still leave: the transaction is applied).
-    members = ", ".join(m.ip for m in cluster.members)
+    ips = ", ".join(m.ip for m in cluster.members)
     drop = ("table inet partition {\n chain input {\n  type filter hook input priority -300;\n"
-            f"  ip saddr {{ {members} }} drop\n }}\n}}\n")  # fmt: skip
+            f"  ip saddr {{ {ips} }} drop\n }}\n}}\n")  # fmt: skip
     h1.run(["nft", "-f", "-"], input=drop)
     try:
         os.unlink(marker)
@@ -199,11 +199,11 @@ def test_a_partition_mid_connect_leaves_nothing_half_done(secure):
         assert len(err.strip().splitlines()) == 1 and "unknown" in err, err
         assert "left unfinished" in err
         # The store holds the endpoint (seen from h2), h1's kernel does not.
-        assert eventually(lambda: "cut" in h2.lb("network", "inspect", "ov").stdout)
+        assert eventually(lambda: "cut" in members(h2, "ov"))
         assert "eth1" not in h1.run("ip netns exec cut ip -br link").stdout
     finally:
         h1.run("nft delete table inet partition")
-    assert eventually(lambda: "cut" not in h2.lb("network", "inspect", "ov").stdout, 30)
+    assert eventually(lambda: "cut" not in members(h2, "ov"), 30)
     assert eventually(lambda: clean(h1), 10) and clean(h2)
     assert "ov" not in lb_json(h1, "inspect", "cut")[0]["NetworkSettings"]["Networks"]
     # and connect works once more
