@@ -15,85 +15,33 @@ it is back: it takes a new one and announces again each endpoint it still has (i
 in the overlay namespace), unless another host took the address meanwhile.
 
 A change cut off from etcd mid-transaction leaves a journal entry and a pending file (lowbridge.
-store.cluster); once etcd answers again the agent settles the journal, as the next command would.
+store.cluster); the agent looks every second and, once etcd answers again, settles the journal
+as the next command would.
 
 Nobody has to start it: a command that leaves this host with an overlay namespace starts one
-(:func:`ensure_running`, as the resolver is started), which exits -- revoking the lease -- once the
-host has none.  One agent per host: it holds ``<run>/agent.lock``; an agent started by hand (or
-the unit in ``systemd/``) waits for that lock and then stays for good.
+(:mod:`lowbridge.agentctl`, as the resolver is started), which exits -- revoking the lease --
+once the host has none.  One agent per host: it holds ``<run>/agent.lock``; an agent started by
+hand (or the unit in ``systemd/``) waits for that lock and then stays for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 
 from lowbridge import config
+from lowbridge.agentctl import hold_lock, overlay_namespaces
 from lowbridge.config import Paths, host_lock, private_file
 from lowbridge.models import Endpoint, Network
 from lowbridge.store import etcd as kv
 
 log = logging.getLogger("lowbridge-agent")
 RETRY = 0.5  # seconds between attempts while etcd is unreachable
-
-
-def lock_path(paths: Paths) -> str:
-    return os.path.join(paths.run, "agent.lock")
-
-
-def _lock(paths: Paths, wait: bool) -> int | None:
-    """The agent lock's descriptor, held; None if another process holds it (``wait`` false)."""
-    paths.run_dir()
-    fd = private_file(lock_path(paths), os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def missing(paths: Paths) -> bool:
-    """Whether this host has an overlay namespace and no agent following the cluster."""
-    if not overlay_namespaces():
-        return False
-    fd = _lock(paths, wait=False)
-    if fd is not None:
-        os.close(fd)
-    return fd is not None
-
-
-def ensure_running(paths: Paths) -> None:
-    """Start an on-demand agent unless one serves this host (called under the host lock)."""
-    fd = _lock(paths, wait=False)
-    if fd is None:
-        return
-    os.close(fd)  # nobody held it: start one, which takes it
-    log_fd = private_file(os.path.join(paths.run, "agent.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # fmt: skip
-    try:
-        subprocess.Popen([sys.executable, "-m", "lowbridge", "_agent"], stdin=subprocess.DEVNULL,
-                         stdout=log_fd, stderr=log_fd, start_new_session=True, cwd="/")  # fmt: skip
-    finally:
-        os.close(log_fd)
-
-
-def overlay_namespaces() -> list[str]:
-    """This host's overlay namespaces (lowbridge.drivers.overlay)."""
-    from lowbridge.drivers import overlay
-    from lowbridge.kernel import netns
-
-    if not os.path.isdir(netns.NETNS_RUN_DIR):
-        return []
-    return [n for n in os.listdir(netns.NETNS_RUN_DIR) if n.startswith(overlay.NS_PREFIX)]
 
 
 class Agent:
@@ -260,8 +208,6 @@ class Agent:
         def sync(state: dict) -> asyncio.Future:
             return loop.run_in_executor(None, self.reconcile, list(state.items()), fresh, leave)
 
-        if self._in_doubt():  # (etcd is back) undo what a change cut off from it may have left
-            await loop.run_in_executor(None, self._settle)
         await sync(dict(rows))
         state = dict(rows)
         watch = await client.watch_prefix(kv.PREFIX, start_revision=listing.header.revision + 1)
@@ -273,6 +219,7 @@ class Agent:
 
         reader = asyncio.ensure_future(read())
         keeper = asyncio.ensure_future(self._keep_lease(client, loop, state))
+        settler = asyncio.ensure_future(self._settle_doubts(loop))
         stopper = asyncio.ensure_future(self.stop.wait())
         try:
             while True:
@@ -298,10 +245,18 @@ class Agent:
                         state.pop(event.kv.key, None)
                 await sync(state)
         finally:
-            for task in (stopper, reader, keeper):
+            for task in (stopper, reader, keeper, settler):
                 task.cancel()
             with contextlib.suppress(Exception):
                 await watch.cancel()
+
+    async def _settle_doubts(self, loop) -> None:  # noqa: ANN001
+        """Every second: a change cut off from etcd mid-transaction left a pending file (etcd
+        answers this agent, so it may answer the change's settling too): settle the journal."""
+        while True:
+            if self._in_doubt():
+                await loop.run_in_executor(None, self._settle)
+            await asyncio.sleep(1.0)
 
     def _in_doubt(self) -> bool:
         from lowbridge.store.cluster import PENDING
@@ -315,7 +270,11 @@ class Agent:
         from lowbridge.controller import Controller
         from lowbridge.errors import LowbridgeError
 
-        ctl = Controller(self.paths)
+        try:
+            ctl = Controller(self.paths)
+        except LowbridgeError as exc:
+            log.warning("settle: %s", exc)
+            return
         try:
             ctl.settle()
         except LowbridgeError as exc:
@@ -397,7 +356,7 @@ def main(paths: Paths, url: str, on_demand: bool = False) -> int:
         raise InvalidInput("this host has not joined the cluster yet: run a lowbridge command "
                            "with --store first")  # fmt: skip
     agent = Agent(paths, url, host, on_demand)
-    agent.lock_fd = _lock(paths, wait=not on_demand)
+    agent.lock_fd = hold_lock(paths, wait=not on_demand)
     if agent.lock_fd is None:
         return 0  # another agent serves this host
     log.info("host %s watching %s%s", agent.host, agent.target.url,

@@ -427,7 +427,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_on_demand(args: argparse.Namespace) -> int:
-    """``_agent``: the agent a command starts (lowbridge.agent.ensure_running)."""
+    """``_agent``: the agent a command starts (lowbridge.agentctl.ensure_running)."""
     return cmd_agent(args)
 
 

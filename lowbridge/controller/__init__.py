@@ -208,7 +208,7 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         dirty, self._dirty = self._dirty, False
         view = self.store.view()
         if self.cluster is not None:
-            from lowbridge import agent
+            from lowbridge import agentctl
 
             try:
                 if dirty:
@@ -216,8 +216,8 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
                         driver = drivers.get(net.driver)
                         if driver.scope == "global":
                             driver.sync_peers(net, view.endpoints_on(net.id), self.cluster.host)
-                if agent.missing(self.paths):  # it follows the other hosts' changes
-                    agent.ensure_running(self.paths)
+                if agentctl.missing(self.paths):  # it follows the other hosts' changes
+                    agentctl.ensure_running(self.paths)
             except LowbridgeError as exc:
                 print(f"lowbridge: warning: sync overlay entries: {exc}", file=sys.stderr)
         from lowbridge import proxy
@@ -256,9 +256,9 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
     def _agent_down(self) -> bool:
         if self.cluster is None:
             return False
-        from lowbridge import agent
+        from lowbridge import agentctl
 
-        return agent.missing(self.paths)
+        return agentctl.missing(self.paths)
 
     def _resolver_down(self, view: View) -> bool:
         # The resolver first: a damaged sandbox row must not stop a read of networks.
