@@ -264,3 +264,63 @@ def test_a_transaction_in_doubt_is_undone_from_its_pending_file(stores, tmp_path
     (tmp_path / "cluster-pending" / "entry-4").write_text("{}")
     a.drop_stale_pending([])
     assert list((tmp_path / "cluster-pending").iterdir()) == []
+
+
+class FlakyMembers(kv.KV):
+    """KV.commit's recovery over scripted members: ``script`` says, call by call, whether it
+    reaches the store (a dict: "ok"), fails before reaching it ("down"), or reaches it and loses
+    its answer ("lost")."""
+
+    def __init__(self, script: list[str]):
+        self.url, self.endpoints, self.script, self.data, self.sent = (
+            "etcd://x",
+            [("x", 1)],
+            script,
+            {},
+            0,
+        )
+
+    def _call(self, fn, deadline=None):  # noqa: ANN001, ANN202
+        import asyncio
+
+        step = self.script.pop(0) if self.script else "ok"
+        if step == "down":  # nothing reached the store
+            raise kv.StoreUnavailable("cluster store etcd://x unreachable: down")
+        result = asyncio.run(fn(self))
+        if step == "lost":  # reached it, the answer did not come back
+            raise kv.StoreUnavailable("cluster store etcd://x unreachable: timeout")
+        return result
+
+    async def _txn(self, c, ops):  # noqa: ANN001, ANN202
+        self.sent += 1
+        if any(k in self.data for k in ops.must_be_absent):
+            return False
+        self.data.update(ops.puts)
+        for k in ops.deletes:
+            self.data.pop(k, None)
+        return True
+
+    async def get(self, k):  # noqa: ANN001, ANN201 - (the client's, as _applied calls it)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(value=self.data[k]) if k in self.data else None
+
+
+def _ops() -> kv.Ops:
+    return kv.Ops(must_be_absent=[b"a"], puts={b"a": b"1", b"e": b"doc"})
+
+
+def test_a_lost_answer_is_read_back_not_sent_twice():
+    applied = FlakyMembers(["lost"])  # applied, answer lost: the read-back says so
+    applied.commit(_ops())
+    assert applied.sent == 1 and applied.data == {b"a": b"1", b"e": b"doc"}
+    missed = FlakyMembers(["down"])  # never reached it: read back, then sent again
+    missed.commit(_ops())
+    assert missed.sent == 1 and missed.data[b"a"] == b"1"
+    taken = FlakyMembers(["down"])
+    taken.data[b"a"] = b"other host's"  # meanwhile someone took it: a conflict, not a resend
+    with pytest.raises(kv.CasConflict):
+        taken.commit(_ops())
+    gone = FlakyMembers(["lost", "down"])  # and then no member answers the read-back
+    with pytest.raises(kv.StoreInDoubt, match="whether the change reached it is unknown"):
+        gone.commit(_ops())
