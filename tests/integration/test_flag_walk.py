@@ -9,10 +9,12 @@ row names (which must exist and use the option)."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import inspect
 import os
 import shlex
+import shutil
 import tempfile
 import time
 import zlib
@@ -25,7 +27,8 @@ from lowbridge.simhost import SimHost
 from tests.integration.conftest import ip_of
 
 SERVE = "-- socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'echo web'"
-DIR = tempfile.mkdtemp(prefix="lowbridge-walk-")
+DIR = tempfile.mkdtemp(prefix="lowbridge-walk-")  # (the rows name its files at import)
+atexit.register(shutil.rmtree, DIR, True)  # each process that imports this module made one
 ENV_FILE = os.path.join(DIR, "walk.env")
 LAB = os.path.join(DIR, "walk.yaml")
 TERM_TRAP = (
