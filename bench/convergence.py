@@ -154,7 +154,8 @@ def main() -> None:
         f"(setup {setup:.0f} s).\n\n"
         "| case | samples | p50 | p99 | max | goal |\n|---|---|---|---|---|---|"
     )
-    doc = {"hosts": args.hosts, "ttl": args.ttl, "up_s": up, "gone_s": gone}
+    doc = {"hosts": args.hosts, "ttl": args.ttl, "up_s": up, "gone_s": gone,
+           "up_p99_s": percentile(up, 0.99)}  # fmt: skip
     write("convergence", "Cluster convergence", header, rows, doc)
 
 

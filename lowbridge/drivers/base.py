@@ -17,7 +17,7 @@ networks (which endpoint provides the default route is the controller's).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -124,6 +124,30 @@ def check_families(req: NetworkRequest) -> None:
     given = req.subnet or req.gateway or req.ip_range or next(iter(req.aux_addresses), "")
     if given:
         raise InvalidInput(f"IPv4 address {given} given, but the network has --ipv4=false")
+
+
+def plan_ipv4(
+    req: NetworkRequest,
+    host: HostView,
+    with_gateway: bool = True,
+    pools: Iterable[tuple[str, int]] = ipam.DEFAULT_POOLS,
+) -> ipam.Pool:
+    """The IPv4 pool of a network ``req`` asks for: its --subnet/--gateway/--ip-range/
+    --aux-address against the host's other networks, its own addresses and what lowbridge's
+    devices hold; else the first free subnet of ``pools``.  ``with_gateway`` False: no gateway
+    of lowbridge's choosing (macvlan passes whether one was given)."""
+    return ipam.plan_pool(
+        subnet=req.subnet,
+        gateway=req.gateway,
+        ip_range=req.ip_range,
+        aux_addresses=req.aux_addresses,
+        taken=[n.pool.subnet for n in host.networks if n.pool is not None],
+        reserved=host.reserved,
+        with_gateway=with_gateway,
+        pools=pools,
+        host_addresses=host.addresses,
+        held=host.held,
+    )
 
 
 def plan_ipv6(req: NetworkRequest, host: HostView, with_gateway: bool = True) -> ipam.Pool | None:

@@ -25,6 +25,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
+    plan_ipv4,
     plan_ipv6,
     validate_mtu,
 )
@@ -72,16 +73,7 @@ class BridgeDriver(Policy):
         _validate_options(req.options)
         pool = None
         if req.ipv4:
-            pool = ipam.plan_pool(
-                subnet=req.subnet,
-                gateway=req.gateway,
-                ip_range=req.ip_range,
-                aux_addresses=req.aux_addresses,
-                taken=[n.pool.subnet for n in host.networks if n.pool is not None],
-                reserved=host.reserved,
-                host_addresses=host.addresses,
-                held=host.held,
-            )
+            pool = plan_ipv4(req, host)
         pool6 = plan_ipv6(req, host)
         device = req.options.get(OPT_BRIDGE_NAME) or names.bridge_device(network_id)
         names.validate_ifname(device)

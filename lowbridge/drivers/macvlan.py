@@ -38,6 +38,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
+    plan_ipv4,
     plan_ipv6,
     validate_mtu,
 )
@@ -96,17 +97,7 @@ class MacvlanDriver(Policy):
                     f"macvlan network {other.name} already uses parent {parent} "
                     "(passthru mode takes the parent alone)"
                 )
-        pool = ipam.plan_pool(
-            subnet=req.subnet,
-            gateway=req.gateway,
-            ip_range=req.ip_range,
-            aux_addresses=req.aux_addresses,
-            taken=[n.pool.subnet for n in host.networks if n.pool is not None],
-            reserved=host.reserved,
-            with_gateway=req.gateway is not None,  # Docker 29: only a given gateway
-            host_addresses=host.addresses,
-            held=host.held,
-        )
+        pool = plan_ipv4(req, host, with_gateway=req.gateway is not None)  # Docker 29: only given
         if shim != "false":
             # The shim's address: the one given, else the network's first free one (in
             # --ip-range if given); kept as an aux address so IPAM never hands it to an

@@ -23,7 +23,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from lowbridge import ipam, names
+from lowbridge import names
 from lowbridge.drivers.base import (
     Attachment,
     HostView,
@@ -32,6 +32,7 @@ from lowbridge.drivers.base import (
     SandboxRef,
     Step,
     configure_interface,
+    plan_ipv4,
     plan_ipv6,
     validate_mtu,
 )
@@ -87,17 +88,7 @@ class OverlayDriver(Policy):
             vni = next(v for v in range(VNI_FIRST, VNI_LAST + 1) if v not in used)
         options[OPT_VNI] = str(vni)
         options.setdefault(OPT_MTU, str(MTU))
-        pool = ipam.plan_pool(
-            subnet=req.subnet,
-            gateway=req.gateway,
-            ip_range=req.ip_range,
-            aux_addresses=req.aux_addresses,
-            taken=[n.pool.subnet for n in host.networks if n.pool is not None],
-            reserved=host.reserved,
-            pools=POOLS,
-            host_addresses=host.addresses,
-            held=host.held,
-        )
+        pool = plan_ipv4(req, host, pools=POOLS)
         return Network(
             id=network_id,
             name=req.name,

@@ -30,7 +30,7 @@ import concurrent.futures
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -315,21 +315,6 @@ class KV:
         """A new lease of ``ttl`` seconds; its id."""
         return self._call(lambda c: c.lease(ttl)).id
 
-    def revoke(self, lease: int) -> None:
-        """Revoke ``lease``: every key put under it goes."""
-        self._call(lambda c: c.revoke_lease(lease))
-
-    def create(self, k: bytes, value: bytes, lease: int | None = None) -> bytes | None:
-        """Put ``k`` if absent; None if put, else the value it has."""
-
-        def txn(c):  # noqa: ANN001, ANN202
-            tx = c.transactions
-            return c.transaction(compare=[tx.create(k) == 0], success=[tx.put(k, value, lease)],
-                                 failure=[tx.get(k)])  # fmt: skip
-
-        ok, responses = self._call(txn)
-        return None if ok else responses[0][0][0].value
-
     def delete_if(self, k: bytes, value: bytes) -> bool:
         """Delete ``k`` if it still holds ``value``; whether it was deleted."""
 
@@ -406,7 +391,3 @@ def _prefix_end(prefix: bytes) -> bytes:
             b[i] += 1
             return bytes(b[: i + 1])
     return b"\0"
-
-
-def values(rows: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
-    return [v for _, v in rows]

@@ -74,6 +74,17 @@ def ping(h: SimHost, sandbox: str, address: str, count: int = 1) -> bool:
     return proc.returncode == 0
 
 
+def eventually(probe, seconds: float = 15.0) -> bool:  # noqa: ANN001
+    """Poll ``probe`` until it is true or ``seconds`` pass; whether it became true (what an agent
+    or etcd applies asynchronously; no wall-clock is asserted)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(0.1)
+    return probe()
+
+
 def wait_for(probe, seconds: float = 5.0) -> None:  # noqa: ANN001
     """Poll ``probe`` until it is true (a server coming up), at most ``seconds``."""
     deadline = time.monotonic() + seconds

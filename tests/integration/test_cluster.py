@@ -27,21 +27,12 @@ import time
 import pytest
 
 from lowbridge.simcluster import PASSWORD, Cluster
-from tests.integration.conftest import ip_of, lb_json, members, ping
+from tests.integration.conftest import eventually, ip_of, lb_json, members, ping
 
 pytestmark = [
     pytest.mark.skipif(not shutil.which("etcd"), reason="etcd-server not installed"),
     pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed"),
 ]
-
-
-def eventually(probe, seconds: float = 15.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if probe():
-            return True
-        time.sleep(0.1)
-    return probe()
 
 
 def paused(h, argv: list[str], at: str, env: dict | None = None):  # noqa: ANN001, ANN201

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from lowbridge.simcluster import Cluster
-from tests.integration.conftest import ip_of, lb_json, members, ping
+from tests.integration.conftest import eventually, ip_of, lb_json, members, ping
 
 pytestmark = pytest.mark.skipif(not shutil.which("etcd"), reason="etcd-server not installed")
 
@@ -25,16 +25,6 @@ pytestmark = pytest.mark.skipif(not shutil.which("etcd"), reason="etcd-server no
 def agents(h) -> list[str]:  # noqa: ANN001
     """The pids of the agents running in ``h``."""
     return h.run("pgrep -f 'lowbridge [_]agent'", check=False).stdout.split()
-
-
-def eventually(probe, seconds: float = 10.0) -> bool:  # noqa: ANN001
-    """Poll ``probe`` (the agents apply changes asynchronously; no wall-clock is asserted)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if probe():
-            return True
-        time.sleep(0.1)
-    return probe()
 
 
 @pytest.fixture(scope="module")
