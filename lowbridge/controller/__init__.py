@@ -339,12 +339,15 @@ class Controller(lifecycle.LifecycleVerbs, AuditVerbs):
         ip: str | None = None,
         aliases: tuple[str, ...] = (),
         ip6: str | None = None,
+        ifname: str | None = None,
     ) -> Endpoint:
+        """``network connect``; ``ifname``: the interface's name in the sandbox (else Docker's
+        eth0, eth1, ... rule)."""
         from lowbridge.controller import attach
 
         with self.change("network-connect") as c:
             net, ctr = c.view.network(net_ref), c.view.container(ctr_ref)
-            return attach.connect(c, net, ctr, ip, tuple(aliases), ip6)
+            return attach.connect(c, net, ctr, ip, tuple(aliases), ip6, ifname)
 
     @context(lambda net_ref, ctr_ref: f"disconnect {ctr_ref} from {net_ref}")
     def network_disconnect(self, net_ref: str, ctr_ref: str) -> None:

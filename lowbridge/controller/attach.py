@@ -86,11 +86,13 @@ def plan(
     ifnames: set[str] | None = None,
     mac: str | None = None,
     ip6: str | None = None,
+    ifname: str | None = None,
 ) -> AttachPlan:
     """Validate attaching ``ctr`` to ``net`` and decide the endpoint; the draft gains it.
     ``ifnames``: the interface names in use in the sandbox (default: its endpoints');
     ``mac``: its interface's MAC (--mac-address), else the driver's; ``ip``/``ip6``: the
-    addresses asked for."""
+    addresses asked for; ``ifname``: the interface's name (else the network's prefix and the
+    lowest free index, as Docker)."""
     draft = c.draft
     driver = drivers.get(net.driver)
     eps = draft.endpoints_of(ctr.id)
@@ -98,13 +100,18 @@ def plan(
     _check_ip6(net, ip, ip6)
     _check(driver, net, ctr, eps, nets, ip, aliases)
     taken = ifnames if ifnames is not None else {e.ifname for e in eps}
+    if ifname is not None and ifname in taken:
+        raise Conflict(f"interface {ifname} already exists in sandbox {ctr.name}")
+    prefix = net.options.get(OPT_IFACE_PREFIX, IFACE_PREFIX)
     ep = Endpoint(
         id=names.new_id(),
         network_id=net.id,
         container_id=ctr.id,
-        ifname=names.lowest_free_ifname(net.options.get(OPT_IFACE_PREFIX, IFACE_PREFIX), taken)
+        ifname=(
+            names.validate_ifname(ifname) if ifname else names.lowest_free_ifname(prefix, taken)
+        )
         if driver.has_interfaces
-        else "",
+        else "",  # fmt: skip
         aliases=tuple(dict.fromkeys(aliases)),
         container_name=ctr.name,
     )
@@ -363,6 +370,7 @@ def connect(
     ip: str | None,
     aliases: tuple[str, ...],
     ip6: str | None = None,
+    ifname: str | None = None,
 ) -> Endpoint:
     """``network connect``: plan, journal, the steps in the sandbox, commit."""
     if ctr.borrows:
@@ -374,7 +382,7 @@ def connect(
     if not ctr.netns_owned:  # lowbridge adds interfaces only beside the ones already there
         with c.kernel.session(ctr.netns) as snl:
             ifnames = {link.name for link in snl.links()}
-    plans = with_egress(c, plan(c, net, ctr, ip, aliases, ifnames=ifnames, ip6=ip6))
+    plans = with_egress(c, plan(c, net, ctr, ip, aliases, ifnames=ifnames, ip6=ip6, ifname=ifname))
     c.journal({"attaches": [p.to_doc() for p in plans], "claims": c.draft.claims()})
     fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
     try:

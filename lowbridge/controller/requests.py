@@ -58,6 +58,7 @@ class ContainerRequest:
     env_files: list[str] = field(default_factory=list)  # --env-file
     sysctls: dict[str, str] = field(default_factory=dict)  # --sysctl
     domainname: str | None = None  # --domainname
+    ifname: str | None = None  # its interface's name in the sandbox (a CNI runtime's CNI_IFNAME)
 
 
 def sandbox_name(req: ContainerRequest, cid: str) -> str:

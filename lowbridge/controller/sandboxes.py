@@ -98,7 +98,7 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
         lo, route, ifnames = _adoptable(c, adopt)
         ctr = _with_route(ctr, route)
     first = attach.plan(c, net, ctr, req.ip, tuple(req.aliases), ifnames=ifnames,
-                        mac=ctr.mac_address, ip6=req.ip6)  # fmt: skip
+                        mac=ctr.mac_address, ip6=req.ip6, ifname=req.ifname)  # fmt: skip
     return SandboxPlan(ctr, tuple(attach.with_egress(c, first)), adopt=adopt, lo=lo)
 
 

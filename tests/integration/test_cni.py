@@ -1,0 +1,226 @@
+"""``lowbridge-cni`` driven as a CNI runtime drives it (SPEC.md's execution protocol): every
+command and error path, with real packets between the runtime's namespaces, and DEL after an
+ADD killed between any two of its steps.  Podman itself drives it in test_podman.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from lowbridge.simhost import SimHost, outside
+from lowbridge.txn import FAIL_ENV, TRACE_ENV
+from tests.integration.conftest import members, ping, state, wait_for
+from tests.integration.test_firewall import LAN_IP, UPLINK, tcp
+
+PLUGIN = [sys.executable, "-m", "lowbridge.plugins.cni"]
+
+
+@pytest.fixture(scope="module")
+def site():
+    with SimHost("cni") as h, outside("lan") as lan:
+        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
+        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+        yield h, lan
+
+
+def conf(name: str, subnet: str, version: str = "1.0.0", **extra: object) -> dict:
+    return {"cniVersion": version, "name": name, "type": "lowbridge", "subnet": subnet, **extra}
+
+
+def cni(h: SimHost, command: str, config: dict | str | None, cid: str = "", netns: str = "",
+        ifname: str = "eth0", pod: str = "", env: dict | None = None):  # fmt: skip
+    """Run the plugin as a runtime does; (exit status, its JSON or None, stderr)."""
+    args = "IgnoreUnknown=1" + (f";K8S_POD_NAME={pod}" if pod else "")
+    cni_env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
+               "CNI_IFNAME": ifname, "CNI_ARGS": args, "CNI_PATH": "/usr/lib/cni"}  # fmt: skip
+    stdin = config if isinstance(config, str) else json.dumps(config or {})
+    proc = h.run(PLUGIN, check=False, input=stdin,
+                 env={**os.environ, **h.env, **cni_env, **(env or {})})  # fmt: skip
+    out = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, out, proc.stderr
+
+
+def runtime_netns(h: SimHost, name: str) -> str:
+    """A namespace as a runtime makes one for its container (not lowbridge's)."""
+    h.run(["ip", "netns", "add", name])
+    return f"/run/netns/{name}"
+
+
+def links_in(h: SimHost, netns: str) -> list[str]:
+    return [x["ifname"] for x in json.loads(h.run(["ip", "-n", netns, "-j", "link"]).stdout)]
+
+
+def veths(h: SimHost) -> list[str]:
+    return [x["ifname"] for x in json.loads(h.run(["ip", "-j", "link"]).stdout)
+            if x["ifname"].startswith("lbv")]  # fmt: skip
+
+
+def dig(h: SimHost, netns: str, name: str) -> str:
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "dig",
+        "@127.0.0.11",
+        "+short",
+        "+time=2",
+        "+tries=2",
+        name,
+    ]
+    return h.run(argv, check=False).stdout.strip()
+
+
+def test_add_check_del_with_real_packets(site):
+    h, lan = site
+    ports = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+    web_ns, peer_ns = runtime_netns(h, "rt-web"), runtime_netns(h, "rt-peer")
+    cfg = conf("cninet", "10.91.0.0/24", runtimeConfig=ports)
+    rc, res, err = cni(h, "ADD", cfg, "webid", web_ns, pod="web")
+    assert rc == 0, (res, err)
+    rc, peer, err = cni(h, "ADD", conf("cninet", "10.91.0.0/24"), "peerid", peer_ns, pod="peer")
+    assert rc == 0, (peer, err)
+
+    # The result as SPEC.md 1.0 shapes it, and as the kernel has it.
+    assert res["cniVersion"] == "1.0.0"
+    host_end, inside = res["interfaces"]
+    assert inside["name"] == "eth0" and inside["sandbox"] == web_ns
+    assert json.loads(h.run(["ip", "-j", "link", "show", host_end["name"]]).stdout)[0]["master"]
+    (addr,) = res["ips"]
+    ip = addr["address"].split("/")[0]
+    assert addr == {"address": f"{ip}/24", "gateway": "10.91.0.1", "interface": 1}
+    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.91.0.1"}]
+    assert res["dns"]["nameservers"][0] == "127.0.0.11"
+    kernel = json.loads(h.run(["ip", "-n", "rt-web", "-j", "addr", "show", "eth0"]).stdout)
+    assert [a["local"] for a in kernel[0]["addr_info"] if a["family"] == "inet"] == [ip]
+    assert inside["mac"] == kernel[0]["address"]
+
+    # lowbridge knows them as its own sandboxes: ps, network inspect, DNS by name, NAT.
+    assert {"web", "peer"} <= set(h.lb("ps", "--format", "{{.Names}}").stdout.split())
+    assert members(h, "cninet") == {"web", "peer"}
+    assert ping(h, "rt-peer", ip)
+    assert dig(h, "rt-peer", "web") == ip
+    h.popen(["ip", "netns", "exec", "rt-web", "socat", "TCP-LISTEN:80,fork,reuseaddr",
+             "SYSTEM:echo web"])  # fmt: skip
+    wait_for(lambda: h.run(["ip", "netns", "exec", "rt-web", "ss", "-Htln", "sport = :80"]).stdout)
+    assert tcp(lan, None, UPLINK, 8080) == "web"
+
+    # CHECK: silent when all is as prevResult says; an error when it is not.
+    rc, out, err = cni(h, "CHECK", {**cfg, "prevResult": res}, "webid", web_ns)
+    assert (rc, out) == (0, None), err
+    wrong = json.loads(json.dumps(res).replace(ip, "10.91.0.200"))
+    rc, out, _ = cni(h, "CHECK", {**cfg, "prevResult": wrong}, "webid", web_ns)
+    assert rc == 1 and out["code"] == 7 and "10.91.0.200" in out["msg"]
+
+    # DEL: gone from the kernel, the firewall and the records; again: still success.
+    rc, out, err = cni(h, "DEL", {**cfg, "prevResult": res}, "webid", web_ns)
+    assert (rc, out) == (0, None), err
+    assert links_in(h, "rt-web") == ["lo"]
+    assert not ping(h, "rt-peer", ip)
+    assert tcp(lan, None, UPLINK, 8080, timeout=1) is None
+    assert members(h, "cninet") == {"peer"}
+    assert ip not in dig(h, "rt-peer", "web")  # (no upstream here: the query times out)
+    assert dig(h, "rt-peer", "peer") == peer["ips"][0]["address"].split("/")[0]
+    assert cni(h, "DEL", cfg, "webid", web_ns)[:2] == (0, None)
+    assert cni(h, "DEL", cfg, "webid", "")[:2] == (0, None)  # no CNI_NETNS: still success
+    assert cni(h, "DEL", conf("cninet", "10.91.0.0/24"), "peerid", peer_ns)[0] == 0
+    assert h.lb("check").stdout == ""
+    assert veths(h) == []
+
+
+def test_versions_and_errors_change_nothing(site):
+    h, _ = site
+    rc, out, _ = cni(h, "VERSION", {"cniVersion": "1.1.0"})
+    assert rc == 0 and out == {"cniVersion": "1.1.0", "supportedVersions": [
+        "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}  # fmt: skip
+    ns = runtime_netns(h, "rt-bad")
+    good = conf("errnet", "10.95.0.0/24")
+    before = state(h)
+    cases = [
+        ("ADD", good, "c1", "", "eth0", 4, "CNI_NETNS"),
+        ("ADD", conf("errnet", "10.95.0.0/24", "0.2.0"), "c1", ns, "eth0", 1, "0.2.0"),
+        ("ADD", "{not json", "c1", ns, "eth0", 6, "decode"),
+        ("ADD", {**good, "ipam": {"type": "host-local"}}, "c1", ns, "eth0", 2, "ipam"),
+        ("ADD", good, "c1", "/run/netns/nosuch", "eth0", 7, "not a network namespace"),
+        ("ADD", good, "-bad", ns, "eth0", 4, "CNI_CONTAINERID"),
+        ("ADD", good, "c1", ns, "a/b", 4, "CNI_IFNAME"),
+        ("ADD", conf("errnet", "10.95.0.0/33"), "c1", ns, "eth0", 7, "10.95.0.0/33"),
+        ("ADD", {**good, "runtimeConfig": {"portMappings": [{"hostPort": "x"}]}}, "c1", ns,
+         "eth0", 7, "portMappings"),
+        ("CHECK", {**good, "prevResult": {}}, "c1", ns, "eth0", 3, "c1"),
+        ("NOPE", good, "c1", ns, "eth0", 4, "NOPE"),
+    ]  # fmt: skip
+    for command, cfg, cid, netns, ifname, code, text in cases:
+        rc, out, err = cni(h, command, cfg, cid, netns, ifname)
+        assert rc == 1 and out["code"] == code and text in out["msg"] + out.get("details", ""), (
+            command, cfg, out, err)  # fmt: skip
+        assert "Traceback" not in err
+    rc, out, _ = cni(h, "ADD", good, "c1", ns, env={"CNI_ARGS": "FOO=1"})
+    assert rc == 1 and out["code"] == 2 and "FOO" in out["msg"]
+    assert state(h) == before
+    assert cni(h, "STATUS", conf("errnet", "10.95.0.0/24", "1.1.0"))[:2] == (0, None)
+
+
+def test_second_network_isolation_and_gc(site):
+    h, _ = site
+    a, b, c = (conf(n, s) for n, s in (("neta", "10.92.0.0/24"), ("netb", "10.93.0.0/24"),
+                                       ("netc", "10.94.0.0/24")))  # fmt: skip
+    multi, near, far = (runtime_netns(h, f"rt-{n}") for n in ("multi", "near", "far"))
+    ips = {}
+    for cfg, cid, netns, pod, ifname in ((a, "multiid", multi, "multi", "eth0"),
+                                         (b, "multiid", multi, "multi", "net1"),
+                                         (a, "nearid", near, "near", "eth0"),
+                                         (c, "farid", far, "far", "eth0")):  # fmt: skip
+        rc, res, err = cni(h, "ADD", cfg, cid, netns, ifname, pod=pod)
+        assert rc == 0, (res, err)
+        assert res["interfaces"][-1]["name"] == ifname
+        ips[(pod, cfg["name"])] = res["ips"][0]["address"].split("/")[0]
+    assert links_in(h, "rt-multi") == ["lo", "eth0", "net1"]
+    multi_a = ips[("multi", "neta")]
+    assert ping(h, "rt-near", multi_a)  # the control: same network
+    assert not ping(h, "rt-far", multi_a)  # another lowbridge network: isolated
+    assert not ping(h, "rt-far", ips[("multi", "netb")])
+
+    # DEL of the second network leaves the first; GC removes what the runtime no longer has.
+    assert cni(h, "DEL", b, "multiid", multi, "net1")[:2] == (0, None)
+    assert links_in(h, "rt-multi") == ["lo", "eth0"] and ping(h, "rt-near", multi_a)
+    gc = {
+        **a,
+        "cniVersion": "1.1.0",
+        "cni.dev/valid-attachments": [{"containerID": "nearid", "ifname": "eth0"}],
+    }
+    assert cni(h, "GC", gc)[:2] == (0, None)
+    assert links_in(h, "rt-multi") == ["lo"]
+    assert members(h, "neta") == {"near"}
+    assert "multi" not in h.lb("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    for cfg, cid, netns in ((a, "nearid", near), (c, "farid", far)):
+        assert cni(h, "DEL", cfg, cid, netns)[0] == 0
+    assert h.lb("check").stdout == "" and veths(h) == []
+
+
+def test_del_after_add_killed_between_any_two_steps(site, tmp_path):
+    """An ADD killed right after each of its steps (the first one also makes the network):
+    the runtime's DEL succeeds, and nothing of it is left -- no sandbox, no veth, nothing in
+    the runtime's namespace, ``check`` clean."""
+    h, _ = site
+    trace = tmp_path / "steps"
+    ns = runtime_netns(h, "rt-crash")
+    cfg = conf("crashnet", "10.96.0.0/24")
+    assert cni(h, "ADD", cfg, "probe", ns, env={TRACE_ENV: str(trace)})[0] == 0
+    assert cni(h, "DEL", cfg, "probe", ns)[0] == 0
+    h.lb("network", "rm", "crashnet")
+    steps = trace.read_text().split()
+    assert any(s.startswith("network-create:") for s in steps)
+    assert "container-create:create-interface" in steps
+    for step in steps:
+        rc, _, _ = cni(h, "ADD", cfg, "crashid", ns, env={FAIL_ENV: f"{step}:kill"})
+        assert rc == -9, step
+        rc, out, err = cni(h, "DEL", cfg, "crashid", ns)
+        assert (rc, out) == (0, None), (step, err)
+        assert links_in(h, "rt-crash") == ["lo"], step
+        assert veths(h) == [], step
+        assert "cni-crashid" not in h.lb("ps", "-a", "--format", "{{.Names}}").stdout, step
+        assert h.lb("check").stdout == "", step

@@ -1,0 +1,152 @@
+"""The CNI plugin's pure part: parsing a runtime's call, the requests it becomes, the result and
+error documents (containernetworking/cni SPEC.md 1.0/1.1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from lowbridge.errors import Conflict, InvalidInput, KernelError, NotFound
+from lowbridge.models import Endpoint
+from lowbridge.plugins import cni
+
+ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc123", "CNI_NETNS": "/run/netns/x",
+       "CNI_IFNAME": "eth0", "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web"}  # fmt: skip
+CONF = {"cniVersion": "1.0.0", "name": "net1", "type": "lowbridge", "subnet": "10.1.0.0/24"}
+
+
+def call(conf: dict | None = None, **env: str) -> cni.Call:
+    return cni.parse({**ENV, **env}, json.dumps(CONF if conf is None else conf))
+
+
+def code(conf: object = None, **env: str) -> int:
+    stdin = conf if isinstance(conf, str) else json.dumps(CONF if conf is None else conf)
+    with pytest.raises(cni.CniError) as err:
+        cni.parse({**ENV, **env}, stdin)
+    return err.value.code
+
+
+def test_parse_reads_the_environment_and_the_configuration():
+    c = call()
+    assert (c.command, c.container_id, c.netns, c.ifname) == (
+        "ADD",
+        "abc123",
+        "/run/netns/x",
+        "eth0",
+    )
+    assert c.args == {"K8S_POD_NAME": "web"} and c.network == "net1" and c.version == "1.0.0"
+    assert call({**CONF, "network": "lbnet"}).network == "lbnet"  # an existing lowbridge network
+    assert cni.parse({"CNI_COMMAND": "VERSION"}, "").command == "VERSION"
+
+
+@pytest.mark.parametrize(
+    "stdin, env, expected",
+    [
+        (None, {"CNI_COMMAND": "ATTACH"}, cni.BAD_ENV),
+        ("{nope", {}, cni.BAD_JSON),
+        ("[1]", {}, cni.BAD_JSON),
+        ({**CONF, "cniVersion": "0.2.0"}, {}, cni.INCOMPATIBLE),
+        ({k: v for k, v in CONF.items() if k != "cniVersion"}, {}, cni.INCOMPATIBLE),
+        ({**CONF, "name": ""}, {}, cni.BAD_CONFIG),
+        ({**CONF, "ipam": {"type": "host-local"}}, {}, cni.UNSUPPORTED_FIELD),
+        (None, {"CNI_CONTAINERID": ""}, cni.BAD_ENV),
+        (None, {"CNI_CONTAINERID": "-x"}, cni.BAD_ENV),
+        (None, {"CNI_IFNAME": "a very long interface"}, cni.BAD_ENV),
+        (None, {"CNI_NETNS": ""}, cni.BAD_ENV),
+        (None, {"CNI_ARGS": "FOO=1"}, cni.UNSUPPORTED_FIELD),
+        (None, {"CNI_ARGS": "FOO"}, cni.BAD_ENV),
+    ],
+)
+def test_parse_errors_carry_the_spec_codes(stdin, env, expected):
+    assert code(stdin, **env) == expected
+
+
+def test_del_needs_no_namespace_and_unknown_args_may_be_ignored():
+    assert call(CNI_COMMAND="DEL", CNI_NETNS="").netns == ""
+    assert call(CNI_ARGS="IgnoreUnknown=true;FOO=1").args == {}
+
+
+def test_the_sandbox_request_adopts_the_runtimes_namespace():
+    rt = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                           {"hostPort": 53, "containerPort": 53, "protocol": "udp",
+                            "hostIP": "127.0.0.1"},
+                           {"hostPort": 9, "containerPort": 9, "hostIP": "::1"}],
+          "aliases": {"net1": ["web", "www"], "other": ["x"]}}  # fmt: skip
+    req = cni.container_request(call({**CONF, "runtimeConfig": rt}))
+    assert (req.name, req.network, req.netns, req.ifname) == ("web", "net1", "/run/netns/x", "eth0")
+    assert req.publish == ["8080:80/tcp", "127.0.0.1:53:53/udp", "[::1]:9:9/tcp"]
+    assert req.aliases == ["www"] and req.labels == {cni.LABEL: "abc123"}
+    assert cni.container_request(call(CNI_ARGS="K8S_POD_NAME=not valid;IgnoreUnknown=1")).name == (
+        "cni-abc123")  # fmt: skip
+    assert cni.container_request(call(CNI_ARGS="IP=10.1.0.9;MAC=02:00:00:00:00:09")).ip == (
+        "10.1.0.9")  # fmt: skip
+    assert cni.container_request(call({**CONF, "runtimeConfig": {"ips": ["10.1.0.7/24"]}})).ip == (
+        "10.1.0.7")  # fmt: skip
+    for bad in ({"ips": ["10.1.0.7/24", "10.1.0.8/24"]}, {"portMappings": [{"hostPort": 1}]}):
+        with pytest.raises(cni.CniError):
+            cni.container_request(call({**CONF, "runtimeConfig": bad}))
+
+
+def test_the_network_request_is_docker_network_creates():
+    req = cni.network_request(call({**CONF, "gateway": "10.1.0.254", "ipRange": "10.1.0.128/25",
+                                    "options": {"com.docker.network.driver.mtu": 1400},
+                                    "internal": True}))  # fmt: skip
+    assert (req.name, req.driver, req.subnet, req.gateway, req.ip_range, req.internal) == (
+        "net1", "bridge", "10.1.0.0/24", "10.1.0.254", "10.1.0.128/25", True)  # fmt: skip
+    assert req.options == {"com.docker.network.driver.mtu": "1400"}
+    with pytest.raises(cni.CniError):
+        cni.network_request(call({**CONF, "subnet": 24}))
+
+
+EP = Endpoint(id="e", network_id="n", container_id="c", ifname="eth0", ip="10.1.0.2",
+              prefixlen=24, gateway="10.1.0.1", mac="02:42:0a:01:00:02",
+              host_ifname="lbv1")  # fmt: skip
+RESOLV = "search example.org\nnameserver 127.0.0.11\noptions ndots:0\n"
+
+
+def test_the_result_as_spec_1_0_shapes_it():
+    assert cni.result(call(), EP, "aa:bb:cc:dd:ee:ff", RESOLV) == {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "lbv1", "mac": "aa:bb:cc:dd:ee:ff"},
+                       {"name": "eth0", "mac": "02:42:0a:01:00:02", "sandbox": "/run/netns/x"}],
+        "ips": [{"address": "10.1.0.2/24", "gateway": "10.1.0.1", "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
+        "dns": {"nameservers": ["127.0.0.11"], "search": ["example.org"], "options": ["ndots:0"]},
+    }  # fmt: skip
+
+
+def test_older_results_name_the_family_and_prev_results_come_first():
+    prev = {"interfaces": [{"name": "x0"}],
+            "ips": [{"address": "192.0.2.1/32", "interface": 0}],
+            "routes": [{"dst": "192.0.2.0/24"}],
+            "dns": {"nameservers": ["192.0.2.53"]}}  # fmt: skip
+    dual = dataclasses.replace(EP, host_ifname=None, ip6="fd00::2", prefixlen6=64,
+                               gateway6="fd00::1")  # fmt: skip
+    out = cni.result(call({**CONF, "cniVersion": "0.4.0", "prevResult": prev}), dual, None, "")
+    assert out["interfaces"][0] == {"name": "x0"} and out["interfaces"][1]["name"] == "eth0"
+    assert out["ips"][1:] == [
+        {"address": "10.1.0.2/24", "gateway": "10.1.0.1", "interface": 1, "version": "4"},
+        {"address": "fd00::2/64", "gateway": "fd00::1", "interface": 1, "version": "6"},
+    ]
+    assert out["routes"][1:] == [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"},
+                                 {"dst": "::/0", "gw": "fd00::1"}]  # fmt: skip
+    assert out["dns"] == {"nameservers": ["192.0.2.53"]}  # no resolv.conf: prevResult's
+
+
+def test_check_reads_the_addresses_prev_result_gives_the_interface():
+    res = cni.result(call(), EP, None, "")
+    assert cni.prev_addresses(call({**CONF, "prevResult": res})) == {"10.1.0.2"}
+    assert cni.prev_addresses(call({**CONF, "prevResult": res}, CNI_IFNAME="eth1")) == set()
+
+
+def test_versions_and_error_documents():
+    assert cni.run(cni.Call("VERSION", {"cniVersion": "0.4.0"}), None) == {
+        "cniVersion": "0.4.0", "supportedVersions": list(cni.SUPPORTED)}  # fmt: skip
+    assert cni.run(cni.Call("VERSION", {}), None)["cniVersion"] == "1.1.0"
+    err = cni.CniError(7, "bad", "why")
+    assert err.doc("1.0.0") == {"cniVersion": "1.0.0", "code": 7, "msg": "bad", "details": "why"}
+    assert "details" not in cni.CniError(7, "bad").doc("1.0.0")
+    assert [cni.error_code(e("x")) for e in (InvalidInput, KernelError, NotFound, Conflict)] == [
+        7, 5, 103, 104]  # fmt: skip
