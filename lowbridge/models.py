@@ -192,6 +192,16 @@ class Container:
     joins: tuple[Join, ...] = ()  # exited: the networks start joins again, first one first
     # Its own namespace is made with IPv6 on (its first network has IPv6); else off from birth.
     ipv6: bool = False
+    # A runtime that keeps its namespace's addresses, default route and DNS itself (``docker``:
+    # dockerd, for the remote driver's sandboxes; ``netns`` is its sandbox key): lowbridge
+    # makes their interfaces on the host and their rules only.
+    runtime: str | None = None
+
+    @property
+    def handed_off(self) -> bool:
+        """Its interfaces are made in the host's namespace for its runtime to move into its own
+        (Docker's remote driver protocol): nothing of lowbridge's is inside that namespace."""
+        return self.runtime == "docker"
 
     @property
     def host_network(self) -> bool:

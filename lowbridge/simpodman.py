@@ -32,6 +32,18 @@ def missing() -> list[str]:
     return sorted(pkg for tool, pkg in PACKAGES.items() if not shutil.which(tool))
 
 
+def rootfs(directory: str) -> str:
+    """A busybox image's rootfs as a tar file in ``directory`` (the machine's busybox-static)."""
+    tar = os.path.join(directory, "rootfs.tar")
+    with tarfile.open(tar, "w") as t:
+        t.add(shutil.which("busybox"), "bin/busybox")
+        for applet in _APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            t.addfile(link)
+    return tar
+
+
 def plugin_path() -> str:
     """This interpreter's ``lowbridge-cni`` console script."""
     return os.path.join(os.path.dirname(sys.executable), "lowbridge-cni")
@@ -79,17 +91,7 @@ cgroups = "disabled"
                     'graphroot = "/var/lib/containers/storage"\n')  # fmt: skip
         self.env = {**os.environ, **host.env, "CONTAINERS_CONF": f"{d}/containers.conf",
                     "CONTAINERS_STORAGE_CONF": f"{d}/storage.conf"}  # fmt: skip
-        self.run("import", "-q", self._rootfs(), IMAGE)
-
-    def _rootfs(self) -> str:
-        tar = os.path.join(self.dir, "rootfs.tar")
-        with tarfile.open(tar, "w") as t:
-            t.add(shutil.which("busybox"), "bin/busybox")
-            for applet in _APPLETS:
-                link = tarfile.TarInfo(f"bin/{applet}")
-                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-                t.addfile(link)
-        return tar
+        self.run("import", "-q", rootfs(d), IMAGE)
 
     def run(self, *args: str, check: bool = True, timeout: float = 120):  # noqa: ANN201
         """``podman ARGS`` inside the host (a subprocess.CompletedProcess)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from lowbridge.cli.commands import _controller
@@ -31,3 +32,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for line in left:
         print(f"left: {line}")
     return 1 if left else 0
+
+
+def cmd_plugin_docker(args: argparse.Namespace) -> int:
+    from lowbridge.plugins import docker
+
+    with contextlib.suppress(KeyboardInterrupt):  # (^C: the end, as SIGTERM's)
+        docker.serve(_controller(args), args.socket or docker.SOCKET)
+    return 0

@@ -125,6 +125,7 @@ EXAMPLES = {
     "firewall reapply": "lowbridge firewall reapply",
     "version": "lowbridge version",
     "agent": "lowbridge --store etcd://10.0.0.1:2379 agent",
+    "plugin docker": "lowbridge plugin docker --socket /run/docker/plugins/lowbridge.sock",
     "completion": "source <(lowbridge completion bash)",
     "demo": "sudo lowbridge demo --keep",
 }
@@ -199,7 +200,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 _GLOBAL_WITH_VALUE = ("--root", "--store", "--firewall-backend")
-_GROUPS = ("network", "container", "firewall")
+_GROUPS = ("network", "container", "firewall", "plugin")
 _ALIASES = {"list": "ls", "remove": "rm"}
 
 
@@ -503,6 +504,16 @@ def build_parser(
     p.set_defaults(func=C.cmd_agent)
     p = sub.add_parser("_agent")  # internal: the agent a command starts (lowbridge.agent)
     p.set_defaults(func=C.cmd_agent_on_demand)
+
+    plug = sub.add_parser("plugin", help="serve other runtimes (the CNI plugin is lowbridge-cni)")
+    psub = group(
+        plug.add_subparsers(dest="plugin_command", metavar="COMMAND", required=True), "plugin"
+    )
+    p = psub.add_parser("docker", help='be dockerd\'s remote network driver "lowbridge"')
+    p.add_argument("--socket", default=None, metavar="PATH",
+                   help="where dockerd finds it: its name is the driver's "
+                   "(default /run/docker/plugins/lowbridge.sock)")  # fmt: skip
+    p.set_defaults(func=O.cmd_plugin_docker)
 
     p = sub.add_parser("completion", help="print the shell completion script (bash or zsh)")
     p.add_argument("shell", choices=("bash", "zsh"), help="source <(lowbridge completion bash)")

@@ -99,6 +99,8 @@ def plan(
     nets = draft.view.nets
     _check_ip6(net, ip, ip6)
     _check(driver, net, ctr, eps, nets, ip, aliases)
+    if ctr.handed_off and net.driver != "bridge":
+        raise InvalidInput(f"network {net.name}: a runtime takes interfaces of bridges only")
     taken = ifnames if ifnames is not None else {e.ifname for e in eps}
     if ifname is not None and ifname in taken:
         raise Conflict(f"interface {ifname} already exists in sandbox {ctr.name}")
@@ -125,7 +127,11 @@ def plan(
             ep = _addressed6(draft, driver, net, ep, ip6)
         ep = _addressed(draft, driver, net, ep, ip, c.ctl.cluster, mac)
     previous = gateway_endpoint(eps, nets)
-    route = (ep.gateway or ep.gateway6) is not None and gateway_endpoint([*eps, ep], nets) is ep
+    route = (
+        (ep.gateway or ep.gateway6) is not None
+        and gateway_endpoint([*eps, ep], nets) is ep
+        and ctr.runtime is None  # (else the runtime sets it)
+    )
     builds = builds and driver.network_missing(net, c.kernel, c.nl)
     att = Attachment(
         net,
@@ -138,6 +144,7 @@ def plan(
     # Docker starts a sandbox's resolver when it first joins a user-defined network.
     redirect = (
         etc.uses_resolver(net)
+        and ctr.runtime is None  # (else the runtime's resolver answers)
         and not ctr.dns_ports
         and not any(etc.uses_resolver(nets[e.network_id]) for e in draft.endpoints.get(ctr.id, ()))
     )
@@ -275,11 +282,14 @@ def steps(c: Change, p: AttachPlan, sb: SandboxRef | None) -> list[Step]:
                 sb.nl.replace_default_route6(ep.gateway6, index[0])
 
         out.append(Step("default-route", route, lambda: _restore_route(c, ctr, p.previous)))
-    out.append(
-        Step(
-            "etc-files", lambda: _write_files(c, ctr), lambda: _write_files(c, ctr, committed=True)
+    if not ctr.handed_off:  # (the runtime writes its own)
+        out.append(
+            Step(
+                "etc-files",
+                lambda: _write_files(c, ctr),
+                lambda: _write_files(c, ctr, committed=True),
+            )
         )
-    )
     return out
 
 
@@ -379,14 +389,18 @@ def connect(
             "connected to any other network"
         )
     ifnames = None
-    if not ctr.netns_owned:  # lowbridge adds interfaces only beside the ones already there
+    if ctr.handed_off:  # its interfaces are made in the host's namespace, for its runtime
+        ifnames = set()
+    elif not ctr.netns_owned:  # lowbridge adds interfaces only beside the ones already there
         with c.kernel.session(ctr.netns) as snl:
             ifnames = {link.name for link in snl.links()}
     plans = with_egress(c, plan(c, net, ctr, ip, aliases, ifnames=ifnames, ip6=ip6, ifname=ifname))
     c.journal({"attaches": [p.to_doc() for p in plans], "claims": c.draft.claims()})
-    fd = os.open(ctr.netns, os.O_RDONLY | os.O_CLOEXEC)
+    where = "/proc/thread-self/ns/net" if ctr.handed_off else ctr.netns
+    fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with c.kernel.session(ctr.netns) as snl:
+        with contextlib.ExitStack() as stack:
+            snl = c.nl if ctr.handed_off else stack.enter_context(c.kernel.session(ctr.netns))
             sb = SandboxRef(fd, snl)
             for p in plans:
                 c.run(steps(c, p, sb))

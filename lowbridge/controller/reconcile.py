@@ -215,6 +215,7 @@ def _boot_and_reap(ctl: Controller, nl: Session) -> None:
         for c in view.containers
         if c.state != EXITED
         and not c.host_network
+        and not c.handed_off  # (its runtime makes its namespace, and says when it is gone)
         and c.netns not in known
         and not ctl.kernel.is_netns(c.netns)
     ]

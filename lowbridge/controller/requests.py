@@ -59,6 +59,7 @@ class ContainerRequest:
     sysctls: dict[str, str] = field(default_factory=dict)  # --sysctl
     domainname: str | None = None  # --domainname
     ifname: str | None = None  # its interface's name in the sandbox (a CNI runtime's CNI_IFNAME)
+    runtime: str | None = None  # "docker": dockerd moves and configures the interface itself
 
 
 def sandbox_name(req: ContainerRequest, cid: str) -> str:
@@ -71,6 +72,8 @@ def container(
 ) -> Container:
     """The record of the sandbox ``req`` asks for (its namespace at ``netns``), on its first
     network ``net``."""
+    if req.runtime not in (None, "docker") or (req.runtime and req.netns is None):
+        raise InvalidInput(f"runtime {req.runtime} needs its sandbox key (netns)")
     for server in req.dns:
         ipam.parse_address(server, "--dns server", None)
     for flag, values in (("--dns-search", req.dns_search), ("--dns-option", req.dns_options)):
@@ -91,6 +94,7 @@ def container(
         name=name,
         netns=netns,
         netns_owned=req.netns is None,
+        runtime=req.runtime,
         ipv6=net.ipv6 and req.netns is None,
         command=tuple(req.command or ()),
         hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),

@@ -88,6 +88,13 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
         raise InvalidInput("user specified IP address is supported on user defined networks only")
     if req.publish and not driver.publishes:
         raise InvalidInput(f"cannot publish ports of a container on network {net.name}")
+    if req.runtime is not None:  # its namespace may not exist yet: nothing adopted
+        if not draft.take_netns(req.netns):
+            raise Conflict(f"sandbox key {req.netns} is already a sandbox's")
+        ctr = requests.container(req, cid, name, req.netns, net, draft)
+        first = attach.plan(c, net, ctr, req.ip, tuple(req.aliases), ifnames=set(),
+                            mac=ctr.mac_address, ifname=req.ifname)  # fmt: skip
+        return SandboxPlan(ctr, (first,))
     path = c.kernel.netns_path(name)
     if not draft.take_netns(path) or (os.path.lexists(path) and path not in draft.freed):
         raise Conflict(f"network namespace {name} already exists (not lowbridge's)")
@@ -152,6 +159,11 @@ def steps(c: Change, sp: SandboxPlan, live: Live | None) -> list[Step]:
     ctr, k = sp.container, c.kernel
     if ctr.borrows:  # no namespace of its own
         return []
+    if ctr.handed_off:  # its interfaces are made here, in the host's namespace
+        if live is not None:
+            live.sb.fd, live.sb.nl = os.open("/proc/thread-self/ns/net", os.O_RDONLY), c.nl
+            live.stack.callback(os.close, live.sb.fd)
+        return [s for p in sp.attaches for s in attach.steps(c, p, live.sb if live else None)]
     out = []
     if sp.adopt is None:
 

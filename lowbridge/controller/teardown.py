@@ -130,7 +130,7 @@ def _release(c: Change, ctr: Container) -> None:
     """What the sandbox holds besides its interfaces: the redirect and the route lowbridge put
     into an adopted namespace, its namespaces, its /etc files."""
     k = c.kernel
-    if ctr.share:  # another sandbox's namespace and files: nothing of its own
+    if ctr.share or ctr.handed_off:  # another's namespace (and files): nothing of its own
         return
     if not ctr.host_network:
         if not ctr.netns_owned and k.is_netns(ctr.netns):
@@ -203,13 +203,13 @@ def _disconnect(c: Change, ctr: Container, drop: list[Endpoint]) -> None:
     # Deleting the interface took its routes; if it carried the default route, the next
     # endpoint in Docker's order takes over (in an adopted namespace: its own route, at last).
     before, after = gateway_endpoint(eps, nets), gateway_endpoint(remaining, nets)
-    if ctr.netns and c.kernel.is_netns(ctr.netns):
+    if ctr.netns and ctr.runtime is None and c.kernel.is_netns(ctr.netns):
         if after is not None and after is not before:
             c.step("default-route", lambda: _route(c, ctr, after))
         elif after is None and before is not None and before.key in keys:
             c.step("default-route", lambda: _restore_adopted_route(c, ctr))
     content = etc.files(ctr, remaining, nets, lambda name: _bridge_address(c, name))
-    if ctr.netns:
+    if ctr.netns and not ctr.handed_off:
         c.step("etc-files", lambda: etc.write(c.paths, ctr, content))
     c.commit(gone=[e for e in drop if e.key in {x.key for x in c.view.endpoints}])
     addresses = [ip for e in drop for ip in (e.ip, e.ip6) if ip]

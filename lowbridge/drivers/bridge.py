@@ -215,7 +215,8 @@ class BridgeDriver(Policy):
 
         # The undo of create-interface removes the peer (and its address) with it.
         steps.append(Step("create-interface", create, lambda: nl.delete_link(host_if)))
-        steps.append(Step("configure-interface", lambda: configure_interface(k, sb, att)))
+        if not att.container.handed_off:  # (else the runtime moves and addresses it itself)
+            steps.append(Step("configure-interface", lambda: configure_interface(k, sb, att)))
         return steps
 
     def host_end(self, ep: Endpoint) -> str | None:

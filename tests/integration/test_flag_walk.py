@@ -444,6 +444,9 @@ ROWS: dict[str, Row | Elsewhere] = {
         setup=lambda h, n: without_default_route(h, n),
         cleanup="rm -f {n}",
     ),
+    "plugin docker --socket": Elsewhere(
+        "test_docker.py::test_the_socket_is_the_drivers_name", '"--socket"'
+    ),
     "demo --keep": Elsewhere(
         "test_sandbox.py::test_demo_runs_the_tutorial_in_a_throwaway_host", '"--keep"'
     ),

@@ -40,7 +40,7 @@ def broken(ctl: Controller, view: View, ep: Endpoint, what: str, found: str) -> 
 def _sandbox(ctl: Controller, view: View, draft: Draft, ctr: Container) -> list[Drift]:
     """A sandbox's namespace, UTS namespace, interfaces and addresses, default route, files."""
     k, paths = ctl.kernel, ctl.paths
-    if ctr.borrows or ctr.state == EXITED:  # no namespace of its own (now)
+    if ctr.borrows or ctr.state == EXITED or ctr.handed_off:  # no namespace of its own (now)
         return []
     where = f"of sandbox {ctr.name}"
     if not k.is_netns(ctr.netns):
@@ -93,7 +93,7 @@ def _sandbox(ctl: Controller, view: View, draft: Draft, ctr: Container) -> list[
                 out.append(broken(ctl, view, ep, f"address {ip}/{plen} on {ep.ifname}", found))
                 unreachable.add(ep.key)
                 break
-    gw = gateway_endpoint(eps, view.nets)
+    gw = gateway_endpoint(eps, view.nets) if ctr.runtime is None else None  # (else its own)
     if gw is not None and gw.gateway and gw.key not in unreachable and gw.ifname in held:
         want = (gw.gateway, held[gw.ifname][0])
         if route != want:
