@@ -110,6 +110,11 @@ def rows() -> list[tuple[str, str, str, str]]:
         r = statistics.median(a / b for a, b in zip(dns["lowbridge"], dns["aardvark"], strict=True))
         out.append(("DNS queries/s", f"{q['lowbridge']:,.0f}", f"aardvark-dns {q['aardvark']:,.0f}",
                     f"{r:.2f}×"))  # fmt: skip
+    if pod := _load("podman"):
+        med = {k: statistics.median(v) for k, v in pod["ms"].items()}
+        out.append(("podman run to first ping, lowbridge CNI plugin",
+                    f"{med['lowbridge']:.0f} ms", f"netavark {med['netavark']:.0f} ms (goal 1×)",
+                    f"{pod['ratio']:.2f}×"))  # fmt: skip
     if conv := _load("convergence"):
         p99 = conv["up_p99_s"]
         out.append((f"cluster of {conv['hosts']}: new sandbox pingable by name everywhere, p99",

@@ -218,12 +218,10 @@ class Session:
             self._request(RTM_SETLINK, body)
 
     def ipv4_addresses(self, link: str | int) -> list[tuple[str, int]]:
-        """(address, prefix length) of a link's IPv4 addresses."""
-        with self._doing(f"list addresses of {link} in {self.where}"):
-            msgs = self._ipr.get_addr(index=self._ix(link), family=AF_INET)
-        return [
-            (m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"]) for m in msgs
-        ]
+        """(address, prefix length) of a link's IPv4 addresses (one dump of lowbridge's own,
+        filtered here: adopting a namespace need not import IPRoute, ~50 ms)."""
+        index = self._ix(link)
+        return [(ip, plen) for ix, ip, plen in self.addresses() if ix == index]
 
     def ipv6_addresses(self, link: str | int) -> list[tuple[str, int]]:
         """(address, prefix length) of a link's global IPv6 addresses (not its fe80::)."""

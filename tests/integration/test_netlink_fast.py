@@ -277,6 +277,7 @@ sh("ip link add br9 type bridge && ip link set br9 alias 'lowbridge:n1' && ip li
 sh("ip link add v9 mtu 1400 type veth peer name v9p")
 sh("ip link set v9 master br9 && ip link set v9 up")
 sh("ip addr add 10.9.9.1/24 dev br9 && ip route add default via 10.9.9.254 dev br9")
+sh("ip addr add 10.9.8.1/16 dev br9 && ip addr add 10.9.7.1/24 dev v9")  # (another link's too)
 sh("ip route add 10.77.0.0/16 via 10.9.9.2 table 100")  # not the main table's default
 lib = {}
 with IPRoute() as ipr:
@@ -291,7 +292,10 @@ with IPRoute() as ipr:
     lib_onlink = sorted(f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
                         for r in ipr.route("dump", family=2, table=254)
                         if r["scope"] == 253 and r["dst_len"] and r.get_attr("RTA_DST"))
+    lib_addrs = [[m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"]]
+                 for m in ipr.get_addr(index=ipr.link_lookup(ifname="br9")[0], family=2)]
 with rtnl.session() as nl:
+    addrs = [list(a) for a in nl.ipv4_addresses("br9")]
     ours = {link.index: [getattr(link, f) for f in link.__dataclass_fields__]
             for link in nl.links()}
     one = nl.link("v9")
@@ -302,7 +306,7 @@ with rtnl.session(netns.path_of("empty")) as snl:
     none = snl.default_route()
 print(json.dumps({"lib": lib, "ours": ours, "one": [one.name, one.kind, one.master, one.mtu],
                   "default": [lib_default, default], "none": none,
-                  "onlink": [lib_onlink, onlink]}))
+                  "onlink": [lib_onlink, onlink], "addrs": [lib_addrs, addrs]}))
 """
 
 
@@ -318,7 +322,8 @@ def test_link_and_route_listings_see_what_pyroute2_sees(host):
     assert out["one"] == ["v9", "veth", br9[0], 1400]
     assert out["default"][0] == out["default"][1] == ["10.9.9.254", br9[0]]
     assert out["none"] is None
-    assert out["onlink"][0] == out["onlink"][1] == ["10.9.9.0/24"]  # table 100's is not main's
+    assert out["onlink"][0] == out["onlink"][1] == ["10.9.0.0/16", "10.9.7.0/24", "10.9.9.0/24"]
+    assert out["addrs"][0] == out["addrs"][1] == [["10.9.9.1", 24], ["10.9.8.1", 16]]
 
 
 SCRIPT6 = r"""
