@@ -58,6 +58,8 @@ def network_request(body: dict):  # noqa: ANN201 - a drivers.base.NetworkRequest
     v4 = (body.get("IPv4Data") or [{}])[0]
     if not v4.get("Pool"):
         raise LowbridgeError("lowbridge needs an IPv4 subnet from Docker's IPAM")
+    if any(d.get("Pool") for d in body.get("IPv6Data") or []):
+        raise LowbridgeError("lowbridge's Docker driver is IPv4 only (no --ipv6)")
     options = body.get("Options") or {}
     generic = options.get("com.docker.network.generic") or {}
     return NetworkRequest(
@@ -176,6 +178,7 @@ class Driver:
         return {} if iface.get("MacAddress") else {"Interface": {"MacAddress": mac}}
 
     def delete_endpoint(self, body: dict) -> dict:
+        self.leave(body)  # (no-op after a Leave; takes it down if dockerd skipped the Leave)
         doc = self._load()
         if doc.pop(body["EndpointID"], None) is not None:
             self._save(doc)
@@ -196,6 +199,8 @@ class Driver:
         name = sandbox_name(body["SandboxKey"])
         net = self.ctl.view().nets[ep["network"]]
         src = f"lbd{body['EndpointID'][:12]}"  # the interface dockerd moves into the sandbox
+        ep["sandbox"] = name  # remembered first: a Leave finds what a killed Join left
+        self._save(doc)
         try:
             self.ctl.view().container(name)
         except NotFound:
@@ -205,8 +210,6 @@ class Driver:
                 ifname=src))  # fmt: skip
         else:
             self.ctl.network_connect(net.id, name, ip=ep["address"], ifname=src)
-        doc[body["EndpointID"]]["sandbox"] = name
-        self._save(doc)
         answer: dict = {"InterfaceName": {"SrcName": src, "DstPrefix": "eth"}}
         if net.pool is not None and net.pool.gateway is not None and not net.internal:
             answer["Gateway"] = str(net.pool.gateway)
@@ -221,9 +224,11 @@ class Driver:
         ctr = next((c for c in view.containers if c.name == name), None)
         if ctr is None:
             return {}
-        others = [e for e in view.endpoints_of(ctr.id) if e.network_id != ep["network"]]
+        eps = view.endpoints_of(ctr.id)
+        if not any(e.network_id == ep["network"] for e in eps):
+            return {}  # (a Join that failed, or this Leave again)
         with contextlib.suppress(NotFound):
-            if others:
+            if len(eps) > 1:
                 self.ctl.network_disconnect(ep["network"], ctr.id)
             else:
                 self.ctl.container_rm(ctr.id, force=True)

@@ -110,7 +110,11 @@ def test_bad_calls_get_the_protocols_answers(dk):
     bad = d.run("network", "create", "-d", "lowbridge", "-o",
                 "com.docker.network.bridge.enable_icc=maybe", "badnet", check=False)  # fmt: skip
     assert bad.returncode != 0 and "enable_icc" in bad.stderr
-    assert "badnet" not in d.run("network", "ls", "--format", "{{.Name}}").stdout
+    six = d.run("network", "create", "-d", "lowbridge", "--ipv6", "--subnet", "fd00:99::/64",
+                "sixnet", check=False)  # fmt: skip
+    assert six.returncode != 0 and "IPv4 only" in six.stderr
+    names = d.run("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert "badnet" not in names and "sixnet" not in names
     assert [n for n in d.host.lb("network", "ls", "--format", "{{.Name}}").stdout.split()
             if n.startswith("docker-")] == []  # fmt: skip
 

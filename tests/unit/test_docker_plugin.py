@@ -27,6 +27,9 @@ def test_create_network_becomes_a_lowbridge_bridge_on_dockers_subnet():
     assert req.labels == {docker.LABEL: NID}
     with pytest.raises(LowbridgeError, match="IPv4 subnet"):
         docker.network_request({"NetworkID": NID, "IPv4Data": []})
+    with pytest.raises(LowbridgeError, match="IPv4 only"):
+        docker.network_request({"NetworkID": NID, "IPv4Data": [{"Pool": "10.99.0.0/24"}],
+                                "IPv6Data": [{"Pool": "fd00:99::/64"}]})  # fmt: skip
 
 
 def test_port_bindings_become_publish_specs():
