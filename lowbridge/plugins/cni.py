@@ -35,7 +35,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -266,7 +265,8 @@ def prev_addresses(call: Call) -> set[str]:
 
 # ------------------------------------------------------------------ the commands
 def run(call: Call, ctl) -> dict | None:  # noqa: ANN001 - a controller.Controller
-    """Do ``call`` with controller ``ctl``; its result document, or None (no output)."""
+    """Do ``call`` with controller ``ctl`` (None for VERSION); its result document, or None (no
+    output).  The executable around it is lowbridge.cli.cni."""
     if call.command == "VERSION":
         asked = call.conf.get("cniVersion")
         return {"cniVersion": asked if asked in SUPPORTED else SUPPORTED[-1],
@@ -407,7 +407,7 @@ def _gc(call: Call, ctl) -> None:  # noqa: ANN001
     return None
 
 
-# ------------------------------------------------------------------ the executable
+# ------------------------------------------------------------------ errors
 def error_code(exc: LowbridgeError) -> int:
     """A lowbridge error's CNI code (see the module docstring)."""
     from lowbridge.errors import KernelError, StoreError
@@ -417,41 +417,3 @@ def error_code(exc: LowbridgeError) -> int:
     if isinstance(exc, (KernelError, StoreError)):
         return TRY_AGAIN if "unreachable" in str(exc) else IO_FAILURE
     return 100 + exc.exit_code
-
-
-def main() -> int:
-    """The ``lowbridge-cni`` console script (see the module docstring)."""
-    from lowbridge.cli import startup
-    from lowbridge.errors import one_line
-
-    startup.trim_pyroute2()  # a runtime waits for every ADD: start as fast as the CLI does
-    startup.defer_inspect()
-    stdin = sys.stdin.read() if not sys.stdin.isatty() else ""
-    version = SUPPORTED[-1]
-    try:
-        call = parse(os.environ, stdin)
-        version = call.conf.get("cniVersion") if call.conf.get("cniVersion") in SUPPORTED \
-            else version  # fmt: skip
-        ctl = None
-        if call.command != "VERSION":
-            from lowbridge.config import Paths
-            from lowbridge.controller import Controller
-
-            ctl = Controller(Paths.resolve())
-        out = run(call, ctl)
-    except CniError as exc:
-        return _fail(exc, version)
-    except LowbridgeError as exc:
-        return _fail(CniError(error_code(exc), one_line(str(exc))), version)
-    if out is not None:
-        print(json.dumps(out))
-    return 0
-
-
-def _fail(exc: CniError, version: str) -> int:
-    print(json.dumps(exc.doc(version)))
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

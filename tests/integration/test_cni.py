@@ -15,7 +15,7 @@ from lowbridge.txn import FAIL_ENV, TRACE_ENV
 from tests.integration.conftest import members, ping, state, wait_for
 from tests.integration.test_firewall import LAN_IP, UPLINK, tcp
 
-PLUGIN = [sys.executable, "-m", "lowbridge.plugins.cni"]
+PLUGIN = [sys.executable, "-m", "lowbridge.cli.cni"]
 
 
 @pytest.fixture(scope="module")
