@@ -29,7 +29,9 @@ module keeps process-wide state that a second controller would see.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+# typing.TYPE_CHECKING, without importing typing (~6 ms): lowbridge-cni's client imports this
+# package and should cost a runtime's call as little as Python's own start-up.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 

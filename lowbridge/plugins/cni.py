@@ -417,3 +417,23 @@ def error_code(exc: LowbridgeError) -> int:
     if isinstance(exc, (KernelError, StoreError)):
         return TRY_AGAIN if "unreachable" in str(exc) else IO_FAILURE
     return 100 + exc.exit_code
+
+
+def answer(env: Mapping[str, str], stdin: str, controller) -> tuple[int, dict | None]:  # noqa: ANN001
+    """The executable's whole contract: ``env`` and ``stdin`` in; the exit status and the
+    document for stdout (None: nothing) out.  ``controller()`` makes the controller (not for
+    VERSION).  Used by the service that does lowbridge-cni's calls (plugins.cniservice)."""
+    from lowbridge.errors import one_line
+
+    try:  # errors in the configuration's version, when it names one lowbridge has
+        version = json.loads(stdin).get("cniVersion")
+    except (ValueError, AttributeError):
+        version = None
+    version = version if version in SUPPORTED else SUPPORTED[-1]
+    try:
+        call = parse(env, stdin)
+        return 0, run(call, controller() if call.command != "VERSION" else None)
+    except CniError as exc:
+        return 1, exc.doc(version)
+    except LowbridgeError as exc:
+        return 1, CniError(error_code(exc), one_line(str(exc))).doc(version)

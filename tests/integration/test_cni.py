@@ -15,7 +15,7 @@ from lowbridge.txn import FAIL_ENV, TRACE_ENV
 from tests.integration.conftest import members, ping, state, wait_for
 from tests.integration.test_firewall import LAN_IP, UPLINK, tcp
 
-PLUGIN = [sys.executable, "-m", "lowbridge.cli.cni"]
+PLUGIN = [sys.executable, "-m", "lowbridge.plugins.cniservice"]
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +202,9 @@ def test_second_network_isolation_and_gc(site):
 
 
 def test_del_after_add_killed_between_any_two_steps(site, tmp_path):
-    """An ADD killed right after each of its steps (the first one also makes the network):
-    the runtime's DEL succeeds, and nothing of it is left -- no sandbox, no veth, nothing in
-    the runtime's namespace, ``check`` clean."""
+    """An ADD killed right after each of its steps (the first one also makes the network): the
+    plugin says "try again later", the runtime's DEL succeeds, and nothing of it is left -- no
+    sandbox, no veth, nothing in the runtime's namespace, ``check`` clean."""
     h, _ = site
     trace = tmp_path / "steps"
     ns = runtime_netns(h, "rt-crash")
@@ -216,11 +216,48 @@ def test_del_after_add_killed_between_any_two_steps(site, tmp_path):
     assert any(s.startswith("network-create:") for s in steps)
     assert "container-create:create-interface" in steps
     for step in steps:
-        rc, _, _ = cni(h, "ADD", cfg, "crashid", ns, env={FAIL_ENV: f"{step}:kill"})
-        assert rc == -9, step
+        rc, out, _ = cni(h, "ADD", cfg, "crashid", ns, env={FAIL_ENV: f"{step}:kill"})
+        assert (rc, out["code"]) == (1, 11), step  # the service that did it was killed
         rc, out, err = cni(h, "DEL", cfg, "crashid", ns)
         assert (rc, out) == (0, None), (step, err)
         assert links_in(h, "rt-crash") == ["lo"], step
         assert veths(h) == [], step
         assert "cni-crashid" not in h.lb("ps", "-a", "--format", "{{.Names}}").stdout, step
         assert h.lb("check").stdout == "", step
+
+
+SERVICE = "lowbridge.plugins.cniservice --serve"
+
+
+def service_pid(h: SimHost) -> str:
+    return h.run(["pgrep", "-f", SERVICE], check=False).stdout.strip()
+
+
+def test_one_warm_service_does_the_calls(site):
+    """The executable hands each call to one lowbridge process per run directory: started by
+    the first call, kept for the next ones, each call with its caller's environment (a trace
+    file for one call only) and its stderr passed back; it leaves when idle."""
+    h, _ = site
+    h.run(["pkill", "-f", SERVICE], check=False)
+    wait_for(lambda: not service_pid(h))
+    idle = {"LOWBRIDGE_CNI_IDLE": "2"}
+    assert cni(h, "VERSION", {"cniVersion": "1.0.0"}, env=idle)[0] == 0
+    first = service_pid(h)
+    assert first and len(first.split()) == 1
+    ns = runtime_netns(h, "rt-warm")
+    cfg = conf("warmnet", "10.90.0.0/24")
+    trace = "/run/lowbridge-warm-trace"
+    rc, res, _ = cni(h, "ADD", cfg, "warmid", ns, pod="warm", env={**idle, TRACE_ENV: trace})
+    assert rc == 0 and res["ips"][0]["address"].startswith("10.90.0.")
+    assert "container-create:create-interface" in h.run(["cat", trace]).stdout
+    assert cni(h, "CHECK", {**cfg, "prevResult": res}, "warmid", ns, env=idle)[:2] == (0, None)
+    assert h.run(["cat", trace]).stdout.count("container-create:journal") == 1  # (not CHECK's)
+    assert service_pid(h) == first  # the same process did every call
+    rc, out, err = cni(h, "ADD", cfg, "warmid", ns, "eth0", pod="warm", env=idle)
+    assert rc == 1 and "exists" in out["msg"]
+    assert cni(h, "DEL", cfg, "warmid", ns, env=idle)[:2] == (0, None)
+    wait_for(lambda: not service_pid(h), seconds=10)  # idle for 2 s: gone
+    assert h.run(["test", "-e", "/run/lowbridge/cni.sock"], check=False).returncode != 0
+    assert cni(h, "VERSION", {"cniVersion": "1.0.0"})[0] == 0  # the next call starts another
+    assert service_pid(h) not in ("", first)
+    assert h.lb("check").stdout == ""

@@ -150,3 +150,37 @@ def test_versions_and_error_documents():
     assert "details" not in cni.CniError(7, "bad").doc("1.0.0")
     assert [cni.error_code(e("x")) for e in (InvalidInput, KernelError, NotFound, Conflict)] == [
         7, 5, 103, 104]  # fmt: skip
+
+
+def test_the_service_wire_round_trips_and_knows_the_run_directory(monkeypatch):
+    from lowbridge.config import Paths
+    from lowbridge.plugins import cniservice as svc
+
+    env = {"CNI_COMMAND": "ADD", "CNI_ARGS": "A=1;B=x=y", "EMPTY": ""}
+    stdin = b'{"cniVersion": "1.0.0", "name": "n\\u00e9t"}\n\x00binary'
+    assert svc.parse_request(svc.request(env, stdin)) == (env, stdin)
+    assert svc.parse_answer(svc.answer(1, b'{"code": 7}\n', b"warning\n")) == (
+        1, b'{"code": 7}\n', b"warning\n")  # fmt: skip
+    assert svc.parse_answer(svc.answer(0, b"x" * 100, b"")[:50]) is None  # cut short: died
+    assert svc.parse_answer(b"") is None
+    for root in (None, "/tmp/lbroot", "relative/root"):
+        if root is None:
+            monkeypatch.delenv("LOWBRIDGE_ROOT", raising=False)
+        else:
+            monkeypatch.setenv("LOWBRIDGE_ROOT", root)
+        import os
+
+        assert svc.run_dir(os.environ) == Paths.resolve().run
+
+
+def test_answer_is_the_executables_whole_contract():
+    ok = cni.answer({"CNI_COMMAND": "VERSION"}, '{"cniVersion": "0.4.0"}', None)
+    assert ok == (0, {"cniVersion": "0.4.0", "supportedVersions": list(cni.SUPPORTED)})
+    status, doc = cni.answer({**ENV, "CNI_NETNS": ""}, json.dumps(CONF), None)
+    assert (status, doc["code"], doc["cniVersion"]) == (1, cni.BAD_ENV, "1.0.0")
+
+    def refuses() -> None:
+        raise InvalidInput("no such thing")
+
+    status, doc = cni.answer(ENV, json.dumps(CONF), refuses)
+    assert (status, doc) == (1, {"cniVersion": "1.0.0", "code": 7, "msg": "no such thing"})

@@ -1,0 +1,219 @@
+"""``lowbridge-cni``, the executable, and the warm process that does its calls.
+
+A CNI runtime runs the plugin once per command, and Podman runs VERSION before each ADD and
+DEL: as a fresh Python process each call spent ~90 % of its time starting and importing
+(bench/podman.py: ~20 ms for VERSION, ~95 ms for an ADD whose work is ~6 ms warm).  So the
+executable is a thin client -- it imports nothing but ``os``, ``sys`` and ``_socket`` -- that
+hands its environment and stdin to one lowbridge process per run directory, the *service*, over
+``<run>/cni.sock``, and prints what it answers.  This is the shape of Multus's "thick" plugin
+and of Cilium's and Calico's CNI binaries (a shim in front of a resident agent).
+
+The service does each call exactly as a fresh process would: with the caller's environment
+(os.environ is replaced for the call: ``LOWBRIDGE_*``, PATH, the test hooks), a new
+controller, one call at a time (a runtime may call in parallel; lowbridge's changes are
+serialized by the host lock anyway), its stderr sent back for the client to print.  The
+first call that finds no service starts one (a flock keeps it to one per run directory) and
+waits for its socket; the service exits after ``LOWBRIDGE_CNI_IDLE`` seconds without a call
+(default 60) or on SIGTERM.  A service killed during a call -- its changes are journaled, as
+every command's -- answers nothing: the client says so with the spec's "try again later"
+(11), and the next call's service settles what it left before anything else.
+
+Wire (both ends here): the request is the environment's ``KEY=VALUE`` entries, NUL-separated,
+after their 4-byte length, then stdin up to the end of the stream; the answer is the exit
+status (one byte), stdout's length (4 bytes) and stdout, then stderr up to the end.
+"""
+
+from __future__ import annotations
+
+import _socket  # (socket.py imports enum and more: ~5 ms of every call)
+import os
+import sys
+
+SOCKET, LOCK, LOG = "cni.sock", "cni.lock", "cni.log"
+IDLE_ENV, IDLE = "LOWBRIDGE_CNI_IDLE", 60.0
+DIED = (b'{"cniVersion": "1.1.0", "code": 11, "msg": "lowbridge\'s CNI service ended during '
+        b'the call: the next call finishes or undoes what it left"}\n')  # fmt: skip
+
+
+def run_dir(env: dict | os._Environ) -> str:
+    """lowbridge's run directory for ``env``: what ``config.Paths.resolve().run`` says (not
+    imported here: dataclasses alone costs the client ~5 ms)."""
+    root = env.get("LOWBRIDGE_ROOT")
+    return os.path.join(os.path.abspath(root), "run") if root else "/run/lowbridge"
+
+
+# ------------------------------------------------------------------ the wire
+def request(env: dict | os._Environ, stdin: bytes) -> bytes:
+    block = b"\0".join(f"{k}={v}".encode() for k, v in env.items())
+    return len(block).to_bytes(4, "big") + block + stdin
+
+
+def parse_request(data: bytes) -> tuple[dict[str, str], bytes]:
+    size = int.from_bytes(data[:4], "big")
+    pairs = (item.decode().partition("=") for item in data[4 : 4 + size].split(b"\0") if item)
+    return {k: v for k, _, v in pairs}, data[4 + size :]
+
+
+def answer(status: int, out: bytes, err: bytes) -> bytes:
+    return bytes([status]) + len(out).to_bytes(4, "big") + out + err
+
+
+def parse_answer(data: bytes) -> tuple[int, bytes, bytes] | None:
+    """(status, stdout, stderr), or None for an answer cut short (the service died)."""
+    if len(data) < 5 or len(data) < 5 + int.from_bytes(data[1:5], "big"):
+        return None
+    size = int.from_bytes(data[1:5], "big")
+    return data[0], data[5 : 5 + size], data[5 + size :]
+
+
+def _read_all(sock) -> bytes:  # noqa: ANN001 - a socket (the client's is _socket's)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ------------------------------------------------------------------ the client
+def main() -> int:
+    """The ``lowbridge-cni`` executable (see the module docstring)."""
+    stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+    path = os.path.join(run_dir(os.environ), SOCKET)
+    sock = _connect(path)
+    if sock is None:
+        _start(os.environ)
+        sock = _connect(path, wait=10.0)
+        if sock is None:
+            sys.stdout.buffer.write(DIED.replace(b"ended during", b"did not start for"))
+            return 1
+    try:
+        sock.sendall(request(os.environ, stdin))
+        sock.shutdown(_socket.SHUT_WR)
+        got = parse_answer(_read_all(sock))
+    except OSError:
+        got = None
+    finally:
+        sock.close()
+    if got is None:
+        sys.stdout.buffer.write(DIED)
+        return 1
+    status, out, err = got
+    sys.stdout.buffer.write(out)
+    sys.stderr.buffer.write(err)
+    return status
+
+
+def _connect(path: str, wait: float = 0.0) -> _socket.socket | None:
+    """A connection to the service at ``path``, polling for up to ``wait`` seconds."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            return sock
+        except OSError:
+            sock.close()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
+
+def _start(env: dict | os._Environ) -> None:
+    """Start a service for ``env``'s run directory, detached (it outlives this call)."""
+    import subprocess
+
+    run = run_dir(env)
+    os.makedirs(run, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(run, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        subprocess.Popen([sys.executable, "-m", "lowbridge.plugins.cniservice", "--serve"],
+                         stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd="/",
+                         start_new_session=True)  # fmt: skip
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ the service
+def serve() -> None:
+    """Answer calls on ``<run>/cni.sock`` until idle or terminated (one service per run
+    directory: a second one finds the lock taken and leaves)."""
+    import contextlib
+    import fcntl
+    import signal
+    import socket
+
+    from lowbridge.config import Paths, private_file
+
+    paths = Paths.resolve()
+    paths.run_dir()
+    lock = private_file(os.path.join(paths.run, LOCK), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another one serves this run directory
+    path = os.path.join(paths.run, SOCKET)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a dead service's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    listener.settimeout(float(os.environ.get(IDLE_ENV) or IDLE))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    home = dict(os.environ)
+    try:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                return  # idle: the next call starts another
+            with conn:
+                conn.settimeout(None)
+                env, stdin = parse_request(_read_all(conn))
+                with contextlib.suppress(OSError):  # (a client that gave up)
+                    conn.sendall(_call(env, stdin, home))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # before the lock goes: a new service binds only a free name
+        listener.close()
+
+
+def _call(env: dict[str, str], stdin: bytes, home: dict[str, str]) -> bytes:
+    """One call, as a fresh ``lowbridge-cni`` process with ``env`` would do it."""
+    import contextlib
+    import io
+    import json
+
+    from lowbridge.config import Paths
+    from lowbridge.controller import Controller
+    from lowbridge.plugins import cni
+
+    err, made = io.StringIO(), []
+
+    def controller() -> Controller:
+        made.append(Controller(Paths.resolve()))
+        return made[-1]
+
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stderr(err):
+            status, doc = cni.answer(os.environ, stdin.decode(errors="replace"), controller)
+    finally:
+        os.environ.clear()
+        os.environ.update(home)
+        for ctl in made:  # its store's connection goes with the call, as with a process
+            store = ctl.__dict__.get("store")  # (a cached property: opened only if used)
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    store.close()
+    out = (json.dumps(doc) + "\n").encode() if doc is not None else b""
+    return answer(status, out, err.getvalue().encode())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        sys.exit(0)
+    sys.exit(main())
