@@ -11,7 +11,8 @@ and of Cilium's and Calico's CNI binaries (a shim in front of a resident agent).
 The service does each call exactly as a fresh process would: with the caller's environment
 (os.environ is replaced for the call: ``LOWBRIDGE_*``, PATH, the test hooks), a new
 controller, one call at a time (a runtime may call in parallel; lowbridge's changes are
-serialized by the host lock anyway), its stderr sent back for the client to print.  The
+serialized by the host lock anyway), its stderr sent back for the client to print; a bug that
+escapes a call fails that call (code 5, the traceback on the caller's stderr), not the service.  The
 first call that finds no service starts one (a flock keeps it to one per run directory) and
 waits for its socket; the service exits after ``LOWBRIDGE_CNI_IDLE`` seconds without a call
 (default 60) or on SIGTERM.  A service killed during a call -- its changes are journaled, as
@@ -32,7 +33,8 @@ import sys
 SOCKET, LOCK, LOG = "cni.sock", "cni.lock", "cni.log"
 IDLE_ENV, IDLE = "LOWBRIDGE_CNI_IDLE", 60.0
 DIED = (b'{"cniVersion": "1.1.0", "code": 11, "msg": "lowbridge\'s CNI service ended during '
-        b'the call: the next call finishes or undoes what it left"}\n')  # fmt: skip
+        b'the call: the next call finishes or undoes what it left", '
+        b'"details": "see LOG"}\n')  # fmt: skip
 
 
 def run_dir(env: dict | os._Environ) -> str:
@@ -83,7 +85,7 @@ def main() -> int:
         _start(os.environ)
         sock = _connect(path, wait=10.0)
         if sock is None:
-            sys.stdout.buffer.write(DIED.replace(b"ended during", b"did not start for"))
+            sys.stdout.buffer.write(_died(b"did not start for"))
             return 1
     try:
         sock.sendall(request(os.environ, stdin))
@@ -94,12 +96,17 @@ def main() -> int:
     finally:
         sock.close()
     if got is None:
-        sys.stdout.buffer.write(DIED)
+        sys.stdout.buffer.write(_died(b"ended during"))
         return 1
     status, out, err = got
     sys.stdout.buffer.write(out)
     sys.stderr.buffer.write(err)
     return status
+
+
+def _died(what: bytes) -> bytes:
+    log = os.path.join(run_dir(os.environ), LOG).encode()
+    return DIED.replace(b"ended during", what).replace(b"LOG", log)
 
 
 def _connect(path: str, wait: float = 0.0) -> _socket.socket | None:
@@ -199,7 +206,18 @@ def _call(env: dict[str, str], stdin: bytes, home: dict[str, str]) -> bytes:
     os.environ.update(env)
     try:
         with contextlib.redirect_stderr(err):
-            status, doc = cni.answer(os.environ, stdin.decode(errors="replace"), controller)
+            try:
+                status, doc = cni.answer(os.environ, stdin.decode(errors="replace"), controller)
+            except Exception as exc:  # a bug: this call fails, the service goes on
+                import traceback
+
+                traceback.print_exc()
+                status, doc = (
+                    1,
+                    cni.CniError(
+                        cni.IO_FAILURE, f"internal error: {exc.__class__.__name__}: {exc}"
+                    ).doc(cni.SUPPORTED[-1]),
+                )
     finally:
         os.environ.clear()
         os.environ.update(home)

@@ -219,7 +219,7 @@ def test_del_after_add_killed_between_any_two_steps(site, tmp_path):
         rc, out, _ = cni(h, "ADD", cfg, "crashid", ns, env={FAIL_ENV: f"{step}:kill"})
         assert (rc, out["code"]) == (1, 11), step  # the service that did it was killed
         rc, out, err = cni(h, "DEL", cfg, "crashid", ns)
-        assert (rc, out) == (0, None), (step, err)
+        assert (rc, out) == (0, None), (step, out, err)
         assert links_in(h, "rt-crash") == ["lo"], step
         assert veths(h) == [], step
         assert "cni-crashid" not in h.lb("ps", "-a", "--format", "{{.Names}}").stdout, step

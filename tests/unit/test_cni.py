@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -168,8 +169,6 @@ def test_the_service_wire_round_trips_and_knows_the_run_directory(monkeypatch):
             monkeypatch.delenv("LOWBRIDGE_ROOT", raising=False)
         else:
             monkeypatch.setenv("LOWBRIDGE_ROOT", root)
-        import os
-
         assert svc.run_dir(os.environ) == Paths.resolve().run
 
 
@@ -184,3 +183,17 @@ def test_answer_is_the_executables_whole_contract():
 
     status, doc = cni.answer(ENV, json.dumps(CONF), refuses)
     assert (status, doc) == (1, {"cniVersion": "1.0.0", "code": 7, "msg": "no such thing"})
+
+
+def test_a_bug_in_a_call_fails_that_call_not_the_service(monkeypatch):
+    from lowbridge.plugins import cniservice as svc
+
+    def broken(env, stdin, controller):  # noqa: ANN001, ANN202
+        raise KeyError("oops")
+
+    monkeypatch.setattr(cni, "answer", broken)
+    home = dict(os.environ)  # (what the service puts back after the call)
+    status, out, err = svc.parse_answer(svc._call({"CNI_COMMAND": "ADD"}, b"{}", home))
+    assert dict(os.environ) == home
+    assert status == 1 and json.loads(out)["code"] == cni.IO_FAILURE
+    assert b"internal error: KeyError" in out and b"Traceback" in err
