@@ -196,6 +196,10 @@ class Container:
     # dockerd, for the remote driver's sandboxes; ``netns`` is its sandbox key): lowbridge
     # makes their interfaces on the host and their rules only.
     runtime: str | None = None
+    # Its resolver also answers at this address of its first network's gateway (a CNI
+    # configuration's ``dns: gateway``, as aardvark-dns answers): queries to it are redirected
+    # inside the sandbox like 127.0.0.11's.
+    dns_at: str | None = None
 
     @property
     def handed_off(self) -> bool:

@@ -301,7 +301,8 @@ def _redirect_step(c: Change, ctr: Container) -> Step:
     resolver = c.ctl.resolver
 
     def do() -> None:
-        c.adopt[ctr.id] = resolver.listen(ctr.netns, c.ctl.firewall.backend.name)  # a future
+        backend = c.ctl.firewall.backend.name
+        c.adopt[ctr.id] = resolver.listen(ctr.netns, backend, ctr.dns_at)  # a future
 
     def undo() -> None:
         started = c.adopt.pop(ctr.id, None)
@@ -310,7 +311,7 @@ def _redirect_step(c: Change, ctr: Container) -> Step:
                 for sock in _sockets(started):
                     sock.close()
         if c.kernel.is_netns(ctr.netns):
-            resolver.unlisten(ctr.netns, c.ctl.firewall.backend.name)
+            resolver.unlisten(ctr.netns, c.ctl.firewall.backend.name, ctr.dns_at)
 
     return Step("dns-redirect", do, undo)
 

@@ -60,6 +60,7 @@ class ContainerRequest:
     domainname: str | None = None  # --domainname
     ifname: str | None = None  # its interface's name in the sandbox (a CNI runtime's CNI_IFNAME)
     runtime: str | None = None  # "docker": dockerd moves and configures the interface itself
+    dns_at_gateway: bool = False  # its resolver answers at its network's gateway too (CNI)
 
 
 def sandbox_name(req: ContainerRequest, cid: str) -> str:
@@ -95,6 +96,7 @@ def container(
         netns=netns,
         netns_owned=req.netns is None,
         runtime=req.runtime,
+        dns_at=_dns_at(req, net),
         ipv6=net.ipv6 and req.netns is None,
         command=tuple(req.command or ()),
         hostname=names.validate_hostname(req.hostname) if req.hostname else names.short_id(cid),
@@ -110,6 +112,17 @@ def container(
         labels=frozen(req.labels),
         link_env=link_env,
     )
+
+
+def _dns_at(req: ContainerRequest, net: Network) -> str | None:
+    """The gateway address its resolver answers at too, when asked (a CNI ``dns: gateway``)."""
+    from lowbridge.dns.records import dns_enabled
+
+    if not req.dns_at_gateway:
+        return None
+    if not dns_enabled(net) or net.pool is None or net.pool.gateway is None:
+        raise InvalidInput(f"network {net.name} has no resolver at a gateway to answer at")
+    return str(net.pool.gateway)
 
 
 def _extras(req: ContainerRequest) -> dict:

@@ -135,7 +135,7 @@ def _release(c: Change, ctr: Container) -> None:
     if not ctr.host_network:
         if not ctr.netns_owned and k.is_netns(ctr.netns):
             if ctr.dns_ports:
-                c.ctl.resolver.unlisten(ctr.netns, c.ctl.firewall.backend.name)
+                c.ctl.resolver.unlisten(ctr.netns, c.ctl.firewall.backend.name, ctr.dns_at)
             _restore_adopted_route(c, ctr)
         k.remove_ns(ctr.netns)
         k.remove_ns(c.paths.uts(ctr.name))

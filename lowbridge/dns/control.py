@@ -218,20 +218,21 @@ class Resolver:
         # Sockets bound by this command (container id -> (udp, tcp)), for the next sync.
         self.pending: dict[str, tuple[socket.socket, socket.socket]] = {}
 
-    def listen(self, netns: str, backend: str):  # noqa: ANN201 - a kernel.netns.Future
+    def listen(self, netns: str, backend: str, also: str | None = None):  # noqa: ANN201
         """Start binding the resolver's sockets in the sandbox at ``netns`` and redirecting
-        127.0.0.11:53 to them, in the namespace worker; the future gives the (udp, tcp) pair."""
+        127.0.0.11:53 (and ``also``:53) to them, in the namespace worker; the future (a
+        kernel.netns.Future) gives the (udp, tcp) pair."""
         from lowbridge.dns import redirect
         from lowbridge.kernel import netns as ns
 
-        return ns.submit(lambda: redirect.listen(backend), netns)
+        return ns.submit(lambda: redirect.listen(backend, also), netns)
 
-    def unlisten(self, netns: str, backend: str) -> None:
+    def unlisten(self, netns: str, backend: str, also: str | None = None) -> None:
         """Remove the redirect from the sandbox at ``netns``."""
         from lowbridge.dns import redirect
         from lowbridge.kernel import netns as ns
 
-        ns.run(lambda: redirect.remove(backend), netns)
+        ns.run(lambda: redirect.remove(backend, also), netns)
 
     def running(self) -> bool:
         return running(self.paths)

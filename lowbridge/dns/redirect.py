@@ -24,6 +24,13 @@ without NAT).  Docker's SNAT half never matches: conntrack already rewrites the 
 back to :53 (dns-notes 1.4 measured its counters at 0).  Either way the random ports leave port 53
 free for a DNS server of the sandbox's own, even one bound to 0.0.0.0:53 (dns-notes 1.4-1.5).
 
+A sandbox may ask for its resolver at one more address, its network's gateway (a CNI
+configuration's ``dns: gateway``, where aardvark-dns answers for Podman).  Its queries must then
+change address, not only port -- from a routed address to a local one, which only a nat (or
+route) chain may do and have the packet routed again -- and the answers must be told apart by
+flow: so such a sandbox gets Docker's DNAT for both addresses, with nftables too, and has
+conntrack on.
+
 The rules are rendered here as text (pure) and loaded in one call from a thread that has joined
 the sandbox's namespace (:func:`apply`), with the host firewall's backend.
 """
@@ -78,12 +85,12 @@ def _lifted(sock: socket.socket) -> socket.socket:
     return socket.socket(fileno=fd)
 
 
-def listen(backend: str) -> tuple[socket.socket, socket.socket]:
+def listen(backend: str, also: str | None = None) -> tuple[socket.socket, socket.socket]:
     """In a thread inside a sandbox: bind the resolver's sockets and install the redirect to
-    them; nothing is left behind on failure."""
+    them (from ``also``:53 too); nothing is left behind on failure."""
     u, t = bind_sockets()
     try:
-        apply(backend, u.getsockname()[1], t.getsockname()[1])
+        apply(backend, u.getsockname()[1], t.getsockname()[1], also)
     except BaseException:
         u.close()
         t.close()
@@ -91,8 +98,9 @@ def listen(backend: str) -> tuple[socket.socket, socket.socket]:
     return u, t
 
 
-def render_nft(udp: int, tcp: int) -> str:
-    """Stateless: 127.0.0.11's port 53 <-> the resolver's ports, per protocol (module docstring)."""
+def render_nft(udp: int, tcp: int, also: str | None = None) -> str:
+    """Stateless: 127.0.0.11's port 53 <-> the resolver's ports, per protocol; with ``also``,
+    DNAT from both addresses instead (module docstring)."""
 
     def pair(proto: str, port: int) -> str:
         return (
@@ -102,52 +110,60 @@ def render_nft(udp: int, tcp: int) -> str:
             f'comment "{COMMENT}"\n'
         )
 
+    def dnat(address: str) -> str:
+        return "".join(
+            f"\t\tip daddr {address} {proto} dport 53 dnat to {ADDRESS}:{port} "
+            f'comment "{COMMENT}"\n'
+            for proto, port in (("udp", udp), ("tcp", tcp))
+        )
+
+    if also is None:
+        hook, rules = "type filter hook output priority raw", pair("udp", udp) + pair("tcp", tcp)
+    else:  # (dstnat names prerouting's priority only)
+        hook, rules = "type nat hook output priority -100", dnat(ADDRESS) + dnat(also)
     return (
-        f"table ip {NFT_TABLE} {{\n"
-        "\tchain output {\n"
-        "\t\ttype filter hook output priority raw; policy accept;\n"
-        f"{pair('udp', udp)}{pair('tcp', tcp)}"
-        "\t}\n"
-        "}\n"
+        f"table ip {NFT_TABLE} {{\n\tchain output {{\n\t\t{hook}; policy accept;\n{rules}\t}}\n}}\n"
     )
 
 
-def render_iptables(udp: int, tcp: int) -> str:
-    dst = f"-d {ADDRESS}/32"
+def render_iptables(udp: int, tcp: int, also: str | None = None) -> str:
     comment = f'-m comment --comment "{COMMENT}"'
-    return (
-        "*nat\n"
-        f":{IPT_CHAIN} - [0:0]\n"
-        f"-A OUTPUT {dst} {comment} -j {IPT_CHAIN}\n"
-        f"-A {IPT_CHAIN} {dst} -p udp -m udp --dport 53 {comment} "
-        f"-j DNAT --to-destination {ADDRESS}:{udp}\n"
-        f"-A {IPT_CHAIN} {dst} -p tcp -m tcp --dport 53 {comment} "
-        f"-j DNAT --to-destination {ADDRESS}:{tcp}\n"
-        "COMMIT\n"
-    )
+    lines = ["*nat", f":{IPT_CHAIN} - [0:0]"]
+    for address in (ADDRESS, *([also] if also else [])):
+        dst = f"-d {address}/32"
+        lines += [
+            f"-A OUTPUT {dst} {comment} -j {IPT_CHAIN}",
+            f"-A {IPT_CHAIN} {dst} -p udp -m udp --dport 53 {comment} "
+            f"-j DNAT --to-destination {ADDRESS}:{udp}",
+            f"-A {IPT_CHAIN} {dst} -p tcp -m tcp --dport 53 {comment} "
+            f"-j DNAT --to-destination {ADDRESS}:{tcp}",
+        ]
+    return "\n".join([*lines, "COMMIT"]) + "\n"
 
 
-def apply(backend: str, udp: int, tcp: int) -> None:
+def apply(backend: str, udp: int, tcp: int, also: str | None = None) -> None:
     """Install the rules in the calling thread's namespace (a fresh sandbox: nothing to replace).
 
     Must run in a thread that joined the sandbox (``netns.run_in``): the nft library opens its
     netlink socket, and iptables-restore is forked, from that thread.
     """
     if backend == "nftables":
-        _nft(render_nft(udp, tcp), "install DNS redirect")
+        _nft(render_nft(udp, tcp, also), "install DNS redirect")
     else:
-        tool.run(["iptables-restore", "--noflush"], render_iptables(udp, tcp),
+        tool.run(["iptables-restore", "--noflush"], render_iptables(udp, tcp, also),
                  "install DNS redirect", "iptables")  # fmt: skip
 
 
-def remove(backend: str) -> None:
-    """Remove the rules from the calling thread's namespace (for undo and adopted namespaces)."""
+def remove(backend: str, also: str | None = None) -> None:
+    """Remove the rules from the calling thread's namespace (for undo and adopted namespaces;
+    ``also``: the other address they were installed for)."""
     if backend == "nftables":
         with contextlib.suppress(KernelError):  # not there (nft 1.0.6 has no "destroy")
             _nft(f"delete table ip {NFT_TABLE}\n", "remove DNS redirect")
         return
-    script = f"*nat\n:{IPT_CHAIN} - [0:0]\n-D OUTPUT -d {ADDRESS}/32 -m comment --comment " \
-             f'"{COMMENT}" -j {IPT_CHAIN}\n-X {IPT_CHAIN}\nCOMMIT\n'  # fmt: skip
+    jumps = "".join(f'-D OUTPUT -d {a}/32 -m comment --comment "{COMMENT}" -j {IPT_CHAIN}\n'
+                    for a in (ADDRESS, *([also] if also else [])))  # fmt: skip
+    script = f"*nat\n:{IPT_CHAIN} - [0:0]\n{jumps}-X {IPT_CHAIN}\nCOMMIT\n"
     with contextlib.suppress(KernelError):  # not there: nothing to remove
         tool.run(["iptables-restore", "--noflush"], script, "remove DNS redirect", "iptables")
 

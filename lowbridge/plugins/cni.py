@@ -42,6 +42,7 @@ from lowbridge import names
 from lowbridge.errors import InvalidInput, LowbridgeError, NotFound
 
 SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+EMBEDDED = "127.0.0.11"  # the configuration's ``dns``: where the sandbox's resolver answers
 LABEL = "io.lowbridge.cni.container-id"
 # CNI_ARGS keys lowbridge reads, and those runtimes pass that it has no use for.
 _ARGS = {"IP", "MAC", "K8S_POD_NAME"}
@@ -112,6 +113,9 @@ def parse(env: Mapping[str, str], stdin: str) -> Call:
     if conf.get("ipam"):
         raise CniError(UNSUPPORTED_FIELD, "ipam is not supported: lowbridge assigns addresses "
                        "itself (give subnet, gateway, ipRange instead)")  # fmt: skip
+    if conf.get("dns", EMBEDDED) not in (EMBEDDED, "gateway"):
+        raise CniError(BAD_CONFIG, f"dns must be {EMBEDDED!r} (the default) or 'gateway', "
+                       f"not {conf['dns']!r}")  # fmt: skip
     if command in ("STATUS", "GC"):
         return Call(command, conf)
     cid, ifname, netns = (env.get(k, "") for k in ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS"))
@@ -183,6 +187,7 @@ def container_request(call: Call):  # noqa: ANN201 - a controller.requests.Conta
         aliases=_aliases(call),
         labels={LABEL: call.container_id},
         ifname=call.ifname,
+        dns_at_gateway=call.conf.get("dns") == "gateway",
     )
 
 
@@ -211,8 +216,10 @@ def _publish(mapping: dict) -> str:
 
 
 # ------------------------------------------------------------------ results (pure)
-def result(call: Call, ep, host_mac: str | None, resolv: str) -> dict:  # noqa: ANN001
-    """ADD's result for endpoint ``ep`` (a models.Endpoint), after ``prevResult``'s entries."""
+def result(call: Call, ep, host_mac: str | None, resolv: str, dns_at: str | None = None) -> dict:  # noqa: ANN001
+    """ADD's result for endpoint ``ep`` (a models.Endpoint), after ``prevResult``'s entries;
+    ``dns_at``: the address the sandbox's resolver answers at besides 127.0.0.11 (then named
+    instead of it)."""
     prev = call.conf.get("prevResult") or {}
     interfaces = list(prev.get("interfaces", []))
     if ep.host_ifname:
@@ -236,7 +243,10 @@ def result(call: Call, ep, host_mac: str | None, resolv: str) -> dict:  # noqa: 
         "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
-        "dns": dns(resolv) or prev.get("dns", {}),
+        "dns": dns(
+            resolv.replace(f"nameserver {EMBEDDED}", f"nameserver {dns_at}") if dns_at else resolv
+        )
+        or prev.get("dns", {}),
     }
 
 
@@ -328,7 +338,7 @@ def _add(call: Call, ctl) -> dict:  # noqa: ANN001
             resolv = f.read()
     except OSError:
         resolv = ""
-    return result(call, ep, host_mac, resolv)
+    return result(call, ep, host_mac, resolv, view.ctrs[ctr.id].dns_at)
 
 
 def _mine(view, call: Call):  # noqa: ANN001, ANN202

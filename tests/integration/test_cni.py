@@ -261,3 +261,33 @@ def test_one_warm_service_does_the_calls(site):
     assert cni(h, "VERSION", {"cniVersion": "1.0.0"})[0] == 0  # the next call starts another
     assert service_pid(h) not in ("", first)
     assert h.lb("check").stdout == ""
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_dns_at_the_gateway_as_the_configuration_says(backend):
+    """``dns: gateway``: the sandbox's resolver also answers at its network's gateway (where
+    aardvark-dns answers for Podman), and the result names that address; 127.0.0.11 still
+    answers; DEL takes the redirect away with the sandbox, and nothing is left."""
+    with SimHost("cnidns", env={"LOWBRIDGE_FIREWALL_BACKEND": backend}) as h:
+        cfg = conf("gwdns", "10.93.0.0/24", dns="gateway")
+        web, cli = runtime_netns(h, "rt-web"), runtime_netns(h, "rt-cli")
+        rc, res, err = cni(h, "ADD", cfg, "webid", web, pod="web")
+        assert rc == 0, (res, err)
+        assert res["dns"]["nameservers"] == ["10.93.0.1"]
+        rc, res2, err = cni(h, "ADD", cfg, "cliid", cli, pod="cli")
+        assert rc == 0, (res2, err)
+        ip = res["ips"][0]["address"].split("/")[0]
+        for server in ("10.93.0.1", "127.0.0.11"):
+            argv = ["ip", "netns", "exec", "rt-cli", "dig", f"@{server}", "+short", "+time=2",
+                    "+tries=2", "web"]  # fmt: skip
+            assert h.run(argv, check=False).stdout.strip() == ip, server
+            tcp = h.run([*argv, "+tcp"], check=False).stdout.strip()
+            assert tcp == ip, (server, "tcp")
+        # The gateway answers nothing on the host itself: the redirect is the sandbox's own.
+        assert "10.93.0.1:53" not in h.run(["ss", "-Hlnu"]).stdout
+        for cid, netns in (("webid", web), ("cliid", cli)):
+            assert cni(h, "DEL", cfg, cid, netns)[:2] == (0, None)
+        nat = h.run(["ip", "netns", "exec", "rt-cli", "sh", "-c",
+                     "iptables-save -t nat; nft list ruleset"], check=False).stdout  # fmt: skip
+        assert "lowbridge" not in nat
+        assert h.lb("check").stdout == "" and veths(h) == []

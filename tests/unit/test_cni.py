@@ -197,3 +197,30 @@ def test_a_bug_in_a_call_fails_that_call_not_the_service(monkeypatch):
     assert dict(os.environ) == home
     assert status == 1 and json.loads(out)["code"] == cni.IO_FAILURE
     assert b"internal error: KeyError" in out and b"Traceback" in err
+
+
+def test_dns_at_the_gateway_is_asked_for_and_named_in_the_result():
+    assert code({**CONF, "dns": "8.8.8.8"}) == cni.BAD_CONFIG
+    assert cni.container_request(call({**CONF, "dns": "gateway"})).dns_at_gateway
+    assert not cni.container_request(call({**CONF, "dns": "127.0.0.11"})).dns_at_gateway
+    out = cni.result(call(), EP, None, RESOLV, dns_at="10.1.0.1")
+    assert out["dns"]["nameservers"] == ["10.1.0.1"] and out["dns"]["search"] == ["example.org"]
+
+
+def test_the_redirect_answers_at_the_gateway_too():
+    from lowbridge.dns import redirect
+
+    nft = redirect.render_nft(40001, 40002, "10.1.0.1")
+    assert "type nat hook output priority -100" in nft
+    assert "ip daddr 10.1.0.1 udp dport 53 dnat to 127.0.0.11:40001" in nft
+    assert "ip daddr 10.1.0.1 tcp dport 53 dnat to 127.0.0.11:40002" in nft
+    assert "ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:40001" in nft  # (both: nat)
+    assert "notrack" not in nft
+    assert "nat" not in redirect.render_nft(40001, 40002)  # (127.0.0.11 alone: stateless)
+    ipt = redirect.render_iptables(40001, 40002, "10.1.0.1")
+    assert ipt.count("-A OUTPUT -d ") == 2
+    assert (
+        "-A LOWBRIDGE-DNS -d 10.1.0.1/32 -p udp -m udp --dport 53 -m comment --comment "
+        '"lowbridge: embedded DNS" -j DNAT --to-destination 127.0.0.11:40001'
+    ) in ipt
+    assert redirect.render_iptables(40001, 40002).count("-A OUTPUT -d ") == 1
