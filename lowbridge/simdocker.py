@@ -5,7 +5,8 @@ Debian's docker.io 20.10 runs in a :class:`~lowbridge.simhost.SimHost` the way
 shared/bench/peers/docker_lab.sh runs it in its lab namespace: the machine's cgroup hierarchies
 mounted again over the host's fresh /sys (dockerd refuses to start without the devices one;
 its containers' cgroups go under ``lowbridge-sim-docker``, removed at the end), its data, exec
-root and socket in a temporary directory, ``--iptables=false --bridge=none``: lowbridge's
+root, socket and /etc/docker (its trust key) in a temporary directory, ``--iptables=false
+--bridge=none``: lowbridge's
 firewall is the only one, and there is no docker0.  ``lowbridge plugin docker`` serves in the
 same host, on /run/docker/plugins/lowbridge.sock of its private /run.  The image is a busybox
 rootfs from the machine's busybox-static (``docker import``): no registry.
@@ -52,7 +53,12 @@ class Docker:
         self.env = {**os.environ, **host.env, "DOCKER_HOST": f"unix://{d}/docker.sock"}
         self._procs: list[subprocess.Popen] = []
         try:
-            host.run(["sh", "-c", _CGROUPS])
+            # dockerd 20.10 writes its trust key into /etc/docker whatever its data root: a
+            # directory of this run's stands there in the host (the mount point, empty, is
+            # made on the machine if missing, as SimHost's own).
+            os.makedirs("/etc/docker", exist_ok=True)
+            os.mkdir(f"{d}/etc-docker")
+            host.run(["sh", "-c", _CGROUPS + f"mount --bind {d}/etc-docker /etc/docker\n"])
             self._start([sys.executable, "-m", "lowbridge", "plugin", "docker"], "plugin.log")
             self._wait(lambda: host.run(["test", "-S", "/run/docker/plugins/lowbridge.sock"],
                                         check=False).returncode == 0)  # fmt: skip
