@@ -367,7 +367,7 @@ class FakeResolver:
         self.synced = 0
         self.up = False
 
-    def listen(self, netns: str, backend: str) -> Future:
+    def listen(self, netns: str, backend: str, also: str | None = None) -> Future:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         udp.bind(("127.0.0.1", 0))
@@ -375,7 +375,7 @@ class FakeResolver:
         self.listening.add(netns)
         return _done((udp, tcp))
 
-    def unlisten(self, netns: str, backend: str) -> None:
+    def unlisten(self, netns: str, backend: str, also: str | None = None) -> None:
         self.listening.discard(netns)
 
     def running(self) -> bool:
