@@ -203,8 +203,9 @@ class Container:
 
     @property
     def handed_off(self) -> bool:
-        """Its interfaces are made in the host's namespace for its runtime to move into its own
-        (Docker's remote driver protocol): nothing of lowbridge's is inside that namespace."""
+        """Its interfaces are made in the host's namespace for its runtime to move into its own,
+        address and route, and its runtime answers its DNS (Docker's remote driver protocol):
+        nothing of lowbridge's is inside that namespace."""
         return self.runtime == "docker"
 
     @property

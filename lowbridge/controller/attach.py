@@ -130,7 +130,7 @@ def plan(
     route = (
         (ep.gateway or ep.gateway6) is not None
         and gateway_endpoint([*eps, ep], nets) is ep
-        and ctr.runtime is None  # (else the runtime sets it)
+        and not ctr.handed_off  # (else the runtime sets it)
     )
     builds = builds and driver.network_missing(net, c.kernel, c.nl)
     att = Attachment(
@@ -144,7 +144,7 @@ def plan(
     # Docker starts a sandbox's resolver when it first joins a user-defined network.
     redirect = (
         etc.uses_resolver(net)
-        and ctr.runtime is None  # (else the runtime's resolver answers)
+        and not ctr.handed_off  # (else the runtime's resolver answers)
         and not ctr.dns_ports
         and not any(etc.uses_resolver(nets[e.network_id]) for e in draft.endpoints.get(ctr.id, ()))
     )

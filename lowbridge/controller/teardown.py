@@ -203,7 +203,7 @@ def _disconnect(c: Change, ctr: Container, drop: list[Endpoint]) -> None:
     # Deleting the interface took its routes; if it carried the default route, the next
     # endpoint in Docker's order takes over (in an adopted namespace: its own route, at last).
     before, after = gateway_endpoint(eps, nets), gateway_endpoint(remaining, nets)
-    if ctr.netns and ctr.runtime is None and c.kernel.is_netns(ctr.netns):
+    if ctr.netns and not ctr.handed_off and c.kernel.is_netns(ctr.netns):
         if after is not None and after is not before:
             c.step("default-route", lambda: _route(c, ctr, after))
         elif after is None and before is not None and before.key in keys:

@@ -93,7 +93,7 @@ def _sandbox(ctl: Controller, view: View, draft: Draft, ctr: Container) -> list[
                 out.append(broken(ctl, view, ep, f"address {ip}/{plen} on {ep.ifname}", found))
                 unreachable.add(ep.key)
                 break
-    gw = gateway_endpoint(eps, view.nets) if ctr.runtime is None else None  # (else its own)
+    gw = gateway_endpoint(eps, view.nets)
     if gw is not None and gw.gateway and gw.key not in unreachable and gw.ifname in held:
         want = (gw.gateway, held[gw.ifname][0])
         if route != want:
