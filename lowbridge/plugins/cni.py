@@ -276,7 +276,7 @@ def prev_addresses(call: Call) -> set[str]:
 # ------------------------------------------------------------------ the commands
 def run(call: Call, ctl) -> dict | None:  # noqa: ANN001 - a controller.Controller
     """Do ``call`` with controller ``ctl`` (None for VERSION); its result document, or None (no
-    output).  The executable around it is lowbridge.cli.cni."""
+    output).  The executable around it is lowbridge.plugins.cniservice."""
     if call.command == "VERSION":
         asked = call.conf.get("cniVersion")
         return {"cniVersion": asked if asked in SUPPORTED else SUPPORTED[-1],
