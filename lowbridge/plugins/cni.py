@@ -13,7 +13,9 @@ SPEC.md, "Section 2: Execution Protocol").  Each command is one controller verb:
   ports published from the ``portMappings`` capability argument, its DNS names from the
   ``aliases`` one.  A second ADD of the same container (another network) is a ``network
   connect``.  The result is rendered from the records: interfaces, ips, routes, and the DNS the
-  sandbox's own resolv.conf has (127.0.0.11 on user-defined networks: the embedded resolver).
+  sandbox's own resolv.conf has (127.0.0.11 on user-defined networks: the embedded resolver;
+  with ``"dns": "gateway"`` the resolver answers at the network's gateway too, as aardvark-dns
+  does for Podman, and the result names that address).
 * ``DEL``: the endpoint goes (``network disconnect``), with the sandbox when it was its last
   (``rm``; the adopted namespace is left to the runtime, as it was).  Nothing to remove is
   success: DEL is idempotent.  An ADD killed half-way is undone by the next command's journal
