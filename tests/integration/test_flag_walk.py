@@ -32,7 +32,8 @@ atexit.register(shutil.rmtree, DIR, True)  # each process that imports this modu
 ENV_FILE = os.path.join(DIR, "walk.env")
 LAB = os.path.join(DIR, "walk.yaml")
 TERM_TRAP = (
-    "-- sh -c 'trap \"sleep 0.3; echo clean-exit; exit 3\" TERM; while :; do sleep 0.1; done'"
+    '-- sh -c \'trap "sleep 0.3; echo clean-exit; exit 3" TERM; echo trap-set; '
+    "while :; do sleep 0.1; done'"
 )
 USR1_TRAP = "-- sh -c 'trap \"exit 7\" USR1; while :; do sleep 0.1; done'"
 
@@ -227,13 +228,21 @@ def _list_rows(verb: str) -> dict[str, Row | Elsewhere]:
 def _stop_rows(verb: str) -> dict[str, Row | Elsewhere]:
     # A command that takes 0.3 s to end after SIGTERM: -t 0 kills it first (stop: 137 rather
     # than 3; restart: its log lacks the clean exit).
-    start = f"run -d --name {{n}} --network n1 {TERM_TRAP}"
     probe = exit_code_after if verb.endswith("stop") else cleanly_ended
     return {
         "--time": Row(
-            f"{verb} -t 0 {{n}}", f"{verb} {{n}}", probe, setup=start, cleanup="rm -f {n}"
+            f"{verb} -t 0 {{n}}", f"{verb} {{n}}", probe, setup=trapping, cleanup="rm -f {n}"
         )
     }
+
+
+def trapping(h: SimHost, n: str) -> None:
+    """A sandbox whose command has set its TERM trap: a signal sent before the shell set it
+    would end it at once (no clean exit), with or without ``-t``."""
+    lbq(h, f"run -d --name {n} --network n1 {TERM_TRAP}")
+    deadline = time.monotonic() + 10
+    while "trap-set" not in h.lb("logs", n).stdout.split() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def cleanly_ended(h: SimHost, n: str) -> object:
