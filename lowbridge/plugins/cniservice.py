@@ -16,8 +16,9 @@ escapes a call fails that call (code 5, the traceback on the caller's stderr), n
 first call that finds no service starts one (a flock keeps it to one per run directory) and
 waits for its socket; the service exits after ``LOWBRIDGE_CNI_IDLE`` seconds without a call
 (default 60) or on SIGTERM.  A service killed during a call -- its changes are journaled, as
-every command's -- answers nothing: the client says so with the spec's "try again later"
-(11), and the next call's service settles what it left before anything else.
+every command's -- answers nothing: an idempotent command (all but ADD) is sent once more, to a
+new service; an ADD gets the spec's "try again later" (11), and the next call's service settles
+what the killed one left before anything else.
 
 Wire (both ends here): the request is the environment's ``KEY=VALUE`` entries, NUL-separated,
 after their 4-byte length, then stdin up to the end of the stream; the answer is the exit
@@ -79,29 +80,41 @@ def _read_all(sock) -> bytes:  # noqa: ANN001 - a socket (the client's is _socke
 def main() -> int:
     """The ``lowbridge-cni`` executable (see the module docstring)."""
     stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+    # Every command but ADD may be sent again to a new service when the one that had it ended
+    # before answering (they are idempotent: DEL, CHECK, STATUS, GC, VERSION); an ADD may have
+    # committed before its service died, so it is the runtime's to retry, as the spec says.
+    tries = 1 if os.environ.get("CNI_COMMAND") == "ADD" else 2
+    for _ in range(tries):
+        got = _ask(request(os.environ, stdin))
+        if got is not None:
+            break
+    if got is None or got is False:
+        sys.stdout.buffer.write(_died(b"did not start for" if got is False else b"ended during"))
+        return 1
+    status, out, err = got
+    sys.stdout.buffer.write(out)
+    sys.stderr.buffer.write(err)
+    return status
+
+
+def _ask(data: bytes) -> tuple[int, bytes, bytes] | bool | None:
+    """The service's answer to ``data``; False when no service could be started, None when the
+    one that had the call ended before answering."""
     path = os.path.join(run_dir(os.environ), SOCKET)
     sock = _connect(path)
     if sock is None:
         _start(os.environ)
         sock = _connect(path, wait=10.0)
         if sock is None:
-            sys.stdout.buffer.write(_died(b"did not start for"))
-            return 1
+            return False
     try:
-        sock.sendall(request(os.environ, stdin))
+        sock.sendall(data)
         sock.shutdown(_socket.SHUT_WR)
-        got = parse_answer(_read_all(sock))
+        return parse_answer(_read_all(sock))
     except OSError:
-        got = None
+        return None
     finally:
         sock.close()
-    if got is None:
-        sys.stdout.buffer.write(_died(b"ended during"))
-        return 1
-    status, out, err = got
-    sys.stdout.buffer.write(out)
-    sys.stderr.buffer.write(err)
-    return status
 
 
 def _died(what: bytes) -> bytes:
@@ -149,16 +162,22 @@ def serve() -> None:
     import fcntl
     import signal
     import socket
+    import time
 
     from lowbridge.config import Paths, private_file
 
     paths = Paths.resolve()
     paths.run_dir()
     lock = private_file(os.path.join(paths.run, LOCK), os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return  # another one serves this run directory
+    deadline = time.monotonic() + 2
+    while True:  # another one serves this run directory -- or is leaving it: it unlinks its
+        try:  # socket, then exits (which frees the lock), and a call came in between
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
     path = os.path.join(paths.run, SOCKET)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a dead service's

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -219,7 +222,8 @@ def test_del_after_add_killed_between_any_two_steps(site, tmp_path):
         rc, out, _ = cni(h, "ADD", cfg, "crashid", ns, env={FAIL_ENV: f"{step}:kill"})
         assert (rc, out["code"]) == (1, 11), step  # the service that did it was killed
         rc, out, err = cni(h, "DEL", cfg, "crashid", ns)
-        assert (rc, out) == (0, None), (step, out, err)
+        log = h.run(["cat", "/run/lowbridge/cni.log"], check=False).stdout[-3000:]
+        assert (rc, out) == (0, None), (step, out, err, log)
         assert links_in(h, "rt-crash") == ["lo"], step
         assert veths(h) == [], step
         assert "cni-crashid" not in h.lb("ps", "-a", "--format", "{{.Names}}").stdout, step
@@ -291,3 +295,36 @@ def test_dns_at_the_gateway_as_the_configuration_says(backend):
                      "iptables-save -t nat; nft list ruleset"], check=False).stdout  # fmt: skip
         assert "lowbridge" not in nat
         assert h.lb("check").stdout == "" and veths(h) == []
+
+
+def test_a_del_whose_service_dies_is_sent_again(site, tmp_path):
+    """DEL is idempotent: when the service doing it dies (here: SIGKILL while the removal is
+    paused after a step), the client sends it once more, to a new service -- which first finishes
+    the removal the dead one left (the journal) -- and the runtime sees success."""
+    h, _ = site
+    ns = runtime_netns(h, "rt-redo")
+    cfg = conf("redonet", "10.97.0.0/24")
+    assert cni(h, "ADD", cfg, "redoid", ns, pod="redo")[0] == 0
+    marker = "/run/lowbridge-redo-pause"
+    env = {FAIL_ENV: f"container-rm:delete-interfaces:pause:{marker}"}
+    argv = ["sh", "-c", f"CNI_COMMAND=DEL CNI_CONTAINERID=redoid CNI_NETNS={ns} CNI_IFNAME=eth0 "
+            f"{shlex.join(PLUGIN)}"]  # fmt: skip
+    proc = h.popen(argv, env={**os.environ, **h.env, **env}, stdin=subprocess.PIPE,
+                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc.stdin.write(json.dumps(cfg))
+    proc.stdin.close()
+    wait_for(lambda: h.run(["test", "-e", marker], check=False).returncode == 0, seconds=30)
+    first = service_pid(h)
+    h.run(["pkill", "-KILL", "-f", SERVICE])
+    # The same environment goes with the call again: its pause (the settling of the dead one's
+    # removal may pass the step too) is let go each time it comes.
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        h.run(["rm", "-f", marker])
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    assert (proc.wait(timeout=5), out) == (0, ""), out
+    assert service_pid(h) not in ("", first)  # a new one did it
+    assert links_in(h, "rt-redo") == ["lo"] and veths(h) == []
+    assert "redo" not in h.lb("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert h.lb("check").stdout == ""
