@@ -188,17 +188,30 @@ def serve() -> None:
     listener.settimeout(float(os.environ.get(IDLE_ENV) or IDLE))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     home = dict(os.environ)
+
+    def one(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(None)
+            try:
+                env, stdin = parse_request(_read_all(conn))
+                conn.sendall(_call(env, stdin, home))
+            except OSError:  # (a client that gave up)
+                pass
+
     try:
         while True:
             try:
-                conn, _ = listener.accept()
+                one(listener.accept()[0])
             except TimeoutError:
-                return  # idle: the next call starts another
-            with conn:
-                conn.settimeout(None)
-                env, stdin = parse_request(_read_all(conn))
-                with contextlib.suppress(OSError):  # (a client that gave up)
-                    conn.sendall(_call(env, stdin, home))
+                break
+        # Idle: the name goes first (a new call then starts another service, which waits for
+        # this one's lock), then the calls that connected meanwhile are served: closing the
+        # listener would reset them.
+        os.unlink(path)
+        listener.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                one(listener.accept()[0])
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # before the lock goes: a new service binds only a free name
