@@ -315,7 +315,7 @@ def test_a_del_whose_service_dies_is_sent_again(site, tmp_path):
     proc.stdin.close()
     wait_for(lambda: h.run(["test", "-e", marker], check=False).returncode == 0, seconds=30)
     first = service_pid(h)
-    h.run(["pkill", "-KILL", "-f", SERVICE])
+    h.run(["kill", "-KILL", first])  # (that one: a pattern could also take the next one)
     # The same environment goes with the call again: its pause (the settling of the dead one's
     # removal may pass the step too) is let go each time it comes.
     deadline = time.monotonic() + 60
