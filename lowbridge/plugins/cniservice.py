@@ -83,8 +83,14 @@ def main() -> int:
     # Every command but ADD may be sent again to a new service when the one that had it ended
     # before answering (they are idempotent: DEL, CHECK, STATUS, GC, VERSION); an ADD may have
     # committed before its service died, so it is the runtime's to retry, as the spec says.
-    tries = 1 if os.environ.get("CNI_COMMAND") == "ADD" else 2
-    for _ in range(tries):
+    # (A dying service's listener may outlive the connection it dropped by a moment: a retry
+    # then reaches it and is reset, and the next one finds it gone and starts another.)
+    tries = 1 if os.environ.get("CNI_COMMAND") == "ADD" else 5
+    for attempt in range(tries):
+        if attempt:
+            import time
+
+            time.sleep(0.02)
         got = _ask(request(os.environ, stdin))
         if got is not None:
             break

@@ -323,7 +323,8 @@ def test_a_del_whose_service_dies_is_sent_again(site, tmp_path):
         h.run(["rm", "-f", marker])
         time.sleep(0.05)
     out = proc.stdout.read()
-    assert (proc.wait(timeout=5), out) == (0, ""), out
+    log = h.run(["cat", "/run/lowbridge/cni.log"], check=False).stdout[-3000:]
+    assert (proc.wait(timeout=5), out) == (0, ""), (out, first, log)
     assert service_pid(h) not in ("", first)  # a new one did it
     assert links_in(h, "rt-redo") == ["lo"] and veths(h) == []
     assert "redo" not in h.lb("ps", "-a", "--format", "{{.Names}}").stdout.split()
