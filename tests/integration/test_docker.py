@@ -137,3 +137,25 @@ def test_the_socket_is_the_drivers_name(dk):
         h.run(["pkill", "-f", "lbalt.sock"], check=False)
         server.wait(timeout=20)
     assert h.run(["test", "-e", sock], check=False).returncode != 0  # removed at the end
+
+
+def test_the_driver_keeps_its_endpoints_across_its_restart(dk):
+    """The endpoints dockerd made through the driver are in a file of the state directory, not
+    in the process: a driver restarted between ``docker run`` and ``docker rm`` still takes
+    the sandbox down (Leave, DeleteEndpoint) and leaves nothing."""
+    d, _ = dk
+    h = d.host
+    nid = d.run("network", "create", "-d", "lowbridge", "--subnet", "10.102.0.0/24",
+                "rnet").stdout.strip()  # fmt: skip
+    d.run("run", "-d", "--name", "keep", "--network", "rnet", IMAGE, "sleep", "3600")
+    assert len(members(h, lb_network(h, nid)["Name"])) == 1
+    sock = "/run/docker/plugins/lowbridge.sock"
+    h.run(["pkill", "-TERM", "-f", "lowbridge plugin docker$"])  # (not --socket's: its own)
+    wait_for(lambda: h.run(["test", "-e", sock], check=False).returncode != 0)
+    h.popen([sys.executable, "-m", "lowbridge", "plugin", "docker"], env=d.env)
+    wait_for(lambda: h.run(["test", "-S", sock], check=False).returncode == 0)
+    assert ping(d, "rnet", "keep")  # a Join through the new process, beside the old endpoint
+    d.run("rm", "-f", "keep")
+    assert members(h, lb_network(h, nid)["Name"]) == set()
+    assert h.lb("check").stdout == "" and veths(h) == []
+    d.run("network", "rm", "rnet")
