@@ -7,15 +7,17 @@ namespaces, firewall, nsfs mounts), whatever the tests did.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from lowbridge.simhost import SimHost
+from lowbridge.simhost import SimHost, outside
 
 needs = [tool for tool in ("unshare", "nsenter", "ip", "ping") if not shutil.which(tool)]
 pytestmark = pytest.mark.root
@@ -57,6 +59,23 @@ def machine_untouched():
     after = root_snapshot()
     changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     assert not changed, f"the machine's own namespace changed: {changed}"
+
+
+# A simulated host's uplink and the LAN namespace it faces (private addresses that only ever
+# live in these namespaces).
+UPLINK, LAN_IP = "192.168.77.2", "192.168.77.1"
+
+
+@contextlib.contextmanager
+def on_a_lan(
+    name: str, lan_name: str = "lan", uplink: str = UPLINK, lan_ip: str = LAN_IP, **kw: object
+) -> Iterator[tuple[SimHost, SimHost]]:
+    """A simulated host (``kw``: SimHost's) whose uplink0 faces a LAN namespace's lan0, its
+    default route through it: (host, lan)."""
+    with SimHost(name, **kw) as h, outside(lan_name) as lan:
+        h.wire(lan, "uplink0", "lan0", f"{uplink}/24", f"{lan_ip}/24")
+        h.run(["ip", "route", "add", "default", "via", lan_ip])
+        yield h, lan
 
 
 @pytest.fixture

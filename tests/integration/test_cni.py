@@ -13,19 +13,17 @@ import time
 
 import pytest
 
-from lowbridge.simhost import SimHost, outside
+from lowbridge.simhost import SimHost
 from lowbridge.txn import FAIL_ENV, TRACE_ENV
-from tests.integration.conftest import members, ping, state, wait_for
-from tests.integration.test_firewall import LAN_IP, UPLINK, tcp
+from tests.integration.conftest import UPLINK, members, on_a_lan, ping, state, wait_for
+from tests.integration.test_firewall import tcp
 
 PLUGIN = [sys.executable, "-m", "lowbridge.plugins.cniservice"]
 
 
 @pytest.fixture(scope="module")
 def site():
-    with SimHost("cni") as h, outside("lan") as lan:
-        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
-        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+    with on_a_lan("cni") as (h, lan):
         yield h, lan
 
 

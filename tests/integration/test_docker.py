@@ -14,10 +14,9 @@ import pytest
 
 from lowbridge import simdocker
 from lowbridge.simdocker import IMAGE, Docker
-from lowbridge.simhost import SimHost, outside
-from tests.integration.conftest import lb_json, members, wait_for
+from lowbridge.simhost import SimHost
+from tests.integration.conftest import UPLINK, lb_json, members, on_a_lan, wait_for
 from tests.integration.test_cni import veths
-from tests.integration.test_firewall import LAN_IP, UPLINK
 from tests.integration.test_podman import http
 
 pytestmark = pytest.mark.skipif(
@@ -29,9 +28,7 @@ WEB = "echo hello-web > /index.html && exec httpd -f -p 80 -h /"
 
 @pytest.fixture(scope="module")
 def dk():
-    with SimHost("docker") as h, outside("lan") as lan:
-        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
-        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+    with on_a_lan("docker") as (h, lan):
         docker = Docker(h)
         try:
             yield docker, lan

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from lowbridge.simhost import SimHost, outside
-from tests.integration.conftest import ip_of, ping
+from lowbridge.simhost import SimHost
+from tests.integration.conftest import ip_of, on_a_lan, ping
 
 UPLINK, LAN_IP = "192.168.78.2", "192.168.78.1"
 SERVE = ["--", "socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo hi"]
@@ -28,9 +28,7 @@ class Matrix:
 @pytest.fixture(scope="module", params=["iptables", "nftables"])
 def matrix(request):
     env = {"LOWBRIDGE_FIREWALL_BACKEND": request.param}
-    with SimHost("explain", env=env) as h, outside("exlan") as lan:
-        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
-        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+    with on_a_lan("explain", "exlan", UPLINK, LAN_IP, env=env) as (h, lan):
         lan.run(["ip", "route", "add", "172.16.0.0/12", "via", UPLINK])
         lan.popen(["socat", "TCP-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan"])
         h.lb("network", "create", "n1")

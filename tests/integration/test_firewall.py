@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from lowbridge.simhost import SimHost, outside
-from tests.integration.conftest import ip_of, lb_json, ping
+from lowbridge.simhost import SimHost
+from tests.integration.conftest import LAN_IP, UPLINK, ip_of, lb_json, on_a_lan, ping
 from tests.integration.conftest import wait_for as _wait
 
-UPLINK, LAN_IP = "192.168.77.2", "192.168.77.1"
 UDP_RECORDER = """
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -40,9 +39,7 @@ class Lab:
 @pytest.fixture(params=["iptables", "nftables"])
 def lab(request):
     env = {"LOWBRIDGE_FIREWALL_BACKEND": request.param}
-    with SimHost("fw", env=env) as h, outside("lan") as lan:
-        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
-        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+    with on_a_lan("fw", env=env) as (h, lan):
         lan.popen(["socat", "TCP-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan-$SOCAT_PEERADDR"])
         # One process records each datagram's source (socat's UDP-RECVFROM,fork hands each
         # datagram to a child and could lose the second of two while it forks).
@@ -487,9 +484,7 @@ def test_rules_come_back_after_a_reboot():
     with tempfile.TemporaryDirectory(prefix="lowbridge-reboot-") as state_dir:
         with SimHost("before", state_dir=state_dir) as h:
             h.lb("network", "create", "--subnet", "10.85.0.0/24", "keep")
-        with SimHost("after", state_dir=state_dir) as h, outside("lan") as lan:
-            h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
-            h.run(["ip", "route", "add", "default", "via", LAN_IP])
+        with on_a_lan("after", state_dir=state_dir) as (h, lan):
             lan.popen(
                 ["socat", "TCP-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan-$SOCAT_PEERADDR"]
             )

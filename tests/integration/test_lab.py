@@ -13,7 +13,7 @@ import pytest
 
 from lowbridge.simhost import SimHost, outside
 from lowbridge.txn import FAIL_ENV, TRACE_ENV
-from tests.integration.conftest import ip_of, lb_json, ping, state
+from tests.integration.conftest import ip_of, lb_json, on_a_lan, ping, state
 from tests.unit.test_lab_topology import BAD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,9 +55,7 @@ def lab_file(h: SimHost, name: str, text: str | None = None) -> str:
 
 @pytest.fixture
 def lanhost():
-    with SimHost("lab") as h, outside("lablan") as lan:
-        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
-        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+    with on_a_lan("lab", "lablan", UPLINK, LAN_IP) as (h, lan):
         lan.popen(["socat", "TCP-LISTEN:7000,fork,reuseaddr", "SYSTEM:echo lan"])
         yield h, lan
 

@@ -11,9 +11,9 @@ import tempfile
 import pytest
 
 from lowbridge.sandbox import RESOLV_HEADER
-from lowbridge.simhost import SimHost, outside
+from lowbridge.simhost import SimHost
 from lowbridge.txn import FAIL_ENV
-from tests.integration.conftest import ip_of, ping, state
+from tests.integration.conftest import ip_of, on_a_lan, ping, state
 from tests.integration.test_crashes import SLEEP, VERBS, _base, _steps
 
 
@@ -60,10 +60,8 @@ def test_a_healthy_host_is_clean_and_gc_changes_nothing(host):
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
 def test_what_was_deleted_by_hand_is_reported_and_made_again(backend):
-    with SimHost("hand") as h, outside("lan") as lan:
+    with on_a_lan("hand") as (h, lan):
         h.env["LOWBRIDGE_FIREWALL_BACKEND"] = backend
-        h.wire(lan, "uplink0", "lan0", "192.168.77.2/24", "192.168.77.1/24")
-        h.run(["ip", "route", "add", "default", "via", "192.168.77.1"])
         h.lb("network", "create", "--subnet", "10.62.0.0/24", "n1")
         h.lb("network", "create", "--subnet", "10.63.0.0/24", "other")
         h.lb("run", "-d", "--name", "web", "--network", "n1", "-p", "8080:80", "--", "socat",

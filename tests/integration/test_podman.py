@@ -11,11 +11,10 @@ import sys
 import pytest
 
 from lowbridge import simpodman
-from lowbridge.simhost import SimHost, outside
+from lowbridge.simhost import SimHost
 from lowbridge.simpodman import IMAGE, Podman
-from tests.integration.conftest import members
+from tests.integration.conftest import UPLINK, members, on_a_lan
 from tests.integration.test_cni import veths
-from tests.integration.test_firewall import LAN_IP, UPLINK
 
 pytestmark = pytest.mark.skipif(
     bool(simpodman.missing()),
@@ -34,9 +33,7 @@ def http(h: SimHost, url: str, timeout: float = 5) -> str | None:
 
 @pytest.fixture(scope="module")
 def pod():
-    with SimHost("podman") as h, outside("lan") as lan:
-        h.wire(lan, "uplink0", "lan0", f"{UPLINK}/24", f"{LAN_IP}/24")
-        h.run(["ip", "route", "add", "default", "via", LAN_IP])
+    with on_a_lan("podman") as (h, lan):
         pm = Podman(h)
         try:
             pm.conflist("lbnet", subnet="10.97.0.0/24")
