@@ -4,7 +4,7 @@
     sudo .venv/bin/python bench/podman.py [-n 15]
 
 Three simulated hosts, each with Debian's podman 4.3 (lowbridge.simpodman): the CNI backend
-with a ``lowbridge`` network; the netavark backend with a ``podman network create``'d network
+with a ``lowbridge`` network (the plugin as ``lowbridge plugin cni`` installs it); the netavark backend with a ``podman network create``'d network
 (DNS on, as podman makes it); and, for reference, the CNI backend with podman's own CNI network
 (the reference plugins).  On each, one container sleeps on the network; then, rotating between
 the hosts, N rounds of ``podman run --network NET IMAGE ping -c1
@@ -84,7 +84,7 @@ def main() -> int:
     ratios = {k: statistics.median(a / b for a, b in zip(times[k], times["netavark"], strict=True))
               for k in ("lowbridge", "cni-bridge")}  # fmt: skip
     rows = [
-        f"| lowbridge's CNI plugin (lowbridge-cni) | {med['lowbridge']:.0f} | "
+        f"| lowbridge's CNI plugin (as `plugin cni` installs it) | {med['lowbridge']:.0f} | "
         f"{ratios['lowbridge']:.2f}x |",
         f"| netavark 1.4 + aardvark-dns (podman's own) | {med['netavark']:.0f} | 1.00x |",
         f"| CNI reference plugins 1.1 (bridge, portmap, firewall, tuning) | "

@@ -4,11 +4,11 @@ Debian's podman 4.3 runs as root inside a :class:`~lowbridge.simhost.SimHost` wi
 the machine's: its storage, CNI result cache and run directory are temporary directories
 mounted over /var/lib/containers, /var/lib/cni and /run/containers in the host's own mount
 namespace; its containers.conf (``CONTAINERS_CONF``) picks the network backend -- ``cni``
-with a private configuration directory and ``lowbridge`` in a private plugin directory (a link
-to this interpreter's ``lowbridge-cni``), or ``netavark`` (podman's own stack, the benchmark's
-peer); crun runs containers without cgroups (the host's /sys has none: a tmpfs stands in for
-/sys/fs/cgroup, which crun only inspects).  The image is a busybox rootfs made from the
-machine's busybox-static and imported (``podman import``): no registry.
+with a private configuration directory and ``lowbridge`` in a private plugin directory (as
+``lowbridge plugin cni`` installs it, for this interpreter), or ``netavark`` (podman's own
+stack, the benchmark's peer); crun runs containers without cgroups (the host's /sys has none:
+a tmpfs stands in for /sys/fs/cgroup, which crun only inspects).  The image is a busybox
+rootfs made from the machine's busybox-static and imported (``podman import``): no registry.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 
+from lowbridge.plugins import cniservice
 from lowbridge.simhost import SimHost
 
 IMAGE = "localhost/busybox"
@@ -44,11 +44,6 @@ def rootfs(directory: str) -> str:
     return tar
 
 
-def plugin_path() -> str:
-    """This interpreter's ``lowbridge-cni`` console script."""
-    return os.path.join(os.path.dirname(sys.executable), "lowbridge-cni")
-
-
 class Podman:
     """Podman in ``host`` with network backend ``backend`` (``cni`` or ``netavark``)."""
 
@@ -58,7 +53,7 @@ class Podman:
         d = self.dir
         for sub in ("storage", "run", "cni-cache", "net.d", "plugins", "networks"):
             os.mkdir(os.path.join(d, sub))
-        os.symlink(plugin_path(), os.path.join(d, "plugins", "lowbridge"))
+        cniservice.install(os.path.join(d, "plugins"))  # (as ``lowbridge plugin cni`` does)
         # The mount points must exist on the machine (empty directories, as SimHost's own).
         for point in ("/var/lib/containers", "/var/lib/cni"):
             os.makedirs(point, exist_ok=True)

@@ -40,3 +40,10 @@ def cmd_plugin_docker(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # (^C: the end, as SIGTERM's)
         docker.serve(_controller(args), args.socket or docker.SOCKET)
     return 0
+
+
+def cmd_plugin_cni(args: argparse.Namespace) -> int:
+    from lowbridge.plugins import cniservice
+
+    print(cniservice.install(args.dir, args.name))
+    return 0

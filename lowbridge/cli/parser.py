@@ -126,6 +126,7 @@ EXAMPLES = {
     "version": "lowbridge version",
     "agent": "lowbridge --store etcd://10.0.0.1:2379 agent",
     "plugin docker": "lowbridge plugin docker --socket /run/docker/plugins/lowbridge.sock",
+    "plugin cni": "lowbridge plugin cni --dir /usr/lib/cni",
     "completion": "source <(lowbridge completion bash)",
     "demo": "sudo lowbridge demo --keep",
 }
@@ -505,7 +506,7 @@ def build_parser(
     p = sub.add_parser("_agent")  # internal: the agent a command starts (lowbridge.agent)
     p.set_defaults(func=C.cmd_agent_on_demand)
 
-    plug = sub.add_parser("plugin", help="serve other runtimes (the CNI plugin is lowbridge-cni)")
+    plug = sub.add_parser("plugin", help="serve other runtimes: dockerd, CNI runtimes (Podman)")
     psub = group(
         plug.add_subparsers(dest="plugin_command", metavar="COMMAND", required=True), "plugin"
     )
@@ -514,6 +515,17 @@ def build_parser(
                    help="where dockerd finds it: its name is the driver's "
                    "(default /run/docker/plugins/lowbridge.sock)")  # fmt: skip
     p.set_defaults(func=O.cmd_plugin_docker)
+    p = psub.add_parser("cni", help="install the CNI plugin where a runtime looks for plugins")
+    p.add_argument("--dir", default="/opt/cni/bin", metavar="DIR",
+                   help="the runtime's plugin directory (default /opt/cni/bin; Debian's "
+                   "Podman also looks in /usr/lib/cni)")  # fmt: skip
+    p.add_argument(
+        "--name",
+        default="lowbridge",
+        metavar="NAME",
+        help='its file name: the "type" its configurations name (default lowbridge)',
+    )
+    p.set_defaults(func=O.cmd_plugin_cni)
 
     p = sub.add_parser("completion", help="print the shell completion script (bash or zsh)")
     p.add_argument("shell", choices=("bash", "zsh"), help="source <(lowbridge completion bash)")

@@ -98,14 +98,14 @@ def parse(env: Mapping[str, str], stdin: str) -> Call:
     command = env.get("CNI_COMMAND", "")
     if command not in ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC"):
         raise CniError(BAD_ENV, f"unknown CNI_COMMAND {command!r}")
+    if command == "VERSION":  # its configuration is not read (as CNI's pkg/skel)
+        return Call(command, {})
     try:
         conf = json.loads(stdin) if stdin.strip() else {}
     except ValueError as exc:
         raise CniError(BAD_JSON, "cannot decode the network configuration", str(exc)) from None
     if not isinstance(conf, dict):
         raise CniError(BAD_JSON, "the network configuration is not a JSON object")
-    if command == "VERSION":
-        return Call(command, conf)
     version = conf.get("cniVersion")
     if version not in SUPPORTED:
         raise CniError(INCOMPATIBLE, f"CNI version {version!r} not supported",
@@ -276,13 +276,18 @@ def prev_addresses(call: Call) -> set[str]:
 
 
 # ------------------------------------------------------------------ the commands
+def version_answer() -> dict:
+    """VERSION's answer, whatever the configuration asks: the newest version and the list, as
+    CNI's own pkg/skel answers it (libcni reads ``supportedVersions`` only).  The installed
+    plugin (cniservice.shim) prints this document without starting Python."""
+    return {"cniVersion": SUPPORTED[-1], "supportedVersions": list(SUPPORTED)}
+
+
 def run(call: Call, ctl) -> dict | None:  # noqa: ANN001 - a controller.Controller
     """Do ``call`` with controller ``ctl`` (None for VERSION); its result document, or None (no
     output).  The executable around it is lowbridge.plugins.cniservice."""
     if call.command == "VERSION":
-        asked = call.conf.get("cniVersion")
-        return {"cniVersion": asked if asked in SUPPORTED else SUPPORTED[-1],
-                "supportedVersions": list(SUPPORTED)}  # fmt: skip
+        return version_answer()
     return {"ADD": _add, "DEL": _del, "CHECK": _check, "STATUS": _status, "GC": _gc}[call.command](
         call, ctl
     )

@@ -4,21 +4,31 @@ ADD killed between any two of its steps.  Podman itself drives it in test_podman
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import pathlib
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from lowbridge.plugins import cniservice
 from lowbridge.simhost import SimHost
 from lowbridge.txn import FAIL_ENV, TRACE_ENV
 from tests.integration.conftest import UPLINK, members, on_a_lan, ping, state, wait_for
 from tests.integration.test_firewall import tcp
 
-PLUGIN = [sys.executable, "-m", "lowbridge.plugins.cniservice"]
+# The plugin as ``lowbridge plugin cni`` installs it (test_plugin_cni_installs_...: the command
+# itself, and the same answers as the ``lowbridge-cni`` console script's).
+PLUGIN_DIR = tempfile.mkdtemp(prefix="lowbridge-cni-")
+atexit.register(shutil.rmtree, PLUGIN_DIR, True)  # each process that imports this module made one
+PLUGIN = [cniservice.install(PLUGIN_DIR)]
+CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "lowbridge-cni")
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +42,14 @@ def conf(name: str, subnet: str, version: str = "1.0.0", **extra: object) -> dic
 
 
 def cni(h: SimHost, command: str, config: dict | str | None, cid: str = "", netns: str = "",
-        ifname: str = "eth0", pod: str = "", env: dict | None = None):  # fmt: skip
+        ifname: str = "eth0", pod: str = "", env: dict | None = None,
+        plugin: list[str] = PLUGIN):  # fmt: skip
     """Run the plugin as a runtime does; (exit status, its JSON or None, stderr)."""
     args = "IgnoreUnknown=1" + (f";K8S_POD_NAME={pod}" if pod else "")
     cni_env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
                "CNI_IFNAME": ifname, "CNI_ARGS": args, "CNI_PATH": "/usr/lib/cni"}  # fmt: skip
     stdin = config if isinstance(config, str) else json.dumps(config or {})
-    proc = h.run(PLUGIN, check=False, input=stdin,
+    proc = h.run(plugin, check=False, input=stdin,
                  env={**os.environ, **h.env, **cni_env, **(env or {})})  # fmt: skip
     out = json.loads(proc.stdout) if proc.stdout.strip() else None
     return proc.returncode, out, proc.stderr
@@ -243,7 +254,10 @@ def test_one_warm_service_does_the_calls(site):
     h.run(["pkill", "-f", SERVICE], check=False)
     wait_for(lambda: not service_pid(h))
     idle = {"LOWBRIDGE_CNI_IDLE": "2"}
+    status = conf("warmnet", "10.90.0.0/24", "1.1.0")
     assert cni(h, "VERSION", {"cniVersion": "1.0.0"}, env=idle)[0] == 0
+    assert not service_pid(h)  # (the installed plugin answers VERSION itself)
+    assert cni(h, "STATUS", status, env=idle)[0] == 0
     first = service_pid(h)
     assert first and len(first.split()) == 1
     ns = runtime_netns(h, "rt-warm")
@@ -260,9 +274,34 @@ def test_one_warm_service_does_the_calls(site):
     assert cni(h, "DEL", cfg, "warmid", ns, env=idle)[:2] == (0, None)
     wait_for(lambda: not service_pid(h), seconds=10)  # idle for 2 s: gone
     assert h.run(["test", "-e", "/run/lowbridge/cni.sock"], check=False).returncode != 0
-    assert cni(h, "VERSION", {"cniVersion": "1.0.0"})[0] == 0  # the next call starts another
+    assert cni(h, "STATUS", status)[0] == 0  # the next call starts another
     assert service_pid(h) not in ("", first)
     assert h.lb("check").stdout == ""
+
+
+def test_plugin_cni_installs_what_answers_as_the_console_script(site, tmp_path):
+    """``lowbridge plugin cni --dir --name`` writes the plugin (sh: VERSION answered without
+    Python, the rest by the client); it answers as the ``lowbridge-cni`` console script does
+    (VERSION whatever the configuration, STATUS, an error); a bad name or directory is refused
+    in one line."""
+    h, _ = site
+    out = h.lb("plugin", "cni", "--dir", str(tmp_path / "cni"), "--name", "lbx").stdout
+    assert out.strip() == str(tmp_path / "cni" / "lbx")
+    installed = [out.strip()]
+    assert pathlib.Path(installed[0]).read_text().startswith("#!/bin/sh\n")
+    calls = [("VERSION", {"cniVersion": "0.4.0"}), ("VERSION", "{not json"),
+             ("STATUS", conf("stnet", "10.94.0.0/24", "1.1.0")),
+             ("DEL", conf("stnet", "10.94.0.0/24", "0.2.0"))]  # fmt: skip
+    for command, cfg in calls:
+        answers = [cni(h, command, cfg, plugin=p)[:2] for p in (installed, [CONSOLE_SCRIPT])]
+        assert answers[0] == answers[1], (command, cfg, answers)
+    assert answers[0][0] == 1 and answers[0][1]["code"] == 1  # (0.2.0: not supported)
+    for argv, code, text in ((["--name", "a/b"], 2, "'a/b' is not a file name"),
+                             (["--dir", f"{installed[0]}/sub"], 1, "Not a directory")):  # fmt: skip
+        proc = h.lb("plugin", "cni", "--dir", str(tmp_path / "cni"), *argv, check=False)
+        assert (proc.returncode, proc.stdout) == (code, "") and text in proc.stderr
+        assert len(proc.stderr.splitlines()) == 1
+    assert os.listdir(tmp_path / "cni") == ["lbx"]
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])

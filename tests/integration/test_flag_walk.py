@@ -456,6 +456,12 @@ ROWS: dict[str, Row | Elsewhere] = {
     "plugin docker --socket": Elsewhere(
         "test_docker.py::test_the_socket_is_the_drivers_name", '"--socket"'
     ),
+    "plugin cni --dir": Elsewhere(
+        "test_cni.py::test_plugin_cni_installs_what_answers_as_the_console_script", '"--dir"'
+    ),
+    "plugin cni --name": Elsewhere(
+        "test_cni.py::test_plugin_cni_installs_what_answers_as_the_console_script", '"--name"'
+    ),
     "demo --keep": Elsewhere(
         "test_sandbox.py::test_demo_runs_the_tutorial_in_a_throwaway_host", '"--keep"'
     ),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
+import sys
 
 import pytest
 
@@ -143,9 +145,10 @@ def test_check_reads_the_addresses_prev_result_gives_the_interface():
 
 
 def test_versions_and_error_documents():
-    assert cni.run(cni.Call("VERSION", {"cniVersion": "0.4.0"}), None) == {
-        "cniVersion": "0.4.0", "supportedVersions": list(cni.SUPPORTED)}  # fmt: skip
-    assert cni.run(cni.Call("VERSION", {}), None)["cniVersion"] == "1.1.0"
+    # As CNI's pkg/skel: the newest version, whatever the configuration asks (not even read).
+    for stdin in ('{"cniVersion": "0.4.0"}', "", "{not json"):
+        assert cni.run(cni.parse({"CNI_COMMAND": "VERSION"}, stdin), None) == {
+            "cniVersion": "1.1.0", "supportedVersions": list(cni.SUPPORTED)}  # fmt: skip
     err = cni.CniError(7, "bad", "why")
     assert err.doc("1.0.0") == {"cniVersion": "1.0.0", "code": 7, "msg": "bad", "details": "why"}
     assert "details" not in cni.CniError(7, "bad").doc("1.0.0")
@@ -174,7 +177,7 @@ def test_the_service_wire_round_trips_and_knows_the_run_directory(monkeypatch):
 
 def test_answer_is_the_executables_whole_contract():
     ok = cni.answer({"CNI_COMMAND": "VERSION"}, '{"cniVersion": "0.4.0"}', None)
-    assert ok == (0, {"cniVersion": "0.4.0", "supportedVersions": list(cni.SUPPORTED)})
+    assert ok == (0, cni.version_answer())
     status, doc = cni.answer({**ENV, "CNI_NETNS": ""}, json.dumps(CONF), None)
     assert (status, doc["code"], doc["cniVersion"]) == (1, cni.BAD_ENV, "1.0.0")
 
@@ -224,3 +227,43 @@ def test_the_redirect_answers_at_the_gateway_too():
         '"lowbridge: embedded DNS" -j DNAT --to-destination 127.0.0.11:40001'
     ) in ipt
     assert redirect.render_iptables(40001, 40002).count("-A OUTPUT -d ") == 1
+
+
+def test_the_installed_plugin_answers_version_itself_and_runs_the_client(tmp_path):
+    """``plugin cni`` writes sh: VERSION's answer is cni's, printed without Python; any other
+    command execs the interpreter on the client file, with -S -I and the plugin's arguments
+    (paths quoted: here with spaces and a quote, and a stand-in interpreter that prints argv)."""
+    import subprocess
+
+    from lowbridge.errors import InvalidInput, LowbridgeError
+    from lowbridge.plugins import cniservice as svc
+
+    odd = tmp_path / "a dir's"
+    odd.mkdir()
+    python = odd / "py thon"
+    python.write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    python.chmod(0o755)
+    plugin = tmp_path / "plugin"
+    plugin.write_text(svc.shim(str(python), str(odd / "client.py")))
+    plugin.chmod(0o755)
+
+    def run(command: str) -> str:
+        env = {"CNI_COMMAND": command, "PATH": os.environ["PATH"]}
+        got = subprocess.run([str(plugin), "x y"], input='{"cniVersion": "0.4.0"}', env=env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return got.stdout
+
+    assert json.loads(run("VERSION")) == cni.version_answer()
+    assert run("ADD") == f"-S|-I|{odd}/client.py|x y|"
+    assert run("") == f"-S|-I|{odd}/client.py|x y|"  # (the client says what is wrong)
+
+    path = svc.install(str(tmp_path / "bin"))
+    assert path == str(tmp_path / "bin" / "lowbridge") and os.stat(path).st_mode & 0o777 == 0o755
+    assert svc.shim(sys.executable, svc.__file__) == pathlib.Path(path).read_text()
+    assert os.listdir(tmp_path / "bin") == ["lowbridge"]  # (written aside, then renamed)
+    with pytest.raises(InvalidInput, match="not a file name"):
+        svc.install(str(tmp_path / "bin"), "../x")
+    with pytest.raises(LowbridgeError) as err:  # (a file where the directory should be)
+        svc.install(str(plugin))
+    assert str(err.value) == f"install the CNI plugin as {plugin}/lowbridge: File exists"
+    assert sorted(os.listdir(tmp_path)) == ["a dir's", "bin", "plugin"]  # (nothing left)
