@@ -4,14 +4,14 @@
     sudo .venv/bin/python bench/podman.py [-n 15]
 
 Three simulated hosts, each with Debian's podman 4.3 (lowbridge.simpodman): the CNI backend
-with a ``lowbridge`` network (the plugin as ``lowbridge plugin cni`` installs it); the netavark backend with a ``podman network create``'d network
-(DNS on, as podman makes it); and, for reference, the CNI backend with podman's own CNI network
-(the reference plugins).  On each, one container sleeps on the network; then, rotating between
-the hosts, N rounds of ``podman run --network NET IMAGE ping -c1
-PEER``, timed from the start of ``podman run`` to the ping's answer on its output (the
-network's setup, the container's start and the first echo; its teardown is not timed: the
-container is removed after).  The peer is pinged by address, so DNS is not in it.
-Results: bench/results/podman.{json,md}.
+with a ``lowbridge`` network (the plugin as ``lowbridge plugin cni`` installs it); the netavark
+backend with a ``podman network create``'d network (DNS on, as podman makes it); and, for
+reference, the CNI backend with podman's own CNI network (the reference plugins).  On each, one
+container sleeps on the network; then, rotating between the hosts, N rounds of ``podman run
+--network NET IMAGE ping -c1 PEER``, timed from the start of ``podman run`` to the ping's
+answer on its output (the network's setup, the container's start and the first echo; its
+teardown is not timed: the container is removed after).  The peer is pinged by address, so
+DNS is not in it.  Results: bench/results/podman.{json,md}.
 """
 
 from __future__ import annotations
