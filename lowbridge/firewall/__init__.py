@@ -222,16 +222,16 @@ class Firewall:
         if old is None:
             return False
         tail = R.appends(old, rules)
-        gone = None if tail is not None else R.removals(old, rules)
+        gone = None if tail is not None else R.removed_at(old, rules)
         if tail is None and gone is None:
             inserts = R.insertions(old, rules)
             if inserts is None:
                 return False
         try:
             if gone:
-                if not self.backend.remove(gone, rules):
+                if not self.backend.remove([old[i] for i in gone], rules):
                     return False
-                self.record.write(rules, self.backend.name, policy)
+                self.record.remove(rules, gone, self.backend.name, policy)
             elif tail is not None:
                 if tail:
                     self.backend.insert([(-1, r) for r in tail], [True] * len(tail))

@@ -404,22 +404,28 @@ def appends(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
     return tail
 
 
-def removals(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
-    """The rules ``old`` loses when that is all it takes to become ``new`` (the rest in the same
-    order) and none of them is a hook, else None: an ``rm`` or a disconnect, whose endpoint's
-    rules go and nothing else changes."""
+def removed_at(old: list[Rule], new: list[Rule]) -> list[int] | None:
+    """The positions in ``old`` of the rules it loses when that is all it takes to become
+    ``new`` (the rest in the same order) and none of them is a hook, else None: an ``rm`` or a
+    disconnect, whose endpoint's rules go and nothing else changes."""
     if not new or len(new) >= len(old):
         return None
-    gone: list[Rule] = []
+    gone: list[int] = []
     i, n = 0, len(new)
-    for rule in old:
+    for at, rule in enumerate(old):
         if i < n and new[i] == rule:
             i += 1
         else:
-            gone.append(rule)
-    if i != n or any(r.chain in BUILTIN_CHAINS for r in gone):
+            gone.append(at)
+    if i != n or any(old[at].chain in BUILTIN_CHAINS for at in gone):
         return None
     return gone
+
+
+def removals(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
+    """The rules at :func:`removed_at`'s positions."""
+    at = removed_at(old, new)
+    return None if at is None else [old[i] for i in at]
 
 
 def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | None:

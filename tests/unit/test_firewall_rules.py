@@ -348,6 +348,33 @@ def test_a_record_another_process_changed_is_read_again(tmp_path):
     assert mine.rules("nftables", False) is None  # another backend's: not known
 
 
+def test_a_deletion_grows_the_record_by_its_positions(tmp_path, monkeypatch):
+    """A change that only removed rules adds their positions to the record, one that only
+    appended adds the rules: another process reads back exactly the rules recorded; after
+    GROWN such lines the record is written whole again."""
+    from lowbridge.firewall import record
+
+    def rules(*ips: str) -> list[R.Rule]:
+        return R.render(R.Model([BR1], endpoints=_eps(*((BR1, ip) for ip in ips))))
+
+    mine = record.Record(str(tmp_path))
+    three, two = rules("172.18.0.2", "172.18.0.3", "172.18.0.4"), rules("172.18.0.2", "172.18.0.4")
+    mine.write(three, "iptables")
+    at = R.removed_at(three, two)
+    assert [three[i] for i in at] == R.removals(three, two)
+    mine.remove(two, at, "iptables", False)
+    again = rules("172.18.0.2", "172.18.0.4", "172.18.0.5")
+    mine.append(again, again[len(two) :], "iptables", False)
+    lines = (tmp_path / "firewall-rules").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[1]) == {"gone": at}
+    assert record.Record(str(tmp_path)).rules("iptables", False) == again
+    monkeypatch.setattr(record, "GROWN", 3)
+    mine.remove(two, R.removed_at(again, two), "iptables", False)  # the third grown line
+    mine.append(again, again[len(two) :], "iptables", False)  # one more: written whole
+    assert len((tmp_path / "firewall-rules").read_text().splitlines()) == 1
+    assert record.Record(str(tmp_path)).rules("iptables", False) == again
+
+
 def test_the_fingerprint_last_recorded_answers_while_the_kernel_shows_it(tmp_path, monkeypatch):
     """A record that wrote the fingerprint reads no file while the kernel still has it; another
     fingerprint (anyone's later change) sends it to the file, and a change under way (its
