@@ -16,6 +16,7 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
+from lowbridge.errors import KernelError
 from lowbridge.firewall import tool
 from lowbridge.firewall.rules import CHAINS, HOOKS, USER, Rule
 
@@ -207,6 +208,9 @@ def script(rules: list[Rule], saved: dict[str, list[str]], forward_drop: bool | 
 class IptablesBackend:
     name = "iptables"
 
+    def __init__(self) -> None:
+        self._exiting: list[tool.Exiting] = []  # deletions committed, their tools still exiting
+
     def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
         return render(rules)
 
@@ -241,16 +245,37 @@ class IptablesBackend:
                 _restore(family, "\n".join(lines) + "\n", "apply iptables rules")
 
     def remove(self, gone: list[Rule], rules: list[Rule]) -> bool:
-        """Delete the rules ``gone`` (``-D`` by their spec, one transaction per table)."""
+        """Delete the rules ``gone`` (``-D`` by their spec, one transaction per table).  With
+        iptables-nft it returns once the kernel committed them (firewall.tool.start); the tools
+        still exiting are waited for by :meth:`settle`."""
         for family, doomed in _by_family(gone).items():
             lines: list[str] = []
             for table in TABLES:
                 body = [f"-D {r.chain} {_spec(r)}" for r in doomed if r.table == table]
                 if body:
                     lines += [f"*{table}", *body, "COMMIT"]
-            if lines:
-                _restore(family, "\n".join(lines) + "\n", "apply iptables rules")
+            if not lines:
+                continue
+            text = "\n".join(lines) + "\n"
+            if self._legacy:  # (no commit to watch for: it is done when it exits)
+                _restore(family, text, "apply iptables rules")
+            else:
+                argv = [RESTORE[family], "--noflush", "--wait"]
+                self._exiting.append(tool.start(argv, text, "apply iptables rules", "iptables",
+                                                lines.count("COMMIT")))  # fmt: skip
         return True
+
+    def settle(self) -> None:
+        """Wait for the tools :meth:`remove` left exiting; raise the first one's failure."""
+        exiting, self._exiting = self._exiting, []
+        errors = []
+        for t in exiting:
+            try:
+                t.wait()
+            except KernelError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def listing(self, forward_drop: bool, forward_drop6: bool = False) -> list[str]:
         """lowbridge's part of the kernel's rule set, as iptables-save prints it (and

@@ -297,6 +297,9 @@ class NftablesBackend:
         self._run("\n".join(lines) + "\n", "apply nftables rules")
         return True
 
+    def settle(self) -> None:
+        """Nothing: libnftables is done when :meth:`remove` returns."""
+
     def listing(self, forward_drop: bool, forward_drop6: bool = False) -> list[str]:
         """lowbridge's tables as ``nft -s list`` prints them (nothing when it has none)."""
         out: list[str] = []

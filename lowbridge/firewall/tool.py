@@ -1,13 +1,19 @@
-"""Running the firewall tools (iptables-save/-restore, nft): one exec, errors as KernelError."""
+"""Running the firewall tools (iptables-save/-restore, nft): one exec, errors as KernelError; a
+deletion's tool may be left to exit while the caller goes on (:func:`start`)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from typing import TYPE_CHECKING
 
 from lowbridge.errors import KernelError
 
 if TYPE_CHECKING:
     import subprocess
+
+    from lowbridge.kernel.netfilter import Commits
 
 TIMEOUT = 60.0  # seconds a tool may take before it is killed
 
@@ -20,7 +26,6 @@ def run(argv: list[str], stdin: str | None, what: str, package: str) -> subproce
     ms (Popen._wait), which added ~0.8 ms to each iptables-restore here (bench/firewall.py);
     without one it blocks in waitpid and returns as the child exits."""
     import subprocess  # here: most commands never run a tool (libnftables is in-process)
-    import threading
 
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -43,12 +48,93 @@ def run(argv: list[str], stdin: str | None, what: str, package: str) -> subproce
         raise
     finally:
         timer.cancel()
+    _check(argv, what, bool(killed), proc.returncode, err or out)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _check(argv: list[str], what: str, killed: bool, status: int, said: str) -> None:
     if killed:
         raise KernelError(f"{what}: {argv[0]} did not finish in {TIMEOUT:g} s")
-    if proc.returncode != 0:
-        reason = [ln for ln in (err or out).strip().splitlines() if ln.strip()]
-        raise KernelError(f"{what}: {argv[0]} failed: {reason[0] if reason else proc.returncode}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    if status != 0:
+        reason = [ln for ln in said.strip().splitlines() if ln.strip()]
+        raise KernelError(f"{what}: {argv[0]} failed: {reason[0] if reason else status}")
+
+
+class Exiting:
+    """A tool :func:`start` left running after the kernel committed its changes."""
+
+    def __init__(self, argv: list[str], what: str, proc: subprocess.Popen, watcher: Commits):
+        self.argv, self.what, self.proc, self.watcher = argv, what, proc, watcher
+        self.pidfd = os.pidfd_open(proc.pid)
+        self.killed: list[bool] = []
+        self.timer = threading.Timer(TIMEOUT, self._kill)
+        self.timer.start()
+        self.done = False
+
+    def _kill(self) -> None:
+        self.killed.append(True)
+        self.proc.kill()
+
+    def wait(self) -> None:
+        """Wait for the tool's exit (once: again, nothing); KernelError as :func:`run`'s."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.proc.wait()
+            said = self.proc.stderr.read()
+        finally:
+            self.timer.cancel()
+            self.proc.stderr.close()
+            os.close(self.pidfd)
+            self.watcher.close()  # (after the exit: see kernel.netfilter.Commits)
+        _check(self.argv, self.what, bool(self.killed), self.proc.returncode, said)
+
+
+def start(argv: list[str], stdin: str, what: str, package: str, commits: int) -> Exiting:
+    """Run the nf_tables tool ``argv`` (iptables-nft) as :func:`run` does, but return once the
+    kernel committed the ``commits`` transactions ``stdin`` makes; the caller waits for the
+    exit (:meth:`Exiting.wait`) before it relies on the tool's success.
+
+    A tool that deleted nf_tables objects spends ~13 ms in its last close(): the release of a
+    NETLINK_NETFILTER socket flushes the destruction work the commit left, an RCU grace period
+    (kernel.netfilter.Generation).  A teardown's own work -- the conntrack walk that must follow
+    the rule change, the link deletions -- runs meanwhile.  The commits are told by their
+    NEWGEN notifications (kernel.netfilter.Commits); a tool that exits first (it failed, or its
+    commits could not be told) is waited for here, as :func:`run` would."""
+    import select
+    import subprocess
+
+    from lowbridge.kernel.netfilter import Commits
+
+    watcher = Commits()  # (listening before the tool starts: none of its commits is missed)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    except FileNotFoundError:
+        watcher.close()
+        raise KernelError(f"{what}: {argv[0]} not found (install {package})") from None
+    tool = Exiting(argv, what, proc, watcher)
+    try:
+        with contextlib.suppress(BrokenPipeError):  # (it ended: its exit says why)
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        seen = 0
+        while seen < commits:
+            ready = select.select([watcher, tool.pidfd], [], [])[0]
+            got = watcher.made_by(proc.pid) if watcher in ready else 0
+            if got is None or (tool.pidfd in ready and seen + got < commits):
+                break  # notifications lost, or it exited before committing them all
+            seen += got
+        if seen < commits:
+            tool.wait()
+    except BaseException:  # (Ctrl-C): nothing is left running
+        if not tool.done:
+            proc.kill()
+            with contextlib.suppress(KernelError):
+                tool.wait()
+        raise
+    return tool
 
 
 def in_scratch(commands: str, stdin: str, what: str, package: str) -> str:

@@ -25,6 +25,7 @@ NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETGEN, NFT_MSG_NEWGEN = 16, 15
 NFTA_GEN_ID = 1
+NFNLGRP_NFTABLES = 7  # linux/netfilter/nfnetlink.h
 IPT_SO_GET_INFO = 64
 _IPT_GETINFO = 84  # struct ipt_getinfo: name[32], valid_hooks, hook_entry[5], underflow[5],
 #                    num_entries, size
@@ -72,6 +73,55 @@ class Generation:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class Commits:
+    """The nf_tables commits of this network namespace as they happen, told apart by who made
+    them (for :func:`lowbridge.firewall.tool.start`).
+
+    Every commit sends one NEWGEN notification to the group NFNLGRP_NFTABLES (nf_tables_api.c,
+    ``nf_tables_gen_notify``), from the port id of the socket that committed.  Netlink's autobind
+    gives a process's first socket its pid as port id (af_netlink.c, ``netlink_autobind``:
+    ``task_tgid_vnr``, in the pid namespace of that process -- a child's pid as its parent sees
+    it), and the libmnl tools (iptables-nft, nft) commit on theirs.  (NFTA_GEN_PROC_PID names
+    the process too, but in the initial pid namespace only.)  When that id was taken, the
+    kernel picks another: the commits are then never seen, and the caller waits for the exit.
+
+    Close it only after the tool exited: closing a NETLINK_NETFILTER socket waits for the
+    destruction work the commit left (see :class:`Generation`)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+        )
+        try:
+            self._sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        except OSError:
+            self._sock.close()
+            raise
+        self._sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def made_by(self, portid: int) -> int | None:
+        """How many of the commits queued now came from ``portid`` (those read are gone); None
+        when notifications were lost (the socket's buffer overflowed: a big change)."""
+        count = 0
+        while True:
+            try:
+                data = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                return count
+            except OSError:  # ENOBUFS
+                return None
+            for offset, _, mtype, _ in messages(data):
+                mine = struct.unpack_from("=I", data, offset + 12)[0] == portid
+                if mine and mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+                    count += 1
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 def legacy_tables(tables: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:

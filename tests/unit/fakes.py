@@ -357,6 +357,10 @@ class FakeFirewall:
     def reapply(self, m) -> Callable[[], None]:  # noqa: ANN001
         return self.apply(m)
 
+    @contextlib.contextmanager
+    def deferred(self):  # noqa: ANN201 - nothing left exiting here
+        yield
+
 
 class FakeResolver:
     """The resolver: sockets are bound on the loopback of the test's own namespace."""
