@@ -213,7 +213,12 @@ class LifecycleVerbs:
             ctr = self.store.view().container(ref)
             if ctr.state == EXITED:
                 return ctr
-            self._put(dataclasses.replace(ctr, stopped=True, pid=None, pid_start=None))
+            stopped = dataclasses.replace(ctr, stopped=True, pid=None, pid_start=None)
+            if not ctr.command:  # no command to end, no supervisor to tell first: one change
+                with self.change("container-stop", forward=True) as c:
+                    leave(c, [(stopped, 0)])
+                return self.store.view().container(ctr.id)
+            self._put(stopped)  # (its supervisor then does not restart what SIGTERM ends)
         code = terminate(self, ctr, timeout)  # no lock held: others go on meanwhile
         with self.change("container-stop", forward=True) as c:
             current = c.view.ctrs.get(ctr.id)
