@@ -92,6 +92,12 @@ def rows() -> list[tuple[str, str, str, str]]:
                 ms = statistics.median(res[what])
                 out.append((f"{what} at {ops['n']} sandboxes ({backend})", f"{ms:.0f} ms",
                             f"network ls {ls:.0f} ms", f"{ms / ls:.1f}×"))  # fmt: skip
+            ss, made = res["stop + start"], res["container create"]
+            life = statistics.median(a / b for a, b in zip(ss, made, strict=True))
+            out.append((f"stop + start at {ops['n']} sandboxes ({backend})",
+                        f"{statistics.median(ss):.0f} ms",
+                        f"container create {statistics.median(made):.0f} ms (goal 2×)",
+                        f"{life:.2f}×"))  # fmt: skip
     if dp := _load("datapath"):
         g = dp["gbps"]
 
