@@ -81,8 +81,8 @@ class Exiting:
             return
         self.done = True
         try:
+            said = self.proc.stderr.read()  # (to its end: a tool blocked on a full pipe ends too)
             self.proc.wait()
-            said = self.proc.stderr.read()
         finally:
             self.timer.cancel()
             self.proc.stderr.close()
@@ -102,7 +102,7 @@ def start(argv: list[str], stdin: str, what: str, package: str, commits: int) ->
     the rule change, the link deletions -- runs meanwhile.  The commits are told by their
     NEWGEN notifications (kernel.netfilter.Commits); a tool that exits first (it failed, or its
     commits could not be told) is waited for here, as :func:`run` would."""
-    import select
+    import select  # (poll(), not select(): no limit on descriptor numbers; see firewall.nftables)
     import subprocess
 
     from lowbridge.kernel.netfilter import Commits
@@ -119,10 +119,13 @@ def start(argv: list[str], stdin: str, what: str, package: str, commits: int) ->
         with contextlib.suppress(BrokenPipeError):  # (it ended: its exit says why)
             proc.stdin.write(stdin)
             proc.stdin.close()
+        poller = select.poll()
+        poller.register(watcher.fileno(), select.POLLIN)
+        poller.register(tool.pidfd, select.POLLIN)
         seen = 0
         while seen < commits:
-            ready = select.select([watcher, tool.pidfd], [], [])[0]
-            got = watcher.made_by(proc.pid) if watcher in ready else 0
+            ready = {fd for fd, _ in poller.poll()}
+            got = watcher.made_by(proc.pid) if watcher.fileno() in ready else 0
             if got is None or (tool.pidfd in ready and seen + got < commits):
                 break  # notifications lost, or it exited before committing them all
             seen += got
