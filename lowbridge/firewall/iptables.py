@@ -261,8 +261,10 @@ class IptablesBackend:
                 _restore(family, text, "apply iptables rules")
             else:
                 argv = [RESTORE[family], "--noflush", "--wait"]
-                self._exiting.append(tool.start(argv, text, "apply iptables rules", "iptables",
-                                                lines.count("COMMIT")))  # fmt: skip
+                exiting = tool.start(argv, text, "apply iptables rules", "iptables",
+                                     lines.count("COMMIT"))  # fmt: skip
+                if exiting is not None:
+                    self._exiting.append(exiting)
         return True
 
     def settle(self) -> None:

@@ -91,23 +91,29 @@ class Exiting:
         _check(self.argv, self.what, bool(self.killed), self.proc.returncode, said)
 
 
-def start(argv: list[str], stdin: str, what: str, package: str, commits: int) -> Exiting:
+def start(argv: list[str], stdin: str, what: str, package: str, commits: int) -> Exiting | None:
     """Run the nf_tables tool ``argv`` (iptables-nft) as :func:`run` does, but return once the
     kernel committed the ``commits`` transactions ``stdin`` makes; the caller waits for the
-    exit (:meth:`Exiting.wait`) before it relies on the tool's success.
+    exit (:meth:`Exiting.wait`) before it relies on the tool's success.  None: it has exited
+    already, successfully.
 
     A tool that deleted nf_tables objects spends ~13 ms in its last close(): the release of a
     NETLINK_NETFILTER socket flushes the destruction work the commit left, an RCU grace period
     (kernel.netfilter.Generation).  A teardown's own work -- the conntrack walk that must follow
     the rule change, the link deletions -- runs meanwhile.  The commits are told by their
     NEWGEN notifications (kernel.netfilter.Commits); a tool that exits first (it failed, or its
-    commits could not be told) is waited for here, as :func:`run` would."""
+    commits could not be told) is waited for here, as :func:`run` would -- and a kernel that
+    sends no notifications gets :func:`run` itself."""
     import select  # (poll(), not select(): no limit on descriptor numbers; see firewall.nftables)
     import subprocess
 
     from lowbridge.kernel.netfilter import Commits
 
-    watcher = Commits()  # (listening before the tool starts: none of its commits is missed)
+    try:
+        watcher = Commits()  # (listening before the tool starts: none of its commits is missed)
+    except OSError:
+        run(argv, stdin, what, package)
+        return None
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -131,6 +137,7 @@ def start(argv: list[str], stdin: str, what: str, package: str, commits: int) ->
             seen += got
         if seen < commits:
             tool.wait()
+            return None
     except BaseException:  # (Ctrl-C): nothing is left running
         if not tool.done:
             proc.kill()
