@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from lowbridge.controller.change import Change
     from lowbridge.controller.requests import ContainerRequest
+    from lowbridge.kernel import Kernel
+    from lowbridge.models import View
 
 
 @dataclass(frozen=True)
@@ -109,19 +111,25 @@ def plan(c: Change, req: ContainerRequest, cid: str) -> SandboxPlan:
     return SandboxPlan(ctr, tuple(attach.with_egress(c, first)), adopt=adopt, lo=lo)
 
 
-def _adoptable(c: Change, source: str) -> tuple:
-    """What an adopted namespace has that its undo and its teardown put back: lo's state, its
-    default route, its interface names.  The namespace lowbridge runs in, the host's (PID 1's)
-    and a sandbox's are refused: lowbridge would replace their default route."""
-    k = c.kernel
+def check_adoptable(k: Kernel, view: View, source: str) -> None:
+    """Refuse to adopt ``source`` unless it is a network namespace that is neither the one
+    lowbridge runs in, the host's (PID 1's) nor a sandbox's: lowbridge would replace their
+    default route.  (Also asked before anything is made for it: lowbridge.plugins.cni.)"""
     found = k.ns_identity(source)
     if found is None or not k.is_netns(source):
         raise InvalidInput(f"--netns {source} is not a network namespace")
     if found in (k.ns_identity("/proc/self/ns/net"), k.ns_identity("/proc/1/ns/net")):
         raise InvalidInput(f"--netns {source} is the host's own network namespace")
-    for other in c.view.containers:
+    for other in view.containers:
         if other.netns and k.ns_identity(other.netns) == found:
             raise Conflict(f"--netns {source} is already the namespace of sandbox {other.name}")
+
+
+def _adoptable(c: Change, source: str) -> tuple:
+    """What an adopted namespace has that its undo and its teardown put back: lo's state, its
+    default route, its interface names (once :func:`check_adoptable` let it be adopted)."""
+    k = c.kernel
+    check_adoptable(k, c.view, source)
     with k.session(source) as s:
         lo = s.link("lo")
         lo_state = (bool(lo and lo.up), tuple(s.ipv4_addresses("lo")) if lo else ())

@@ -321,6 +321,10 @@ def _add(call: Call, ctl) -> dict:  # noqa: ANN001
     if ctr is not None and call.runtime("portMappings"):
         raise CniError(UNSUPPORTED_FIELD, "ports are published with the container's first "
                        "network only")  # fmt: skip
+    if req is not None:  # (before a network is made for it: a bad CNI_NETNS changes nothing)
+        from lowbridge.controller.sandboxes import check_adoptable
+
+        check_adoptable(ctl.kernel, ctl.view(), call.netns)
     net, made = _network(ctl, call)
     try:
         if req is not None:

@@ -172,7 +172,7 @@ SHIM = """#!/bin/sh
 # here, without starting Python; every other command goes to lowbridge-cni's client (see
 # lowbridge/plugins/cniservice.py), which imports only os, sys and _socket, so without site.
 if [ "$CNI_COMMAND" = VERSION ]; then
-    echo {version}
+    printf '%s\n' {version}
     exit 0
 fi
 exec {python} -S -I {client} "$@"

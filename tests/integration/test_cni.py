@@ -150,6 +150,7 @@ def test_versions_and_errors_change_nothing(site):
         "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}  # fmt: skip
     ns = runtime_netns(h, "rt-bad")
     good = conf("errnet", "10.95.0.0/24")
+    h.lb("network", "ls")  # (the store made, should this test run alone: state() reads it)
     before = state(h)
     cases = [
         ("ADD", good, "c1", "", "eth0", 4, "CNI_NETNS"),
