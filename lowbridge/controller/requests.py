@@ -73,7 +73,9 @@ def container(
 ) -> Container:
     """The record of the sandbox ``req`` asks for (its namespace at ``netns``), on its first
     network ``net``."""
-    if req.runtime not in (None, "docker") or (req.runtime and req.netns is None):
+    if req.runtime not in (None, "docker"):
+        raise InvalidInput(f"unknown runtime {req.runtime!r} (docker)")
+    if req.runtime and req.netns is None:
         raise InvalidInput(f"runtime {req.runtime} needs its sandbox key (netns)")
     for server in req.dns:
         ipam.parse_address(server, "--dns server", None)

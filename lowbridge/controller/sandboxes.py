@@ -169,7 +169,8 @@ def steps(c: Change, sp: SandboxPlan, live: Live | None) -> list[Step]:
         return []
     if ctr.handed_off:  # its interfaces are made here, in the host's namespace
         if live is not None:
-            live.sb.fd, live.sb.nl = os.open("/proc/thread-self/ns/net", os.O_RDONLY), c.nl
+            here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            live.sb.fd, live.sb.nl = here, c.nl
             live.stack.callback(os.close, live.sb.fd)
         return [s for p in sp.attaches for s in attach.steps(c, p, live.sb if live else None)]
     out = []

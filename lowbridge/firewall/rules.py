@@ -422,12 +422,6 @@ def removed_at(old: list[Rule], new: list[Rule]) -> list[int] | None:
     return gone
 
 
-def removals(old: list[Rule], new: list[Rule]) -> list[Rule] | None:
-    """The rules at :func:`removed_at`'s positions."""
-    at = removed_at(old, new)
-    return None if at is None else [old[i] for i in at]
-
-
 def insertions(old: list[Rule], new: list[Rule]) -> list[tuple[int, Rule]] | None:
     """The rules to insert (with their final index in their chain) to turn ``old`` into ``new``.
 

@@ -270,22 +270,28 @@ def test_appends_finds_only_plain_additions_at_the_end():
     assert R.appends(old, ported) is None  # rules in the middle of chains, and a new hook
 
 
+def removals(old: list[R.Rule], new: list[R.Rule]) -> list[R.Rule] | None:
+    """The rules at R.removed_at's positions (what a backend is asked to delete)."""
+    at = R.removed_at(old, new)
+    return None if at is None else [old[i] for i in at]
+
+
 def test_removals_finds_only_plain_deletions():
     def model(*ips: str, ports=()) -> R.Model:
         return R.Model([BR1], list(ports), endpoints=_eps(*((BR1, ip) for ip in ips)))
 
     full = R.render(model("172.18.0.2", "172.18.0.3", "172.18.0.4"))
     middle_gone = R.render(model("172.18.0.2", "172.18.0.4"))
-    assert R.removals(full, middle_gone) == [full[-2]]  # the drop of 172.18.0.3
-    assert R.removals(full, R.render(model("172.18.0.2"))) == full[-2:]
-    assert R.removals(full, full) is None  # nothing removed
-    assert R.removals(middle_gone, full) is None  # one added
-    assert R.removals(full, R.render(model("172.18.0.2", "172.18.0.9"))) is None  # replaced
-    assert R.removals(full, []) is None  # the last rules go: the table goes with them
+    assert removals(full, middle_gone) == [full[-2]]  # the drop of 172.18.0.3
+    assert removals(full, R.render(model("172.18.0.2"))) == full[-2:]
+    assert removals(full, full) is None  # nothing removed
+    assert removals(middle_gone, full) is None  # one added
+    assert removals(full, R.render(model("172.18.0.2", "172.18.0.9"))) is None  # replaced
+    assert removals(full, []) is None  # the last rules go: the table goes with them
     # A published port's rules (accept, DNAT, hairpin masquerade) are deletions too.
     ported = R.render(model("172.18.0.2", "172.18.0.3", ports=[_port("0.0.0.0", 8080, 80)]))
     plain = R.render(model("172.18.0.2", "172.18.0.3"))
-    gone = R.removals(ported, plain)
+    gone = removals(ported, plain)
     assert gone == [r for r in ported if r not in plain]
     assert [(r.table, r.target) for r in gone] == [
         ("filter", "ACCEPT"),
@@ -294,7 +300,7 @@ def test_removals_finds_only_plain_deletions():
     ]
     # ...but a hook never goes by itself (other software's rules share builtin chains).
     hookless = [r for r in plain if r.chain not in R.BUILTIN_CHAINS]
-    assert R.removals(plain, hookless) is None
+    assert removals(plain, hookless) is None
 
 
 def test_nftables_deletes_only_direct_access_elements(monkeypatch):
@@ -307,14 +313,14 @@ def test_nftables_deletes_only_direct_access_elements(monkeypatch):
     eps = _eps((BR1, "172.18.0.2"), (BR1, "172.18.0.3"), (br2, "172.18.0.3"))
     rules = R.render(R.Model([BR1, br2], endpoints=eps))
     kept = R.render(R.Model([BR1, br2], endpoints=eps[:1] + eps[2:]))
-    gone = R.removals(rules, kept)
+    gone = removals(rules, kept)
     assert nftables.NftablesBackend().remove(gone, kept) is True
     assert sent == [
         f'delete element ip lowbridge direct {{ 172.18.0.3 . "{BR1.device}" }}\n'
     ]  # 172.18.0.3 stays in direct-addrs: the other bridge's endpoint has it
     sent.clear()
     remaining = R.render(R.Model([BR1, br2], endpoints=eps[:1]))
-    assert nftables.NftablesBackend().remove(R.removals(rules, remaining), remaining) is True
+    assert nftables.NftablesBackend().remove(removals(rules, remaining), remaining) is True
     assert "delete element ip lowbridge direct-addrs { 172.18.0.3 }" in sent[0]
     sent.clear()
     hook_like = [r for r in rules if nftables.direct_parts(r) is None][:1]
@@ -361,7 +367,7 @@ def test_a_deletion_grows_the_record_by_its_positions(tmp_path, monkeypatch):
     three, two = rules("172.18.0.2", "172.18.0.3", "172.18.0.4"), rules("172.18.0.2", "172.18.0.4")
     mine.write(three, "iptables")
     at = R.removed_at(three, two)
-    assert [three[i] for i in at] == R.removals(three, two)
+    assert [three[i] for i in at] == removals(three, two)
     mine.remove(two, at, "iptables", False)
     again = rules("172.18.0.2", "172.18.0.4", "172.18.0.5")
     mine.append(again, again[len(two) :], "iptables", False)

@@ -77,3 +77,12 @@ def test_a_shared_namespace_refuses_what_only_an_own_one_can_have(flags):
         InvalidInput, match="conflicting options: .* and the network mode container"
     ):
         requests.in_container(ContainerRequest(**flags), "b" * 64, "side", other)
+
+
+def test_a_runtime_is_dockers_and_brings_its_sandbox_key():
+    """(Only the Docker driver hands sandboxes off: lowbridge.plugins.docker.)"""
+    with pytest.raises(InvalidInput, match="unknown runtime 'podman'"):
+        requests.container(ContainerRequest(runtime="podman", netns="/x"), "id", "n", "/x",
+                           None, None)  # fmt: skip
+    with pytest.raises(InvalidInput, match="runtime docker needs its sandbox key"):
+        requests.container(ContainerRequest(runtime="docker"), "id", "n", None, None, None)
