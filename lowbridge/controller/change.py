@@ -107,14 +107,13 @@ class Change:
             if self.entry is not None:
                 store.delete_journal(self.entry.id)
             undo: list[Callable[[], None]] = []
-            with fw.deferred():  # (``before_commit`` runs while a deletion's tool exits)
-                self.step(
-                    "firewall",
-                    lambda: undo.append(fw.change(before_model, fw.model(after))),
-                    lambda: undo and undo[0](),
-                )
-                if before_commit is not None:
-                    before_commit()
+            self.step(
+                "firewall",
+                lambda: undo.append(fw.change(before_model, fw.model(after))),
+                lambda: undo and undo[0](),
+            )
+            if before_commit is not None:
+                before_commit()
             self.tx.check("persist")
         self.tx.forget()
         self.committed, self.view, self.entry = True, after, None

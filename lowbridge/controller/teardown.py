@@ -84,26 +84,34 @@ def _remove(
                         n, e, c.kernel, c.nl, x.netns
                     ),
                 )
-    # Each deletion waits for RCU grace periods under the rtnl lock; the rest of the teardown
-    # and the firewall change need neither, so they run meanwhile (in a thread with a netlink
-    # socket of its own: sessions are not shared between threads).
-    deleter = threading.Thread(target=_delete_links, args=(c, batched, errors))
-    began = time.perf_counter()
-    deleter.start()
+    # A deletion waits for RCU grace periods and its devices' last references; the rest of the
+    # teardown and the firewall change need neither, so they run meanwhile (the deletion in a
+    # thread of its own), and the store commits once the kernel announced the links gone, the
+    # deletion's own wait still running (kernel.deletion).  So does the walk of the
+    # kernel's whole conntrack table (~10 ms once anything is tracked) that forgets the flows
+    # to the released addresses, as Docker does: flows *to* them, which the firewall change
+    # does not decide (a published port's flows have the host's address as their original
+    # destination), so the walk needs only the sandboxes' processes gone -- and to end before
+    # the store releases the addresses; it starts after the namespaces' release, whose unmounts
+    # wait for an expedited RCU grace period that the walk held up (~9 ms here when they ran
+    # together).  A later failure only means it runs again.
     addresses = [ip for e in eps for ip in (e.ip, e.ip6) if ip]
+    forget = lambda: c.kernel.flush_conntrack(dsts=addresses)  # noqa: E731
+    forgetter = threading.Thread(target=c.best_effort, args=(forget,))
+    began = time.perf_counter()
+    with c.kernel.delete_links(batched) as deletion:
 
-    def wait() -> None:  # before the store commits: nothing is forgotten before it is gone
-        # Flows to the released addresses are forgotten now, after the firewall change: the
-        # conntrack walk (~15 ms even when the table is empty) needs no rtnl lock, so it runs
-        # while the kernel deletes the links.  A later failure only means it runs again.
-        if addresses:
-            c.best_effort(lambda: c.kernel.flush_conntrack(dsts=addresses))
-        deleter.join()
-        c.tx.check("delete-interfaces", began)
-        if errors:
-            raise KernelError(f"{errors[0]} (the next lowbridge command tries again)")
+        def wait() -> None:  # before the store commits: nothing is forgotten before it is gone
+            if addresses:
+                forgetter.join()
+            try:
+                deletion.wait()
+            except LowbridgeError as exc:
+                errors.append(str(exc))
+            c.tx.check("delete-interfaces", began)
+            if errors:
+                raise KernelError(f"{errors[0]} (the next lowbridge command tries again)")
 
-    try:
         for ctr in ctrs:
             _gather(c, errors, ctr, "release-namespace", lambda ctr=ctr: _release(c, ctr))
             if c.ctl.progress is not None:
@@ -112,9 +120,13 @@ def _remove(
         gone = [e for e in eps if e.key in present]
         gone += [x for x in ctrs if x.id in present and x.id not in keep]
         kept = [x for x in keep.values() if x.id in present]
-        c.commit(put=kept, gone=gone, before_commit=wait)
-    finally:
-        deleter.join()
+        if addresses:
+            forgetter.start()
+        try:
+            c.commit(put=kept, gone=gone, before_commit=wait)
+        finally:
+            if addresses:
+                forgetter.join()
 
 
 def _kill(c: Change, ctr: Container) -> None:
@@ -140,14 +152,6 @@ def _release(c: Change, ctr: Container) -> None:
         k.remove_ns(ctr.netns)
         k.remove_ns(c.paths.uts(ctr.name))
     sandbox.remove_files(c.paths.etc_dir(ctr.name))
-
-
-def _delete_links(c: Change, ends: list[str], errors: list[str]) -> None:
-    try:
-        with c.kernel.session() as nl:
-            nl.delete_links(ends)
-    except LowbridgeError as exc:
-        errors.append(str(exc))
 
 
 def _gather(c: Change, errors: list[str], ctr: Container, step: str, fn) -> None:  # noqa: ANN001

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Protocol
 
 from lowbridge.errors import InvalidInput, KernelError
@@ -72,10 +72,7 @@ class Backend(Protocol):
     def remove(self, gone: list[R.Rule], rules: list[R.Rule]) -> bool:
         """Delete the rules ``gone``, leaving ``rules``; False, having done nothing, when this
         backend cannot make that change by deletions.  It may return once the kernel has the
-        change, its tool still exiting: see :meth:`settle`."""
-
-    def settle(self) -> None:
-        """Wait for what :meth:`remove` left finishing; raise its failure (KernelError)."""
+        change, its tool still exiting (firewall.tool.start)."""
 
     def clear(self) -> None:
         """Remove every rule, chain and table of lowbridge's."""
@@ -117,7 +114,6 @@ class Firewall:
         self.modeler = Modeler()
         self.renderer = R.Renderer()
         self._backend: Backend | None = None
-        self._deferred = False
 
     @property
     def backend(self) -> Backend:
@@ -187,26 +183,6 @@ class Firewall:
             raise
         return lambda: _unwind(undo)
 
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Within, a change returns once the kernel has it, the tool that made it still
-        exiting (a deletion's: ~13 ms, firewall.tool.start), so that the caller's own work runs
-        meanwhile; at the end every such tool is waited for and its failure raised."""
-        self._deferred = True
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(KernelError):
-                self._settle()
-            raise
-        finally:
-            self._deferred = False
-        self._settle()
-
-    def _settle(self) -> None:
-        if self._backend is not None:
-            self._backend.settle()
-
     def reapply(self, m: R.Model) -> Callable[[], None]:
         """Rewrite every rule whatever lowbridge believes is in the kernel (after a flush)."""
         self.record.write(None, self.backend.name)
@@ -238,8 +214,6 @@ class Firewall:
         if previous != (now := self.backend.name if not m.empty else None):
             self.record.set("backend", now)
         self.record.set("fingerprint", repr(self.backend.fingerprint()))
-        if not self._deferred:
-            self.backend.settle()
 
     def _patch(self, old: list[R.Rule] | None, rules: list[R.Rule], policy: bool) -> bool:
         """The cheapest way from the rules in the kernel (``old``, as recorded) to ``rules``:

@@ -16,7 +16,6 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
-from lowbridge.errors import KernelError
 from lowbridge.firewall import tool
 from lowbridge.firewall.rules import CHAINS, HOOKS, USER, Rule
 
@@ -208,9 +207,6 @@ def script(rules: list[Rule], saved: dict[str, list[str]], forward_drop: bool | 
 class IptablesBackend:
     name = "iptables"
 
-    def __init__(self) -> None:
-        self._exiting: list[tool.Exiting] = []  # deletions committed, their tools still exiting
-
     def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
         return render(rules)
 
@@ -246,8 +242,7 @@ class IptablesBackend:
 
     def remove(self, gone: list[Rule], rules: list[Rule]) -> bool:
         """Delete the rules ``gone`` (``-D`` by their spec, one transaction per table).  With
-        iptables-nft it returns once the kernel committed them (firewall.tool.start); the tools
-        still exiting are waited for by :meth:`settle`."""
+        iptables-nft it returns once the kernel committed them (firewall.tool.start)."""
         for family, doomed in _by_family(gone).items():
             lines: list[str] = []
             for table in TABLES:
@@ -261,23 +256,8 @@ class IptablesBackend:
                 _restore(family, text, "apply iptables rules")
             else:
                 argv = [RESTORE[family], "--noflush", "--wait"]
-                exiting = tool.start(argv, text, "apply iptables rules", "iptables",
-                                     lines.count("COMMIT"))  # fmt: skip
-                if exiting is not None:
-                    self._exiting.append(exiting)
+                tool.start(argv, text, "apply iptables rules", "iptables", lines.count("COMMIT"))
         return True
-
-    def settle(self) -> None:
-        """Wait for the tools :meth:`remove` left exiting; raise the first one's failure."""
-        exiting, self._exiting = self._exiting, []
-        errors = []
-        for t in exiting:
-            try:
-                t.wait()
-            except KernelError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
 
     def listing(self, forward_drop: bool, forward_drop6: bool = False) -> list[str]:
         """lowbridge's part of the kernel's rule set, as iptables-save prints it (and
@@ -319,13 +299,7 @@ class IptablesBackend:
 
         if self._legacy:
             return netfilter.legacy_tables(TABLES)
-        return self._generation()
-
-    @functools.cached_property
-    def _generation(self):  # noqa: ANN202 (a kernel.netfilter.Generation)
-        from lowbridge.kernel import netfilter
-
-        return netfilter.Generation()
+        return netfilter.generation()
 
     @functools.cached_property
     def _legacy(self) -> bool:

@@ -15,9 +15,9 @@ lowbridge's forward base chain.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
+import threading
 
 from lowbridge.errors import KernelError
 from lowbridge.firewall import tool
@@ -165,8 +165,9 @@ def _table(rules: list[Rule], forward_drop: bool, family: int) -> str:
 _DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 
 
-def _library():  # noqa: ANN202
-    """libnftables through its official binding (Debian's python3-nftables), or None.
+def _library(kept: bool = False):  # noqa: ANN202
+    """libnftables through its official binding (Debian's python3-nftables), or None;
+    ``kept``: a context never freed (see NftablesBackend._run).
 
     The binding is a small ctypes wrapper the distribution ships outside any venv, so its
     directory is searched last and only for this import.  In-process it saves the ``nft`` exec
@@ -184,8 +185,11 @@ def _library():  # noqa: ANN202
             return None
         finally:
             sys.path.remove(_DIST_PACKAGES)
+    cls = nftables.Nftables
+    if kept:  # (the binding frees its context in __del__)
+        cls = type("KeptNftables", (cls,), {"__del__": lambda self: None})
     try:
-        return nftables.Nftables()
+        return cls()
     except OSError:  # libnftables.so.1 missing
         return None
 
@@ -222,20 +226,31 @@ def run_script(script: str, what: str, context=None) -> None:  # noqa: ANN001
         raise KernelError(f"{what}: libnftables failed: {first}")
 
 
+# The process's own namespace's libnftables context, once made (NftablesBackend._run); one
+# user at a time (a context is not thread-safe).
+_HOME_CONTEXT: list = []
+_HOME_LOCK = threading.Lock()
+
+
 class NftablesBackend:
     name = "nftables"
 
-    def __init__(self) -> None:
-        self._context = None  # libnftables context of the process's own namespace, kept
-
     def _run(self, script: str, what: str) -> None:
-        """A script in the process's own namespace, with the context kept for it: freeing a
-        context costs ~1.6 ms here and making one ~0.4 ms, per firewall change
-        (bench/firewall.py).  (Contexts for sandboxes are not kept: a kept context's socket
-        would hold the sandbox's namespace alive.)"""
-        if self._context is None and _low_descriptor_free():
-            self._context = _library()
-        run_script(script, what, self._context)
+        """A script in the process's own namespace, with the process's one context for it,
+        made on first use and never freed: making one costs ~0.4 ms here and freeing one ~1.6
+        ms (bench/firewall.py), and freeing it closes its socket, which after a deletion waits
+        for nf_tables' destruction work -- the kernel closes it at the exit instead, as the
+        process's other netfilter sockets (kernel.netfilter.kept).  (Contexts for sandboxes
+        are not kept: a kept context's socket would hold the sandbox's namespace alive.)"""
+        from lowbridge.kernel import netfilter
+
+        if not netfilter.at_home():
+            run_script(script, what)
+            return
+        with _HOME_LOCK:
+            if not _HOME_CONTEXT and _low_descriptor_free():
+                _HOME_CONTEXT.append(_library(kept=True))
+            run_script(script, what, _HOME_CONTEXT[0] if _HOME_CONTEXT else None)
 
     def show(self, rules: list[Rule], forward_drop: bool = False) -> str:
         return render(rules, forward_drop, forward_drop)
@@ -297,9 +312,6 @@ class NftablesBackend:
         self._run("\n".join(lines) + "\n", "apply nftables rules")
         return True
 
-    def settle(self) -> None:
-        """Nothing: libnftables is done when :meth:`remove` returns."""
-
     def listing(self, forward_drop: bool, forward_drop6: bool = False) -> list[str]:
         """lowbridge's tables as ``nft -s list`` prints them (nothing when it has none)."""
         out: list[str] = []
@@ -334,13 +346,9 @@ class NftablesBackend:
         """Nothing: the default-deny is the policy of lowbridge's own chain, which goes with it."""
 
     def fingerprint(self) -> int | None:
-        return self._generation()
-
-    @functools.cached_property
-    def _generation(self):  # noqa: ANN202 (a kernel.netfilter.Generation)
         from lowbridge.kernel import netfilter
 
-        return netfilter.Generation()
+        return netfilter.generation()
 
 
 def _lines(listing: str) -> list[str]:

@@ -23,6 +23,7 @@ from lowbridge.kernel import netns
 from lowbridge.kernel.netns import Future
 
 if TYPE_CHECKING:
+    from lowbridge.kernel.deletion import Deletion
     from lowbridge.kernel.rtnl import Session
 
 _T = TypeVar("_T")
@@ -43,6 +44,14 @@ class Kernel:
 
         with rtnl.session(path, sock) as s:
             yield s
+
+    def delete_links(self, names: list[str]) -> Deletion:
+        """Start deleting the caller's namespace's links ``names`` in one unregister batch
+        (a thread of its own); :meth:`Deletion.wait` returns once they are gone, before the
+        kernel's wait for their last references ends (kernel.deletion)."""
+        from lowbridge.kernel.deletion import Deletion
+
+        return Deletion(names, self.session)
 
     # -- namespaces
     def netns_path(self, name: str) -> str:

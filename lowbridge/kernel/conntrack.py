@@ -19,6 +19,7 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from lowbridge.errors import KernelError
+from lowbridge.kernel import netfilter
 from lowbridge.kernel.wire import (
     NLM_F_ACK,
     NLM_F_DUMP,
@@ -72,9 +73,7 @@ def flush(
     port = struct.pack(">H", dport) if dport else None
     count = 0
     try:
-        with socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-        ) as sock:
+        with netfilter.kept("conntrack") as sock:  # (not closed: see kept)
             for family in families:
                 doomed = [
                     keys

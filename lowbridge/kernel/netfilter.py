@@ -11,13 +11,22 @@ these two readings tell, without listing a single rule.
 * legacy xtables has no such counter; ``IPT_SO_GET_INFO`` (linux/netfilter_ipv4/ip_tables.h)
   gives each table's entry count and blob size, which a flush or a deleted rule changes.  Asking
   instantiates the table in the namespace, so only the legacy backend asks.
+
+It also keeps the process's own NETLINK_NETFILTER sockets to its end (:func:`kept`: closing
+one after a deletion waits for nf_tables' destruction work) and watches the commits an
+iptables-nft tool makes (:func:`commits`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
+import os
 import socket
 import struct
+import threading
+from collections.abc import Iterator
 
 from lowbridge.kernel.wire import NLM_F_REQUEST, NLMSGHDR, SEQ, attributes, messages
 
@@ -26,6 +35,7 @@ NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETGEN, NFT_MSG_NEWGEN = 16, 15
 NFTA_GEN_ID = 1
 NFNLGRP_NFTABLES = 7  # linux/netfilter/nfnetlink.h
+SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP = 270, 1, 2  # linux/netlink.h
 IPT_SO_GET_INFO = 64
 _IPT_GETINFO = 84  # struct ipt_getinfo: name[32], valid_hooks, hook_entry[5], underflow[5],
 #                    num_entries, size
@@ -33,51 +43,95 @@ _IPT_GETINFO = 84  # struct ipt_getinfo: name[32], valid_hooks, hook_entry[5], u
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class Generation:
-    """Reads the nftables ruleset generation of the network namespace it was first called in.
+# A process's own NETLINK_NETFILTER sockets, one per purpose, left open to its end.
+_KEPT: dict[str, tuple[socket.socket, threading.Lock]] = {}
+_KEPT_LOCK = threading.Lock()
+_HOME = os.stat("/proc/self/ns/net").st_ino  # the namespace lowbridge was loaded in
 
-    It keeps its netlink socket for its own life: closing a NETLINK_NETFILTER socket runs
-    nf_tables' release notifier (``nft_rcv_nl_event``, nf_tables_api.c), which flushes the
-    destruction work a commit that deleted objects left (an RCU grace period, ~5 ms here), so a
-    socket per reading right after lowbridge's own commit made every network rm wait for it."""
 
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
+@contextlib.contextmanager
+def kept(purpose: str) -> Iterator[socket.socket]:
+    """A NETLINK_NETFILTER socket for ``purpose`` in the calling thread's namespace, one user at
+    a time.
 
-    def __call__(self) -> int | None:
-        """The generation now (None: no nftables here)."""
-        if self._sock is None:
-            try:
-                self._sock = socket.socket(
-                    socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-                )
-            except OSError:
-                return None
-        seq = next(SEQ)
-        body = struct.pack("BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg
-        kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
-        self._sock.send(NLMSGHDR.pack(16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body)
-        while True:  # skip a late answer to a reading an exception cut short
-            data = self._sock.recv(4096)
-            found = [m for m in messages(data) if m[3] == seq]
-            if found:
-                break
-        for offset, length, mtype, _ in found:
-            if mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
-                gen = attributes(data[offset + 20 : offset + length]).get(NFTA_GEN_ID)
-                if gen is not None:
-                    return struct.unpack_from(">I", gen, 4)[0]
+    In the process's own namespace it is made once and left open to the process's end, when
+    the kernel closes it: closing a NETLINK_NETFILTER socket runs nf_tables' release notifier
+    (``nft_rcv_nl_event``, nf_tables_api.c), which flushes the destruction work that any commit
+    deleting objects left -- an RCU grace period, ~15 ms here -- so a command that deleted rules
+    would wait for it wherever it closed one (the conntrack walk after a teardown's deletions
+    did).  Closed by the kernel at the exit, it waits only for what is left of the grace period
+    then, while the interpreter has shut down meanwhile; a process that deleted nothing waits
+    for nothing.  In another namespace (a sandbox's: a kept socket would keep it alive) the
+    socket is made for the call and closed after.  OSError: none can be made (no netfilter).
+    """
+    if not at_home():
+        with _nfnl_socket() as sock:
+            yield sock
+        return
+    with _KEPT_LOCK:
+        if not _KEPT:
+            atexit.register(_leave_to_the_kernel)
+        if purpose not in _KEPT:
+            _KEPT[purpose] = (_nfnl_socket(), threading.Lock())
+        sock, lock = _KEPT[purpose]
+    with lock:
+        try:
+            yield sock
+        except BaseException:  # (a dump left half read, say: the next user gets a new one)
+            with _KEPT_LOCK:
+                del _KEPT[purpose]
+            sock.close()
+            raise
+
+
+def at_home() -> bool:
+    """Whether the calling thread is in the network namespace lowbridge was loaded in."""
+    return os.stat("/proc/thread-self/ns/net").st_ino == _HOME
+
+
+def _nfnl_socket() -> socket.socket:
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+    )
+    sock.bind((0, 0))  # a port id now: a socket without one gets no multicast (af_netlink.c)
+    return sock
+
+
+def _leave_to_the_kernel() -> None:
+    """At exit: the interpreter's shutdown must not close the kept sockets (see :func:`kept`)."""
+    with _KEPT_LOCK:
+        for sock, _ in _KEPT.values():
+            sock.detach()
+        _KEPT.clear()
+
+
+def generation() -> int | None:
+    """The nftables ruleset generation of the calling thread's namespace now (None: no
+    nftables here)."""
+    try:
+        with kept("generation") as sock:
+            seq = next(SEQ)
+            body = struct.pack("BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg
+            kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
+            sock.send(NLMSGHDR.pack(16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body)
+            while True:  # skip a late answer to a reading an exception cut short
+                data = sock.recv(4096)
+                found = [m for m in messages(data) if m[3] == seq]
+                if found:
+                    break
+    except OSError:
         return None
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+    for offset, length, mtype, _ in found:
+        if mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+            gen = attributes(data[offset + 20 : offset + length]).get(NFTA_GEN_ID)
+            if gen is not None:
+                return struct.unpack_from(">I", gen, 4)[0]
+    return None
 
 
 class Commits:
     """The nf_tables commits of this network namespace as they happen, told apart by who made
-    them (for :func:`lowbridge.firewall.tool.start`).
+    them (for :func:`lowbridge.firewall.tool.start`; made by :func:`commits`).
 
     Every commit sends one NEWGEN notification to the group NFNLGRP_NFTABLES (nf_tables_api.c,
     ``nf_tables_gen_notify``), from the port id of the socket that committed.  Netlink's autobind
@@ -85,21 +139,10 @@ class Commits:
     ``task_tgid_vnr``, in the pid namespace of that process -- a child's pid as its parent sees
     it), and the libmnl tools (iptables-nft, nft) commit on theirs.  (NFTA_GEN_PROC_PID names
     the process too, but in the initial pid namespace only.)  When that id was taken, the
-    kernel picks another: the commits are then never seen, and the caller waits for the exit.
+    kernel picks another: the commits are then never seen, and the caller waits for the exit."""
 
-    Close it only after the tool exited: closing a NETLINK_NETFILTER socket waits for the
-    destruction work the commit left (see :class:`Generation`)."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-        )
-        try:
-            self._sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
-        except OSError:
-            self._sock.close()
-            raise
-        self._sock.setblocking(False)
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -110,7 +153,7 @@ class Commits:
         count = 0
         while True:
             try:
-                data = self._sock.recv(1 << 16)
+                data = self._sock.recv(1 << 16, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return count
             except OSError:  # ENOBUFS
@@ -120,8 +163,24 @@ class Commits:
                 if mine and mtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
                     count += 1
 
-    def close(self) -> None:
-        self._sock.close()
+
+@contextlib.contextmanager
+def commits() -> Iterator[Commits]:
+    """The namespace's commits from now on, within (the kept socket joins the group for them
+    only: between watches nothing queues on it).  OSError: nf_tables sends none here."""
+    with kept("commits") as sock:
+        sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+        try:
+            while True:  # what the last watch left unread, or its overflow
+                try:
+                    sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+            yield Commits(sock)
+        finally:
+            sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, NFNLGRP_NFTABLES)
 
 
 def legacy_tables(tables: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:

@@ -190,7 +190,7 @@ from lowbridge.kernel import netfilter
 def run(*argv):
     subprocess.run(argv, check=True, capture_output=True)
 
-generation = netfilter.Generation()  # one socket for every reading
+generation = netfilter.generation  # one kept socket for every reading
 out = {"gen": [generation()]}
 run("nft", "list", "ruleset")  # reads change nothing
 out["gen"].append(generation())
@@ -201,7 +201,8 @@ out["gen"].append(generation())
 run("iptables-nft", "-F")
 out["gen"].append(generation())
 tables = ("raw", "filter", "nat")
-out["fresh"] = netfilter.Generation()()  # a new socket reads the same
+netfilter._KEPT.clear()
+out["fresh"] = netfilter.generation()  # a new socket reads the same
 out["legacy"] = [netfilter.legacy_tables(tables)]
 run("iptables-legacy", "-A", "FORWARD", "-j", "ACCEPT")
 out["legacy"].append(netfilter.legacy_tables(tables))
@@ -431,73 +432,180 @@ def test_the_conntrack_flush_deletes_ipv6_flows_as_conntrack8_sees_them(host):
 
 
 COMMITTED = r"""
-import json, os, subprocess
+import json, os, socket, subprocess
 from lowbridge.errors import KernelError
 from lowbridge.firewall import tool
+from lowbridge.kernel import netfilter
 
 RESTORE = ["iptables-restore", "--noflush", "--wait"]
 
 def saved():
     return subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
 
+def children():  # (a child not yet reaped, running or a zombie, is still listed)
+    return open(f"/proc/self/task/{os.getpid()}/children").read().split()
+
 subprocess.run(RESTORE, check=True, text=True, input=(
     "*raw\n:LBT - [0:0]\n-A LBT -d 10.9.0.1/32 -j DROP\n-A LBT -d 10.9.0.2/32 -j DROP\nCOMMIT\n"
     "*filter\n:LBT - [0:0]\n-A LBT -d 10.9.0.3/32 -j DROP\nCOMMIT\n"))
 fds = len(os.listdir("/proc/self/fd"))
-t = tool.start(RESTORE, "*raw\n-D LBT -d 10.9.0.1/32 -j DROP\nCOMMIT\n"
-               "*filter\n-D LBT -d 10.9.0.3/32 -j DROP\nCOMMIT\n", "delete", "iptables", 2)
-out = {"waited": t is None, "at_return": saved()}
-t.wait()
-t.wait()  # (once)
-out["after"] = saved()
+tool.start(RESTORE, "*raw\n-D LBT -d 10.9.0.1/32 -j DROP\nCOMMIT\n"
+           "*filter\n-D LBT -d 10.9.0.3/32 -j DROP\nCOMMIT\n", "delete", "iptables", 2)
+out = {"unreaped": len(children()), "at_return": saved()}
 try:
     tool.start(RESTORE, "*raw\n-D LBT -d 10.9.9.9/32 -j DROP\nCOMMIT\n", "delete", "iptables", 1)
 except KernelError as exc:
     out["error"] = str(exc)
 # Notifications lost: a deletion of 3000 rules sends one each, more than a small buffer holds
 # while nobody reads (ENOBUFS: made_by says None) -- and start then waits for the exit, as run.
-import socket
-from lowbridge.kernel import netfilter
 many = [f"-d 10.10.{i // 250}.{i % 250 + 1}/32 -j DROP" for i in range(3000)]
 subprocess.run(RESTORE, check=True, text=True,
                input="*raw\n" + "".join(f"-A LBT {r}\n" for r in many) + "COMMIT\n")
-w = netfilter.Commits()
-w._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-subprocess.run(RESTORE, check=True, text=True,
-               input="*raw\n" + "".join(f"-D LBT {r}\n" for r in many[:1500]) + "COMMIT\n")
-overflowed = w.made_by(0)
-w.close()
+with netfilter.commits() as w:
+    size = w._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    w._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    subprocess.run(RESTORE, check=True, text=True,
+                   input="*raw\n" + "".join(f"-D LBT {r}\n" for r in many[:1500]) + "COMMIT\n")
+    overflowed = w.made_by(0)
+    w._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size // 2)
+with netfilter.commits() as w:  # (the next watch starts clean)
+    out["drained"] = w.made_by(0)
+made_by = netfilter.Commits.made_by
 netfilter.Commits.made_by = lambda self, portid: None
-t = tool.start(RESTORE, "*raw\n" + "".join(f"-D LBT {r}\n" for r in many[1500:]) + "COMMIT\n",
-               "delete", "iptables", 1)
-out["lost"] = [overflowed, t, saved().count("10.10.")]
+tool.start(RESTORE, "*raw\n" + "".join(f"-D LBT {r}\n" for r in many[1500:]) + "COMMIT\n",
+           "delete", "iptables", 1)
+out["lost"] = [overflowed, saved().count("10.10.")]
+netfilter.Commits.made_by = made_by
 def no_notifications():  # (a kernel without nf_tables notifications: run's way)
     raise OSError(93, "Protocol not supported")
-netfilter.Commits = no_notifications
+netfilter.commits = no_notifications
 try:
     tool.start(RESTORE, "*raw\n-D LBT -d 10.9.9.9/32 -j DROP\nCOMMIT\n", "delete", "iptables", 1)
 except KernelError as exc:
     out["without"] = str(exc)
-out["fds"] = len(os.listdir("/proc/self/fd")) - fds
+out["fds"] = len(os.listdir("/proc/self/fd")) - fds - len(netfilter._KEPT)
 print(json.dumps(out))
 """
 
 
 def test_a_deletion_returns_at_the_kernels_commit(host):
     """firewall.tool.start: back once the kernel committed both tables' deletions (iptables-save
-    already lacks the rules) without waiting for iptables-restore's exit (its RCU wait); its
-    exit is waited for after; a deletion that fails is waited for and raised as run raises it;
-    notifications lost (ENOBUFS): the exit is waited for; nothing is left open."""
+    already lacks the rules) without waiting for iptables-restore's exit (its RCU wait: it is
+    not reaped yet); a deletion that fails is waited for and raised as run raises it;
+    notifications lost (ENOBUFS): the exit is waited for, and the next watch starts clean;
+    nothing is left open but the kept watcher (kernel.netfilter.kept)."""
     from lowbridge.firewall.iptables import legacy
 
     if legacy():
         pytest.skip("iptables-restore is xtables-legacy here: no nf_tables commit to watch for")
     out = json.loads(host.run([sys.executable, "-c", COMMITTED]).stdout)
-    assert out["waited"] is False  # the commits were told: the exit was not waited for
-    for text in (out["at_return"], out["after"]):
-        assert "10.9.0.1/32" not in text and "10.9.0.3/32" not in text
-        assert "-A LBT -d 10.9.0.2/32 -j DROP" in text
+    assert out["unreaped"] == 1  # the commits were told: the exit was not waited for
+    text = out["at_return"]
+    assert "10.9.0.1/32" not in text and "10.9.0.3/32" not in text
+    assert "-A LBT -d 10.9.0.2/32 -j DROP" in text
     assert out["error"].startswith("delete: iptables-restore failed: ")
-    assert out["lost"] == [None, None, 0]  # lost: the exit was waited for
+    assert out["lost"] == [None, 0] and out["drained"] == 0  # lost: the exit was waited for
     assert out["without"].startswith("delete: iptables-restore failed: ")
     assert out["fds"] == 0
+
+
+KEPT = r"""
+import ctypes, json, os, socket, subprocess, threading
+from lowbridge.kernel import netfilter
+
+out = {}
+with netfilter.kept("a") as one:
+    pass
+with netfilter.kept("a") as again, netfilter.kept("b") as other:
+    out["same"] = [again is one, other is not one]
+try:
+    with netfilter.kept("a"):
+        raise OSError("a dump left half read")
+except OSError:
+    pass
+with netfilter.kept("a") as fresh:
+    out["replaced"] = fresh is not one and one.fileno() == -1
+subprocess.run(["ip", "netns", "add", "lbkept"], check=True)
+elsewhere = {}
+def inside():  # another namespace: a socket for the call, closed after
+    fd = os.open("/run/netns/lbkept", os.O_RDONLY)
+    assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0  # CLONE_NEWNET
+    with netfilter.kept("a") as sock:
+        elsewhere["sock"] = sock
+    elsewhere["closed"] = sock.fileno() == -1
+    elsewhere["home"] = netfilter.at_home()
+t = threading.Thread(target=inside)
+t.start()
+t.join()
+out["elsewhere"] = [elsewhere["sock"] is not fresh, elsewhere["closed"], elsewhere["home"]]
+fd = fresh.fileno()
+netfilter._leave_to_the_kernel()  # (at exit): detached, left open for the kernel to close
+out["left_open"] = [fresh.fileno() == -1, os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")]
+subprocess.run(["ip", "netns", "del", "lbkept"], check=True)
+print(json.dumps(out))
+"""
+
+
+def test_netfilter_sockets_are_kept_to_the_process_end(host):
+    """kernel.netfilter.kept: one socket per purpose in the process's own namespace, the same
+    every time, replaced after a failed use; in another namespace one for the call, closed
+    after; at exit detached, so that the kernel, not the interpreter's shutdown, closes it."""
+    out = json.loads(host.run([sys.executable, "-c", KEPT]).stdout)
+    assert out == {"same": [True, True], "replaced": True, "elsewhere": [True, True, False],
+                   "left_open": [True, True]}  # fmt: skip
+
+
+DELETION = r"""
+import json, socket, subprocess
+from lowbridge.errors import KernelError
+from lowbridge.kernel import Kernel, deletion
+
+def sh(cmd):
+    subprocess.run(cmd, shell=True, check=True)
+
+def links():
+    return json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True,
+                                     check=True).stdout)
+
+sh("ip link add lbdbr type bridge && ip link set lbdbr up")
+for i in range(4):
+    sh(f"ip netns add lbd{i} && ip link add lbdv{i} master lbdbr up type veth peer name eth0 "
+       f"netns lbd{i} && ip -n lbd{i} addr add 10.77.0.{i + 2}/24 dev eth0 "
+       f"&& ip -n lbd{i} link set eth0 up")
+out = {}
+k = Kernel()
+with k.delete_links(["lbdv0"]) as one:
+    one.wait()
+    out["one"] = [sorted(one._left), "lbdv0" in {x["ifname"] for x in links()}]
+with k.delete_links(["lbdv1", "lbdv2", "nosuch"]) as batch:  # one already gone: the end tells
+    batch.wait()
+    names = {x["ifname"] for x in links()}
+    out["batch"] = [sorted(batch._left), sorted({"lbdv1", "lbdv2"} & names)]
+try:
+    with k.delete_links(["lo"]) as bad:  # the kernel refuses: raised by wait
+        bad.wait()
+except KernelError as exc:
+    out["error"] = str(exc)
+real = deletion._listen
+def small():  # announcements lost (ENOBUFS): the end of the deletion is waited for
+    sock = real()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
+    return sock
+deletion._listen = small
+with k.delete_links(["lbdv3"]) as lost:
+    lost.wait()
+    out["lost"] = "lbdv3" in {x["ifname"] for x in links()}
+sh("ip link del lbdbr; for i in 0 1 2 3; do ip netns del lbd$i; done")
+print(json.dumps(out))
+"""
+
+
+def test_a_link_deletion_returns_once_the_kernel_announced_the_links_gone(host):
+    """kernel.deletion: back when the kernel's RTM_DELLINK announcements named every link
+    (each gone from the namespace then), or, for a link already gone, when the deletion ended;
+    a refused deletion is raised; announcements lost: the deletion's end is waited for."""
+    out = json.loads(host.run([sys.executable, "-c", DELETION]).stdout)
+    assert out["one"] == [[], False]  # announced: nothing left to wait for, and it is gone
+    assert out["batch"] == [["nosuch"], []]
+    assert out["error"].startswith("delete links lbdv") is False and "lo" in out["error"]
+    assert out["lost"] is False

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from lowbridge.errors import KernelError
+from lowbridge.errors import KernelError, LowbridgeError
 from lowbridge.kernel.netns import Future
 from lowbridge.kernel.rtnl import Link
 
@@ -61,6 +61,17 @@ class FakeNs:
             for ln in self.links.values()
         )
         return links, sorted(self.routes), self.default
+
+
+@dataclass
+class FakeDeletion:
+    """kernel.deletion.Deletion's interface, done."""
+
+    error: LowbridgeError | None
+
+    def wait(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 class FakeSession:
@@ -254,6 +265,16 @@ class FakeKernel:
     ) -> Iterator[FakeSession]:
         name = self._name(path)
         yield FakeSession(self, name)
+
+    @contextlib.contextmanager
+    def delete_links(self, names: list[str]) -> Iterator[FakeDeletion]:
+        """Deleted at once; a failure is raised by ``wait``, as kernel.deletion's."""
+        error = None
+        try:
+            FakeSession(self, HOST).delete_links(names)
+        except LowbridgeError as exc:
+            error = exc
+        yield FakeDeletion(error)
 
     # -- namespaces
     def netns_path(self, name: str) -> str:
