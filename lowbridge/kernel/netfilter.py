@@ -46,7 +46,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # A process's own NETLINK_NETFILTER sockets, one per purpose, left open to its end.
 _KEPT: dict[str, tuple[socket.socket, threading.Lock]] = {}
 _KEPT_LOCK = threading.Lock()
-_HOME = os.stat("/proc/self/ns/net").st_ino  # the namespace lowbridge was loaded in
+_HOME = os.readlink("/proc/self/ns/net")  # the namespace lowbridge was loaded in ("net:[…]")
 
 
 @contextlib.contextmanager
@@ -85,8 +85,12 @@ def kept(purpose: str) -> Iterator[socket.socket]:
 
 
 def at_home() -> bool:
-    """Whether the calling thread is in the network namespace lowbridge was loaded in."""
-    return os.stat("/proc/thread-self/ns/net").st_ino == _HOME
+    """Whether the calling thread is in the network namespace lowbridge was loaded in.  The
+    main thread always is: lowbridge enters other namespaces only in worker threads
+    (kernel.netns.submit); another thread's namespace is read (~3 us)."""
+    if threading.current_thread() is threading.main_thread():
+        return True
+    return os.readlink("/proc/thread-self/ns/net") == _HOME
 
 
 def _nfnl_socket() -> socket.socket:
