@@ -84,17 +84,16 @@ def _remove(
                         n, e, c.kernel, c.nl, x.netns
                     ),
                 )
-    # A deletion waits for RCU grace periods and its devices' last references; the rest of the
-    # teardown and the firewall change need neither, so they run meanwhile (the deletion in a
-    # thread of its own), and the store commits once the kernel announced the links gone, the
-    # deletion's own wait still running (kernel.deletion).  So does the walk of the
-    # kernel's whole conntrack table (~10 ms once anything is tracked) that forgets the flows
-    # to the released addresses, as Docker does: flows *to* them, which the firewall change
-    # does not decide (a published port's flows have the host's address as their original
-    # destination), so the walk needs only the sandboxes' processes gone -- and to end before
-    # the store releases the addresses; it starts after the namespaces' release, whose unmounts
-    # wait for an expedited RCU grace period that the walk held up (~9 ms here when they ran
-    # together).  A later failure only means it runs again.
+    # Three kernel waits overlap here.  A link deletion waits for RCU grace periods and its
+    # devices' last references: it runs in a thread of its own, and the store commits once the
+    # kernel announced the links gone (kernel.deletion).  The firewall change runs meanwhile,
+    # and so does the walk of the kernel's whole conntrack table (~10 ms once anything is
+    # tracked) that forgets the flows to the released addresses, as Docker does: flows *to*
+    # them, which the firewall change does not decide (a published port's flows have the
+    # host's address as their original destination), so it needs only the sandboxes'
+    # processes gone, and must end before the store releases the addresses.  It starts after
+    # the namespaces' release: their unmounts wait for an expedited RCU grace period, which
+    # the walk held up (~9 ms here).  A later failure only means it runs again.
     addresses = [ip for e in eps for ip in (e.ip, e.ip6) if ip]
     forget = lambda: c.kernel.flush_conntrack(dsts=addresses)  # noqa: E731
     forgetter = threading.Thread(target=c.best_effort, args=(forget,))
