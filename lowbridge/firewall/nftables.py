@@ -232,6 +232,16 @@ _HOME_CONTEXT: list = []
 _HOME_LOCK = threading.Lock()
 
 
+def _after_fork() -> None:
+    """A forked child makes its own context (the parent's socket would answer both)."""
+    global _HOME_LOCK
+    _HOME_LOCK = threading.Lock()
+    _HOME_CONTEXT.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class NftablesBackend:
     name = "nftables"
 

@@ -28,6 +28,7 @@ import struct
 import threading
 from collections.abc import Iterator
 
+from lowbridge.errors import LowbridgeError
 from lowbridge.kernel.wire import NLM_F_REQUEST, NLMSGHDR, SEQ, attributes, messages
 
 NETLINK_NETFILTER = 12
@@ -77,6 +78,8 @@ def kept(purpose: str) -> Iterator[socket.socket]:
     with lock:
         try:
             yield sock
+        except LowbridgeError:  # (its users raise these after a whole exchange)
+            raise
         except BaseException:  # (a dump left half read, say: the next user gets a new one)
             with _KEPT_LOCK:
                 del _KEPT[purpose]
@@ -99,6 +102,19 @@ def _nfnl_socket() -> socket.socket:
     )
     sock.bind((0, 0))  # a port id now: a socket without one gets no multicast (af_netlink.c)
     return sock
+
+
+def _after_fork() -> None:
+    """A forked child talks on sockets of its own: its copies of the parent's go (closing a
+    copy releases nothing the parent holds)."""
+    global _KEPT_LOCK
+    _KEPT_LOCK = threading.Lock()
+    for sock, _ in _KEPT.values():
+        sock.close()
+    _KEPT.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _leave_to_the_kernel() -> None:

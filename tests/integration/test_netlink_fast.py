@@ -538,6 +538,11 @@ t = threading.Thread(target=inside)
 t.start()
 t.join()
 out["elsewhere"] = [elsewhere["sock"] is not fresh, elsewhere["closed"], elsewhere["home"]]
+pid = os.fork()
+if pid == 0:  # a forked child: a socket of its own, the parent's left open for the parent
+    with netfilter.kept("a") as child:
+        os._exit(0 if child is not fresh and fresh.fileno() == -1 else 1)
+out["forked"] = os.waitpid(pid, 0)[1] == 0 and fresh.fileno() != -1
 fd = fresh.fileno()
 netfilter._leave_to_the_kernel()  # (at exit): detached, left open for the kernel to close
 out["left_open"] = [fresh.fileno() == -1, os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")]
@@ -549,10 +554,11 @@ print(json.dumps(out))
 def test_netfilter_sockets_are_kept_to_the_process_end(host):
     """kernel.netfilter.kept: one socket per purpose in the process's own namespace, the same
     every time, replaced after a failed use; in another namespace one for the call, closed
-    after; at exit detached, so that the kernel, not the interpreter's shutdown, closes it."""
+    after; a forked child makes its own; at exit detached, so that the kernel, not the
+    interpreter's shutdown, closes it."""
     out = json.loads(host.run([sys.executable, "-c", KEPT]).stdout)
     assert out == {"same": [True, True], "replaced": True, "elsewhere": [True, True, False],
-                   "left_open": [True, True]}  # fmt: skip
+                   "forked": True, "left_open": [True, True]}  # fmt: skip
 
 
 DELETION = r"""
