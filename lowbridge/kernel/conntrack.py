@@ -93,7 +93,6 @@ def flush(
 # endian), then attributes; an entry's CTA_TUPLE_ORIG nests CTA_TUPLE_IP (CTA_IP_V4_DST) and
 # CTA_TUPLE_PROTO (CTA_PROTO_NUM, CTA_PROTO_DST_PORT, big endian).  A deletion names the entry by
 # its original tuple and zone, sent back as the dump gave them.
-NETLINK_NETFILTER = 12
 _CT_GET, _CT_DELETE = (1 << 8) | 1, (1 << 8) | 2
 CTA_TUPLE_ORIG, CTA_ZONE = 1, 18
 CTA_TUPLE_IP, CTA_TUPLE_PROTO, CTA_IP_V4_DST, CTA_IP_V6_DST = 1, 2, 2, 4

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
 import os
 import socket
 import struct
@@ -196,8 +197,9 @@ def commits() -> Iterator[Commits]:
                     sock.recv(1 << 16, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     break
-                except OSError:
-                    continue
+                except OSError as exc:  # (the overflow is said once, then reading goes on)
+                    if exc.errno != errno.ENOBUFS:
+                        raise
             yield Commits(sock)
         finally:
             sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, NFNLGRP_NFTABLES)
